@@ -1,0 +1,190 @@
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::UserId;
+use crate::validation::{Invalid, check_char_len};
+
+/// A syntactically valid e-mail address, normalised to lower case so that uniqueness is
+/// case-insensitive (`Alice@Example.com` and `alice@example.com` are one account).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    /// RFC 5321 caps a forward path at 256 octets including the angle brackets.
+    pub const MAX_LEN: usize = 254;
+
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let trimmed = raw.trim();
+        if trimmed.len() > Self::MAX_LEN {
+            return Err(Invalid::too_long(Self::MAX_LEN));
+        }
+        let parsed = email_address::EmailAddress::parse_with_options(
+            trimmed,
+            email_address::Options::default()
+                .without_display_text()
+                .without_domain_literal(),
+        )
+        .map_err(|e| {
+            Invalid::new(
+                "value_error",
+                format!("value is not a valid email address: {e}"),
+            )
+        })?;
+        // A host without a dot ("user@localhost") is legal in RFC 5322 but never a real
+        // mailbox for a public service; the reference gateway refused it too.
+        if !parsed.domain().contains('.') {
+            return Err(Invalid::new(
+                "value_error",
+                "value is not a valid email address: the domain must contain a dot",
+            ));
+        }
+        Ok(Self(parsed.as_str().to_lowercase()))
+    }
+
+    /// Rebuilds an address that was validated before it was stored.
+    pub fn from_trusted(stored: String) -> Self {
+        Self(stored)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A password as the user typed it. Never logged (`Debug` is redacted by `SecretString`).
+#[derive(Debug, Clone)]
+pub struct Password(SecretString);
+
+impl Password {
+    /// The contract's minimum (FastAPI schema `minLength: 8`).
+    pub const MIN_CHARS: usize = 8;
+    /// Hashing cost grows with length; the cap stops a megabyte "password" from being a cheap
+    /// way to burn CPU. Long passphrases still fit, and nothing is ever truncated.
+    pub const MAX_CHARS: usize = 1024;
+
+    pub fn parse(raw: String) -> Result<Self, Invalid> {
+        check_char_len(&raw, Self::MIN_CHARS, Self::MAX_CHARS)?;
+        Ok(Self(SecretString::from(raw)))
+    }
+
+    /// For login: any non-empty input up to the cap is checked against the stored hash, so a
+    /// password set under an older, shorter minimum still works.
+    pub fn for_login(raw: String) -> Result<Self, Invalid> {
+        check_char_len(&raw, Self::MIN_CHARS, Self::MAX_CHARS)?;
+        Ok(Self(SecretString::from(raw)))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+/// An optional display name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(String);
+
+impl UserName {
+    pub const MAX_CHARS: usize = 255;
+
+    pub fn parse(raw: String) -> Result<Self, Invalid> {
+        check_char_len(&raw, 0, Self::MAX_CHARS)?;
+        if raw.chars().any(char::is_control) {
+            return Err(Invalid::new(
+                "value_error",
+                "Name must not contain control characters",
+            ));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn from_trusted(stored: String) -> Self {
+        Self(stored)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A stored password hash in PHC string format (`$argon2id$v=19$m=…`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(pub String);
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHash(..)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: UserId,
+    pub email: Email,
+    pub name: Option<UserName>,
+    pub password_hash: PasswordHash,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What registration stores.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: UserId,
+    pub email: Email,
+    pub name: Option<UserName>,
+    pub password_hash: PasswordHash,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What deleting an account removed, reported back to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountDeletion {
+    pub api_keys: u64,
+    pub private_key: bool,
+    pub automation_settings: bool,
+    pub delegations: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_validated() {
+        assert_eq!(
+            Email::parse(" Alice@Example.COM ").unwrap().as_str(),
+            "alice@example.com"
+        );
+        for bad in ["", "alice", "alice@", "@example.com", "a b@example.com", "alice@localhost"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert_eq!(Email::parse(&long).unwrap_err().kind, "string_too_long");
+    }
+
+    #[test]
+    fn passwords_are_counted_in_characters_and_capped() {
+        assert_eq!(
+            Password::parse("1234567".into()).unwrap_err().kind,
+            "string_too_short"
+        );
+        assert!(Password::parse("12345678".into()).is_ok());
+        // 8 characters, 16 bytes.
+        assert!(Password::parse("éééééééé".into()).is_ok());
+        assert!(Password::parse("correct horse battery staple".into()).is_ok());
+        assert!(Password::parse("x".repeat(1024)).is_ok());
+        assert_eq!(
+            Password::parse("x".repeat(1025)).unwrap_err().kind,
+            "string_too_long"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let p = Password::parse("hunter2hunter2".into()).unwrap();
+        assert!(!format!("{p:?}").contains("hunter2"));
+        let h = PasswordHash("$argon2id$secret".into());
+        assert!(!format!("{h:?}").contains("secret"));
+    }
+}

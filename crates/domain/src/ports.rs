@@ -1,0 +1,191 @@
+//! The ports: everything the services need from the outside world.
+//!
+//! They are object-safe (`async_trait`) on purpose: the HTTP layer holds them as
+//! `Arc<dyn …>`, so it never names the storage crate's types and handlers stay non-generic.
+//!
+//! # Errors
+//! Unless a method says otherwise, `Err` means an infrastructure failure (database down, pool
+//! exhausted, …) that the caller reports as a 5xx; expected outcomes such as "not found" are in
+//! the `Ok` value.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InsertUserError {
+    #[error("a user with this email already exists")]
+    DuplicateEmail,
+    /// The random id collided with an existing one: draw another.
+    #[error("user id already taken")]
+    IdTaken,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[async_trait]
+pub trait UserRepository: Send + Sync {
+    async fn insert_user(&self, user: NewUser) -> Result<User, InsertUserError>;
+    async fn find_user(&self, id: UserId) -> anyhow::Result<Option<User>>;
+    async fn find_user_by_email(&self, email: &Email) -> anyhow::Result<Option<User>>;
+    async fn update_password_hash(&self, id: UserId, hash: PasswordHash) -> anyhow::Result<()>;
+    /// Deletes the user and, in the same transaction, everything they own. `None` if there was
+    /// no such user.
+    async fn delete_user(&self, id: UserId) -> anyhow::Result<Option<AccountDeletion>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InsertApiKeyError {
+    /// The random prefix or id collided with an existing key: draw again.
+    #[error("api key prefix or id already taken")]
+    Collision,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[async_trait]
+pub trait ApiKeyRepository: Send + Sync {
+    async fn insert_api_key(&self, key: NewApiKey) -> Result<ApiKey, InsertApiKeyError>;
+    /// The user's keys, newest first, revoked ones included.
+    async fn list_api_keys(&self, user: UserId) -> anyhow::Result<Vec<ApiKey>>;
+    async fn count_active_api_keys(&self, user: UserId) -> anyhow::Result<u64>;
+    /// Marks the key inactive if it belongs to `user`; `None` otherwise.
+    async fn deactivate_api_key(&self, user: UserId, id: ApiKeyId)
+    -> anyhow::Result<Option<ApiKey>>;
+    async fn find_api_key_by_prefix(
+        &self,
+        prefix: &KeyPrefix,
+    ) -> anyhow::Result<Option<StoredApiKey>>;
+    async fn touch_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> anyhow::Result<()>;
+}
+
+#[async_trait]
+pub trait RefreshTokenRepository: Send + Sync {
+    async fn insert_refresh_token(&self, record: NewRefreshRecord) -> anyhow::Result<()>;
+    /// Atomically marks the token used. Exactly one of any number of concurrent callers gets
+    /// [`RefreshConsumption::Consumed`].
+    async fn consume_refresh_token(
+        &self,
+        token_id: &str,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<RefreshConsumption>;
+    /// Revokes every token of the family; returns how many records it touched.
+    async fn revoke_refresh_family(&self, family_id: &str) -> anyhow::Result<u64>;
+}
+
+#[async_trait]
+pub trait WalletKeyRepository: Send + Sync {
+    /// Stores the sealed key, replacing any previous one (keeping its `created_at`).
+    async fn upsert_wallet_key(
+        &self,
+        user: UserId,
+        sealed: SealedWalletKey,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<StoredWalletKey>;
+    async fn find_wallet_key(&self, user: UserId) -> anyhow::Result<Option<StoredWalletKey>>;
+    async fn delete_wallet_key(&self, user: UserId) -> anyhow::Result<bool>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InsertDelegationError {
+    #[error("delegation id already taken")]
+    IdTaken,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[async_trait]
+pub trait DelegationRepository: Send + Sync {
+    /// Inserts the delegation; when it is active, the user's previously active one is
+    /// deactivated in the same transaction, so a user never has two.
+    async fn insert_delegation(
+        &self,
+        delegation: Delegation,
+    ) -> Result<Delegation, InsertDelegationError>;
+    /// Newest first.
+    async fn list_delegations(&self, user: UserId, page: Page) -> anyhow::Result<Vec<Delegation>>;
+    async fn find_active_delegation(&self, user: UserId) -> anyhow::Result<Option<Delegation>>;
+    async fn delete_delegation(&self, user: UserId, id: DelegationId) -> anyhow::Result<bool>;
+}
+
+#[async_trait]
+pub trait AutomationRepository: Send + Sync {
+    /// The user's settings, created from `defaults` on first read.
+    async fn get_or_create_automation(
+        &self,
+        defaults: AutomationSettings,
+    ) -> anyhow::Result<AutomationSettings>;
+    /// Applies `update` (creating the row from `defaults` first if needed).
+    async fn update_automation(
+        &self,
+        defaults: AutomationSettings,
+        update: AutomationUpdate,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<AutomationSettings>;
+}
+
+#[async_trait]
+pub trait HealthProbe: Send + Sync {
+    /// Succeeds when the database answers a trivial query.
+    async fn ping(&self) -> anyhow::Result<()>;
+}
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// Correct. `needs_rehash` when the stored hash uses weaker parameters than today's.
+    Match { needs_rehash: bool },
+    Mismatch,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashingError {
+    /// Too many hashes are already queued: the caller should come back later.
+    #[error("password hashing is saturated")]
+    Busy,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// Password hashing: slow on purpose, so implementations run it off the async workers with
+/// bounded concurrency.
+#[async_trait]
+pub trait PasswordHasher: Send + Sync {
+    async fn hash(&self, password: &Password) -> Result<PasswordHash, HashingError>;
+    /// Checks `password` against `hash`. With `None` (unknown account) it does the same amount
+    /// of work against a dummy hash and answers `Mismatch`, so timing does not reveal whether
+    /// an account exists.
+    async fn verify(
+        &self,
+        password: &Password,
+        hash: Option<&PasswordHash>,
+    ) -> Result<Verification, HashingError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid token")]
+pub struct InvalidToken;
+
+/// Signs and checks tokens (JWT in production). The codec checks signature, algorithm, issuer,
+/// audience, expiry and kind; the services check that the subject still exists.
+pub trait TokenCodec: Send + Sync {
+    fn encode(&self, claims: &TokenClaims) -> anyhow::Result<String>;
+    fn decode(&self, token: &str, expected: TokenKind) -> Result<TokenClaims, InvalidToken>;
+}
+
+/// Too many login attempts; try again after the given delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many login attempts")]
+pub struct Throttled {
+    pub retry_after: Duration,
+}
+
+/// Limits login attempts per account and per client address.
+pub trait LoginThrottle: Send + Sync {
+    /// Records an attempt; `Err` when the account or the client is over its limit.
+    fn attempt(&self, account: &Email, client: Option<IpAddr>) -> Result<(), Throttled>;
+}

@@ -1,0 +1,151 @@
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+
+use super::MAX_DRAWS;
+use crate::crypto::ApiKeyHasher;
+use crate::model::*;
+use crate::ports::*;
+
+/// `last_used_at` is written at most this often per key, so a busy key does not turn every
+/// request into a database write.
+const LAST_USED_GRANULARITY: Duration = Duration::seconds(60);
+
+/// Creating, listing, revoking and checking API keys.
+#[derive(Clone)]
+pub struct ApiKeyService {
+    keys: Arc<dyn ApiKeyRepository>,
+    hasher: ApiKeyHasher,
+    max_active_per_user: u64,
+}
+
+/// The key a request was made with, and whose it is.
+#[derive(Debug, Clone)]
+pub struct ApiKeyPrincipal {
+    pub key: ApiKey,
+}
+
+impl ApiKeyPrincipal {
+    pub fn user_id(&self) -> UserId {
+        self.key.user_id
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateApiKeyError {
+    #[error("You already have {0} active API keys; revoke one before creating another")]
+    TooManyKeys(u64),
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeApiKeyError {
+    #[error("API key not found")]
+    NotFound,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiKeyAuthError {
+    #[error("Invalid API key format. Must start with sk-")]
+    Malformed,
+    /// Unknown prefix, wrong secret, revoked key or inactive owner: one answer for all.
+    #[error("Invalid API key")]
+    Invalid,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+impl ApiKeyService {
+    pub const DEFAULT_MAX_ACTIVE_PER_USER: u64 = 100;
+
+    pub fn new(keys: Arc<dyn ApiKeyRepository>, hasher: ApiKeyHasher) -> Self {
+        Self {
+            keys,
+            hasher,
+            max_active_per_user: Self::DEFAULT_MAX_ACTIVE_PER_USER,
+        }
+    }
+
+    pub fn with_max_active_per_user(mut self, max: u64) -> Self {
+        self.max_active_per_user = max;
+        self
+    }
+
+    /// Mints a key. The secret is returned once, here; only its digest is stored.
+    pub async fn create(
+        &self,
+        user: UserId,
+        name: Option<String>,
+    ) -> Result<(ApiKey, ApiKeySecret), CreateApiKeyError> {
+        if self.keys.count_active_api_keys(user).await? >= self.max_active_per_user {
+            return Err(CreateApiKeyError::TooManyKeys(self.max_active_per_user));
+        }
+        for _ in 0..MAX_DRAWS {
+            let secret = ApiKeySecret::generate();
+            let new = NewApiKey {
+                id: ApiKeyId::random(),
+                user_id: user,
+                prefix: secret.prefix().clone(),
+                digest: self.hasher.digest(&secret),
+                name: name.clone(),
+                created_at: Utc::now(),
+            };
+            match self.keys.insert_api_key(new).await {
+                Ok(key) => return Ok((key, secret)),
+                Err(InsertApiKeyError::Collision) => continue,
+                Err(InsertApiKeyError::Unknown(e)) => return Err(e.into()),
+            }
+        }
+        Err(anyhow::anyhow!("could not draw a free API key prefix").into())
+    }
+
+    pub async fn list(&self, user: UserId) -> anyhow::Result<Vec<ApiKey>> {
+        self.keys.list_api_keys(user).await
+    }
+
+    /// Deactivates one of the user's keys. Someone else's key id is "not found", exactly like
+    /// an id that does not exist.
+    pub async fn revoke(&self, user: UserId, id: ApiKeyId) -> Result<ApiKey, RevokeApiKeyError> {
+        self.keys
+            .deactivate_api_key(user, id)
+            .await?
+            .ok_or(RevokeApiKeyError::NotFound)
+    }
+
+    /// Checks a presented key: its prefix finds the row, then the digest of the *whole* key is
+    /// compared in constant time. Revoked keys and keys of inactive users are refused.
+    pub async fn authenticate(&self, presented: &str) -> Result<ApiKeyPrincipal, ApiKeyAuthError> {
+        let secret = ApiKeySecret::parse(presented).map_err(|_| {
+            if presented.starts_with("sk-") {
+                ApiKeyAuthError::Invalid
+            } else {
+                ApiKeyAuthError::Malformed
+            }
+        })?;
+        let stored = self
+            .keys
+            .find_api_key_by_prefix(secret.prefix())
+            .await?
+            .ok_or(ApiKeyAuthError::Invalid)?;
+        if !self.hasher.verify(&secret, &stored.digest)
+            || !stored.key.is_active
+            || !stored.owner_active
+        {
+            return Err(ApiKeyAuthError::Invalid);
+        }
+        let now = Utc::now();
+        let stale = stored
+            .key
+            .last_used_at
+            .is_none_or(|at| now - at >= LAST_USED_GRANULARITY);
+        let mut key = stored.key;
+        if stale {
+            self.keys.touch_api_key(key.id, now).await?;
+            key.last_used_at = Some(now);
+        }
+        Ok(ApiKeyPrincipal { key })
+    }
+}

@@ -1,0 +1,18 @@
+//! Use cases. Each public method is one operation with its own error enum, so the HTTP layer
+//! maps every outcome explicitly and nothing falls through as a generic 500.
+
+mod accounts;
+mod api_keys;
+mod automation;
+mod delegations;
+mod wallet;
+
+pub use accounts::*;
+pub use api_keys::*;
+pub use automation::*;
+pub use delegations::*;
+pub use wallet::*;
+
+/// How many times a random id or prefix is redrawn after a collision before giving up. With
+/// 2^53 ids (or 62^6 prefixes) a second collision in a row means something else is wrong.
+const MAX_DRAWS: usize = 4;

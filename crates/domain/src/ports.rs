@@ -16,6 +16,13 @@ use chrono::{DateTime, Utc};
 
 use crate::model::*;
 
+/// Marks an infrastructure error as "the store cannot be reached right now" (pool exhausted,
+/// connection refused, …) rather than a bug: callers answer 503 instead of 500. Storage wraps
+/// such failures as `anyhow::Error::new(StorageUnavailable)` with context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the database is unavailable")]
+pub struct StorageUnavailable;
+
 #[derive(Debug, thiserror::Error)]
 pub enum InsertUserError {
     #[error("a user with this email already exists")]

@@ -1,1 +1,22 @@
+//! Storage for the Morpheus gateway: diesel over SQLite (the default, one file) or PostgreSQL,
+//! chosen from the database URL at start-up.
+//!
+//! [`Database`] implements every repository port of [`morpheus_domain::ports`]. Diesel is
+//! synchronous, so each call runs on tokio's blocking pool through one bridge
+//! (`Database::run`); no query runs anywhere else.
+//!
+//! Errors are `anyhow` chains with context such as "inserting an API key". They are meant for
+//! the logs: the HTTP layer answers an opaque 500, and database details (SQL, constraint
+//! names) never reach clients.
 
+mod bridge;
+mod connection;
+mod database;
+mod migrations;
+mod repositories;
+mod schema;
+mod url;
+
+pub use connection::AnyConnection;
+pub use database::{Database, PoolOptions};
+pub use url::DatabaseUrl;

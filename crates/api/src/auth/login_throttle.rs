@@ -1,0 +1,120 @@
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use morpheus_domain::Email;
+use morpheus_domain::ports::{LoginThrottle, Throttled};
+
+/// Login attempts allowed in a burst, and how fast the allowance refills, per account and per
+/// client address.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginThrottleSettings {
+    pub per_account_burst: u32,
+    pub per_account_refill: Duration,
+    pub per_client_burst: u32,
+    pub per_client_refill: Duration,
+}
+
+impl Default for LoginThrottleSettings {
+    /// Ten attempts per account per fifteen minutes, thirty per client address per minute.
+    fn default() -> Self {
+        Self {
+            per_account_burst: 10,
+            per_account_refill: Duration::from_secs(90),
+            per_client_burst: 30,
+            per_client_refill: Duration::from_secs(2),
+        }
+    }
+}
+
+/// In-memory keyed GCRA limiters (`governor`). Per process: replicas each keep their own count
+/// until the Redis-backed limiter lands. The client address is the TCP peer, never
+/// `X-Forwarded-For`, so a spoofed header cannot reset a counter.
+pub struct GovernorLoginThrottle {
+    accounts: DefaultKeyedRateLimiter<String>,
+    clients: DefaultKeyedRateLimiter<IpAddr>,
+    attempts: AtomicU64,
+}
+
+fn quota(burst: u32, refill: Duration) -> Quota {
+    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(refill.max(Duration::from_millis(1)))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst)
+}
+
+impl GovernorLoginThrottle {
+    pub fn new(settings: LoginThrottleSettings) -> Self {
+        Self {
+            accounts: RateLimiter::keyed(quota(
+                settings.per_account_burst,
+                settings.per_account_refill,
+            )),
+            clients: RateLimiter::keyed(quota(
+                settings.per_client_burst,
+                settings.per_client_refill,
+            )),
+            attempts: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LoginThrottle for GovernorLoginThrottle {
+    fn attempt(&self, account: &Email, client: Option<IpAddr>) -> Result<(), Throttled> {
+        // Forget idle keys now and then so the maps do not grow without bound.
+        if self.attempts.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            self.accounts.retain_recent();
+            self.clients.retain_recent();
+        }
+        let now = DefaultClock::default().now();
+        let throttled = |not_until: governor::NotUntil<_>| Throttled {
+            retry_after: not_until.wait_time_from(now),
+        };
+        if let Some(ip) = client {
+            self.clients.check_key(&ip).map_err(throttled)?;
+        }
+        self.accounts
+            .check_key(&account.as_str().to_owned())
+            .map_err(throttled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email(s: &str) -> Email {
+        Email::parse(s).unwrap()
+    }
+
+    #[test]
+    fn an_account_is_throttled_after_its_burst_whatever_the_client() {
+        let t = GovernorLoginThrottle::new(LoginThrottleSettings {
+            per_client_burst: 1000,
+            ..Default::default()
+        });
+        let victim = email("victim@example.com");
+        for i in 0..10u8 {
+            let ip = IpAddr::from([10, 0, 0, i]);
+            assert!(t.attempt(&victim, Some(ip)).is_ok(), "attempt {i}");
+        }
+        let err = t.attempt(&victim, Some(IpAddr::from([10, 0, 1, 1]))).unwrap_err();
+        assert!(err.retry_after > Duration::from_secs(60));
+        // Other accounts are not affected.
+        assert!(t.attempt(&email("other@example.com"), None).is_ok());
+    }
+
+    #[test]
+    fn a_client_is_throttled_across_accounts() {
+        let t = GovernorLoginThrottle::new(LoginThrottleSettings::default());
+        let ip = Some(IpAddr::from([127, 0, 0, 1]));
+        for i in 0..30 {
+            assert!(t.attempt(&email(&format!("u{i}@example.com")), ip).is_ok());
+        }
+        assert!(t.attempt(&email("u99@example.com"), ip).is_err());
+        assert!(t.attempt(&email("u99@example.com"), Some(IpAddr::from([127, 0, 0, 2]))).is_ok());
+    }
+}

@@ -1,0 +1,58 @@
+use chrono::{DateTime, Utc};
+use morpheus_domain::{ApiKey, ApiKeySecret};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "my laptop"}))]
+pub struct APIKeyCreate {
+    #[serde(default)]
+    #[schema(max_length = 255)]
+    pub name: Option<String>,
+}
+
+/// The new key. `key` is shown here and never again.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct APIKeyResponse {
+    pub key: String,
+    pub key_prefix: String,
+    pub name: Option<String>,
+}
+
+impl APIKeyResponse {
+    pub fn new(key: &ApiKey, secret: &ApiKeySecret) -> Self {
+        Self {
+            key: secret.expose().to_owned(),
+            key_prefix: key.prefix.as_str().to_owned(),
+            name: key.name.clone(),
+        }
+    }
+}
+
+/// A key as listed: never the secret, only its public prefix.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(clippy::upper_case_acronyms)]
+pub struct APIKeyDB {
+    pub id: i64,
+    pub key_prefix: String,
+    pub name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub is_active: bool,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKey> for APIKeyDB {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id.0,
+            key_prefix: k.prefix.as_str().to_owned(),
+            name: k.name,
+            created_at: k.created_at,
+            is_active: k.is_active,
+            last_used_at: k.last_used_at,
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Request and response bodies, as named in the OpenAPI document. Requests refuse unknown
+//! fields (no mass assignment of `is_admin`, `user_id`, …); responses list every field they
+//! may carry, and no others.
+
+mod api_key;
+mod automation;
+mod delegation;
+mod system;
+mod user;
+mod wallet;
+
+pub use api_key::*;
+pub use automation::*;
+pub use delegation::*;
+pub use system::*;
+pub use user::*;
+pub use wallet::*;

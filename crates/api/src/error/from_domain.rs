@@ -1,0 +1,118 @@
+//! Domain outcomes → HTTP errors. Each domain operation's error enum is matched exhaustively, so
+//! adding a variant forces a decision here.
+
+use morpheus_domain::services::*;
+
+use super::ApiError;
+
+impl From<RegisterError> for ApiError {
+    fn from(e: RegisterError) -> Self {
+        match e {
+            RegisterError::EmailTaken => ApiError::BadRequest(e.to_string()),
+            RegisterError::Busy => busy(),
+            RegisterError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::InvalidCredentials => ApiError::Unauthorized("Incorrect email or password"),
+            LoginError::Throttled(t) => ApiError::TooManyRequests {
+                message: "Too many login attempts; try again later",
+                retry_after: t.retry_after,
+            },
+            LoginError::Busy => busy(),
+            LoginError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<RefreshError> for ApiError {
+    fn from(e: RefreshError) -> Self {
+        match e {
+            RefreshError::Invalid => ApiError::Unauthorized("Could not validate credentials"),
+            RefreshError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<AuthenticateError> for ApiError {
+    fn from(e: AuthenticateError) -> Self {
+        match e {
+            AuthenticateError::Invalid => ApiError::Unauthorized("Could not validate credentials"),
+            AuthenticateError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<ApiKeyAuthError> for ApiError {
+    fn from(e: ApiKeyAuthError) -> Self {
+        match e {
+            ApiKeyAuthError::Malformed => {
+                ApiError::Unauthorized("Invalid API key format. Must start with sk-")
+            }
+            ApiKeyAuthError::Invalid => ApiError::Unauthorized("Invalid API key"),
+            ApiKeyAuthError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<DeleteAccountError> for ApiError {
+    fn from(e: DeleteAccountError) -> Self {
+        match e {
+            DeleteAccountError::NotFound => ApiError::NotFound(e.to_string()),
+            DeleteAccountError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<CreateApiKeyError> for ApiError {
+    fn from(e: CreateApiKeyError) -> Self {
+        match e {
+            CreateApiKeyError::TooManyKeys(_) => ApiError::Conflict(e.to_string()),
+            CreateApiKeyError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<RevokeApiKeyError> for ApiError {
+    fn from(e: RevokeApiKeyError) -> Self {
+        match e {
+            RevokeApiKeyError::NotFound => ApiError::NotFound(e.to_string()),
+            RevokeApiKeyError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<DeleteWalletKeyError> for ApiError {
+    fn from(e: DeleteWalletKeyError) -> Self {
+        match e {
+            DeleteWalletKeyError::NotFound => ApiError::NotFound(e.to_string()),
+            DeleteWalletKeyError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<StoreDelegationError> for ApiError {
+    fn from(e: StoreDelegationError) -> Self {
+        match e {
+            StoreDelegationError::WrongDelegate(_) => ApiError::BadRequest(e.to_string()),
+            StoreDelegationError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<DeleteDelegationError> for ApiError {
+    fn from(e: DeleteDelegationError) -> Self {
+        match e {
+            DeleteDelegationError::NotFound => ApiError::NotFound(e.to_string()),
+            DeleteDelegationError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+fn busy() -> ApiError {
+    ApiError::ServiceUnavailable("The server is busy; try again shortly")
+}

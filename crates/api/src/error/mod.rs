@@ -1,0 +1,136 @@
+//! The one error type of the HTTP layer, and the only place where outcomes become status codes.
+//!
+//! Policy (after crates.io's `util/errors.rs`):
+//! - validation failures are 422 with the FastAPI-compatible `{"detail":[{loc,msg,type}]}` body;
+//! - everything else is `{"detail":"<message>"}` with the status of its variant;
+//! - a 500 logs the whole cause chain and tells the client nothing about it.
+
+mod body;
+mod fields;
+mod from_domain;
+
+pub use body::{ErrorResponse, HTTPValidationError, LocItem, ValidationError};
+pub use fields::Fields;
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+
+/// One field-level validation problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub loc: Vec<LocItem>,
+    pub msg: String,
+    pub kind: String,
+}
+
+impl FieldError {
+    pub fn new(loc: Vec<LocItem>, kind: impl Into<String>, msg: impl Into<String>) -> Self {
+        Self {
+            loc,
+            msg: msg.into(),
+            kind: kind.into(),
+        }
+    }
+
+    /// A problem with one field of the JSON body.
+    pub fn body(field: &str, invalid: morpheus_domain::validation::Invalid) -> Self {
+        Self::new(
+            vec![LocItem::from("body"), LocItem::from(field)],
+            invalid.kind,
+            invalid.message,
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("{message}")]
+    TooManyRequests {
+        message: &'static str,
+        retry_after: Duration,
+    },
+    #[error("{0}")]
+    ServiceUnavailable(&'static str),
+    #[error("Internal server error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn validation(error: FieldError) -> Self {
+        Self::Validation(vec![error])
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Validation(errors) => {
+                return response.json(HTTPValidationError::from(errors.as_slice()));
+            }
+            ApiError::Unauthorized(_) => {
+                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                // Round up: telling a client to retry in 0 s invites a hot loop.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                response.insert_header((header::RETRY_AFTER, secs.max(1)));
+            }
+            ApiError::ServiceUnavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, 1));
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(error.cause_chain = ?cause, "request failed with an internal error");
+            }
+            _ => {}
+        }
+        response.json(ErrorResponse {
+            detail: self.to_string(),
+        })
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        if e
+            .chain()
+            .any(|c| c.is::<morpheus_domain::ports::StorageUnavailable>())
+        {
+            tracing::warn!(error.cause_chain = ?e, "the database is unavailable");
+            return ApiError::ServiceUnavailable("The database is unavailable; try again shortly");
+        }
+        ApiError::Internal(e)
+    }
+}

@@ -1,0 +1,108 @@
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use super::serde_errors::field_error;
+use crate::error::{ApiError, FieldError, LocItem};
+
+/// The largest JSON body accepted, in bytes (app data; 1 MiB when not set).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+impl Default for BodyLimit {
+    fn default() -> Self {
+        Self(1024 * 1024)
+    }
+}
+
+/// A JSON body deserialised with field-level 422s, a size cap (413, checked against
+/// `Content-Length` before reading and again while streaming a chunked body) and a content-type
+/// check (415 when a non-JSON type is declared).
+#[derive(Debug)]
+pub struct ValidatedJson<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for ValidatedJson<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<BodyLimit>>()
+            .map(|l| *l.get_ref())
+            .unwrap_or_default();
+        let early = check_headers(req, limit);
+        let mut payload = payload.take();
+        Box::pin(async move {
+            early?;
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|_| {
+                    ApiError::validation(FieldError::new(
+                        vec![LocItem::from("body")],
+                        "body_unreadable",
+                        "The request body could not be read",
+                    ))
+                })?;
+                if body.len() + chunk.len() > limit.0 {
+                    return Err(ApiError::PayloadTooLarge { limit: limit.0 });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse(&body).map(ValidatedJson)
+        })
+    }
+}
+
+fn check_headers(req: &HttpRequest, limit: BodyLimit) -> Result<(), ApiError> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let json = ct
+            .to_str()
+            .ok()
+            .and_then(|s| s.split(';').next())
+            .map(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit.0 as u64) {
+        return Err(ApiError::PayloadTooLarge { limit: limit.0 });
+    }
+    Ok(())
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::validation(FieldError::new(
+            vec![LocItem::from("body")],
+            "missing",
+            "Field required",
+        )));
+    }
+    // Syntax first, without the target type, so a syntax error is reported as such and not as
+    // a missing field.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        let column = i64::try_from(e.column()).unwrap_or(0);
+        return Err(ApiError::validation(FieldError::new(
+            vec![LocItem::from("body"), LocItem::Index(column)],
+            "json_invalid",
+            "JSON decode error",
+        )));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| ApiError::validation(field_error("body", e)))?;
+    Ok(value)
+}

@@ -1,0 +1,45 @@
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use morpheus_domain::{Email, Password};
+
+use crate::AppState;
+use crate::dto::{Token, UserLogin};
+use crate::error::{ApiError, ErrorResponse, Fields, HTTPValidationError};
+use crate::extract::ValidatedJson;
+
+/// Log in with email and password; returns an access token and a refresh token.
+///
+/// An unknown email, a wrong password and a disabled account all get the same 401. Attempts are
+/// limited per account and per client address (429 with `Retry-After`).
+#[utoipa::path(
+    operation_id = "login_api_v1_auth_login_post",
+    tag = "Auth",
+    request_body = UserLogin,
+    responses(
+        (status = 200, description = "Logged in", body = Token),
+        (status = 401, description = "Incorrect email or password", body = ErrorResponse),
+        (status = 413, description = "The request body is larger than 1 MiB", body = ErrorResponse),
+        (status = 415, description = "The request declared a Content-Type other than JSON", body = ErrorResponse),
+        (status = 422, description = "The request is invalid", body = HTTPValidationError),
+        (status = 429, description = "Too many login attempts for this account or from this client", body = ErrorResponse),
+        (status = 500, description = "Unexpected server error", body = ErrorResponse),
+        (status = 503, description = "The database is unavailable or the server is saturated", body = ErrorResponse),
+    ),
+    security(())
+)]
+#[post("/login")]
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: ValidatedJson<UserLogin>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let mut fields = Fields::default();
+    let email = fields.check("email", Email::parse(&body.email));
+    let password = fields.check("password", Password::for_login(body.password));
+    let (Some(email), Some(password)) = (email, password) else {
+        return Err(fields.into());
+    };
+    let client = req.peer_addr().map(|a| a.ip());
+    let pair = state.accounts.login(email, password, client).await?;
+    Ok(HttpResponse::Ok().json(Token::from(pair)))
+}

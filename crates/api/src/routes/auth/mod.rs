@@ -1,0 +1,15 @@
+pub mod create_api_key;
+pub mod delete_api_key;
+pub mod delete_delegation;
+pub mod delete_private_key;
+pub mod delete_user_account;
+pub mod get_active_user_delegation;
+pub mod get_api_keys;
+pub mod get_current_user;
+pub mod get_private_key_status;
+pub mod get_user_delegations;
+pub mod login;
+pub mod refresh_token;
+pub mod register_user;
+pub mod store_delegation;
+pub mod store_private_key;

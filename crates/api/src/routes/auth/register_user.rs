@@ -1,0 +1,43 @@
+use actix_web::{HttpResponse, post, web};
+use morpheus_domain::{Email, Password, UserName};
+
+use crate::AppState;
+use crate::dto::{UserCreate, UserResponse};
+use crate::error::{ApiError, ErrorResponse, Fields, HTTPValidationError};
+use crate::extract::ValidatedJson;
+
+/// Register a new user.
+///
+/// The email is normalised to lower case (addresses are unique case-insensitively). Passwords
+/// are 8 to 1024 characters and hashed with argon2id.
+#[utoipa::path(
+    operation_id = "register_user_api_v1_auth_register_post",
+    tag = "Auth",
+    request_body = UserCreate,
+    responses(
+        (status = 201, description = "The account was created", body = UserResponse),
+        (status = 400, description = "An account with this email already exists", body = ErrorResponse),
+        (status = 413, description = "The request body is larger than 1 MiB", body = ErrorResponse),
+        (status = 415, description = "The request declared a Content-Type other than JSON", body = ErrorResponse),
+        (status = 422, description = "The request is invalid", body = HTTPValidationError),
+        (status = 500, description = "Unexpected server error", body = ErrorResponse),
+        (status = 503, description = "The database is unavailable or the server is saturated", body = ErrorResponse),
+    ),
+    security(())
+)]
+#[post("/register")]
+pub async fn register_user(
+    state: web::Data<AppState>,
+    body: ValidatedJson<UserCreate>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let mut fields = Fields::default();
+    let email = fields.check("email", Email::parse(&body.email));
+    let password = fields.check("password", Password::parse(body.password));
+    let name = fields.check("name", body.name.map(UserName::parse).transpose());
+    let (Some(email), Some(password), Some(name)) = (email, password, name) else {
+        return Err(fields.into());
+    };
+    let user = state.accounts.register(email, password, name).await?;
+    Ok(HttpResponse::Created().json(UserResponse::from(user)))
+}

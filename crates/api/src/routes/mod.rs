@@ -1,0 +1,37 @@
+//! Route table. Every handler is registered through `utoipa_actix_web`, which also adds it to
+//! the served OpenAPI document.
+
+mod auth;
+mod automation;
+mod system;
+
+use utoipa_actix_web::scope;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+pub fn configure(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(
+        scope("/api/v1/auth")
+            .service(auth::register_user::register_user)
+            .service(auth::delete_user_account::delete_user_account)
+            .service(auth::login::login)
+            .service(auth::refresh_token::refresh_token)
+            .service(auth::get_current_user::get_current_user)
+            .service(auth::create_api_key::create_api_key)
+            .service(auth::get_api_keys::get_api_keys)
+            .service(auth::delete_api_key::delete_api_key)
+            .service(auth::store_private_key::store_private_key)
+            .service(auth::get_private_key_status::get_private_key_status)
+            .service(auth::delete_private_key::delete_private_key)
+            .service(auth::store_delegation::store_delegation)
+            .service(auth::get_user_delegations::get_user_delegations)
+            .service(auth::get_active_user_delegation::get_active_user_delegation)
+            .service(auth::delete_delegation::delete_delegation),
+    )
+    .service(
+        scope("/api/v1/automation")
+            .service(automation::get_automation_settings::get_automation_settings)
+            .service(automation::update_automation_settings::update_automation_settings),
+    )
+    .service(system::root::root)
+    .service(system::health_check::health_check);
+}

@@ -1,0 +1,2 @@
+pub mod health_check;
+pub mod root;

@@ -1,0 +1,44 @@
+//! Embedded schema migrations, one set per backend: the SQL differs, and both sets record
+//! themselves in the same `__diesel_schema_migrations` table.
+
+use anyhow::Context;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::connection::AnyConnection;
+use crate::database::Database;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+impl Database {
+    /// Applies the migrations this database has not seen yet; running it again is a no-op.
+    ///
+    /// # Errors
+    /// A migration failed (it is rolled back) or the database is unreachable.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let applied = self
+            .run(|conn| {
+                let applied = match conn {
+                    AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+                    AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+                }
+                .map_err(|e| anyhow::anyhow!(e))
+                .context("running database migrations")?;
+                Ok::<_, anyhow::Error>(applied.iter().map(ToString::to_string).collect::<Vec<_>>())
+            })
+            .await?;
+        if applied.is_empty() {
+            tracing::info!(
+                backend = self.backend_name(),
+                "database schema is up to date"
+            );
+        } else {
+            tracing::info!(
+                backend = self.backend_name(),
+                migrations = ?applied,
+                "applied database migrations"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use morpheus_domain::ports::{DelegationRepository, InsertDelegationError};
+use morpheus_domain::{Delegation, DelegationId, EthAddress, Page, SignedDelegation, UserId};
+
+use super::is_unique_violation;
+use crate::connection::AnyConnection;
+use crate::database::Database;
+use crate::schema::delegations;
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = delegations)]
+struct DelegationRow {
+    id: i64,
+    user_id: i64,
+    delegate_address: String,
+    signed_delegation_data: String,
+    expiry: Option<NaiveDateTime>,
+    is_active: bool,
+    created_at: NaiveDateTime,
+}
+
+impl From<DelegationRow> for Delegation {
+    fn from(row: DelegationRow) -> Self {
+        Delegation {
+            id: DelegationId(row.id),
+            user_id: UserId(row.user_id),
+            delegate_address: EthAddress::from_trusted(row.delegate_address),
+            signed_delegation_data: SignedDelegation::from_trusted(row.signed_delegation_data),
+            expiry: row.expiry.map(|at| at.and_utc()),
+            is_active: row.is_active,
+            created_at: row.created_at.and_utc(),
+        }
+    }
+}
+
+impl From<Delegation> for DelegationRow {
+    fn from(delegation: Delegation) -> Self {
+        DelegationRow {
+            id: delegation.id.0,
+            user_id: delegation.user_id.0,
+            delegate_address: delegation.delegate_address.as_str().to_owned(),
+            signed_delegation_data: delegation.signed_delegation_data.as_str().to_owned(),
+            expiry: delegation.expiry.map(|at| at.naive_utc()),
+            is_active: delegation.is_active,
+            created_at: delegation.created_at.naive_utc(),
+        }
+    }
+}
+
+/// On Postgres two concurrent activations can both find no active delegation to retire and
+/// then collide on the one-active-per-user index; the loser simply tries again.
+const ACTIVATION_ATTEMPTS: usize = 3;
+
+/// Retires the user's active delegation (if the new one is active) and inserts the new one,
+/// in one transaction.
+fn insert(conn: &mut AnyConnection, row: &DelegationRow) -> QueryResult<Delegation> {
+    conn.write_transaction(|c| {
+        if row.is_active {
+            diesel::update(
+                delegations::table
+                    .filter(delegations::user_id.eq(row.user_id))
+                    .filter(delegations::is_active.eq(true)),
+            )
+            .set(delegations::is_active.eq(false))
+            .execute(c)?;
+        }
+        diesel::insert_into(delegations::table)
+            .values(row)
+            .execute(c)?;
+        delegations::table
+            .find(row.id)
+            .select(DelegationRow::as_select())
+            .first(c)
+            .map(Delegation::from)
+    })
+}
+
+#[async_trait]
+impl DelegationRepository for Database {
+    #[tracing::instrument(skip_all, fields(user_id = %delegation.user_id, delegation_id = %delegation.id))]
+    async fn insert_delegation(
+        &self,
+        delegation: Delegation,
+    ) -> Result<Delegation, InsertDelegationError> {
+        let row = DelegationRow::from(delegation);
+        self.run(move |conn| {
+            for _ in 0..ACTIVATION_ATTEMPTS {
+                let error = match insert(conn, &row) {
+                    Ok(stored) => return Ok(stored),
+                    Err(error) => error,
+                };
+                if !is_unique_violation(&error) {
+                    return Err(anyhow::Error::new(error)
+                        .context("inserting a delegation")
+                        .into());
+                }
+                // Either the random id clashed, or a concurrent activation won the race.
+                let id_taken = diesel::select(diesel::dsl::exists(delegations::table.find(row.id)))
+                    .get_result::<bool>(conn)
+                    .context("checking which unique key a new delegation clashed with")?;
+                if id_taken {
+                    return Err(InsertDelegationError::IdTaken);
+                }
+            }
+            Err(anyhow::anyhow!(
+                "inserting an active delegation kept colliding with concurrent activations"
+            )
+            .into())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user))]
+    async fn list_delegations(&self, user: UserId, page: Page) -> anyhow::Result<Vec<Delegation>> {
+        self.run(move |conn| {
+            delegations::table
+                .filter(delegations::user_id.eq(user.0))
+                // The id breaks ties between delegations made in the same instant, so pages
+                // neither repeat nor skip rows.
+                .order((delegations::created_at.desc(), delegations::id.desc()))
+                .offset(i64::from(page.skip))
+                .limit(i64::from(page.limit))
+                .select(DelegationRow::as_select())
+                .load(conn)
+                .map(|rows| rows.into_iter().map(Delegation::from).collect())
+                .context("listing delegations")
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user))]
+    async fn find_active_delegation(&self, user: UserId) -> anyhow::Result<Option<Delegation>> {
+        self.run(move |conn| {
+            delegations::table
+                .filter(delegations::user_id.eq(user.0))
+                .filter(delegations::is_active.eq(true))
+                .select(DelegationRow::as_select())
+                .first(conn)
+                .optional()
+                .map(|row| row.map(Delegation::from))
+                .context("looking up the active delegation")
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user, delegation_id = %id))]
+    async fn delete_delegation(&self, user: UserId, id: DelegationId) -> anyhow::Result<bool> {
+        self.run(move |conn| {
+            diesel::delete(
+                delegations::table
+                    .find(id.0)
+                    .filter(delegations::user_id.eq(user.0)),
+            )
+            .execute(conn)
+            .map(|deleted| deleted > 0)
+            .context("deleting a delegation")
+        })
+        .await
+    }
+}

@@ -1,0 +1,99 @@
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use morpheus_domain::ports::RefreshTokenRepository;
+use morpheus_domain::{NewRefreshRecord, RefreshConsumption};
+
+use super::to_u64;
+use crate::database::Database;
+use crate::schema::refresh_tokens;
+
+#[derive(Insertable)]
+#[diesel(table_name = refresh_tokens)]
+struct NewRefreshTokenRow {
+    token_id: String,
+    family_id: String,
+    user_id: i64,
+    issued_at: NaiveDateTime,
+    expires_at: NaiveDateTime,
+    used_at: Option<NaiveDateTime>,
+    revoked: bool,
+}
+
+impl From<NewRefreshRecord> for NewRefreshTokenRow {
+    fn from(record: NewRefreshRecord) -> Self {
+        NewRefreshTokenRow {
+            token_id: record.token_id,
+            family_id: record.family_id,
+            user_id: record.user_id.0,
+            issued_at: record.issued_at.naive_utc(),
+            expires_at: record.expires_at.naive_utc(),
+            used_at: None,
+            revoked: false,
+        }
+    }
+}
+
+#[async_trait]
+impl RefreshTokenRepository for Database {
+    #[tracing::instrument(skip_all, fields(user_id = %record.user_id))]
+    async fn insert_refresh_token(&self, record: NewRefreshRecord) -> anyhow::Result<()> {
+        let row = NewRefreshTokenRow::from(record);
+        self.run(move |conn| {
+            diesel::insert_into(refresh_tokens::table)
+                .values(&row)
+                .execute(conn)
+                .context("storing a refresh token record")?;
+            Ok(())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn consume_refresh_token(
+        &self,
+        token_id: &str,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<RefreshConsumption> {
+        let token_id = token_id.to_owned();
+        self.run(move |conn| {
+            // One conditional UPDATE: the database serialises concurrent ones on the row, and
+            // only the first still finds `used_at IS NULL`.
+            let consumed = diesel::update(
+                refresh_tokens::table
+                    .find(&token_id)
+                    .filter(refresh_tokens::used_at.is_null())
+                    .filter(refresh_tokens::revoked.eq(false)),
+            )
+            .set(refresh_tokens::used_at.eq(Some(at.naive_utc())))
+            .execute(conn)
+            .context("consuming a refresh token")?;
+            if consumed == 1 {
+                return Ok(RefreshConsumption::Consumed);
+            }
+            let known = diesel::select(diesel::dsl::exists(refresh_tokens::table.find(&token_id)))
+                .get_result::<bool>(conn)
+                .context("looking up a refresh token that could not be consumed")?;
+            Ok(if known {
+                RefreshConsumption::Reused
+            } else {
+                RefreshConsumption::Unknown
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn revoke_refresh_family(&self, family_id: &str) -> anyhow::Result<u64> {
+        let family_id = family_id.to_owned();
+        self.run(move |conn| {
+            diesel::update(refresh_tokens::table.filter(refresh_tokens::family_id.eq(family_id)))
+                .set(refresh_tokens::revoked.eq(true))
+                .execute(conn)
+                .map(to_u64)
+                .context("revoking a refresh token family")
+        })
+        .await
+    }
+}

@@ -1,0 +1,168 @@
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{NaiveDateTime, Utc};
+use diesel::prelude::*;
+use morpheus_domain::ports::{InsertUserError, UserRepository};
+use morpheus_domain::{AccountDeletion, Email, NewUser, PasswordHash, User, UserId, UserName};
+
+use super::{is_unique_violation, to_u64};
+use crate::connection::AnyConnection;
+use crate::database::Database;
+use crate::schema::{api_keys, automation_settings, delegations, users, wallet_keys};
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = users)]
+struct UserRow {
+    id: i64,
+    email: String,
+    name: Option<String>,
+    password_hash: String,
+    is_active: bool,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+struct NewUserRow {
+    id: i64,
+    email: String,
+    name: Option<String>,
+    password_hash: String,
+    is_active: bool,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        User {
+            id: UserId(row.id),
+            email: Email::from_trusted(row.email),
+            name: row.name.map(UserName::from_trusted),
+            password_hash: PasswordHash(row.password_hash),
+            is_active: row.is_active,
+            created_at: row.created_at.and_utc(),
+            updated_at: row.updated_at.and_utc(),
+        }
+    }
+}
+
+impl From<NewUser> for NewUserRow {
+    fn from(user: NewUser) -> Self {
+        let created_at = user.created_at.naive_utc();
+        NewUserRow {
+            id: user.id.0,
+            email: user.email.as_str().to_owned(),
+            name: user.name.map(|name| name.as_str().to_owned()),
+            password_hash: user.password_hash.0,
+            is_active: true,
+            created_at,
+            updated_at: created_at,
+        }
+    }
+}
+
+fn load_user(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<User>> {
+    users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .first(conn)
+        .optional()
+        .map(|row| row.map(User::from))
+}
+
+#[async_trait]
+impl UserRepository for Database {
+    #[tracing::instrument(skip_all, fields(user_id = %user.id))]
+    async fn insert_user(&self, user: NewUser) -> Result<User, InsertUserError> {
+        let row = NewUserRow::from(user);
+        self.run(move |conn| {
+            if let Err(error) = diesel::insert_into(users::table).values(&row).execute(conn) {
+                if !is_unique_violation(&error) {
+                    return Err(anyhow::Error::new(error).context("inserting a user").into());
+                }
+                // The email and the id are both unique. Asking which one clashed works the
+                // same on both backends, unlike parsing their constraint messages.
+                let email_taken = diesel::select(diesel::dsl::exists(
+                    users::table.filter(users::email.eq(&row.email)),
+                ))
+                .get_result::<bool>(conn)
+                .context("checking which unique key a new user clashed with")?;
+                return Err(if email_taken {
+                    InsertUserError::DuplicateEmail
+                } else {
+                    InsertUserError::IdTaken
+                });
+            }
+            load_user(conn, row.id)
+                .context("reading back a new user")?
+                .context("a new user vanished before it could be read back")
+                .map_err(InsertUserError::from)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    async fn find_user(&self, id: UserId) -> anyhow::Result<Option<User>> {
+        self.run(move |conn| load_user(conn, id.0).context("looking up a user by id"))
+            .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn find_user_by_email(&self, email: &Email) -> anyhow::Result<Option<User>> {
+        let email = email.as_str().to_owned();
+        self.run(move |conn| {
+            users::table
+                .filter(users::email.eq(email))
+                .select(UserRow::as_select())
+                .first(conn)
+                .optional()
+                .map(|row| row.map(User::from))
+                .context("looking up a user by email")
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    async fn update_password_hash(&self, id: UserId, hash: PasswordHash) -> anyhow::Result<()> {
+        let now = Utc::now().naive_utc();
+        self.run(move |conn| {
+            diesel::update(users::table.find(id.0))
+                .set((users::password_hash.eq(hash.0), users::updated_at.eq(now)))
+                .execute(conn)
+                .context("updating a password hash")?;
+            Ok(())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    async fn delete_user(&self, id: UserId) -> anyhow::Result<Option<AccountDeletion>> {
+        let id = id.0;
+        self.run(move |conn| {
+            conn.write_transaction(|c| {
+                // Deleting the owned rows one table at a time counts exactly what went; the
+                // user's deletion then cascades to the rest (refresh tokens).
+                let api_keys =
+                    diesel::delete(api_keys::table.filter(api_keys::user_id.eq(id))).execute(c)?;
+                let wallet_keys = diesel::delete(wallet_keys::table.find(id)).execute(c)?;
+                let automation = diesel::delete(automation_settings::table.find(id)).execute(c)?;
+                let delegations =
+                    diesel::delete(delegations::table.filter(delegations::user_id.eq(id)))
+                        .execute(c)?;
+                let users = diesel::delete(users::table.find(id)).execute(c)?;
+                // Without the user there were no owned rows either (foreign keys), so
+                // nothing was deleted.
+                Ok::<_, diesel::result::Error>((users > 0).then(|| AccountDeletion {
+                    api_keys: to_u64(api_keys),
+                    private_key: wallet_keys > 0,
+                    automation_settings: automation > 0,
+                    delegations: to_u64(delegations),
+                }))
+            })
+            .context("deleting an account")
+        })
+        .await
+    }
+}

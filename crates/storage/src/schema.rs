@@ -1,0 +1,85 @@
+//! The tables, written by hand for both backends: every column type here (BigInt, Text, Bool,
+//! Binary, Integer, Timestamp) maps onto both migration flavours in `migrations/`.
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        email -> Text,
+        name -> Nullable<Text>,
+        password_hash -> Text,
+        is_active -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        key_prefix -> Text,
+        key_digest -> Binary,
+        name -> Nullable<Text>,
+        is_active -> Bool,
+        created_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_id) {
+        token_id -> Text,
+        family_id -> Text,
+        user_id -> BigInt,
+        issued_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+        revoked -> Bool,
+    }
+}
+
+diesel::table! {
+    wallet_keys (user_id) {
+        user_id -> BigInt,
+        sealed_key -> Binary,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    delegations (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        delegate_address -> Text,
+        signed_delegation_data -> Text,
+        expiry -> Nullable<Timestamp>,
+        is_active -> Bool,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    automation_settings (user_id) {
+        user_id -> BigInt,
+        is_enabled -> Bool,
+        session_duration -> Integer,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(api_keys -> users (user_id));
+diesel::joinable!(refresh_tokens -> users (user_id));
+diesel::joinable!(wallet_keys -> users (user_id));
+diesel::joinable!(delegations -> users (user_id));
+diesel::joinable!(automation_settings -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    api_keys,
+    refresh_tokens,
+    wallet_keys,
+    delegations,
+    automation_settings,
+);

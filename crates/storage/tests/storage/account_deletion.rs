@@ -1,0 +1,150 @@
+use chrono::Duration;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use morpheus_domain::ports::*;
+use morpheus_domain::*;
+
+use morpheus_storage::AnyConnection;
+
+use crate::harness::{TestDb, each_backend, insert_user, now};
+
+/// Gives a user one of everything (two API keys and delegations, three refresh tokens).
+async fn populate(t: &TestDb, user: &User, tag: u8) {
+    for n in 0..2u8 {
+        let prefix = format!("sk-{tag}{n}xxxx");
+        t.db.insert_api_key(NewApiKey {
+            id: ApiKeyId::random(),
+            user_id: user.id,
+            prefix: KeyPrefix::from_trusted(prefix),
+            digest: ApiKeyDigest(vec![tag, n]),
+            name: None,
+            created_at: now(),
+        })
+        .await
+        .unwrap();
+        t.db.insert_delegation(Delegation {
+            id: DelegationId::random(),
+            user_id: user.id,
+            delegate_address: EthAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7")
+                .unwrap(),
+            signed_delegation_data: SignedDelegation::parse("blob".into()).unwrap(),
+            expiry: None,
+            is_active: true,
+            created_at: now(),
+        })
+        .await
+        .unwrap();
+    }
+    for n in 0..3 {
+        t.db.insert_refresh_token(NewRefreshRecord {
+            token_id: format!("{tag}-{n}"),
+            family_id: format!("family-{tag}"),
+            user_id: user.id,
+            issued_at: now(),
+            expires_at: now() + Duration::days(1),
+        })
+        .await
+        .unwrap();
+    }
+    t.db.upsert_wallet_key(user.id, SealedWalletKey(vec![tag; 40]), now())
+        .await
+        .unwrap();
+    let at = now();
+    t.db.get_or_create_automation(AutomationSettings {
+        user_id: user.id,
+        is_enabled: true,
+        session_duration: SessionDuration::DEFAULT,
+        created_at: at,
+        updated_at: at,
+    })
+    .await
+    .unwrap();
+}
+
+const OWNED_TABLES: [&str; 5] = [
+    "api_keys",
+    "refresh_tokens",
+    "wallet_keys",
+    "delegations",
+    "automation_settings",
+];
+
+fn rows_of(t: &TestDb, user: &User) -> Vec<i64> {
+    OWNED_TABLES
+        .iter()
+        .map(|table| {
+            t.count(&format!(
+                "SELECT COUNT(*) AS n FROM {table} WHERE user_id = {}",
+                user.id
+            ))
+        })
+        .collect()
+}
+
+#[derive(QueryableByName)]
+struct ForeignKeyProblem {
+    #[diesel(sql_type = Text)]
+    table: String,
+}
+
+#[tokio::test]
+async fn deleting_an_account_removes_everything_it_owned_and_says_what() {
+    each_backend(async |t| {
+        let alice = insert_user(&t.db, "alice@example.com").await;
+        let bob = insert_user(&t.db, "bob@example.com").await;
+        populate(t, &alice, 1).await;
+        populate(t, &bob, 2).await;
+
+        let deleted = t.db.delete_user(alice.id).await.unwrap();
+        assert_eq!(
+            deleted,
+            Some(AccountDeletion {
+                api_keys: 2,
+                private_key: true,
+                automation_settings: true,
+                delegations: 2,
+            })
+        );
+
+        assert!(t.db.find_user(alice.id).await.unwrap().is_none());
+        assert_eq!(rows_of(t, &alice), [0, 0, 0, 0, 0]);
+        assert_eq!(rows_of(t, &bob), [2, 3, 1, 2, 1]);
+        for table in OWNED_TABLES {
+            let orphans = t.count(&format!(
+                "SELECT COUNT(*) AS n FROM {table} WHERE user_id NOT IN (SELECT id FROM users)"
+            ));
+            assert_eq!(orphans, 0, "orphans in {table}");
+        }
+        if t.is_sqlite() {
+            let AnyConnection::Sqlite(mut raw) = t.raw() else {
+                unreachable!()
+            };
+            let problems: Vec<ForeignKeyProblem> = diesel::sql_query("PRAGMA foreign_key_check")
+                .load(&mut raw)
+                .unwrap();
+            let tables: Vec<_> = problems.iter().map(|p| p.table.as_str()).collect();
+            assert!(tables.is_empty(), "foreign key violations in {tables:?}");
+        }
+        // The refresh tokens went with the account.
+        assert_eq!(
+            t.db.consume_refresh_token("1-0", now()).await.unwrap(),
+            RefreshConsumption::Unknown
+        );
+
+        assert_eq!(t.db.delete_user(alice.id).await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_an_account_that_owns_nothing_reports_nothing() {
+    each_backend(async |t| {
+        let alice = insert_user(&t.db, "alice@example.com").await;
+        assert_eq!(
+            t.db.delete_user(alice.id).await.unwrap(),
+            Some(AccountDeletion::default())
+        );
+        assert_eq!(t.db.delete_user(UserId::random()).await.unwrap(), None);
+    })
+    .await;
+}

@@ -1,0 +1,125 @@
+use chrono::Duration;
+use morpheus_domain::ports::{ApiKeyRepository, InsertApiKeyError};
+use morpheus_domain::{ApiKeyDigest, ApiKeyId, KeyPrefix, NewApiKey, User};
+
+use crate::harness::{each_backend, insert_user, now};
+
+fn new_key(user: &User, prefix: &str, digest: u8) -> NewApiKey {
+    NewApiKey {
+        id: ApiKeyId::random(),
+        user_id: user.id,
+        prefix: KeyPrefix::from_trusted(prefix.into()),
+        digest: ApiKeyDigest(vec![digest; 32]),
+        name: Some(format!("key {prefix}")),
+        created_at: now(),
+    }
+}
+
+#[tokio::test]
+async fn keys_are_listed_newest_first_and_counted_while_active() {
+    each_backend(async |t| {
+        let alice = insert_user(&t.db, "alice@example.com").await;
+        let mut older = new_key(&alice, "sk-aaaaaa", 1);
+        older.created_at = now() - Duration::minutes(5);
+        let newer = new_key(&alice, "sk-bbbbbb", 2);
+        let stored = t.db.insert_api_key(older.clone()).await.unwrap();
+        assert_eq!(stored.prefix, older.prefix);
+        assert_eq!(stored.name, older.name);
+        assert!(stored.is_active);
+        assert_eq!(stored.created_at, older.created_at);
+        assert_eq!(stored.last_used_at, None);
+        t.db.insert_api_key(newer.clone()).await.unwrap();
+
+        let listed = t.db.list_api_keys(alice.id).await.unwrap();
+        let ids: Vec<_> = listed.iter().map(|k| k.id).collect();
+        assert_eq!(ids, [newer.id, older.id]);
+        assert_eq!(t.db.count_active_api_keys(alice.id).await.unwrap(), 2);
+
+        t.db.deactivate_api_key(alice.id, older.id).await.unwrap().unwrap();
+        assert_eq!(t.db.count_active_api_keys(alice.id).await.unwrap(), 1);
+        // Revoked keys stay in the list.
+        assert_eq!(t.db.list_api_keys(alice.id).await.unwrap().len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_clashing_prefix_id_or_digest_is_a_collision() {
+    each_backend(async |t| {
+        let alice = insert_user(&t.db, "alice@example.com").await;
+        let first = new_key(&alice, "sk-aaaaaa", 1);
+        t.db.insert_api_key(first.clone()).await.unwrap();
+
+        let same_prefix = new_key(&alice, "sk-aaaaaa", 2);
+        let mut same_id = new_key(&alice, "sk-bbbbbb", 3);
+        same_id.id = first.id;
+        let same_digest = new_key(&alice, "sk-cccccc", 1);
+        for clash in [same_prefix, same_id, same_digest] {
+            assert!(matches!(
+                t.db.insert_api_key(clash).await,
+                Err(InsertApiKeyError::Collision)
+            ));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn lookup_by_prefix_carries_the_digest_and_the_owners_state() {
+    each_backend(async |t| {
+        let alice = insert_user(&t.db, "alice@example.com").await;
+        let key = new_key(&alice, "sk-aaaaaa", 7);
+        t.db.insert_api_key(key.clone()).await.unwrap();
+
+        let found = t.db.find_api_key_by_prefix(&key.prefix).await.unwrap().unwrap();
+        assert_eq!(found.key.id, key.id);
+        assert_eq!(found.digest, key.digest);
+        assert!(found.owner_active);
+
+        // No port disables an account yet; do it by hand.
+        t.execute(&format!(
+            "UPDATE users SET is_active = FALSE WHERE id = {}",
+            alice.id
+        ));
+        let found = t.db.find_api_key_by_prefix(&key.prefix).await.unwrap().unwrap();
+        assert!(!found.owner_active);
+
+        let unknown = KeyPrefix::from_trusted("sk-zzzzzz".into());
+        assert!(t.db.find_api_key_by_prefix(&unknown).await.unwrap().is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn only_the_owner_can_deactivate_a_key() {
+    each_backend(async |t| {
+        let alice = insert_user(&t.db, "alice@example.com").await;
+        let mallory = insert_user(&t.db, "mallory@example.com").await;
+        let key = new_key(&alice, "sk-aaaaaa", 1);
+        t.db.insert_api_key(key.clone()).await.unwrap();
+
+        assert!(t.db.deactivate_api_key(mallory.id, key.id).await.unwrap().is_none());
+        assert!(t.db.deactivate_api_key(alice.id, ApiKeyId::random()).await.unwrap().is_none());
+        assert_eq!(t.db.count_active_api_keys(alice.id).await.unwrap(), 1);
+
+        let revoked = t.db.deactivate_api_key(alice.id, key.id).await.unwrap().unwrap();
+        assert!(!revoked.is_active);
+        // Deactivating twice is harmless.
+        assert!(t.db.deactivate_api_key(alice.id, key.id).await.unwrap().is_some());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn touching_a_key_records_its_last_use() {
+    each_backend(async |t| {
+        let alice = insert_user(&t.db, "alice@example.com").await;
+        let key = new_key(&alice, "sk-aaaaaa", 1);
+        t.db.insert_api_key(key.clone()).await.unwrap();
+        let at = now();
+        t.db.touch_api_key(key.id, at).await.unwrap();
+        let listed = t.db.list_api_keys(alice.id).await.unwrap();
+        assert_eq!(listed[0].last_used_at, Some(at));
+    })
+    .await;
+}

@@ -1,0 +1,55 @@
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use morpheus_domain::ports::HealthProbe;
+use morpheus_storage::{AnyConnection, Database, DatabaseUrl, PoolOptions};
+
+use crate::harness::each_backend;
+
+#[tokio::test]
+async fn migrations_can_run_again_without_effect() {
+    each_backend(async |t| {
+        // The harness migrated once already.
+        t.db.migrate().await.unwrap();
+        t.db.migrate().await.unwrap();
+        let applied = t.count("SELECT COUNT(*) AS n FROM __diesel_schema_migrations");
+        assert_eq!(applied, 1);
+        t.db.ping().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_sqlite_database_is_created_in_wal_mode_with_its_directory() {
+    each_backend(async |t| {
+        let Some(path) = t.sqlite_path() else {
+            return;
+        };
+        assert!(path.exists());
+        #[derive(QueryableByName)]
+        struct Mode {
+            #[diesel(sql_type = Text)]
+            journal_mode: String,
+        }
+        let AnyConnection::Sqlite(mut raw) = t.raw() else {
+            unreachable!()
+        };
+        let mode: Mode = diesel::sql_query("PRAGMA journal_mode")
+            .get_result(&mut raw)
+            .unwrap();
+        assert_eq!(mode.journal_mode, "wal");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_fails_fast_with_a_redacted_url() {
+    let url = DatabaseUrl::parse("postgres://gw:s3cret@127.0.0.1:1/gw").unwrap();
+    let started = Instant::now();
+    let error = Database::connect(&url, PoolOptions::default()).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let shown = format!("{error:#}");
+    assert!(shown.contains("127.0.0.1"), "{shown}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+}

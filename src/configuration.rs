@@ -1,0 +1,146 @@
+//! Settings, layered: built-in defaults < TOML file (`--config`) < environment < command line.
+//!
+//! | setting | env | default |
+//! |---|---|---|
+//! | see README.md "Configuration" | | |
+//!
+//! Every key is documented in README.md; unknown keys in the file are an error.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::cli::Cli;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// `development` generates missing secrets; `production` refuses to start without them.
+    pub env: Environment,
+    pub bind: String,
+    pub database_url: String,
+    /// Where development secrets and the default SQLite database live.
+    pub data_dir: PathBuf,
+    /// HS256 signing key for JWTs, at least 32 bytes.
+    pub jwt_secret: Option<SecretString>,
+    /// HMAC key for API-key digests, at least 32 bytes.
+    pub api_key_pepper: Option<SecretString>,
+    /// AES-256 key sealing wallet private keys: 64 hex digits.
+    pub wallet_master_key: Option<SecretString>,
+    pub access_token_minutes: i64,
+    pub refresh_token_days: i64,
+    pub db_pool_size: u32,
+    pub db_connect_timeout_ms: u64,
+    /// HTTP worker threads; 0 = one per CPU.
+    pub workers: usize,
+    /// Concurrent argon2 computations; 0 = one per CPU.
+    pub password_hash_concurrency: usize,
+    /// How long a login waits for a hashing slot before answering 503.
+    pub password_hash_queue_ms: u64,
+    pub login_attempts_per_account: u32,
+    pub login_account_refill_seconds: u64,
+    pub login_attempts_per_client: u32,
+    pub login_client_refill_seconds: u64,
+    pub max_api_keys_per_user: u64,
+    /// When set, delegations must be granted to this address.
+    pub gateway_delegate_address: Option<String>,
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            env: Environment::Development,
+            bind: "127.0.0.1:8000".to_owned(),
+            database_url: "sqlite://data/morpheus.db".to_owned(),
+            data_dir: PathBuf::from("data"),
+            jwt_secret: None,
+            api_key_pepper: None,
+            wallet_master_key: None,
+            access_token_minutes: 30,
+            refresh_token_days: 7,
+            db_pool_size: 10,
+            db_connect_timeout_ms: 2000,
+            workers: 0,
+            password_hash_concurrency: 0,
+            password_hash_queue_ms: 2000,
+            login_attempts_per_account: 10,
+            login_account_refill_seconds: 90,
+            login_attempts_per_client: 30,
+            login_client_refill_seconds: 2,
+            max_api_keys_per_user: 100,
+            gateway_delegate_address: None,
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// Environment variables read, without their `MORPHEUS_` prefix (lower-cased they are the
+/// setting names). Other `MORPHEUS_*` variables (the test suite's, for instance) are ignored.
+const ENV_KEYS: &[&str] = &[
+    "env",
+    "bind",
+    "data_dir",
+    "jwt_secret",
+    "api_key_pepper",
+    "wallet_master_key",
+    "access_token_minutes",
+    "refresh_token_days",
+    "db_pool_size",
+    "db_connect_timeout_ms",
+    "workers",
+    "password_hash_concurrency",
+    "password_hash_queue_ms",
+    "login_attempts_per_account",
+    "login_account_refill_seconds",
+    "login_attempts_per_client",
+    "login_client_refill_seconds",
+    "max_api_keys_per_user",
+    "gateway_delegate_address",
+    "log_format",
+];
+
+impl Settings {
+    /// # Errors
+    /// When the file cannot be read, a value has the wrong type, or a key is unknown.
+    pub fn load(cli: &Cli) -> anyhow::Result<Self> {
+        let mut figment = Figment::new();
+        if let Some(path) = &cli.config {
+            anyhow::ensure!(path.exists(), "config file {} not found", path.display());
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment
+            .merge(Env::prefixed("MORPHEUS_").filter(|k| ENV_KEYS.contains(&k.as_str())))
+            .merge(Env::raw().only(&["DATABASE_URL"]));
+        if let Some(bind) = &cli.bind {
+            figment = figment.merge(("bind", bind));
+        }
+        if let Some(url) = &cli.database_url {
+            figment = figment.merge(("database_url", url));
+        }
+        Ok(figment.extract()?)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}

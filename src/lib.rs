@@ -1,0 +1,10 @@
+//! The composition root: configuration, secrets, wiring of adapters into services, and the
+//! HTTP server. Business rules live in `morpheus-domain`, handlers in `morpheus-api`, SQL in
+//! `morpheus-storage`.
+
+pub mod cli;
+pub mod configuration;
+pub mod secrets;
+pub mod spec;
+pub mod startup;
+pub mod telemetry;

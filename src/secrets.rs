@@ -1,0 +1,226 @@
+//! The three server secrets: the JWT signing key, the API-key pepper and the wallet master key.
+//!
+//! In production they must be configured. In development, any that is missing is generated
+//! once and kept in `<data_dir>/secrets.json` (mode 0600), so tokens and keys survive restarts.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use ring::rand::{SecureRandom, SystemRandom};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::configuration::{Environment, Settings};
+
+/// Secrets in usable form. `Debug` shows nothing.
+pub struct Secrets {
+    pub jwt_secret: Vec<u8>,
+    pub api_key_pepper: Vec<u8>,
+    pub wallet_master_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(..)")
+    }
+}
+
+const JWT: &str = "jwt_secret";
+const PEPPER: &str = "api_key_pepper";
+const MASTER: &str = "wallet_master_key";
+
+impl Secrets {
+    /// # Errors
+    /// In production when a secret is missing; anywhere when one is malformed (too short, or a
+    /// master key that is not 64 hex digits) or the development file cannot be written.
+    pub fn resolve(settings: &Settings) -> anyhow::Result<Self> {
+        let configured = [
+            (JWT, settings.jwt_secret.as_ref()),
+            (PEPPER, settings.api_key_pepper.as_ref()),
+            (MASTER, settings.wallet_master_key.as_ref()),
+        ];
+        let missing: Vec<&str> = configured
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        let mut values: BTreeMap<&str, String> = configured
+            .iter()
+            .filter_map(|(k, v)| v.map(|s| (*k, s.expose_secret().to_owned())))
+            .collect();
+        if !missing.is_empty() {
+            if settings.env == Environment::Production {
+                anyhow::bail!(
+                    "MORPHEUS_ENV=production but these secrets are not configured: {}. Set {}.",
+                    missing.join(", "),
+                    missing
+                        .iter()
+                        .map(|k| format!("MORPHEUS_{}", k.to_uppercase()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let generated = development_secrets(settings.data_dir(), &missing)?;
+            values.extend(generated);
+        }
+        Self::from_values(&values)
+    }
+
+    fn from_values(values: &BTreeMap<&str, String>) -> anyhow::Result<Self> {
+        let get = |k: &str| values.get(k).map(String::as_str).unwrap_or_default();
+        let jwt_secret = get(JWT).as_bytes().to_vec();
+        anyhow::ensure!(
+            jwt_secret.len() >= 32,
+            "MORPHEUS_JWT_SECRET must be at least 32 bytes"
+        );
+        let api_key_pepper = get(PEPPER).as_bytes().to_vec();
+        anyhow::ensure!(
+            api_key_pepper.len() >= 32,
+            "MORPHEUS_API_KEY_PEPPER must be at least 32 bytes"
+        );
+        let wallet_master_key = hex::decode(get(MASTER).trim())
+            .ok()
+            .filter(|k| k.len() == 32)
+            .context("MORPHEUS_WALLET_MASTER_KEY must be 64 hexadecimal digits (32 bytes)")?;
+        Ok(Self {
+            jwt_secret,
+            api_key_pepper,
+            wallet_master_key,
+        })
+    }
+}
+
+/// 32 random bytes as 64 hex digits: valid for all three secrets.
+fn random_secret() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    Ok(hex::encode(bytes))
+}
+
+/// Loads the development secrets file, adds whatever is missing, and writes it back.
+fn development_secrets(
+    data_dir: &Path,
+    missing: &[&'static str],
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let path = data_dir.join("secrets.json");
+    let mut stored: BTreeMap<String, String> = match fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut changed = false;
+    let mut out = Vec::new();
+    for &key in missing {
+        let value = match stored.get(key) {
+            Some(v) => v.clone(),
+            None => {
+                let v = random_secret()?;
+                stored.insert(key.to_owned(), v.clone());
+                changed = true;
+                v
+            }
+        };
+        out.push((key, value));
+    }
+    if changed {
+        tracing::warn!(
+            path = %path.display(),
+            "generated development secrets; set MORPHEUS_JWT_SECRET, MORPHEUS_API_KEY_PEPPER and \
+             MORPHEUS_WALLET_MASTER_KEY (and MORPHEUS_ENV=production) in production"
+        );
+        write_private(&path, &serde_json::to_string_pretty(&stored)?)?;
+    }
+    Ok(out)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+/// A secret given as text in configuration (for tests and tools).
+pub fn secret(s: &str) -> SecretString {
+    SecretString::from(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path) -> Settings {
+        Settings {
+            data_dir: dir.to_path_buf(),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn development_secrets_are_generated_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Secrets::resolve(&settings(dir.path())).unwrap();
+        let b = Secrets::resolve(&settings(dir.path())).unwrap();
+        assert_eq!(a.jwt_secret, b.jwt_secret);
+        assert_eq!(a.wallet_master_key.len(), 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join("secrets.json")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings {
+            env: Environment::Production,
+            ..settings(dir.path())
+        };
+        let err = Secrets::resolve(&s).unwrap_err().to_string();
+        assert!(err.contains("MORPHEUS_JWT_SECRET"), "{err}");
+        assert!(!dir.path().join("secrets.json").exists());
+    }
+
+    #[test]
+    fn weak_or_malformed_secrets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = "x".repeat(32);
+        let master = "ab".repeat(32);
+        let base = Settings {
+            env: Environment::Production,
+            jwt_secret: Some(secret(&good)),
+            api_key_pepper: Some(secret(&good)),
+            wallet_master_key: Some(secret(&master)),
+            ..settings(dir.path())
+        };
+        assert!(Secrets::resolve(&base).is_ok());
+        let short_jwt = Settings {
+            jwt_secret: Some(secret(&"x".repeat(31))),
+            ..base.clone()
+        };
+        assert!(Secrets::resolve(&short_jwt).is_err());
+        let bad_master = Settings {
+            wallet_master_key: Some(secret(&"ab".repeat(31))),
+            ..base.clone()
+        };
+        assert!(Secrets::resolve(&bad_master).is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! Wiring: adapters → services → HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, middleware, web};
+use anyhow::Context;
+use morpheus_api::auth::{Argon2Hasher, GovernorLoginThrottle, JwtCodec, JwtSettings, LoginThrottleSettings};
+use morpheus_api::extract::BodyLimit;
+use morpheus_api::{ApiDoc, AppState, ServiceMeta};
+use morpheus_domain::EthAddress;
+use morpheus_domain::crypto::{ApiKeyHasher, WalletSealer};
+use morpheus_domain::services::*;
+use morpheus_storage::{Database, DatabaseUrl, PoolOptions};
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::configuration::Settings;
+use crate::secrets::Secrets;
+use crate::spec;
+
+/// Where the generated document is served.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// A bound, not yet running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Connects to the database, applies migrations and binds the listener.
+    ///
+    /// # Errors
+    /// Bad configuration, missing production secrets, an unreachable database, or a busy port.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let secrets = Secrets::resolve(&settings)?;
+        let database = connect(&settings).await?;
+        let state = build_state(&settings, &secrets, database)?;
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        tracing::info!(address = %listener.local_addr()?, "morpheus-gateway listening");
+        let server = run(listener, state, workers(settings.workers))?;
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// # Errors
+    /// When the server fails while running.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        Ok(self.server.await?)
+    }
+}
+
+/// The `migrate` command.
+///
+/// # Errors
+/// When the database cannot be reached or a migration fails.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    connect(settings).await?;
+    tracing::info!("migrations are up to date");
+    Ok(())
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<Database> {
+    let url = DatabaseUrl::parse(&settings.database_url)?;
+    tracing::info!(database = %url, "connecting to the database");
+    let options = PoolOptions {
+        max_size: settings.db_pool_size,
+        connection_timeout: Duration::from_millis(settings.db_connect_timeout_ms),
+    };
+    let database = Database::connect(&url, options)?;
+    database.migrate().await.context("applying migrations")?;
+    Ok(database)
+}
+
+fn workers(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(2, usize::from)
+    }
+}
+
+/// Builds every service from its adapters.
+///
+/// # Errors
+/// When a secret is unusable or argon2 cannot be initialised.
+pub fn build_state(
+    settings: &Settings,
+    secrets: &Secrets,
+    database: Database,
+) -> anyhow::Result<AppState> {
+    let db = Arc::new(database);
+    let tokens = Arc::new(JwtCodec::new(JwtSettings {
+        secret: secrets.jwt_secret.clone(),
+    })?);
+    let hasher = Arc::new(Argon2Hasher::new(
+        workers(settings.password_hash_concurrency),
+        Duration::from_millis(settings.password_hash_queue_ms),
+    )?);
+    let throttle = Arc::new(GovernorLoginThrottle::new(LoginThrottleSettings {
+        per_account_burst: settings.login_attempts_per_account,
+        per_account_refill: Duration::from_secs(settings.login_account_refill_seconds),
+        per_client_burst: settings.login_attempts_per_client,
+        per_client_refill: Duration::from_secs(settings.login_client_refill_seconds),
+    }));
+    let lifetimes = TokenLifetimes {
+        access: chrono::Duration::minutes(settings.access_token_minutes),
+        refresh: chrono::Duration::days(settings.refresh_token_days),
+    };
+    let gateway_address = settings
+        .gateway_delegate_address
+        .as_deref()
+        .map(EthAddress::parse)
+        .transpose()
+        .context("MORPHEUS_GATEWAY_DELEGATE_ADDRESS must be 0x followed by 40 hex digits")?;
+    Ok(AppState {
+        accounts: AccountService::new(
+            db.clone(),
+            db.clone(),
+            hasher,
+            tokens,
+            throttle,
+            lifetimes,
+        ),
+        api_keys: ApiKeyService::new(db.clone(), ApiKeyHasher::new(&secrets.api_key_pepper)?)
+            .with_max_active_per_user(settings.max_api_keys_per_user),
+        wallets: WalletService::new(
+            db.clone(),
+            Arc::new(WalletSealer::new(&secrets.wallet_master_key)?),
+        ),
+        delegations: DelegationService::new(db.clone(), gateway_address),
+        automation: AutomationService::new(db.clone()),
+        health: db,
+        meta: ServiceMeta {
+            name: "Morpheus API Gateway".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            description: "OpenAI-compatible API gateway for the Morpheus inference marketplace"
+                .to_owned(),
+        },
+    })
+}
+
+fn run(listener: TcpListener, state: AppState, workers: usize) -> anyhow::Result<Server> {
+    let state = web::Data::new(state);
+    let body_limit = web::Data::new(BodyLimit::default());
+    let server = HttpServer::new(move || {
+        let (app, openapi) = App::new()
+            .into_utoipa_app()
+            .openapi(ApiDoc::openapi())
+            .app_data(state.clone())
+            .app_data(body_limit.clone())
+            .configure(morpheus_api::configure)
+            .split_for_parts();
+        app.wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms"))
+            .service(web::redirect("/docs", "/docs/"))
+            .service(SwaggerUi::new("/docs/{_:.*}").url(OPENAPI_PATH, openapi))
+            .default_service(web::to(spec::unmatched))
+    })
+    .workers(workers)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,316 @@
+//! Registration, login, the current user and account deletion (checklist A1–A3, B3, B4).
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, error_body, spawn_app, spawn_app_with, unique_email};
+
+#[tokio::test]
+async fn register_returns_the_user_and_normalises_the_email() {
+    let app = spawn_app().await;
+    let local = uuid::Uuid::new_v4().simple().to_string();
+    let r = app
+        .post_json(
+            "/api/v1/auth/register",
+            &json!({"email": format!("Ada.{local}@Example.COM"), "password": PASSWORD, "name": "Ada"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let user: Value = r.json().await.unwrap();
+    assert_eq!(user["email"], format!("ada.{local}@example.com"));
+    assert_eq!(user["name"], "Ada");
+    assert_eq!(user["is_active"], true);
+    assert!(user["id"].as_i64().unwrap() > 0);
+    assert_eq!(user.as_object().unwrap().len(), 4, "no other fields: {user}");
+
+    // The same address in other case is the same account.
+    let r = app.register(&format!("ADA.{local}@example.com"), PASSWORD).await;
+    let body = error_body(r, 400).await;
+    assert_eq!(body["detail"], "User with this email already exists");
+}
+
+#[tokio::test]
+async fn ids_are_not_sequential() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let user: Value = app.register(&unique_email(), PASSWORD).await.json().await.unwrap();
+        ids.push(user["id"].as_i64().unwrap());
+    }
+    assert!(ids.windows(2).all(|w| (w[1] - w[0]).abs() > 1000), "{ids:?}");
+}
+
+#[tokio::test]
+async fn password_rules_follow_the_contract() {
+    let app = spawn_app().await;
+    for (password, ok) in [
+        ("1234567".to_owned(), false),
+        ("12345678".to_owned(), true),
+        ("pass word with spaces".to_owned(), true),
+        ("пароль-παράδειγμα-密码".to_owned(), true),
+        ("x".repeat(64), true),
+        ("x".repeat(256), true),
+        ("x".repeat(1024), true),
+        ("x".repeat(1025), false),
+    ] {
+        let r = app.register(&unique_email(), &password).await;
+        if ok {
+            assert_eq!(r.status(), 201, "{} chars refused", password.chars().count());
+        } else {
+            let body = r.json::<Value>().await.unwrap();
+            assert_eq!(body["detail"][0]["loc"], json!(["body", "password"]), "{body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn stored_hashes_are_argon2id_with_owasp_parameters_and_weak_ones_are_upgraded() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    app.register(&email, PASSWORD).await;
+    let dump = app.dump_table("users");
+    assert!(dump.contains("$argon2id$v=19$m=19456,t=2,p=1$"), "{dump}");
+    assert!(!dump.contains(PASSWORD));
+
+    // Replace it with a hash of the same password made with much weaker parameters: the next
+    // successful login re-hashes it with today's.
+    let weak = {
+        use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+        let params = argon2::Params::new(8, 1, 1, None).unwrap();
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(PASSWORD.as_bytes(), &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string()
+    };
+    app.execute_sql(&format!(
+        "UPDATE users SET password_hash = '{weak}' WHERE email = '{email}'"
+    ));
+    assert!(app.dump_table("users").contains("m=8,t=1,p=1"));
+    assert_eq!(app.login(&email, PASSWORD).await.status(), 200);
+    let dump = app.dump_table("users");
+    assert!(dump.contains("$argon2id$v=19$m=19456,t=2,p=1$"), "not upgraded: {dump}");
+}
+
+#[tokio::test]
+async fn passwords_are_not_truncated() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    let a = format!("{}A{}", "p".repeat(89), "q".repeat(10));
+    let b = format!("{}B{}", "p".repeat(89), "q".repeat(10));
+    assert_eq!(app.register(&email, &a).await.status(), 201);
+    assert_eq!(app.login(&email, &b).await.status(), 401);
+    assert_eq!(app.login(&email, &a).await.status(), 200);
+}
+
+#[tokio::test]
+async fn login_returns_bearer_tokens_and_me_returns_the_user() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    app.register(&email, PASSWORD).await;
+    let r = app.login(&email.to_uppercase(), PASSWORD).await;
+    assert_eq!(r.status(), 200);
+    let tokens: Value = r.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "bearer");
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_ne!(access, tokens["refresh_token"].as_str().unwrap());
+    let me: Value = app
+        .authed(Method::GET, "/api/v1/auth/me", access, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], email);
+}
+
+/// A2: unknown email and wrong password are indistinguishable, in body and in time.
+#[tokio::test]
+async fn unknown_email_and_wrong_password_look_and_take_the_same() {
+    let app = spawn_app_with(|s| {
+        s.login_attempts_per_account = 1000;
+        s.login_attempts_per_client = 1000;
+    })
+    .await;
+    let email = unique_email();
+    app.register(&email, PASSWORD).await;
+    let mut unknown = Vec::new();
+    let mut wrong = Vec::new();
+    let mut bodies = std::collections::HashSet::new();
+    for i in 0..30 {
+        let (target, sink) = if i % 2 == 0 {
+            (unique_email(), &mut unknown)
+        } else {
+            (email.clone(), &mut wrong)
+        };
+        let started = Instant::now();
+        let r = app.login(&target, "wrong password!").await;
+        sink.push(started.elapsed());
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        bodies.insert(r.text().await.unwrap());
+    }
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (u, w) = (median(&mut unknown), median(&mut wrong));
+    let delta = u.abs_diff(w);
+    eprintln!("login timing: unknown {u:?}, wrong password {w:?}, delta {delta:?}");
+    assert!(delta < Duration::from_millis(5).max(w / 5), "unknown {u:?} vs wrong {w:?}");
+}
+
+/// A3: failed logins are throttled per account, whatever X-Forwarded-For says, and the right
+/// password works again once the allowance refills.
+#[tokio::test]
+async fn logins_are_throttled_per_account_and_recover() {
+    let app = spawn_app_with(|s| {
+        s.login_attempts_per_account = 3;
+        s.login_account_refill_seconds = 1;
+        s.login_attempts_per_client = 1000;
+    })
+    .await;
+    let email = unique_email();
+    app.register(&email, PASSWORD).await;
+    for i in 0..3 {
+        let r = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .json(&json!({"email": email, "password": "wrong password!"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    error_body(r, 429).await;
+
+    // Another account is not affected.
+    let other = unique_email();
+    app.register(&other, PASSWORD).await;
+    assert_eq!(app.login(&other, PASSWORD).await.status(), 200);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(app.login(&email, PASSWORD).await.status(), 200);
+}
+
+#[tokio::test]
+async fn logins_are_throttled_per_client_address() {
+    let app = spawn_app_with(|s| s.login_attempts_per_client = 4).await;
+    for _ in 0..4 {
+        assert_eq!(app.login(&unique_email(), "wrong password!").await.status(), 401);
+    }
+    assert_eq!(app.login(&unique_email(), "wrong password!").await.status(), 429);
+}
+
+/// B3: fields a client must not set are refused, not silently applied.
+#[tokio::test]
+async fn mass_assignment_is_refused() {
+    let app = spawn_app().await;
+    for extra in [json!({"is_admin": true}), json!({"id": 1}), json!({"password_hash": "x"})] {
+        let mut body = json!({"email": unique_email(), "password": PASSWORD});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let r = app.post_json("/api/v1/auth/register", &body).await;
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["detail"][0]["type"], "extra_forbidden", "{body}");
+    }
+    // `is_active: false` is accepted for compatibility and ignored.
+    let r = app
+        .post_json(
+            "/api/v1/auth/register",
+            &json!({"email": unique_email(), "password": PASSWORD, "is_active": false}),
+        )
+        .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["is_active"], true);
+}
+
+/// B4: deleting an account removes everything it owns and every credential stops working.
+#[tokio::test]
+async fn deleting_an_account_revokes_everything_and_leaves_no_orphans() {
+    let app = spawn_app().await;
+    let a = app.seed_user().await;
+    let b = app.seed_user().await;
+    app.authed(
+        Method::POST,
+        "/api/v1/auth/private-key",
+        &a.access,
+        Some(&json!({"private_key": format!("0x{}", "1".repeat(64))})),
+    )
+    .await;
+    app.client
+        .get(app.url("/api/v1/automation/settings"))
+        .bearer_auth(&a.api_key)
+        .send()
+        .await
+        .unwrap();
+
+    let r = app.authed(Method::DELETE, "/api/v1/auth/register", &a.access, None).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["user_id"], a.id);
+    assert_eq!(body["deleted_data"]["api_keys"], 1);
+    assert_eq!(body["deleted_data"]["private_key"], true);
+    assert_eq!(body["deleted_data"]["automation_settings"], true);
+
+    assert_eq!(app.authed(Method::GET, "/api/v1/auth/me", &a.access, None).await.status(), 401);
+    let r = app
+        .client
+        .get(app.url("/api/v1/automation/settings"))
+        .bearer_auth(&a.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .post_json("/api/v1/auth/refresh", &json!({"refresh_token": a.refresh}))
+        .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(app.login(&a.email, PASSWORD).await.status(), 401);
+
+    for table in ["api_keys", "refresh_tokens", "wallet_keys", "automation_settings", "delegations"] {
+        assert_eq!(
+            app.count(&format!("SELECT COUNT(*) AS n FROM {table} WHERE user_id = {}", a.id)),
+            0,
+            "orphans in {table}"
+        );
+    }
+    if !app.is_postgres() {
+        assert_eq!(app.count("SELECT COUNT(*) AS n FROM pragma_foreign_key_check"), 0);
+    }
+    // B is untouched.
+    assert_eq!(app.authed(Method::GET, "/api/v1/auth/me", &b.access, None).await.status(), 200);
+}
+
+/// B4: a deactivated user is locked out at once, on every credential.
+#[tokio::test]
+async fn a_deactivated_user_is_refused_everywhere() {
+    let app = spawn_app().await;
+    let a = app.seed_user().await;
+    app.execute_sql(&format!("UPDATE users SET is_active = false WHERE id = {}", a.id));
+    assert_eq!(app.authed(Method::GET, "/api/v1/auth/me", &a.access, None).await.status(), 401);
+    let r = app
+        .client
+        .get(app.url("/api/v1/automation/settings"))
+        .bearer_auth(&a.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .post_json("/api/v1/auth/refresh", &json!({"refresh_token": a.refresh}))
+        .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(app.login(&a.email, PASSWORD).await.status(), 401);
+}

@@ -1,0 +1,16 @@
+//! The integration suite: one binary, every test against a freshly spawned server and database.
+//! Run on SQLite by default and on PostgreSQL with `MORPHEUS_TEST_DATABASE_URL`.
+
+mod accounts;
+mod api_keys;
+mod contract;
+mod contract_diff;
+mod delegations;
+mod errors;
+mod helpers;
+mod log_capture;
+mod secrets_in_logs;
+mod system;
+mod tokens;
+mod wallet;
+mod automation;

@@ -14,7 +14,12 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => startup::Application::build(settings).await?.run_until_stopped().await,
+            Command::Serve => {
+                startup::Application::build(settings)
+                    .await?
+                    .run_until_stopped()
+                    .await
+            }
             Command::Migrate => startup::migrate(&settings).await,
         }
     })

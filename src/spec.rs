@@ -60,9 +60,18 @@ mod tests {
 
     #[test]
     fn templates_match_whole_segments_only() {
-        assert!(path_matches("/api/v1/auth/keys/{key_id}", "/api/v1/auth/keys/42"));
-        assert!(!path_matches("/api/v1/auth/keys/{key_id}", "/api/v1/auth/keys/"));
-        assert!(!path_matches("/api/v1/auth/keys/{key_id}", "/api/v1/auth/keys/4/2"));
+        assert!(path_matches(
+            "/api/v1/auth/keys/{key_id}",
+            "/api/v1/auth/keys/42"
+        ));
+        assert!(!path_matches(
+            "/api/v1/auth/keys/{key_id}",
+            "/api/v1/auth/keys/"
+        ));
+        assert!(!path_matches(
+            "/api/v1/auth/keys/{key_id}",
+            "/api/v1/auth/keys/4/2"
+        ));
         assert!(!path_matches("/api/v1/auth/keys", "/api/v1/auth/keys/"));
         assert!(path_matches("/", "/"));
     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context;
-use morpheus_api::auth::{Argon2Hasher, GovernorLoginThrottle, JwtCodec, JwtSettings, LoginThrottleSettings};
+use morpheus_api::auth::{
+    Argon2Hasher, GovernorLoginThrottle, JwtCodec, JwtSettings, LoginThrottleSettings,
+};
 use morpheus_api::extract::BodyLimit;
 use morpheus_api::{ApiDoc, AppState, ServiceMeta};
 use morpheus_domain::EthAddress;
@@ -123,14 +125,7 @@ pub fn build_state(
         .transpose()
         .context("MORPHEUS_GATEWAY_DELEGATE_ADDRESS must be 0x followed by 40 hex digits")?;
     Ok(AppState {
-        accounts: AccountService::new(
-            db.clone(),
-            db.clone(),
-            hasher,
-            tokens,
-            throttle,
-            lifetimes,
-        ),
+        accounts: AccountService::new(db.clone(), db.clone(), hasher, tokens, throttle, lifetimes),
         api_keys: ApiKeyService::new(db.clone(), ApiKeyHasher::new(&secrets.api_key_pepper)?)
             .with_max_active_per_user(settings.max_api_keys_per_user),
         wallets: WalletService::new(

@@ -42,7 +42,14 @@ async fn a_new_key_is_shown_once_and_stored_only_as_a_digest() {
         fields.sort();
         assert_eq!(
             fields,
-            ["created_at", "id", "is_active", "key_prefix", "last_used_at", "name"]
+            [
+                "created_at",
+                "id",
+                "is_active",
+                "key_prefix",
+                "last_used_at",
+                "name"
+            ]
         );
     }
 
@@ -56,7 +63,12 @@ async fn a_new_key_is_shown_once_and_stored_only_as_a_digest() {
 async fn keys_work_with_or_without_bearer_and_record_their_last_use() {
     let app = spawn_app().await;
     let user = app.seed_user().await;
-    assert_eq!(settings_with_key(&app, &format!("Bearer {}", user.api_key)).await.status(), 200);
+    assert_eq!(
+        settings_with_key(&app, &format!("Bearer {}", user.api_key))
+            .await
+            .status(),
+        200
+    );
     assert_eq!(settings_with_key(&app, &user.api_key).await.status(), 200);
     let list: Value = app
         .authed(Method::GET, "/api/v1/auth/keys", &user.access, None)
@@ -79,17 +91,38 @@ async fn only_the_whole_key_authenticates() {
     for (name, candidate, detail) in [
         ("prefix only", prefix.to_owned(), "Invalid API key"),
         ("prefix and a dot", format!("{prefix}."), "Invalid API key"),
-        ("same prefix, other secret", format!("{prefix}.{}", "A".repeat(43)), "Invalid API key"),
+        (
+            "same prefix, other secret",
+            format!("{prefix}.{}", "A".repeat(43)),
+            "Invalid API key",
+        ),
         ("last character changed", last_changed, "Invalid API key"),
-        ("truncated", key[..key.len() - 1].to_owned(), "Invalid API key"),
-        ("not a key", "hello".to_owned(), "Invalid API key format. Must start with sk-"),
-        ("a JWT", user.access.clone(), "Invalid API key format. Must start with sk-"),
+        (
+            "truncated",
+            key[..key.len() - 1].to_owned(),
+            "Invalid API key",
+        ),
+        (
+            "not a key",
+            "hello".to_owned(),
+            "Invalid API key format. Must start with sk-",
+        ),
+        (
+            "a JWT",
+            user.access.clone(),
+            "Invalid API key format. Must start with sk-",
+        ),
     ] {
         let r = settings_with_key(&app, &format!("Bearer {candidate}")).await;
         let body = error_body(r, 401).await;
         assert_eq!(body["detail"], detail, "{name}");
     }
-    let r = app.client.get(app.url("/api/v1/automation/settings")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/api/v1/automation/settings"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_body(r, 401).await["detail"], "API key missing");
 }
 
@@ -116,7 +149,12 @@ async fn a_revoked_key_is_refused_from_the_next_request() {
     assert_eq!(settings_with_key(&app, second_key).await.status(), 200);
 
     let r = app
-        .authed(Method::DELETE, &format!("/api/v1/auth/keys/{id}"), &user.access, None)
+        .authed(
+            Method::DELETE,
+            &format!("/api/v1/auth/keys/{id}"),
+            &user.access,
+            None,
+        )
         .await;
     assert_eq!(r.status(), 200);
     let revoked: Value = r.json().await.unwrap();
@@ -127,7 +165,12 @@ async fn a_revoked_key_is_refused_from_the_next_request() {
     // The other key still works, and revoking again is idempotent.
     assert_eq!(settings_with_key(&app, &user.api_key).await.status(), 200);
     let again = app
-        .authed(Method::DELETE, &format!("/api/v1/auth/keys/{id}"), &user.access, None)
+        .authed(
+            Method::DELETE,
+            &format!("/api/v1/auth/keys/{id}"),
+            &user.access,
+            None,
+        )
         .await;
     assert_eq!(again.status(), 200);
 }
@@ -147,24 +190,47 @@ async fn keys_of_other_users_are_invisible_and_untouchable() {
     let a_key_id = a_keys[0]["id"].as_i64().unwrap();
 
     let r = app
-        .authed(Method::DELETE, &format!("/api/v1/auth/keys/{a_key_id}"), &b.access, None)
+        .authed(
+            Method::DELETE,
+            &format!("/api/v1/auth/keys/{a_key_id}"),
+            &b.access,
+            None,
+        )
         .await;
     let cross = error_body(r, 404).await;
     let r = app
-        .authed(Method::DELETE, "/api/v1/auth/keys/4503599627370495", &b.access, None)
+        .authed(
+            Method::DELETE,
+            "/api/v1/auth/keys/4503599627370495",
+            &b.access,
+            None,
+        )
         .await;
     let missing = error_body(r, 404).await;
-    assert_eq!(cross, missing, "another user's id must look like a missing id");
+    assert_eq!(
+        cross, missing,
+        "another user's id must look like a missing id"
+    );
     assert_eq!(cross["detail"], "API key not found");
 
-    assert_eq!(settings_with_key(&app, &a.api_key).await.status(), 200, "A's key still works");
+    assert_eq!(
+        settings_with_key(&app, &a.api_key).await.status(),
+        200,
+        "A's key still works"
+    );
     let b_keys: Value = app
         .authed(Method::GET, "/api/v1/auth/keys", &b.access, None)
         .await
         .json()
         .await
         .unwrap();
-    assert!(b_keys.as_array().unwrap().iter().all(|k| k["id"] != a_key_id));
+    assert!(
+        b_keys
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["id"] != a_key_id)
+    );
 }
 
 /// B2: an API key cannot manage accounts; a JWT cannot call API-key operations.
@@ -179,13 +245,24 @@ async fn api_keys_and_access_tokens_are_not_interchangeable() {
         (Method::GET, "/api/v1/auth/private-key"),
         (Method::DELETE, "/api/v1/auth/register"),
     ] {
-        let r = app.authed(method.clone(), path, &user.api_key, Some(&json!({}))).await;
+        let r = app
+            .authed(method.clone(), path, &user.api_key, Some(&json!({})))
+            .await;
         assert_eq!(r.status(), 401, "{method} {path} accepted an API key");
     }
     let r = app
-        .authed(Method::GET, "/api/v1/automation/settings", &user.access, None)
+        .authed(
+            Method::GET,
+            "/api/v1/automation/settings",
+            &user.access,
+            None,
+        )
         .await;
-    assert_eq!(r.status(), 401, "an access token opened an API-key operation");
+    assert_eq!(
+        r.status(),
+        401,
+        "an access token opened an API-key operation"
+    );
 }
 
 #[tokio::test]
@@ -194,7 +271,12 @@ async fn bad_key_ids_are_422() {
     let user = app.seed_user().await;
     for id in ["abc", "0", "-5", "99999999999999999999999"] {
         let r = app
-            .authed(Method::DELETE, &format!("/api/v1/auth/keys/{id}"), &user.access, None)
+            .authed(
+                Method::DELETE,
+                &format!("/api/v1/auth/keys/{id}"),
+                &user.access,
+                None,
+            )
             .await;
         assert_eq!(r.status(), 422, "{id}");
         let body: Value = r.json().await.unwrap();
@@ -208,7 +290,12 @@ async fn the_number_of_active_keys_is_capped() {
     let user = app.seed_user().await;
     app.create_key(&user.access, "second").await;
     let r = app
-        .authed(Method::POST, "/api/v1/auth/keys", &user.access, Some(&json!({})))
+        .authed(
+            Method::POST,
+            "/api/v1/auth/keys",
+            &user.access,
+            Some(&json!({})),
+        )
         .await;
     error_body(r, 409).await;
 }

@@ -32,12 +32,33 @@ async fn defaults_on_first_read_then_partial_updates() {
     assert_eq!(s["session_duration"], 3600);
     assert_eq!(s["user_id"], user.id);
 
-    let s: Value = put(&app, &user.api_key, json!({"is_enabled": true})).await.json().await.unwrap();
-    assert_eq!((s["is_enabled"].clone(), s["session_duration"].clone()), (json!(true), json!(3600)));
-    let s: Value = put(&app, &user.api_key, json!({"session_duration": 600})).await.json().await.unwrap();
-    assert_eq!((s["is_enabled"].clone(), s["session_duration"].clone()), (json!(true), json!(600)));
-    let s: Value = put(&app, &user.api_key, json!({})).await.json().await.unwrap();
-    assert_eq!(s["session_duration"], 600, "an empty update changes nothing");
+    let s: Value = put(&app, &user.api_key, json!({"is_enabled": true}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (s["is_enabled"].clone(), s["session_duration"].clone()),
+        (json!(true), json!(3600))
+    );
+    let s: Value = put(&app, &user.api_key, json!({"session_duration": 600}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (s["is_enabled"].clone(), s["session_duration"].clone()),
+        (json!(true), json!(600))
+    );
+    let s: Value = put(&app, &user.api_key, json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        s["session_duration"], 600,
+        "an empty update changes nothing"
+    );
 }
 
 #[tokio::test]
@@ -48,9 +69,18 @@ async fn durations_outside_a_minute_to_a_day_are_422() {
         let r = put(&app, &user.api_key, json!({"session_duration": d})).await;
         assert_eq!(r.status(), 422, "{d}");
         let body: Value = r.json().await.unwrap();
-        assert_eq!(body["detail"][0]["loc"], json!(["body", "session_duration"]), "{body}");
+        assert_eq!(
+            body["detail"][0]["loc"],
+            json!(["body", "session_duration"]),
+            "{body}"
+        );
     }
     for ok in [60, 86400] {
-        assert_eq!(put(&app, &user.api_key, json!({"session_duration": ok})).await.status(), 200);
+        assert_eq!(
+            put(&app, &user.api_key, json!({"session_duration": ok}))
+                .await
+                .status(),
+            200
+        );
     }
 }

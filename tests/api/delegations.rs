@@ -16,7 +16,12 @@ async fn storing_listing_and_the_single_active_delegation() {
     let app = spawn_app().await;
     let a = app.seed_user().await;
     let active: Value = app
-        .authed(Method::GET, "/api/v1/auth/delegation/active", &a.access, None)
+        .authed(
+            Method::GET,
+            "/api/v1/auth/delegation/active",
+            &a.access,
+            None,
+        )
         .await
         .json()
         .await
@@ -26,7 +31,12 @@ async fn storing_listing_and_the_single_active_delegation() {
     let mut ids = Vec::new();
     for _ in 0..3 {
         let r = app
-            .authed(Method::POST, "/api/v1/auth/delegation", &a.access, Some(&delegation(true)))
+            .authed(
+                Method::POST,
+                "/api/v1/auth/delegation",
+                &a.access,
+                Some(&delegation(true)),
+            )
             .await;
         assert_eq!(r.status(), 200);
         let d: Value = r.json().await.unwrap();
@@ -45,7 +55,12 @@ async fn storing_listing_and_the_single_active_delegation() {
     assert_eq!(list.len(), 3);
     assert_eq!(list.iter().filter(|d| d["is_active"] == true).count(), 1);
     let active: Value = app
-        .authed(Method::GET, "/api/v1/auth/delegation/active", &a.access, None)
+        .authed(
+            Method::GET,
+            "/api/v1/auth/delegation/active",
+            &a.access,
+            None,
+        )
         .await
         .json()
         .await
@@ -53,7 +68,12 @@ async fn storing_listing_and_the_single_active_delegation() {
     assert_eq!(active["id"], ids[2], "the newest one is active");
 
     let page: Value = app
-        .authed(Method::GET, "/api/v1/auth/delegation?skip=1&limit=1", &a.access, None)
+        .authed(
+            Method::GET,
+            "/api/v1/auth/delegation?skip=1&limit=1",
+            &a.access,
+            None,
+        )
         .await
         .json()
         .await
@@ -66,9 +86,21 @@ async fn storing_listing_and_the_single_active_delegation() {
 async fn paging_is_capped_and_validated() {
     let app = spawn_app().await;
     let a = app.seed_user().await;
-    for q in ["limit=0", "limit=101", "limit=1000000", "skip=-1", "limit=abc", "skip=1e3"] {
+    for q in [
+        "limit=0",
+        "limit=101",
+        "limit=1000000",
+        "skip=-1",
+        "limit=abc",
+        "skip=1e3",
+    ] {
         let r = app
-            .authed(Method::GET, &format!("/api/v1/auth/delegation?{q}"), &a.access, None)
+            .authed(
+                Method::GET,
+                &format!("/api/v1/auth/delegation?{q}"),
+                &a.access,
+                None,
+            )
             .await;
         assert_eq!(r.status(), 422, "{q}");
         let body: Value = r.json().await.unwrap();
@@ -88,7 +120,12 @@ async fn bad_delegations_are_422() {
         json!({"delegate_address": ADDRESS, "signed_delegation_data": "x", "user_id": 1}),
     ] {
         let r = app
-            .authed(Method::POST, "/api/v1/auth/delegation", &a.access, Some(&bad))
+            .authed(
+                Method::POST,
+                "/api/v1/auth/delegation",
+                &a.access,
+                Some(&bad),
+            )
             .await;
         assert_eq!(r.status(), 422, "{bad}");
     }
@@ -102,10 +139,20 @@ async fn a_configured_gateway_address_is_enforced() {
     .await;
     let a = app.seed_user().await;
     let r = app
-        .authed(Method::POST, "/api/v1/auth/delegation", &a.access, Some(&delegation(true)))
+        .authed(
+            Method::POST,
+            "/api/v1/auth/delegation",
+            &a.access,
+            Some(&delegation(true)),
+        )
         .await;
     let body = error_body(r, 400).await;
-    assert!(body["detail"].as_str().unwrap().contains("0x0000000000000000000000000000000000000001"));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("0x0000000000000000000000000000000000000001")
+    );
 }
 
 /// B1: delegations of other users cannot be seen or deleted.
@@ -115,14 +162,24 @@ async fn delegations_belong_to_their_owner() {
     let a = app.seed_user().await;
     let b = app.seed_user().await;
     let d: Value = app
-        .authed(Method::POST, "/api/v1/auth/delegation", &a.access, Some(&delegation(true)))
+        .authed(
+            Method::POST,
+            "/api/v1/auth/delegation",
+            &a.access,
+            Some(&delegation(true)),
+        )
         .await
         .json()
         .await
         .unwrap();
     let id = d["id"].as_i64().unwrap();
     let r = app
-        .authed(Method::DELETE, &format!("/api/v1/auth/delegation/{id}"), &b.access, None)
+        .authed(
+            Method::DELETE,
+            &format!("/api/v1/auth/delegation/{id}"),
+            &b.access,
+            None,
+        )
         .await;
     assert_eq!(error_body(r, 404).await["detail"], "Delegation not found");
     let b_list: Value = app
@@ -134,11 +191,21 @@ async fn delegations_belong_to_their_owner() {
     assert_eq!(b_list, json!([]));
 
     let r = app
-        .authed(Method::DELETE, &format!("/api/v1/auth/delegation/{id}"), &a.access, None)
+        .authed(
+            Method::DELETE,
+            &format!("/api/v1/auth/delegation/{id}"),
+            &a.access,
+            None,
+        )
         .await;
     assert_eq!(r.status(), 204);
     let r = app
-        .authed(Method::DELETE, &format!("/api/v1/auth/delegation/{id}"), &a.access, None)
+        .authed(
+            Method::DELETE,
+            &format!("/api/v1/auth/delegation/{id}"),
+            &a.access,
+            None,
+        )
         .await;
     assert_eq!(r.status(), 404);
 }

@@ -8,7 +8,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{PASSWORD, TestApp, spawn_app, unique_email};
 
-async fn raw_post(app: &TestApp, path: &str, content_type: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+async fn raw_post(
+    app: &TestApp,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
     let mut req = app.client.post(app.url(path)).body(body);
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
@@ -18,7 +23,12 @@ async fn raw_post(app: &TestApp, path: &str, content_type: Option<&str>, body: V
 
 async fn assert_422(r: reqwest::Response, kind: &str) -> Value {
     assert_eq!(r.status(), 422);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
     let body: Value = r.json().await.unwrap();
     let item = &body["detail"][0];
     assert_eq!(item["type"], kind, "{body}");
@@ -31,7 +41,13 @@ async fn malformed_json_bodies_are_422_json_invalid() {
     let app = spawn_app().await;
     let path = "/api/v1/auth/register";
     let deep = "[".repeat(10_000);
-    for body in [b"{".to_vec(), b"{\"email\": }".to_vec(), deep.into_bytes(), vec![0xff, 0xfe, b'{'], b"{\"email\":\"a\0b\"".to_vec()] {
+    for body in [
+        b"{".to_vec(),
+        b"{\"email\": }".to_vec(),
+        deep.into_bytes(),
+        vec![0xff, 0xfe, b'{'],
+        b"{\"email\":\"a\0b\"".to_vec(),
+    ] {
         let r = raw_post(&app, path, Some("application/json"), body).await;
         assert_422(r, "json_invalid").await;
     }
@@ -44,15 +60,30 @@ async fn wrong_shapes_are_located_422s() {
     let r = app.post_json(path, &json!({"password": PASSWORD})).await;
     let body = assert_422(r, "missing").await;
     assert_eq!(body["detail"][0]["loc"], json!(["body", "email"]));
-    let r = app.post_json(path, &json!({"email": 5, "password": PASSWORD})).await;
+    let r = app
+        .post_json(path, &json!({"email": 5, "password": PASSWORD}))
+        .await;
     assert_422(r, "string_type").await;
     let r = app.post_json(path, &json!([1, 2])).await;
     let body = assert_422(r, "model_attributes_type").await;
-    assert!(!body.to_string().contains("UserCreate"), "leaks a type name: {body}");
-    let r = app.post_json(path, &json!({"email": "not-an-email", "password": "short"})).await;
+    assert!(
+        !body.to_string().contains("UserCreate"),
+        "leaks a type name: {body}"
+    );
+    let r = app
+        .post_json(path, &json!({"email": "not-an-email", "password": "short"}))
+        .await;
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["detail"].as_array().unwrap().len(), 2, "all problems at once: {body}");
-    let dup = format!(r#"{{"email":"{}","email":"{}","password":"{PASSWORD}"}}"#, unique_email(), unique_email());
+    assert_eq!(
+        body["detail"].as_array().unwrap().len(),
+        2,
+        "all problems at once: {body}"
+    );
+    let dup = format!(
+        r#"{{"email":"{}","email":"{}","password":"{PASSWORD}"}}"#,
+        unique_email(),
+        unique_email()
+    );
     let r = raw_post(&app, path, Some("application/json"), dup.into_bytes()).await;
     assert_eq!(r.status(), 422);
     let r = raw_post(&app, path, Some("application/json"), Vec::new()).await;
@@ -64,12 +95,22 @@ async fn wrong_shapes_are_located_422s() {
 #[tokio::test]
 async fn non_json_content_types_are_415() {
     let app = spawn_app().await;
-    for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
         let r = raw_post(&app, "/api/v1/auth/login", Some(ct), b"{}".to_vec()).await;
         assert_eq!(r.status(), 415, "{ct}");
         assert!(r.json::<Value>().await.unwrap()["detail"].is_string());
     }
-    let r = raw_post(&app, "/api/v1/auth/login", Some("application/json; charset=utf-8"), b"{}".to_vec()).await;
+    let r = raw_post(
+        &app,
+        "/api/v1/auth/login",
+        Some("application/json; charset=utf-8"),
+        b"{}".to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 422);
 }
 
@@ -116,7 +157,9 @@ async fn bodies_over_the_limit_are_413() {
         .client
         .post(app.url("/api/v1/auth/register"))
         .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
@@ -146,10 +189,25 @@ async fn every_error_is_json_never_text() {
     let user = app.seed_user().await;
     let cases = [
         app.client.get(app.url("/nope")).send().await.unwrap(),
-        app.client.patch(app.url("/api/v1/auth/keys")).send().await.unwrap(),
-        app.authed(Method::GET, "/api/v1/auth/delegation?limit=x", &user.access, None).await,
-        app.authed(Method::DELETE, "/api/v1/auth/keys/x", &user.access, None).await,
-        app.client.get(app.url("/api/v1/auth/me")).send().await.unwrap(),
+        app.client
+            .patch(app.url("/api/v1/auth/keys"))
+            .send()
+            .await
+            .unwrap(),
+        app.authed(
+            Method::GET,
+            "/api/v1/auth/delegation?limit=x",
+            &user.access,
+            None,
+        )
+        .await,
+        app.authed(Method::DELETE, "/api/v1/auth/keys/x", &user.access, None)
+            .await,
+        app.client
+            .get(app.url("/api/v1/auth/me"))
+            .send()
+            .await
+            .unwrap(),
     ];
     for r in cases {
         let status = r.status();

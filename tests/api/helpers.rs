@@ -19,8 +19,14 @@ pub const MASTER_KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f10111213141516
 pub const PASSWORD: &str = "correct horse battery";
 
 pub enum TestDatabase {
-    Sqlite { path: std::path::PathBuf },
-    Postgres { admin_url: String, name: String, url: String },
+    Sqlite {
+        path: std::path::PathBuf,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+        url: String,
+    },
 }
 
 pub struct TestApp {
@@ -102,7 +108,9 @@ fn create_pg_database(admin_url: String) -> TestDatabase {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let TestDatabase::Postgres { admin_url, name, .. } = &self.db
+        if let TestDatabase::Postgres {
+            admin_url, name, ..
+        } = &self.db
             && let Ok(mut admin) = PgConnection::establish(admin_url)
         {
             let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
@@ -183,13 +191,21 @@ impl TestApp {
         let r = self.register(&email, PASSWORD).await;
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
         let user: Value = r.json().await.expect("json");
-        let tokens: Value = self.login(&email, PASSWORD).await.json().await.expect("json");
+        let tokens: Value = self
+            .login(&email, PASSWORD)
+            .await
+            .json()
+            .await
+            .expect("json");
         let access = tokens["access_token"].as_str().expect("access").to_owned();
         let key = self.create_key(&access, "default").await;
         Seeded {
             id: user["id"].as_i64().expect("id"),
             email,
-            refresh: tokens["refresh_token"].as_str().expect("refresh").to_owned(),
+            refresh: tokens["refresh_token"]
+                .as_str()
+                .expect("refresh")
+                .to_owned(),
             api_key: key["key"].as_str().expect("key").to_owned(),
             access,
         }
@@ -199,7 +215,8 @@ impl TestApp {
     pub fn execute_sql(&self, statement: &str) -> usize {
         match &self.db {
             TestDatabase::Sqlite { path } => {
-                let mut c = SqliteConnection::establish(&path.display().to_string()).expect("sqlite");
+                let mut c =
+                    SqliteConnection::establish(&path.display().to_string()).expect("sqlite");
                 diesel::sql_query(statement).execute(&mut c).expect("sql")
             }
             TestDatabase::Postgres { url, .. } => {
@@ -218,7 +235,8 @@ impl TestApp {
         }
         let rows: Vec<Row> = match &self.db {
             TestDatabase::Sqlite { path } => {
-                let mut c = SqliteConnection::establish(&path.display().to_string()).expect("sqlite");
+                let mut c =
+                    SqliteConnection::establish(&path.display().to_string()).expect("sqlite");
                 let cols: Vec<String> = pragma_columns(&mut c, table);
                 let concat = cols
                     .iter()
@@ -231,12 +249,17 @@ impl TestApp {
             }
             TestDatabase::Postgres { url, .. } => {
                 let mut c = PgConnection::establish(url).expect("postgres");
-                diesel::sql_query(format!("SELECT row_to_json(t)::text AS text FROM {table} t"))
-                    .load(&mut c)
-                    .expect("dump")
+                diesel::sql_query(format!(
+                    "SELECT row_to_json(t)::text AS text FROM {table} t"
+                ))
+                .load(&mut c)
+                .expect("dump")
             }
         };
-        rows.into_iter().map(|r| r.text).collect::<Vec<_>>().join("\n")
+        rows.into_iter()
+            .map(|r| r.text)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Counts the rows a query returns (`SELECT … AS n`).
@@ -248,7 +271,8 @@ impl TestApp {
         }
         let rows: Vec<N> = match &self.db {
             TestDatabase::Sqlite { path } => {
-                let mut c = SqliteConnection::establish(&path.display().to_string()).expect("sqlite");
+                let mut c =
+                    SqliteConnection::establish(&path.display().to_string()).expect("sqlite");
                 diesel::sql_query(query).load(&mut c).expect("count")
             }
             TestDatabase::Postgres { url, .. } => {
@@ -270,9 +294,10 @@ fn pragma_columns(c: &mut SqliteConnection, table: &str) -> Vec<String> {
         #[diesel(sql_type = diesel::sql_types::Text)]
         name: String,
     }
-    let cols: Vec<Col> = diesel::sql_query(format!("SELECT name FROM pragma_table_info('{table}')"))
-        .load(c)
-        .expect("columns");
+    let cols: Vec<Col> =
+        diesel::sql_query(format!("SELECT name FROM pragma_table_info('{table}')"))
+            .load(c)
+            .expect("columns");
     cols.into_iter().map(|c| c.name).collect()
 }
 

@@ -40,6 +40,10 @@ pub fn install() {
 /// Everything logged so far.
 pub fn captured() -> String {
     LOGS.get()
-        .and_then(|l| l.lock().ok().map(|l| String::from_utf8_lossy(&l).into_owned()))
+        .and_then(|l| {
+            l.lock()
+                .ok()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+        })
         .unwrap_or_default()
 }

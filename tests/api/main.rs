@@ -3,6 +3,7 @@
 
 mod accounts;
 mod api_keys;
+mod automation;
 mod contract;
 mod contract_diff;
 mod delegations;
@@ -13,4 +14,3 @@ mod secrets_in_logs;
 mod system;
 mod tokens;
 mod wallet;
-mod automation;

@@ -11,10 +11,18 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
     let app = spawn_app().await;
     let user = app.seed_user().await;
     let wallet = format!("0x{}", "5f".repeat(32));
-    app.authed(Method::POST, "/api/v1/auth/private-key", &user.access, Some(&json!({"private_key": wallet})))
-        .await;
+    app.authed(
+        Method::POST,
+        "/api/v1/auth/private-key",
+        &user.access,
+        Some(&json!({"private_key": wallet})),
+    )
+    .await;
     let pair: serde_json::Value = app
-        .post_json("/api/v1/auth/refresh", &json!({"refresh_token": user.refresh}))
+        .post_json(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": user.refresh}),
+        )
         .await
         .json()
         .await
@@ -35,12 +43,19 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
         .unwrap();
 
     let logs = log_capture::captured();
-    assert!(logs.len() > 1000, "the capture works ({} bytes)", logs.len());
+    assert!(
+        logs.len() > 1000,
+        "the capture works ({} bytes)",
+        logs.len()
+    );
     let secrets = [
         ("password", PASSWORD.to_owned()),
         ("access token", user.access.clone()),
         ("refresh token", user.refresh.clone()),
-        ("rotated refresh token", pair["refresh_token"].as_str().unwrap().to_owned()),
+        (
+            "rotated refresh token",
+            pair["refresh_token"].as_str().unwrap().to_owned(),
+        ),
         ("api key secret", user.api_key[10..].to_owned()),
         ("wallet key", wallet[2..].to_owned()),
         ("jwt secret", JWT_SECRET.to_owned()),
@@ -50,5 +65,9 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
     for (name, secret) in secrets {
         assert!(!logs.contains(&secret), "the {name} is in the logs");
     }
-    eprintln!("scanned {} bytes, {} lines of logs", logs.len(), logs.lines().count());
+    eprintln!(
+        "scanned {} bytes, {} lines of logs",
+        logs.len(),
+        logs.lines().count()
+    );
 }

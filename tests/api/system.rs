@@ -7,7 +7,15 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn root_describes_the_service() {
     let app = spawn_app().await;
-    let info: Value = app.client.get(app.url("/")).send().await.unwrap().json().await.unwrap();
+    let info: Value = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(info["name"], "Morpheus API Gateway");
     assert_eq!(info["documentation"]["swagger_ui"], "/docs");
 }
@@ -33,7 +41,9 @@ async fn health_is_503_with_a_json_body_when_the_database_is_gone() {
             std::fs::remove_file(path).ok();
             std::fs::create_dir_all(path).unwrap();
         }
-        crate::helpers::TestDatabase::Postgres { admin_url, name, .. } => {
+        crate::helpers::TestDatabase::Postgres {
+            admin_url, name, ..
+        } => {
             use diesel::{Connection, RunQueryDsl};
             let mut admin = diesel::PgConnection::establish(admin_url).unwrap();
             diesel::sql_query(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"))
@@ -57,5 +67,8 @@ async fn health_is_503_with_a_json_body_when_the_database_is_gone() {
     let h: Value = r.json().await.unwrap();
     assert_eq!(h["database"], "unhealthy");
     assert_eq!(h["status"], "unavailable");
-    assert!(!h.to_string().contains("password"), "no connection details: {h}");
+    assert!(
+        !h.to_string().contains("password"),
+        "no connection details: {h}"
+    );
 }

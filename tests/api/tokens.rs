@@ -41,7 +41,12 @@ async fn forged_and_malformed_access_tokens_are_all_refused_alike() {
     let key = JWT_SECRET.as_bytes();
     let hs256 = || Header::new(Algorithm::HS256);
     let good = mint(hs256(), &claims(user.id), key);
-    assert_eq!(app.authed(Method::GET, "/api/v1/auth/me", &good, None).await.status(), 200);
+    assert_eq!(
+        app.authed(Method::GET, "/api/v1/auth/me", &good, None)
+            .await
+            .status(),
+        200
+    );
 
     let now = Utc::now().timestamp();
     let none_token = format!(
@@ -56,47 +61,111 @@ async fn forged_and_malformed_access_tokens_are_all_refused_alike() {
     let sig = rest.split_once('.').unwrap().1;
     let edited = format!(
         "{head}.{}.{sig}",
-        b64(with(claims(user.id), "sub", json!("1")).to_string().as_bytes())
+        b64(with(claims(user.id), "sub", json!("1"))
+            .to_string()
+            .as_bytes())
     );
     let mut kid_header = hs256();
     kid_header.kid = Some("../../etc/passwd' OR 1=1 --".into());
 
     let cases: Vec<(&str, String)> = vec![
         ("alg none", none_token),
-        ("HS512", mint(Header::new(Algorithm::HS512), &claims(user.id), key)),
+        (
+            "HS512",
+            mint(Header::new(Algorithm::HS512), &claims(user.id), key),
+        ),
         ("flipped signature", String::from_utf8(flipped).unwrap()),
         ("edited payload", edited),
-        ("other secret", mint(hs256(), &claims(user.id), b"another-secret-another-secret-another")),
-        ("expired", mint(hs256(), &with(claims(user.id), "exp", json!(now - 10)), key)),
-        ("no exp", mint(hs256(), &without(claims(user.id), "exp"), key)),
-        ("no iss", mint(hs256(), &without(claims(user.id), "iss"), key)),
-        ("no aud", mint(hs256(), &without(claims(user.id), "aud"), key)),
-        ("no sub", mint(hs256(), &without(claims(user.id), "sub"), key)),
-        ("wrong iss", mint(hs256(), &with(claims(user.id), "iss", json!("evil")), key)),
-        ("wrong aud", mint(hs256(), &with(claims(user.id), "aud", json!("morpheus-gateway:refresh")), key)),
-        ("refresh type", mint(hs256(), &with(claims(user.id), "token_type", json!("refresh")), key)),
+        (
+            "other secret",
+            mint(
+                hs256(),
+                &claims(user.id),
+                b"another-secret-another-secret-another",
+            ),
+        ),
+        (
+            "expired",
+            mint(hs256(), &with(claims(user.id), "exp", json!(now - 10)), key),
+        ),
+        (
+            "no exp",
+            mint(hs256(), &without(claims(user.id), "exp"), key),
+        ),
+        (
+            "no iss",
+            mint(hs256(), &without(claims(user.id), "iss"), key),
+        ),
+        (
+            "no aud",
+            mint(hs256(), &without(claims(user.id), "aud"), key),
+        ),
+        (
+            "no sub",
+            mint(hs256(), &without(claims(user.id), "sub"), key),
+        ),
+        (
+            "wrong iss",
+            mint(hs256(), &with(claims(user.id), "iss", json!("evil")), key),
+        ),
+        (
+            "wrong aud",
+            mint(
+                hs256(),
+                &with(claims(user.id), "aud", json!("morpheus-gateway:refresh")),
+                key,
+            ),
+        ),
+        (
+            "refresh type",
+            mint(
+                hs256(),
+                &with(claims(user.id), "token_type", json!("refresh")),
+                key,
+            ),
+        ),
         ("the real refresh token", user.refresh.clone()),
         ("unknown user", mint(hs256(), &claims(user.id + 1), key)),
-        ("non-numeric sub", mint(hs256(), &with(claims(user.id), "sub", json!("admin")), key)),
-        ("kid injection", mint(kid_header, &with(claims(user.id), "sub", json!("0")), key)),
+        (
+            "non-numeric sub",
+            mint(hs256(), &with(claims(user.id), "sub", json!("admin")), key),
+        ),
+        (
+            "kid injection",
+            mint(kid_header, &with(claims(user.id), "sub", json!("0")), key),
+        ),
         ("garbage", "not.a.jwt".into()),
         ("empty parts", "..".into()),
         ("huge", "a".repeat(9000)),
     ];
     let mut bodies = std::collections::HashSet::new();
     for (name, token) in &cases {
-        let r = app.authed(Method::GET, "/api/v1/auth/me", token, None).await;
+        let r = app
+            .authed(Method::GET, "/api/v1/auth/me", token, None)
+            .await;
         assert_eq!(r.status(), 401, "{name} was accepted");
         assert_eq!(r.headers()["www-authenticate"], "Bearer", "{name}");
         bodies.insert(r.text().await.unwrap());
     }
-    assert_eq!(bodies.len(), 1, "different error bodies leak which check failed: {bodies:?}");
+    assert_eq!(
+        bodies.len(),
+        1,
+        "different error bodies leak which check failed: {bodies:?}"
+    );
     eprintln!("JWT forgery matrix: {} cases refused", cases.len());
 
     // Missing and non-Bearer credentials.
-    let r = app.client.get(app.url("/api/v1/auth/me")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/api/v1/auth/me"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<Value>().await.unwrap()["detail"], "Not authenticated");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["detail"],
+        "Not authenticated"
+    );
     let r = app
         .client
         .get(app.url("/api/v1/auth/me"))
@@ -120,7 +189,11 @@ async fn forged_and_malformed_access_tokens_are_all_refused_alike() {
 async fn refresh_rotates_and_a_replayed_token_revokes_the_family() {
     let app = spawn_app().await;
     let user = app.seed_user().await;
-    let refresh = |t: &str| app.post_json("/api/v1/auth/refresh", &json!({"refresh_token": t}));
+    let refresh = |t: &str| {
+        let body = json!({"refresh_token": t});
+        let app = &app;
+        async move { app.post_json("/api/v1/auth/refresh", &body).await }
+    };
 
     let r1 = refresh(&user.refresh).await;
     assert_eq!(r1.status(), 200);
@@ -128,7 +201,12 @@ async fn refresh_rotates_and_a_replayed_token_revokes_the_family() {
     let rt2 = pair["refresh_token"].as_str().unwrap().to_owned();
     let at2 = pair["access_token"].as_str().unwrap().to_owned();
     assert_ne!(rt2, user.refresh);
-    assert_eq!(app.authed(Method::GET, "/api/v1/auth/me", &at2, None).await.status(), 200);
+    assert_eq!(
+        app.authed(Method::GET, "/api/v1/auth/me", &at2, None)
+            .await
+            .status(),
+        200
+    );
 
     // Replaying the used token fails and kills its successor too.
     assert_eq!(refresh(&user.refresh).await.status(), 401);
@@ -144,9 +222,8 @@ async fn refresh_rotates_and_a_replayed_token_revokes_the_family() {
 async fn concurrent_refreshes_of_one_token_rotate_exactly_once() {
     let app = spawn_app().await;
     let user = app.seed_user().await;
-    let attempts = (0..20).map(|_| {
-        app.post_json("/api/v1/auth/refresh", &json!({"refresh_token": user.refresh}))
-    });
+    let body = json!({"refresh_token": user.refresh});
+    let attempts = (0..20).map(|_| app.post_json("/api/v1/auth/refresh", &body));
     let statuses: Vec<u16> = futures_util::future::join_all(attempts)
         .await
         .into_iter()
@@ -155,5 +232,8 @@ async fn concurrent_refreshes_of_one_token_rotate_exactly_once() {
     let ok = statuses.iter().filter(|&&s| s == 200).count();
     eprintln!("20 concurrent refreshes: {ok} succeeded");
     assert_eq!(ok, 1, "{statuses:?}");
-    assert!(statuses.iter().all(|&s| s == 200 || s == 401), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 401),
+        "{statuses:?}"
+    );
 }

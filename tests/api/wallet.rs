@@ -25,7 +25,10 @@ fn sealed_of(app: &TestApp, user: i64) -> Vec<u8> {
         .map(|i| i + 2)
         .or_else(|| line.find("\\\\x").map(|i| i + 3))
         .expect("hex blob");
-    let hex: String = line[hex_start..].chars().take_while(char::is_ascii_hexdigit).collect();
+    let hex: String = line[hex_start..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
     hex::decode(hex).unwrap()
 }
 
@@ -41,7 +44,10 @@ async fn a_stored_key_is_sealed_never_returned_and_bound_to_its_owner() {
         .json()
         .await
         .unwrap();
-    assert_eq!(status, json!({"has_key": false, "created_at": null, "updated_at": null}));
+    assert_eq!(
+        status,
+        json!({"has_key": false, "created_at": null, "updated_at": null})
+    );
 
     for user in [&a, &b] {
         let r = app
@@ -54,7 +60,10 @@ async fn a_stored_key_is_sealed_never_returned_and_bound_to_its_owner() {
             .await;
         assert_eq!(r.status(), 201);
         let body = r.text().await.unwrap();
-        assert!(!body.contains(&WALLET_KEY[2..]), "the key came back: {body}");
+        assert!(
+            !body.contains(&WALLET_KEY[2..]),
+            "the key came back: {body}"
+        );
     }
     let status: Value = app
         .authed(Method::GET, "/api/v1/auth/private-key", &a.access, None)
@@ -75,7 +84,9 @@ async fn a_stored_key_is_sealed_never_returned_and_bound_to_its_owner() {
     // The row opens for its owner and not for anyone else: a ciphertext moved to another user's
     // row does not decrypt.
     let s = sealer();
-    let opened = s.open(UserId(a.id), &SealedWalletKey(sealed_a.clone())).unwrap();
+    let opened = s
+        .open(UserId(a.id), &SealedWalletKey(sealed_a.clone()))
+        .unwrap();
     assert_eq!(opened.expose(), WALLET_KEY);
     assert!(s.open(UserId(b.id), &SealedWalletKey(sealed_a)).is_err());
 }
@@ -85,12 +96,17 @@ async fn replacing_and_deleting_a_key() {
     let app = spawn_app().await;
     let a = app.seed_user().await;
     let store = |k: String| {
-        app.authed(
-            Method::POST,
-            "/api/v1/auth/private-key",
-            &a.access,
-            Some(&json!({"private_key": k})),
-        )
+        let body = json!({"private_key": k});
+        let (app, access) = (&app, &a.access);
+        async move {
+            app.authed(
+                Method::POST,
+                "/api/v1/auth/private-key",
+                access,
+                Some(&body),
+            )
+            .await
+        }
     };
     assert_eq!(store(WALLET_KEY.to_owned()).await.status(), 201);
     assert_eq!(store(format!("0x{}", "ab".repeat(32))).await.status(), 201);
@@ -99,9 +115,13 @@ async fn replacing_and_deleting_a_key() {
         .unwrap();
     assert_eq!(opened.expose(), format!("0x{}", "ab".repeat(32)));
 
-    let r = app.authed(Method::DELETE, "/api/v1/auth/private-key", &a.access, None).await;
+    let r = app
+        .authed(Method::DELETE, "/api/v1/auth/private-key", &a.access, None)
+        .await;
     assert_eq!(r.status(), 200);
-    let r = app.authed(Method::DELETE, "/api/v1/auth/private-key", &a.access, None).await;
+    let r = app
+        .authed(Method::DELETE, "/api/v1/auth/private-key", &a.access, None)
+        .await;
     assert_eq!(error_body(r, 404).await["detail"], "Private key not found");
 }
 
@@ -118,7 +138,12 @@ async fn malformed_private_keys_are_422() {
         json!({"private_key": WALLET_KEY, "owner": 1}),
     ] {
         let r = app
-            .authed(Method::POST, "/api/v1/auth/private-key", &a.access, Some(&bad))
+            .authed(
+                Method::POST,
+                "/api/v1/auth/private-key",
+                &a.access,
+                Some(&bad),
+            )
             .await;
         assert_eq!(r.status(), 422, "{bad}");
         let body = r.text().await.unwrap();

@@ -61,8 +61,11 @@ pub trait ApiKeyRepository: Send + Sync {
     async fn list_api_keys(&self, user: UserId) -> anyhow::Result<Vec<ApiKey>>;
     async fn count_active_api_keys(&self, user: UserId) -> anyhow::Result<u64>;
     /// Marks the key inactive if it belongs to `user`; `None` otherwise.
-    async fn deactivate_api_key(&self, user: UserId, id: ApiKeyId)
-    -> anyhow::Result<Option<ApiKey>>;
+    async fn deactivate_api_key(
+        &self,
+        user: UserId,
+        id: ApiKeyId,
+    ) -> anyhow::Result<Option<ApiKey>>;
     async fn find_api_key_by_prefix(
         &self,
         prefix: &KeyPrefix,
@@ -145,7 +148,9 @@ pub trait HealthProbe: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
     /// Correct. `needs_rehash` when the stored hash uses weaker parameters than today's.
-    Match { needs_rehash: bool },
+    Match {
+        needs_rehash: bool,
+    },
     Mismatch,
 }
 

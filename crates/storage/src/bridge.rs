@@ -81,7 +81,10 @@ mod tests {
             },
         );
         let _only_connection = db.pool.get().unwrap();
-        let error = db.run(|_conn| Ok::<_, anyhow::Error>(())).await.unwrap_err();
+        let error = db
+            .run(|_conn| Ok::<_, anyhow::Error>(()))
+            .await
+            .unwrap_err();
         assert!(
             error.chain().any(|cause| cause.is::<StorageUnavailable>()),
             "{error:?}"

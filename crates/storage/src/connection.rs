@@ -10,10 +10,10 @@ use diesel::sql_types::Text;
 use crate::url::DatabaseUrl;
 
 /// A connection to whichever database was configured. Queries are written once against it;
-/// the rare statement the multi-backend cannot express goes through [`on_each_backend!`].
+/// the rare statement the multi-backend cannot express goes through `on_each_backend!`.
 ///
 /// Postgres is listed first: the derived `establish` tries variants in order and SQLite would
-/// accept any string as a file name. We never call that `establish` ourselves (see [`Manager`]).
+/// accept any string as a file name. We never call that `establish` ourselves (see `Manager`).
 #[derive(diesel::MultiConnection)]
 pub enum AnyConnection {
     Postgresql(PgConnection),

@@ -144,7 +144,12 @@ mod tests {
 
     #[test]
     fn a_short_secret_is_refused() {
-        assert!(JwtCodec::new(JwtSettings { secret: vec![1u8; 31] }).is_err());
+        assert!(
+            JwtCodec::new(JwtSettings {
+                secret: vec![1u8; 31]
+            })
+            .is_err()
+        );
     }
 
     #[test]
@@ -152,9 +157,15 @@ mod tests {
         let c = codec();
         let access = c.encode(&claims(TokenKind::Access)).unwrap();
         let refresh = c.encode(&claims(TokenKind::Refresh)).unwrap();
-        assert_eq!(c.decode(&access, TokenKind::Access).unwrap().user_id, UserId(42));
         assert_eq!(
-            c.decode(&refresh, TokenKind::Refresh).unwrap().family_id.as_deref(),
+            c.decode(&access, TokenKind::Access).unwrap().user_id,
+            UserId(42)
+        );
+        assert_eq!(
+            c.decode(&refresh, TokenKind::Refresh)
+                .unwrap()
+                .family_id
+                .as_deref(),
             Some("f1")
         );
         assert!(c.decode(&access, TokenKind::Refresh).is_err());
@@ -166,8 +177,14 @@ mod tests {
         let c = codec();
         let mut old = claims(TokenKind::Access);
         old.expires_at = Utc::now() - Duration::seconds(LEEWAY_SECONDS as i64 + 2);
-        assert!(c.decode(&c.encode(&old).unwrap(), TokenKind::Access).is_err());
-        let other = JwtCodec::new(JwtSettings { secret: vec![2u8; 32] }).unwrap();
+        assert!(
+            c.decode(&c.encode(&old).unwrap(), TokenKind::Access)
+                .is_err()
+        );
+        let other = JwtCodec::new(JwtSettings {
+            secret: vec![2u8; 32],
+        })
+        .unwrap();
         let foreign = other.encode(&claims(TokenKind::Access)).unwrap();
         assert!(c.decode(&foreign, TokenKind::Access).is_err());
     }

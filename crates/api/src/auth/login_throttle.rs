@@ -101,7 +101,9 @@ mod tests {
             let ip = IpAddr::from([10, 0, 0, i]);
             assert!(t.attempt(&victim, Some(ip)).is_ok(), "attempt {i}");
         }
-        let err = t.attempt(&victim, Some(IpAddr::from([10, 0, 1, 1]))).unwrap_err();
+        let err = t
+            .attempt(&victim, Some(IpAddr::from([10, 0, 1, 1])))
+            .unwrap_err();
         assert!(err.retry_after > Duration::from_secs(60));
         // Other accounts are not affected.
         assert!(t.attempt(&email("other@example.com"), None).is_ok());
@@ -115,6 +117,12 @@ mod tests {
             assert!(t.attempt(&email(&format!("u{i}@example.com")), ip).is_ok());
         }
         assert!(t.attempt(&email("u99@example.com"), ip).is_err());
-        assert!(t.attempt(&email("u99@example.com"), Some(IpAddr::from([127, 0, 0, 2]))).is_ok());
+        assert!(
+            t.attempt(
+                &email("u99@example.com"),
+                Some(IpAddr::from([127, 0, 0, 2]))
+            )
+            .is_ok()
+        );
     }
 }

@@ -2,7 +2,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash as Phc, PasswordHasher as _, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    PasswordHash as Phc, PasswordHasher as _, PasswordVerifier, SaltString,
+};
 use argon2::{Algorithm, Argon2, Params, Version};
 use async_trait::async_trait;
 use morpheus_domain::ports::{HashingError, PasswordHasher, Verification};
@@ -130,13 +132,23 @@ mod tests {
     async fn hashes_are_argon2id_with_owasp_parameters_and_verify() {
         let h = Argon2Hasher::new(2, Duration::from_secs(5)).unwrap();
         let hash = h.hash(&pw("correct horse battery")).await.unwrap();
-        assert!(hash.0.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", hash.0);
-        assert_eq!(
-            h.verify(&pw("correct horse battery"), Some(&hash)).await.unwrap(),
-            Verification::Match { needs_rehash: false }
+        assert!(
+            hash.0.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{}",
+            hash.0
         );
         assert_eq!(
-            h.verify(&pw("correct horse battery!"), Some(&hash)).await.unwrap(),
+            h.verify(&pw("correct horse battery"), Some(&hash))
+                .await
+                .unwrap(),
+            Verification::Match {
+                needs_rehash: false
+            }
+        );
+        assert_eq!(
+            h.verify(&pw("correct horse battery!"), Some(&hash))
+                .await
+                .unwrap(),
             Verification::Mismatch
         );
         assert_eq!(
@@ -151,7 +163,10 @@ mod tests {
         let a = format!("{}a{}", "x".repeat(89), "y".repeat(10));
         let b = format!("{}b{}", "x".repeat(89), "y".repeat(10));
         let hash = h.hash(&pw(&a)).await.unwrap();
-        assert_eq!(h.verify(&pw(&b), Some(&hash)).await.unwrap(), Verification::Mismatch);
+        assert_eq!(
+            h.verify(&pw(&b), Some(&hash)).await.unwrap(),
+            Verification::Mismatch
+        );
     }
 
     #[tokio::test]
@@ -177,6 +192,9 @@ mod tests {
     async fn a_saturated_hasher_answers_busy() {
         let h = Argon2Hasher::new(1, Duration::from_millis(1)).unwrap();
         let _held = h.permits.clone().acquire_owned().await.unwrap();
-        assert!(matches!(h.hash(&pw("correct horse battery")).await, Err(HashingError::Busy)));
+        assert!(matches!(
+            h.hash(&pw("correct horse battery")).await,
+            Err(HashingError::Busy)
+        ));
     }
 }

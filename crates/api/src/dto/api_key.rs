@@ -18,6 +18,7 @@ pub struct APIKeyCreate {
 pub struct APIKeyResponse {
     pub key: String,
     pub key_prefix: String,
+    #[schema(required = true)]
     pub name: Option<String>,
 }
 
@@ -38,9 +39,11 @@ impl APIKeyResponse {
 pub struct APIKeyDB {
     pub id: i64,
     pub key_prefix: String,
+    #[schema(required = true)]
     pub name: Option<String>,
     pub created_at: DateTime<Utc>,
     pub is_active: bool,
+    #[schema(required = true)]
     pub last_used_at: Option<DateTime<Utc>>,
 }
 

@@ -28,6 +28,7 @@ pub struct DelegationRead {
     pub user_id: i64,
     pub delegate_address: String,
     pub signed_delegation_data: String,
+    #[schema(required = true)]
     pub expiry: Option<DateTime<Utc>>,
     pub is_active: bool,
     pub created_at: DateTime<Utc>,

@@ -38,6 +38,7 @@ pub struct UserResponse {
     pub id: i64,
     #[schema(format = Email)]
     pub email: String,
+    #[schema(required = true)]
     pub name: Option<String>,
     pub is_active: bool,
 }

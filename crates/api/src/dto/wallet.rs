@@ -21,7 +21,9 @@ impl std::fmt::Debug for PrivateKeyCreate {
 #[serde(deny_unknown_fields)]
 pub struct PrivateKeyStatus {
     pub has_key: bool,
+    #[schema(required = true)]
     pub created_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub updated_at: Option<DateTime<Utc>>,
 }
 

@@ -101,7 +101,8 @@ impl ResponseError for ApiError {
                 return response.json(HTTPValidationError::from(errors.as_slice()));
             }
             ApiError::Unauthorized(_) => {
-                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
             ApiError::TooManyRequests { retry_after, .. } => {
                 // Round up: telling a client to retry in 0 s invites a hot loop.
@@ -124,8 +125,7 @@ impl ResponseError for ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
-        if e
-            .chain()
+        if e.chain()
             .any(|c| c.is::<morpheus_domain::ports::StorageUnavailable>())
         {
             tracing::warn!(error.cause_chain = ?e, "the database is unavailable");

@@ -23,7 +23,8 @@ impl FromRequest for ApiKeyUser {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
             let presented = presented?;
-            let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("AppState missing")))?;
+            let state =
+                state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("AppState missing")))?;
             let principal = state.api_keys.authenticate(&presented).await?;
             Ok(ApiKeyUser(principal))
         })

@@ -25,7 +25,8 @@ impl FromRequest for AuthenticatedUser {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
             let token = token?;
-            let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("AppState missing")))?;
+            let state =
+                state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("AppState missing")))?;
             let user = state.accounts.authenticate(&token).await?;
             Ok(AuthenticatedUser(user))
         })

@@ -101,6 +101,15 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             "JSON decode error",
         )));
     }
+    // Every body of this API is an object. serde would also accept a struct written as an
+    // array (`["a@b.c","pw"]`), which no client means to send.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::validation(FieldError::new(
+            vec![LocItem::from("body")],
+            "model_attributes_type",
+            "Input should be a valid object",
+        )));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| ApiError::validation(field_error("body", e)))?;

@@ -28,16 +28,22 @@ pub fn field_error<E: std::fmt::Display>(
 /// and say it in words a client understands.
 fn classify(mut loc: Vec<LocItem>, message: &str) -> FieldError {
     let message = strip_position(message);
+    // The tracked path already ends at an unknown or duplicate key, but not at a missing one.
+    let mut push_field = |loc: &mut Vec<LocItem>, field: String| {
+        if loc.last() != Some(&LocItem::Name(field.clone())) {
+            loc.push(LocItem::Name(field));
+        }
+    };
     if let Some(field) = backticked_after(message, "missing field ") {
-        loc.push(LocItem::Name(field));
+        push_field(&mut loc, field);
         return FieldError::new(loc, "missing", "Field required");
     }
     if let Some(field) = backticked_after(message, "unknown field ") {
-        loc.push(LocItem::Name(field));
+        push_field(&mut loc, field);
         return FieldError::new(loc, "extra_forbidden", "Extra inputs are not permitted");
     }
     if let Some(field) = backticked_after(message, "duplicate field ") {
-        loc.push(LocItem::Name(field));
+        push_field(&mut loc, field);
         return FieldError::new(loc, "value_error", "Field given more than once");
     }
     if message.starts_with("invalid type") || message.starts_with("invalid value") {
@@ -46,7 +52,10 @@ fn classify(mut loc: Vec<LocItem>, message: &str) -> FieldError {
             ("string_type", "Input should be a valid string")
         } else if expected.contains("bool") {
             ("bool_type", "Input should be a valid boolean")
-        } else if expected.starts_with('i') || expected.starts_with('u') || expected.contains("integer") {
+        } else if expected.starts_with('i')
+            || expected.starts_with('u')
+            || expected.contains("integer")
+        {
             ("int_type", "Input should be a valid integer")
         } else if expected.contains("sequence") {
             ("list_type", "Input should be a valid list")
@@ -114,18 +123,28 @@ mod tests {
     #[test]
     fn missing_unknown_and_wrongly_typed_fields_are_located() {
         let e = error_for("{}");
-        assert_eq!((names(&e.loc), e.kind.as_str()), (vec!["body".into(), "email".into()], "missing"));
+        assert_eq!(
+            (names(&e.loc), e.kind.as_str()),
+            (vec!["body".into(), "email".into()], "missing")
+        );
         let e = error_for(r#"{"email":"a","role":"admin"}"#);
         assert_eq!(names(&e.loc), ["body", "role"]);
         assert_eq!(e.kind, "extra_forbidden");
         let e = error_for(r#"{"email":5}"#);
-        assert_eq!((names(&e.loc), e.kind.as_str()), (vec!["body".into(), "email".into()], "string_type"));
+        assert_eq!(
+            (names(&e.loc), e.kind.as_str()),
+            (vec!["body".into(), "email".into()], "string_type")
+        );
         let e = error_for(r#"{"email":"a","age":"x"}"#);
         assert_eq!(e.kind, "int_type");
         let e = error_for(r#"{"email":"a","tags":["x",3]}"#);
         assert_eq!(names(&e.loc), ["body", "tags", "1"]);
-        let e = error_for(r#"[1]"#);
+        let e = error_for(r#""text""#);
         assert_eq!(e.kind, "model_attributes_type");
-        assert!(!e.msg.contains("Body"), "leaks the Rust type name: {}", e.msg);
+        assert!(
+            !e.msg.contains("Body"),
+            "leaks the Rust type name: {}",
+            e.msg
+        );
     }
 }

@@ -33,7 +33,11 @@ impl ApiKeyHasher {
 
     /// The digest of the whole key, prefix included.
     pub fn digest(&self, key: &ApiKeySecret) -> ApiKeyDigest {
-        ApiKeyDigest(hmac::sign(&self.key, key.expose().as_bytes()).as_ref().to_vec())
+        ApiKeyDigest(
+            hmac::sign(&self.key, key.expose().as_bytes())
+                .as_ref()
+                .to_vec(),
+        )
     }
 
     /// Constant-time comparison of a presented key with a stored digest.

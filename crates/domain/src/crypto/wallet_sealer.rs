@@ -128,7 +128,10 @@ mod tests {
     fn a_ciphertext_moved_to_another_owner_does_not_open() {
         let s = sealer();
         let sealed = s.seal(UserId(1), &key()).unwrap();
-        assert_eq!(s.open(UserId(2), &sealed).err(), Some(OpenError::Authentication));
+        assert_eq!(
+            s.open(UserId(2), &sealed).err(),
+            Some(OpenError::Authentication)
+        );
     }
 
     #[test]

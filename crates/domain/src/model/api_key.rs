@@ -93,7 +93,9 @@ impl ApiKeySecret {
         let well_formed = raw.len() <= Self::MAX_LEN
             && raw.len() > KeyPrefix::LEN + 1
             && raw.as_bytes()[KeyPrefix::LEN] == b'.'
-            && raw[3..KeyPrefix::LEN].bytes().all(|b| b.is_ascii_alphanumeric())
+            && raw[3..KeyPrefix::LEN]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric())
             && raw[KeyPrefix::LEN + 1..]
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric());
@@ -234,6 +236,9 @@ mod tests {
         for b in sample.bytes() {
             counts[BASE62.iter().position(|&c| c == b).unwrap()] += 1;
         }
-        assert!(counts.iter().all(|&c| (1500..2500).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (1500..2500).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

@@ -87,7 +87,12 @@ mod tests {
         let a = EthAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7").unwrap();
         let b = EthAddress::parse("0x52908400098527886e0f7030069857d2e4169ee7").unwrap();
         assert!(a.same_account(&b));
-        for bad in ["", "0x", "0x123", "52908400098527886E0F7030069857D2E4169EE7aa"] {
+        for bad in [
+            "",
+            "0x",
+            "0x123",
+            "52908400098527886E0F7030069857D2E4169EE7aa",
+        ] {
             assert!(EthAddress::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -224,7 +224,10 @@ impl AccountService {
         }
     }
 
-    pub async fn delete_account(&self, user: UserId) -> Result<AccountDeletion, DeleteAccountError> {
+    pub async fn delete_account(
+        &self,
+        user: UserId,
+    ) -> Result<AccountDeletion, DeleteAccountError> {
         self.users
             .delete_user(user)
             .await?

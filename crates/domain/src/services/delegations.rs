@@ -58,7 +58,9 @@ impl DelegationService {
         if let Some(gateway) = &self.gateway_address
             && !gateway.same_account(&new.delegate_address)
         {
-            return Err(StoreDelegationError::WrongDelegate(gateway.as_str().to_owned()));
+            return Err(StoreDelegationError::WrongDelegate(
+                gateway.as_str().to_owned(),
+            ));
         }
         for _ in 0..MAX_DRAWS {
             let delegation = Delegation {
@@ -87,7 +89,11 @@ impl DelegationService {
         self.delegations.find_active_delegation(user).await
     }
 
-    pub async fn delete(&self, user: UserId, id: DelegationId) -> Result<(), DeleteDelegationError> {
+    pub async fn delete(
+        &self,
+        user: UserId,
+        id: DelegationId,
+    ) -> Result<(), DeleteDelegationError> {
         if self.delegations.delete_delegation(user, id).await? {
             Ok(())
         } else {

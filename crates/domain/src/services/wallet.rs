@@ -33,7 +33,10 @@ impl WalletService {
         key: WalletPrivateKey,
     ) -> anyhow::Result<WalletKeyStatus> {
         let sealed = self.sealer.seal(user, &key)?;
-        let stored = self.keys.upsert_wallet_key(user, sealed, Utc::now()).await?;
+        let stored = self
+            .keys
+            .upsert_wallet_key(user, sealed, Utc::now())
+            .await?;
         Ok(WalletKeyStatus {
             has_key: true,
             created_at: Some(stored.created_at),

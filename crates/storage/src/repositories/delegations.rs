@@ -8,7 +8,7 @@ use morpheus_domain::{Delegation, DelegationId, EthAddress, Page, SignedDelegati
 use super::is_unique_violation;
 use crate::connection::AnyConnection;
 use crate::database::Database;
-use crate::schema::delegations;
+use crate::schema::{delegations, users};
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = delegations)]
@@ -50,15 +50,12 @@ impl From<Delegation> for DelegationRow {
     }
 }
 
-/// On Postgres two concurrent activations can both find no active delegation to retire and
-/// then collide on the one-active-per-user index; the loser simply tries again.
-const ACTIVATION_ATTEMPTS: usize = 3;
-
 /// Retires the user's active delegation (if the new one is active) and inserts the new one,
 /// in one transaction.
 fn insert(conn: &mut AnyConnection, row: &DelegationRow) -> QueryResult<Delegation> {
     conn.write_transaction(|c| {
         if row.is_active {
+            lock_owner(c, row.user_id)?;
             diesel::update(
                 delegations::table
                     .filter(delegations::user_id.eq(row.user_id))
@@ -78,6 +75,22 @@ fn insert(conn: &mut AnyConnection, row: &DelegationRow) -> QueryResult<Delegati
     })
 }
 
+/// Serialises one user's activations. On Postgres two concurrent ones would otherwise both
+/// find nothing to retire and then collide on the one-active-per-user index. `NO KEY UPDATE`
+/// does not block the key-share locks that inserting the user's other rows takes. SQLite needs
+/// nothing here: `BEGIN IMMEDIATE` already admits one writer at a time.
+fn lock_owner(conn: &mut AnyConnection, user_id: i64) -> QueryResult<()> {
+    if let AnyConnection::Postgresql(pg) = conn {
+        users::table
+            .find(user_id)
+            .select(users::id)
+            .for_no_key_update()
+            .first::<i64>(pg)
+            .optional()?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl DelegationRepository for Database {
     #[tracing::instrument(skip_all, fields(user_id = %delegation.user_id, delegation_id = %delegation.id))]
@@ -87,28 +100,27 @@ impl DelegationRepository for Database {
     ) -> Result<Delegation, InsertDelegationError> {
         let row = DelegationRow::from(delegation);
         self.run(move |conn| {
-            for _ in 0..ACTIVATION_ATTEMPTS {
-                let error = match insert(conn, &row) {
-                    Ok(stored) => return Ok(stored),
-                    Err(error) => error,
-                };
-                if !is_unique_violation(&error) {
-                    return Err(anyhow::Error::new(error)
-                        .context("inserting a delegation")
-                        .into());
-                }
-                // Either the random id clashed, or a concurrent activation won the race.
-                let id_taken = diesel::select(diesel::dsl::exists(delegations::table.find(row.id)))
-                    .get_result::<bool>(conn)
-                    .context("checking which unique key a new delegation clashed with")?;
-                if id_taken {
-                    return Err(InsertDelegationError::IdTaken);
-                }
+            let error = match insert(conn, &row) {
+                Ok(stored) => return Ok(stored),
+                Err(error) => error,
+            };
+            if !is_unique_violation(&error) {
+                return Err(anyhow::Error::new(error)
+                    .context("inserting a delegation")
+                    .into());
             }
-            Err(anyhow::anyhow!(
-                "inserting an active delegation kept colliding with concurrent activations"
-            )
-            .into())
+            // The id is the only unique key a new delegation can clash on (activations are
+            // serialised), but confirm before telling the caller to draw another.
+            let id_taken = diesel::select(diesel::dsl::exists(delegations::table.find(row.id)))
+                .get_result::<bool>(conn)
+                .context("checking which unique key a new delegation clashed with")?;
+            if id_taken {
+                Err(InsertDelegationError::IdTaken)
+            } else {
+                Err(anyhow::Error::new(error)
+                    .context("inserting a delegation")
+                    .into())
+            }
         })
         .await
     }

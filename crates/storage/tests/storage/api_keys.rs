@@ -35,7 +35,10 @@ async fn keys_are_listed_newest_first_and_counted_while_active() {
         assert_eq!(ids, [newer.id, older.id]);
         assert_eq!(t.db.count_active_api_keys(alice.id).await.unwrap(), 2);
 
-        t.db.deactivate_api_key(alice.id, older.id).await.unwrap().unwrap();
+        t.db.deactivate_api_key(alice.id, older.id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(t.db.count_active_api_keys(alice.id).await.unwrap(), 1);
         // Revoked keys stay in the list.
         assert_eq!(t.db.list_api_keys(alice.id).await.unwrap().len(), 2);
@@ -71,7 +74,11 @@ async fn lookup_by_prefix_carries_the_digest_and_the_owners_state() {
         let key = new_key(&alice, "sk-aaaaaa", 7);
         t.db.insert_api_key(key.clone()).await.unwrap();
 
-        let found = t.db.find_api_key_by_prefix(&key.prefix).await.unwrap().unwrap();
+        let found =
+            t.db.find_api_key_by_prefix(&key.prefix)
+                .await
+                .unwrap()
+                .unwrap();
         assert_eq!(found.key.id, key.id);
         assert_eq!(found.digest, key.digest);
         assert!(found.owner_active);
@@ -81,11 +88,20 @@ async fn lookup_by_prefix_carries_the_digest_and_the_owners_state() {
             "UPDATE users SET is_active = FALSE WHERE id = {}",
             alice.id
         ));
-        let found = t.db.find_api_key_by_prefix(&key.prefix).await.unwrap().unwrap();
+        let found =
+            t.db.find_api_key_by_prefix(&key.prefix)
+                .await
+                .unwrap()
+                .unwrap();
         assert!(!found.owner_active);
 
         let unknown = KeyPrefix::from_trusted("sk-zzzzzz".into());
-        assert!(t.db.find_api_key_by_prefix(&unknown).await.unwrap().is_none());
+        assert!(
+            t.db.find_api_key_by_prefix(&unknown)
+                .await
+                .unwrap()
+                .is_none()
+        );
     })
     .await;
 }
@@ -98,14 +114,33 @@ async fn only_the_owner_can_deactivate_a_key() {
         let key = new_key(&alice, "sk-aaaaaa", 1);
         t.db.insert_api_key(key.clone()).await.unwrap();
 
-        assert!(t.db.deactivate_api_key(mallory.id, key.id).await.unwrap().is_none());
-        assert!(t.db.deactivate_api_key(alice.id, ApiKeyId::random()).await.unwrap().is_none());
+        assert!(
+            t.db.deactivate_api_key(mallory.id, key.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            t.db.deactivate_api_key(alice.id, ApiKeyId::random())
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(t.db.count_active_api_keys(alice.id).await.unwrap(), 1);
 
-        let revoked = t.db.deactivate_api_key(alice.id, key.id).await.unwrap().unwrap();
+        let revoked =
+            t.db.deactivate_api_key(alice.id, key.id)
+                .await
+                .unwrap()
+                .unwrap();
         assert!(!revoked.is_active);
         // Deactivating twice is harmless.
-        assert!(t.db.deactivate_api_key(alice.id, key.id).await.unwrap().is_some());
+        assert!(
+            t.db.deactivate_api_key(alice.id, key.id)
+                .await
+                .unwrap()
+                .is_some()
+        );
     })
     .await;
 }

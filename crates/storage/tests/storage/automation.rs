@@ -20,7 +20,10 @@ async fn settings_are_created_from_the_defaults_once() {
     each_backend(async |t| {
         let alice = insert_user(&t.db, "alice@example.com").await;
         let initial = defaults(&alice);
-        let first = t.db.get_or_create_automation(initial.clone()).await.unwrap();
+        let first =
+            t.db.get_or_create_automation(initial.clone())
+                .await
+                .unwrap();
         assert_eq!(first, initial);
 
         // Later defaults do not overwrite what is stored.
@@ -62,9 +65,8 @@ async fn an_update_changes_only_the_given_fields() {
 
         // The first update creates the row from the defaults.
         let at = now();
-        let enabled = t
-            .db
-            .update_automation(
+        let enabled =
+            t.db.update_automation(
                 initial.clone(),
                 AutomationUpdate {
                     is_enabled: Some(true),
@@ -79,9 +81,8 @@ async fn an_update_changes_only_the_given_fields() {
         assert_eq!(enabled.created_at, initial.created_at);
         assert_eq!(enabled.updated_at, at);
 
-        let shorter = t
-            .db
-            .update_automation(
+        let shorter =
+            t.db.update_automation(
                 initial.clone(),
                 AutomationUpdate {
                     is_enabled: None,
@@ -95,7 +96,10 @@ async fn an_update_changes_only_the_given_fields() {
         assert_eq!(shorter.session_duration, ten_minutes);
         assert_eq!(shorter.created_at, enabled.created_at);
 
-        let read = t.db.get_or_create_automation(initial.clone()).await.unwrap();
+        let read =
+            t.db.get_or_create_automation(initial.clone())
+                .await
+                .unwrap();
         assert_eq!(read, shorter);
     })
     .await;

@@ -28,15 +28,30 @@ async fn a_new_active_delegation_retires_the_previous_one() {
     each_backend(async |t| {
         let alice = insert_user(&t.db, "alice@example.com").await;
         let bob = insert_user(&t.db, "bob@example.com").await;
-        let bobs = t.db.insert_delegation(delegation(&bob, true, 10)).await.unwrap();
+        let bobs =
+            t.db.insert_delegation(delegation(&bob, true, 10))
+                .await
+                .unwrap();
 
-        let first = t.db.insert_delegation(delegation(&alice, true, 3)).await.unwrap();
+        let first =
+            t.db.insert_delegation(delegation(&alice, true, 3))
+                .await
+                .unwrap();
         assert!(first.is_active);
-        let second = t.db.insert_delegation(delegation(&alice, true, 2)).await.unwrap();
+        let second =
+            t.db.insert_delegation(delegation(&alice, true, 2))
+                .await
+                .unwrap();
         // An inactive one leaves the active one alone.
-        t.db.insert_delegation(delegation(&alice, false, 1)).await.unwrap();
+        t.db.insert_delegation(delegation(&alice, false, 1))
+            .await
+            .unwrap();
 
-        let active = t.db.find_active_delegation(alice.id).await.unwrap().unwrap();
+        let active =
+            t.db.find_active_delegation(alice.id)
+                .await
+                .unwrap()
+                .unwrap();
         assert_eq!(active.id, second.id);
         assert_eq!(active_count(t, &alice), 1);
         // Other users are not affected.
@@ -71,11 +86,10 @@ async fn delegations_are_listed_newest_first_in_pages() {
         let alice = insert_user(&t.db, "alice@example.com").await;
         let mut ids = Vec::new();
         for minutes_ago in [5, 4, 3, 2, 1] {
-            let stored = t
-                .db
-                .insert_delegation(delegation(&alice, false, minutes_ago))
-                .await
-                .unwrap();
+            let stored =
+                t.db.insert_delegation(delegation(&alice, false, minutes_ago))
+                    .await
+                    .unwrap();
             ids.push(stored.id);
         }
         ids.reverse();
@@ -109,7 +123,11 @@ async fn a_stored_delegation_round_trips() {
             Err(InsertDelegationError::IdTaken)
         ));
         // The failed insert rolled back: the first delegation is still the active one.
-        let active = t.db.find_active_delegation(alice.id).await.unwrap().unwrap();
+        let active =
+            t.db.find_active_delegation(alice.id)
+                .await
+                .unwrap()
+                .unwrap();
         assert_eq!(active.id, new.id);
     })
     .await;
@@ -120,12 +138,20 @@ async fn only_the_owner_can_delete_a_delegation() {
     each_backend(async |t| {
         let alice = insert_user(&t.db, "alice@example.com").await;
         let mallory = insert_user(&t.db, "mallory@example.com").await;
-        let stored = t.db.insert_delegation(delegation(&alice, true, 0)).await.unwrap();
+        let stored =
+            t.db.insert_delegation(delegation(&alice, true, 0))
+                .await
+                .unwrap();
 
         assert!(!t.db.delete_delegation(mallory.id, stored.id).await.unwrap());
         assert!(t.db.delete_delegation(alice.id, stored.id).await.unwrap());
         assert!(!t.db.delete_delegation(alice.id, stored.id).await.unwrap());
-        assert!(t.db.find_active_delegation(alice.id).await.unwrap().is_none());
+        assert!(
+            t.db.find_active_delegation(alice.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
     })
     .await;
 }

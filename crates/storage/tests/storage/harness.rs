@@ -12,6 +12,7 @@ const POSTGRES_ENV: &str = "MORPHEUS_TEST_DATABASE_URL";
 
 /// A migrated database that exists for one test.
 pub struct TestDb {
+    // Fields drop in order: the pool closes its connections before the database goes.
     pub db: Database,
     target: Target,
 }
@@ -22,10 +23,15 @@ enum Target {
         _dir: tempfile::TempDir,
     },
     Postgres {
-        admin_url: String,
         url: String,
-        name: String,
+        _drop: DropDatabase,
     },
+}
+
+/// Drops the test database when the test ends, even by panicking.
+struct DropDatabase {
+    admin_url: String,
+    name: String,
 }
 
 impl TestDb {
@@ -50,9 +56,8 @@ impl TestDb {
         Self::open(
             &db_url,
             Target::Postgres {
-                admin_url,
                 url,
-                name,
+                _drop: DropDatabase { admin_url, name },
             },
         )
         .await
@@ -115,17 +120,15 @@ impl TestDb {
     }
 }
 
-impl Drop for TestDb {
+impl Drop for DropDatabase {
     fn drop(&mut self) {
-        if let Target::Postgres {
-            admin_url, name, ..
-        } = &self.target
-        {
-            // FORCE ends the pool's connections, which are still open at this point.
-            if let Ok(mut admin) = PgConnection::establish(admin_url) {
-                let _ = diesel::sql_query(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
-                    .execute(&mut admin);
-            }
+        // FORCE, in case a connection outlived the pool (a task still running after a panic).
+        if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
+            let _ = diesel::sql_query(format!(
+                r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
+                self.name
+            ))
+            .execute(&mut admin);
         }
     }
 }

@@ -32,7 +32,9 @@ async fn an_inserted_user_can_be_found_by_id_and_by_email() {
 #[tokio::test]
 async fn a_second_account_with_the_same_email_is_a_duplicate() {
     each_backend(async |t| {
-        t.db.insert_user(new_user("alice@example.com")).await.unwrap();
+        t.db.insert_user(new_user("alice@example.com"))
+            .await
+            .unwrap();
         // Emails arrive lower-cased by `Email::parse`.
         let again = new_user("ALICE@example.com");
         assert!(matches!(
@@ -46,7 +48,10 @@ async fn a_second_account_with_the_same_email_is_a_duplicate() {
 #[tokio::test]
 async fn a_clashing_random_id_is_reported_as_taken() {
     each_backend(async |t| {
-        let first = t.db.insert_user(new_user("alice@example.com")).await.unwrap();
+        let first =
+            t.db.insert_user(new_user("alice@example.com"))
+                .await
+                .unwrap();
         let mut second = new_user("bob@example.com");
         second.id = first.id;
         assert!(matches!(
@@ -67,9 +72,14 @@ async fn a_clashing_random_id_is_reported_as_taken() {
 #[tokio::test]
 async fn a_password_hash_can_be_replaced() {
     each_backend(async |t| {
-        let user = t.db.insert_user(new_user("alice@example.com")).await.unwrap();
+        let user =
+            t.db.insert_user(new_user("alice@example.com"))
+                .await
+                .unwrap();
         let hash = PasswordHash("$argon2id$v=19$new".into());
-        t.db.update_password_hash(user.id, hash.clone()).await.unwrap();
+        t.db.update_password_hash(user.id, hash.clone())
+            .await
+            .unwrap();
         let stored = t.db.find_user(user.id).await.unwrap().unwrap();
         assert_eq!(stored.password_hash, hash);
         assert!(stored.updated_at >= user.updated_at);

@@ -11,21 +11,22 @@ async fn replacing_a_wallet_key_keeps_its_creation_time() {
         assert!(t.db.find_wallet_key(alice.id).await.unwrap().is_none());
 
         let first_at = now() - Duration::hours(1);
-        let first = t
-            .db
-            .upsert_wallet_key(alice.id, SealedWalletKey(vec![1; 60]), first_at)
-            .await
-            .unwrap();
+        let first =
+            t.db.upsert_wallet_key(alice.id, SealedWalletKey(vec![1; 60]), first_at)
+                .await
+                .unwrap();
         assert_eq!((first.created_at, first.updated_at), (first_at, first_at));
 
         let second_at = now();
-        let second = t
-            .db
-            .upsert_wallet_key(alice.id, SealedWalletKey(vec![2; 60]), second_at)
-            .await
-            .unwrap();
+        let second =
+            t.db.upsert_wallet_key(alice.id, SealedWalletKey(vec![2; 60]), second_at)
+                .await
+                .unwrap();
         assert_eq!(second.sealed, SealedWalletKey(vec![2; 60]));
-        assert_eq!((second.created_at, second.updated_at), (first_at, second_at));
+        assert_eq!(
+            (second.created_at, second.updated_at),
+            (first_at, second_at)
+        );
 
         let found = t.db.find_wallet_key(alice.id).await.unwrap().unwrap();
         assert_eq!(found.sealed, second.sealed);

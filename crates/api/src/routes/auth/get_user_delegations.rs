@@ -28,7 +28,11 @@ pub async fn get_user_delegations(
 ) -> Result<HttpResponse, ApiError> {
     let page = page(&query.0)?;
     let list = state.delegations.list(user.0.id, page).await?;
-    Ok(HttpResponse::Ok().json(list.into_iter().map(DelegationRead::from).collect::<Vec<_>>()))
+    Ok(HttpResponse::Ok().json(
+        list.into_iter()
+            .map(DelegationRead::from)
+            .collect::<Vec<_>>(),
+    ))
 }
 
 fn page(q: &DelegationPageQuery) -> Result<Page, ApiError> {
@@ -38,13 +42,22 @@ fn page(q: &DelegationPageQuery) -> Result<Page, ApiError> {
         } else {
             Err(ApiError::validation(FieldError::new(
                 vec![LocItem::from("query"), LocItem::from(name)],
-                if value < min { "greater_than_equal" } else { "less_than_equal" },
+                if value < min {
+                    "greater_than_equal"
+                } else {
+                    "less_than_equal"
+                },
                 format!("Input should be between {min} and {max}"),
             )))
         }
     };
     Ok(Page {
         skip: bounded("skip", q.skip.unwrap_or(0), 0, 1_000_000)?,
-        limit: bounded("limit", q.limit.unwrap_or(10), 1, i64::from(Page::MAX_LIMIT))?,
+        limit: bounded(
+            "limit",
+            q.limit.unwrap_or(10),
+            1,
+            i64::from(Page::MAX_LIMIT),
+        )?,
     })
 }

@@ -33,7 +33,10 @@ pub async fn store_delegation(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
     let mut fields = Fields::default();
-    let address = fields.check("delegate_address", EthAddress::parse(&body.delegate_address));
+    let address = fields.check(
+        "delegate_address",
+        EthAddress::parse(&body.delegate_address),
+    );
     let data = fields.check(
         "signed_delegation_data",
         SignedDelegation::parse(body.signed_delegation_data),

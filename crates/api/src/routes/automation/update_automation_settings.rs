@@ -32,7 +32,10 @@ pub async fn update_automation_settings(
     let mut fields = Fields::default();
     let duration = fields.check(
         "session_duration",
-        body.0.session_duration.map(SessionDuration::parse).transpose(),
+        body.0
+            .session_duration
+            .map(SessionDuration::parse)
+            .transpose(),
     );
     let Some(session_duration) = duration else {
         return Err(fields.into());

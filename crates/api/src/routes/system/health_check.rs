@@ -26,7 +26,10 @@ pub async fn health_check(state: web::Data<AppState>) -> HttpResponse {
     };
     let (mut response, status) = match database {
         DatabaseState::Healthy => (HttpResponse::Ok(), ServiceState::Ok),
-        DatabaseState::Unhealthy => (HttpResponse::ServiceUnavailable(), ServiceState::Unavailable),
+        DatabaseState::Unhealthy => (
+            HttpResponse::ServiceUnavailable(),
+            ServiceState::Unavailable,
+        ),
     };
     response.json(HealthStatus {
         status,

@@ -16,12 +16,21 @@ PASSWORD = "correct horse battery"
 
 
 def _new_user():
+    """A fresh account with an access token and one API key (so key listings are not empty)."""
     email = f"st-{uuid.uuid4().hex}@example.com"
     r = requests.post(f"{BASE}/api/v1/auth/register", json={"email": email, "password": PASSWORD}, timeout=10)
     r.raise_for_status()
     r = requests.post(f"{BASE}/api/v1/auth/login", json={"email": email, "password": PASSWORD}, timeout=10)
     r.raise_for_status()
-    return r.json()["access_token"]
+    token = r.json()["access_token"]
+    r = requests.post(
+        f"{BASE}/api/v1/auth/keys",
+        json={"name": "schemathesis"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    r.raise_for_status()
+    return token, r.json()["key"]
 
 
 def _set_authorization(case, value):
@@ -32,7 +41,8 @@ def _set_authorization(case, value):
 @schemathesis.auth().apply_to(path_regex=r"^/api/v1/auth/(keys|me|private-key|delegation|register)")
 class BearerAuth:
     def get(self, case, context):
-        return _new_user()
+        token, _key = _new_user()
+        return token
 
     def set(self, case, data, context):
         _set_authorization(case, f"Bearer {data}")
@@ -41,15 +51,8 @@ class BearerAuth:
 @schemathesis.auth().apply_to(path_regex=r"^/api/v1/automation/")
 class APIKeyAuth:
     def get(self, case, context):
-        token = _new_user()
-        r = requests.post(
-            f"{BASE}/api/v1/auth/keys",
-            json={"name": "schemathesis"},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10,
-        )
-        r.raise_for_status()
-        return r.json()["key"]
+        _token, key = _new_user()
+        return key
 
     def set(self, case, data, context):
         _set_authorization(case, f"Bearer {data}")

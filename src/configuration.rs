@@ -129,7 +129,8 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment
-            .merge(Env::prefixed("MORPHEUS_").filter(|k| ENV_KEYS.contains(&k.as_str())))
+            // `k` is case-insensitive: `MORPHEUS_DATA_DIR` matches "data_dir".
+            .merge(Env::prefixed("MORPHEUS_").filter(|k| ENV_KEYS.iter().any(|known| k == *known)))
             .merge(Env::raw().only(&["DATABASE_URL"]));
         if let Some(bind) = &cli.bind {
             figment = figment.merge(("bind", bind));
@@ -142,5 +143,42 @@ impl Settings {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+}
+
+#[cfg(test)]
+// figment's `Jail` closures return its large error type; that is its API, not ours.
+#[expect(clippy::result_large_err)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn env_overrides_the_file_and_the_command_line_overrides_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("gateway.toml", "bind = \"127.0.0.1:1\"\nworkers = 3\n")?;
+            jail.set_env("MORPHEUS_DATA_DIR", "/tmp/elsewhere");
+            jail.set_env("MORPHEUS_WORKERS", "5");
+            jail.set_env("MORPHEUS_TEST_DATABASE_URL", "ignored: not a setting");
+            jail.set_env("DATABASE_URL", "postgres://db/x");
+            let cli = Cli::parse_from(["gw", "--config", "gateway.toml", "--bind", "0.0.0.0:9"]);
+            let s = Settings::load(&cli).map_err(|e| e.to_string())?;
+            assert_eq!(s.data_dir, PathBuf::from("/tmp/elsewhere"));
+            assert_eq!(s.workers, 5);
+            assert_eq!(s.bind, "0.0.0.0:9");
+            assert_eq!(s.database_url, "postgres://db/x");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_an_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("gateway.toml", "bnid = \"127.0.0.1:1\"\n")?;
+            let cli = Cli::parse_from(["gw", "--config", "gateway.toml"]);
+            assert!(Settings::load(&cli).is_err());
+            Ok(())
+        });
     }
 }

@@ -27,11 +27,24 @@ pub fn path_matches(template: &str, path: &str) -> bool {
     }
 }
 
-/// The methods the spec allows on a path (empty when the path is unknown).
+/// The methods the spec allows on a path (empty when the path is unknown). When templates
+/// overlap (`/delegation/active` also matches `/delegation/{delegation_id}`), the most literal
+/// one wins, as it does in the router.
 pub fn allowed_methods(path: &str) -> Vec<&'static str> {
-    let mut methods: Vec<&'static str> = SPEC_OPERATIONS
+    let literal_segments =
+        |template: &str| template.split('/').filter(|s| !s.starts_with('{')).count();
+    let matching: Vec<&SpecOperation> = SPEC_OPERATIONS
         .iter()
         .filter(|op| path_matches(op.path, path))
+        .collect();
+    let best = matching
+        .iter()
+        .map(|op| literal_segments(op.path))
+        .max()
+        .unwrap_or(0);
+    let mut methods: Vec<&'static str> = matching
+        .iter()
+        .filter(|op| literal_segments(op.path) == best)
         .map(|op| op.method)
         .collect();
     methods.sort_unstable();
@@ -80,6 +93,8 @@ mod tests {
     fn the_spec_knows_the_methods_of_a_path() {
         assert_eq!(allowed_methods("/api/v1/auth/register"), ["DELETE", "POST"]);
         assert_eq!(allowed_methods("/api/v1/auth/keys/7"), ["DELETE"]);
+        assert_eq!(allowed_methods("/api/v1/auth/delegation/active"), ["GET"]);
+        assert_eq!(allowed_methods("/api/v1/auth/delegation/7"), ["DELETE"]);
         assert!(allowed_methods("/nope").is_empty());
     }
 }

@@ -44,3 +44,14 @@ pub fn check_char_len(value: &str, min: usize, max: usize) -> Result<(), Invalid
     }
     Ok(())
 }
+
+/// Text that is stored must not contain NUL: PostgreSQL cannot store it in a text column.
+pub fn check_no_nul(value: &str) -> Result<(), Invalid> {
+    if value.contains('\0') {
+        return Err(Invalid::new(
+            "string_pattern_mismatch",
+            "String must not contain NUL characters",
+        ));
+    }
+    Ok(())
+}

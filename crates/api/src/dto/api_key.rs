@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 #[schema(example = json!({"name": "my laptop"}))]
 pub struct APIKeyCreate {
     #[serde(default)]
-    #[schema(max_length = 255)]
+    #[schema(max_length = 255, pattern = r"^[^\u0000]*$")]
     pub name: Option<String>,
 }
 

@@ -12,7 +12,7 @@ fn active_by_default() -> bool {
 pub struct DelegationCreate {
     #[schema(pattern = r"^0x[0-9a-fA-F]{40}$")]
     pub delegate_address: String,
-    #[schema(min_length = 1, max_length = 65536)]
+    #[schema(min_length = 1, max_length = 65536, pattern = r"^[^\u0000]*$")]
     pub signed_delegation_data: String,
     #[serde(default)]
     pub expiry: Option<DateTime<Utc>>,

@@ -13,7 +13,7 @@ pub struct UserCreate {
     #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
     #[serde(default)]
-    #[schema(max_length = 255)]
+    #[schema(max_length = 255, pattern = r"^[^\u0000]*$")]
     pub name: Option<String>,
     /// Accepted for compatibility with the original contract and ignored: new accounts are
     /// always active.

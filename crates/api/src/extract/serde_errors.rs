@@ -29,7 +29,7 @@ pub fn field_error<E: std::fmt::Display>(
 fn classify(mut loc: Vec<LocItem>, message: &str) -> FieldError {
     let message = strip_position(message);
     // The tracked path already ends at an unknown or duplicate key, but not at a missing one.
-    let mut push_field = |loc: &mut Vec<LocItem>, field: String| {
+    let push_field = |loc: &mut Vec<LocItem>, field: String| {
         if loc.last() != Some(&LocItem::Name(field.clone())) {
             loc.push(LocItem::Name(field));
         }

@@ -25,6 +25,10 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(auth::store_delegation::store_delegation)
             .service(auth::get_user_delegations::get_user_delegations)
             .service(auth::get_active_user_delegation::get_active_user_delegation)
+            .route(
+                "/delegation/active",
+                actix_web::web::route().to(auth::get_active_user_delegation::other_methods),
+            )
             .service(auth::delete_delegation::delete_delegation),
     )
     .service(

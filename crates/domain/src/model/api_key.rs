@@ -162,12 +162,7 @@ pub fn parse_key_name(raw: Option<String>) -> Result<Option<String>, Invalid> {
         None => Ok(None),
         Some(name) => {
             crate::validation::check_char_len(&name, 0, 255)?;
-            if name.chars().any(char::is_control) {
-                return Err(Invalid::new(
-                    "value_error",
-                    "Name must not contain control characters",
-                ));
-            }
+            crate::validation::check_no_nul(&name)?;
             Ok(Some(name))
         }
     }

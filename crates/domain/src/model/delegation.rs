@@ -44,6 +44,7 @@ impl SignedDelegation {
 
     pub fn parse(raw: String) -> Result<Self, Invalid> {
         check_char_len(&raw, 1, Self::MAX_CHARS)?;
+        crate::validation::check_no_nul(&raw)?;
         Ok(Self(raw))
     }
 

@@ -88,12 +88,7 @@ impl UserName {
 
     pub fn parse(raw: String) -> Result<Self, Invalid> {
         check_char_len(&raw, 0, Self::MAX_CHARS)?;
-        if raw.chars().any(char::is_control) {
-            return Err(Invalid::new(
-                "value_error",
-                "Name must not contain control characters",
-            ));
-        }
+        crate::validation::check_no_nul(&raw)?;
         Ok(Self(raw))
     }
 

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# G1: schemathesis against the running gateway, over every operation of openapi.yaml, with real
+# credentials (see schemathesis_hooks.py), all checks, and no baseline of accepted failures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=target/schemathesis-venv
+if [ ! -x "$venv/bin/st" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==4.32.5" "requests>=2.31"
+fi
+
+cargo build --quiet --bin morpheus-gateway
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+url="http://127.0.0.1:$port"
+
+# Generous limits: the run hammers login and key creation from one address.
+MORPHEUS_BIND="127.0.0.1:$port" \
+DATABASE_URL="sqlite://$work/schemathesis.db" \
+MORPHEUS_DATA_DIR="$work" \
+MORPHEUS_LOGIN_ATTEMPTS_PER_CLIENT=1000000 \
+MORPHEUS_LOGIN_ATTEMPTS_PER_ACCOUNT=1000000 \
+MORPHEUS_MAX_API_KEYS_PER_USER=1000000 \
+RUST_LOG=warn \
+  target/debug/morpheus-gateway serve > "$work/gateway.log" 2>&1 &
+gateway=$!
+trap 'kill $gateway 2>/dev/null || true; rm -rf "$work"' EXIT
+
+for _ in $(seq 1 100); do
+  curl -fsS "$url/health" > /dev/null 2>&1 && break
+  sleep 0.1
+done
+
+status=0
+GATEWAY_URL="$url" PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks \
+  "$venv/bin/st" --config-file .ci/schemathesis.toml run openapi.yaml \
+    --url "$url" \
+    --checks all \
+    --phases examples,coverage,fuzzing,stateful \
+    --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
+    --seed 42 \
+    --request-timeout 10 \
+    --no-color \
+    --report junit --report-dir target/schemathesis || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "schemathesis failed ($status); gateway log tail:"
+  tail -n 50 "$work/gateway.log"
+fi
+exit "$status"

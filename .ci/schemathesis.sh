@@ -33,6 +33,7 @@ for _ in $(seq 1 100); do
 done
 
 status=0
+# Pass 1: every operation, each with the credential its scheme needs (minted by the hooks).
 GATEWAY_URL="$url" PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks \
   "$venv/bin/st" --config-file .ci/schemathesis.toml run openapi.yaml \
     --url "$url" \
@@ -43,6 +44,44 @@ GATEWAY_URL="$url" PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks \
     --request-timeout 10 \
     --no-color \
     --report junit --report-dir target/schemathesis || status=$?
+
+# Pass 2: two identities (Web Fuzzing Commons auth file), so `object_level_authorization` can
+# replay one user's reads as the other. Account operations only: they are the ones with
+# per-user objects, and deleting an account would end an identity mid-run.
+password="correct horse battery"
+for who in alice bob; do
+  curl -fsS "$url/api/v1/auth/register" -H 'content-type: application/json' \
+    -d "{\"email\":\"$who@example.com\",\"password\":\"$password\"}" > /dev/null
+done
+cat > "$work/identities.json" <<JSON
+{
+  "auth": [
+    {"name": "alice", "loginEndpointAuth": {"endpoint": "/api/v1/auth/login", "verb": "POST",
+      "contentType": "application/json",
+      "payloadUserPwd": {"username": "alice@example.com", "usernameField": "email",
+                         "password": "$password", "passwordField": "password"},
+      "token": {"extractFrom": "body", "extractSelector": "/access_token", "sendIn": "header",
+                "sendName": "Authorization", "sendTemplate": "Bearer {token}"}}},
+    {"name": "bob", "loginEndpointAuth": {"endpoint": "/api/v1/auth/login", "verb": "POST",
+      "contentType": "application/json",
+      "payloadUserPwd": {"username": "bob@example.com", "usernameField": "email",
+                         "password": "$password", "passwordField": "password"},
+      "token": {"extractFrom": "body", "extractSelector": "/access_token", "sendIn": "header",
+                "sendName": "Authorization", "sendTemplate": "Bearer {token}"}}}
+  ]
+}
+JSON
+"$venv/bin/st" --config-file .ci/schemathesis.toml run openapi.yaml \
+    --url "$url" \
+    --auth-wfc "$work/identities.json" \
+    --include-path-regex '^/api/v1/auth/(keys|me|private-key|delegation)' \
+    --checks all \
+    --phases examples,coverage,fuzzing,stateful \
+    --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
+    --seed 42 \
+    --request-timeout 10 \
+    --no-color \
+    --report junit --report-dir target/schemathesis-identities || status=$?
 if [ "$status" -ne 0 ]; then
   echo "schemathesis failed ($status); gateway log tail:"
   tail -n 50 "$work/gateway.log"

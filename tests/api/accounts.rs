@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, error_body, spawn_app, spawn_app_with, unique_email};
+use crate::helpers::{
+    PASSWORD, Seeded, TestApp, error_body, spawn_app, spawn_app_with, unique_email,
+};
 
 #[tokio::test]
 async fn register_returns_the_user_and_normalises_the_email() {
@@ -281,6 +283,34 @@ async fn mass_assignment_is_refused() {
     assert_eq!(r.json::<Value>().await.unwrap()["is_active"], true);
 }
 
+/// Every credential of the user is refused: access token, API key, refresh token, password.
+async fn assert_locked_out(app: &TestApp, user: &Seeded) {
+    let me = app
+        .authed(Method::GET, "/api/v1/auth/me", &user.access, None)
+        .await;
+    assert_eq!(me.status(), 401, "access token");
+    let r = app
+        .client
+        .get(app.url("/api/v1/automation/settings"))
+        .bearer_auth(&user.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "API key");
+    let r = app
+        .post_json(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": user.refresh}),
+        )
+        .await;
+    assert_eq!(r.status(), 401, "refresh token");
+    assert_eq!(
+        app.login(&user.email, PASSWORD).await.status(),
+        401,
+        "password"
+    );
+}
+
 /// B4: deleting an account removes everything it owns and every credential stops working.
 #[tokio::test]
 async fn deleting_an_account_revokes_everything_and_leaves_no_orphans() {
@@ -311,25 +341,7 @@ async fn deleting_an_account_revokes_everything_and_leaves_no_orphans() {
     assert_eq!(body["deleted_data"]["private_key"], true);
     assert_eq!(body["deleted_data"]["automation_settings"], true);
 
-    assert_eq!(
-        app.authed(Method::GET, "/api/v1/auth/me", &a.access, None)
-            .await
-            .status(),
-        401
-    );
-    let r = app
-        .client
-        .get(app.url("/api/v1/automation/settings"))
-        .bearer_auth(&a.api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = app
-        .post_json("/api/v1/auth/refresh", &json!({"refresh_token": a.refresh}))
-        .await;
-    assert_eq!(r.status(), 401);
-    assert_eq!(app.login(&a.email, PASSWORD).await.status(), 401);
+    assert_locked_out(&app, &a).await;
 
     for table in [
         "api_keys",
@@ -371,23 +383,5 @@ async fn a_deactivated_user_is_refused_everywhere() {
         "UPDATE users SET is_active = false WHERE id = {}",
         a.id
     ));
-    assert_eq!(
-        app.authed(Method::GET, "/api/v1/auth/me", &a.access, None)
-            .await
-            .status(),
-        401
-    );
-    let r = app
-        .client
-        .get(app.url("/api/v1/automation/settings"))
-        .bearer_auth(&a.api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = app
-        .post_json("/api/v1/auth/refresh", &json!({"refresh_token": a.refresh}))
-        .await;
-    assert_eq!(r.status(), 401);
-    assert_eq!(app.login(&a.email, PASSWORD).await.status(), 401);
+    assert_locked_out(&app, &a).await;
 }

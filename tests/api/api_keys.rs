@@ -27,12 +27,7 @@ async fn a_new_key_is_shown_once_and_stored_only_as_a_digest() {
     assert_eq!(&key[9..10], ".");
     assert!(key[10..].chars().all(|c| c.is_ascii_alphanumeric()));
 
-    let list: Value = app
-        .authed(Method::GET, "/api/v1/auth/keys", &user.access, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/api/v1/auth/keys", &user.access).await;
     let listed = list.as_array().unwrap();
     assert_eq!(listed.len(), 2);
     let text = list.to_string();
@@ -70,13 +65,16 @@ async fn keys_work_with_or_without_bearer_and_record_their_last_use() {
         200
     );
     assert_eq!(settings_with_key(&app, &user.api_key).await.status(), 200);
-    let list: Value = app
-        .authed(Method::GET, "/api/v1/auth/keys", &user.access, None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert!(list[0]["last_used_at"].is_string(), "{list}");
+    let list: Value = app.get_json("/api/v1/auth/keys", &user.access).await;
+    let first_use = list[0]["last_used_at"].clone();
+    assert!(first_use.is_string(), "{list}");
+
+    // Within a minute further uses do not rewrite it: a busy key is not a write per request.
+    for _ in 0..5 {
+        assert_eq!(settings_with_key(&app, &user.api_key).await.status(), 200);
+    }
+    let list: Value = app.get_json("/api/v1/auth/keys", &user.access).await;
+    assert_eq!(list[0]["last_used_at"], first_use);
 }
 
 #[tokio::test]
@@ -132,12 +130,7 @@ async fn a_revoked_key_is_refused_from_the_next_request() {
     let user = app.seed_user().await;
     let second = app.create_key(&user.access, "second").await;
     let second_key = second["key"].as_str().unwrap();
-    let list: Value = app
-        .authed(Method::GET, "/api/v1/auth/keys", &user.access, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/api/v1/auth/keys", &user.access).await;
     let id = list
         .as_array()
         .unwrap()
@@ -181,12 +174,7 @@ async fn keys_of_other_users_are_invisible_and_untouchable() {
     let app = spawn_app().await;
     let a = app.seed_user().await;
     let b = app.seed_user().await;
-    let a_keys: Value = app
-        .authed(Method::GET, "/api/v1/auth/keys", &a.access, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let a_keys: Value = app.get_json("/api/v1/auth/keys", &a.access).await;
     let a_key_id = a_keys[0]["id"].as_i64().unwrap();
 
     let r = app
@@ -218,12 +206,7 @@ async fn keys_of_other_users_are_invisible_and_untouchable() {
         200,
         "A's key still works"
     );
-    let b_keys: Value = app
-        .authed(Method::GET, "/api/v1/auth/keys", &b.access, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let b_keys: Value = app.get_json("/api/v1/auth/keys", &b.access).await;
     assert!(
         b_keys
             .as_array()

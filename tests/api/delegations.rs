@@ -16,16 +16,8 @@ async fn storing_listing_and_the_single_active_delegation() {
     let app = spawn_app().await;
     let a = app.seed_user().await;
     let active: Value = app
-        .authed(
-            Method::GET,
-            "/api/v1/auth/delegation/active",
-            &a.access,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/v1/auth/delegation/active", &a.access)
+        .await;
     assert_eq!(active, Value::Null);
 
     let mut ids = Vec::new();
@@ -45,39 +37,18 @@ async fn storing_listing_and_the_single_active_delegation() {
         assert_eq!(d["expiry"], Value::Null);
         ids.push(d["id"].as_i64().unwrap());
     }
-    let list: Value = app
-        .authed(Method::GET, "/api/v1/auth/delegation", &a.access, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/api/v1/auth/delegation", &a.access).await;
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 3);
     assert_eq!(list.iter().filter(|d| d["is_active"] == true).count(), 1);
     let active: Value = app
-        .authed(
-            Method::GET,
-            "/api/v1/auth/delegation/active",
-            &a.access,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/v1/auth/delegation/active", &a.access)
+        .await;
     assert_eq!(active["id"], ids[2], "the newest one is active");
 
     let page: Value = app
-        .authed(
-            Method::GET,
-            "/api/v1/auth/delegation?skip=1&limit=1",
-            &a.access,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/v1/auth/delegation?skip=1&limit=1", &a.access)
+        .await;
     assert_eq!(page.as_array().unwrap().len(), 1);
     assert_eq!(page[0]["id"], ids[1]);
 }
@@ -182,12 +153,7 @@ async fn delegations_belong_to_their_owner() {
         )
         .await;
     assert_eq!(error_body(r, 404).await["detail"], "Delegation not found");
-    let b_list: Value = app
-        .authed(Method::GET, "/api/v1/auth/delegation", &b.access, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let b_list: Value = app.get_json("/api/v1/auth/delegation", &b.access).await;
     assert_eq!(b_list, json!([]));
 
     let r = app

@@ -172,6 +172,13 @@ impl TestApp {
         req.send().await.expect("request")
     }
 
+    /// GETs a path with a bearer credential and returns its JSON body; the status must be 2xx.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        let r = self.authed(reqwest::Method::GET, path, token, None).await;
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.expect("json")
+    }
+
     pub async fn create_key(&self, access: &str, name: &str) -> Value {
         let r = self
             .authed(

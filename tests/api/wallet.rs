@@ -38,12 +38,7 @@ async fn a_stored_key_is_sealed_never_returned_and_bound_to_its_owner() {
     let a = app.seed_user().await;
     let b = app.seed_user().await;
 
-    let status: Value = app
-        .authed(Method::GET, "/api/v1/auth/private-key", &a.access, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status: Value = app.get_json("/api/v1/auth/private-key", &a.access).await;
     assert_eq!(
         status,
         json!({"has_key": false, "created_at": null, "updated_at": null})
@@ -65,12 +60,7 @@ async fn a_stored_key_is_sealed_never_returned_and_bound_to_its_owner() {
             "the key came back: {body}"
         );
     }
-    let status: Value = app
-        .authed(Method::GET, "/api/v1/auth/private-key", &a.access, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status: Value = app.get_json("/api/v1/auth/private-key", &a.access).await;
     assert_eq!(status["has_key"], true);
     assert!(status["created_at"].is_string());
 

@@ -8,9 +8,11 @@
 mod body;
 mod fields;
 mod from_domain;
+mod responses;
 
 pub use body::{ErrorResponse, HTTPValidationError, LocItem, ValidationError};
 pub use fields::Fields;
+pub use responses::{JsonBodyErrors, ServerErrors};
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@ use morpheus_domain::parse_key_name;
 
 use crate::AppState;
 use crate::dto::{APIKeyCreate, APIKeyResponse};
-use crate::error::{ApiError, ErrorResponse, Fields, HTTPValidationError};
+use crate::error::{ApiError, ErrorResponse, Fields, JsonBodyErrors, ServerErrors};
 use crate::extract::{AuthenticatedUser, ValidatedJson};
 
 /// Create an API key for the current user.
@@ -18,11 +18,7 @@ use crate::extract::{AuthenticatedUser, ValidatedJson};
         (status = 200, description = "The new key, shown once", body = APIKeyResponse),
         (status = 401, description = "Missing or invalid access token", body = ErrorResponse),
         (status = 409, description = "The user already has the maximum number of active keys", body = ErrorResponse),
-        (status = 413, description = "The request body is larger than 1 MiB", body = ErrorResponse),
-        (status = 415, description = "The request declared a Content-Type other than JSON", body = ErrorResponse),
-        (status = 422, description = "The request is invalid", body = HTTPValidationError),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        JsonBodyErrors, ServerErrors,
     ),
     security(("BearerAuth" = []))
 )]

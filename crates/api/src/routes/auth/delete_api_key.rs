@@ -3,7 +3,7 @@ use morpheus_domain::ApiKeyId;
 
 use crate::AppState;
 use crate::dto::APIKeyDB;
-use crate::error::{ApiError, ErrorResponse, HTTPValidationError};
+use crate::error::{ApiError, ErrorResponse, HTTPValidationError, ServerErrors};
 use crate::extract::{AuthenticatedUser, path_id};
 
 /// Revoke one of the current user's API keys. It is refused from the next request on. Another
@@ -17,8 +17,7 @@ use crate::extract::{AuthenticatedUser, path_id};
         (status = 401, description = "Missing or invalid access token", body = ErrorResponse),
         (status = 404, description = "The user has no key with this id", body = ErrorResponse),
         (status = 422, description = "The key id is not a positive integer", body = HTTPValidationError),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        ServerErrors,
     ),
     security(("BearerAuth" = []))
 )]

@@ -2,7 +2,7 @@ use actix_web::{HttpRequest, HttpResponse, delete, web};
 use morpheus_domain::DelegationId;
 
 use crate::AppState;
-use crate::error::{ApiError, ErrorResponse, HTTPValidationError};
+use crate::error::{ApiError, ErrorResponse, HTTPValidationError, ServerErrors};
 use crate::extract::{AuthenticatedUser, path_id};
 
 /// Delete one of the current user's delegations. Another user's id answers 404.
@@ -15,8 +15,7 @@ use crate::extract::{AuthenticatedUser, path_id};
         (status = 401, description = "Missing or invalid access token", body = ErrorResponse),
         (status = 404, description = "The user has no delegation with this id", body = ErrorResponse),
         (status = 422, description = "The id is not a positive integer", body = HTTPValidationError),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        ServerErrors,
     ),
     security(("BearerAuth" = []))
 )]

@@ -2,7 +2,7 @@ use actix_web::{HttpResponse, delete, web};
 
 use crate::AppState;
 use crate::dto::MessageResponse;
-use crate::error::{ApiError, ErrorResponse};
+use crate::error::{ApiError, ErrorResponse, ServerErrors};
 use crate::extract::AuthenticatedUser;
 
 /// Delete the current user's stored wallet key.
@@ -13,8 +13,7 @@ use crate::extract::AuthenticatedUser;
         (status = 200, description = "The key was deleted", body = MessageResponse),
         (status = 401, description = "Missing or invalid access token", body = ErrorResponse),
         (status = 404, description = "No key is stored", body = ErrorResponse),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        ServerErrors,
     ),
     security(("BearerAuth" = []))
 )]

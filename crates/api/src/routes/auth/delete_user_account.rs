@@ -2,7 +2,7 @@ use actix_web::{HttpResponse, delete, web};
 
 use crate::AppState;
 use crate::dto::AccountDeleted;
-use crate::error::{ApiError, ErrorResponse};
+use crate::error::{ApiError, ErrorResponse, ServerErrors};
 use crate::extract::AuthenticatedUser;
 
 /// Delete the current user's account and everything it owns (API keys, wallet key,
@@ -14,8 +14,7 @@ use crate::extract::AuthenticatedUser;
         (status = 200, description = "The account and its data were deleted", body = AccountDeleted),
         (status = 401, description = "Missing or invalid access token", body = ErrorResponse),
         (status = 404, description = "The account no longer exists", body = ErrorResponse),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        ServerErrors,
     ),
     security(("BearerAuth" = []))
 )]

@@ -3,7 +3,7 @@ use actix_web::{HttpResponse, get, web};
 
 use crate::AppState;
 use crate::dto::DelegationRead;
-use crate::error::{ApiError, ErrorResponse};
+use crate::error::{ApiError, ErrorResponse, ServerErrors};
 use crate::extract::AuthenticatedUser;
 
 /// The current user's active delegation, or `null` when there is none.
@@ -13,8 +13,7 @@ use crate::extract::AuthenticatedUser;
     responses(
         (status = 200, description = "The active delegation, or null", body = Option<DelegationRead>),
         (status = 401, description = "Missing or invalid access token", body = ErrorResponse),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        ServerErrors,
     ),
     security(("BearerAuth" = []))
 )]

@@ -2,7 +2,7 @@ use actix_web::{HttpResponse, get, web};
 
 use crate::AppState;
 use crate::dto::APIKeyDB;
-use crate::error::{ApiError, ErrorResponse};
+use crate::error::{ApiError, ErrorResponse, ServerErrors};
 use crate::extract::AuthenticatedUser;
 
 /// List the current user's API keys (newest first, revoked ones included). Secrets are never
@@ -13,8 +13,7 @@ use crate::extract::AuthenticatedUser;
     responses(
         (status = 200, description = "The user's keys", body = Vec<APIKeyDB>),
         (status = 401, description = "Missing or invalid access token", body = ErrorResponse),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        ServerErrors,
     ),
     security(("BearerAuth" = []))
 )]

@@ -1,7 +1,7 @@
 use actix_web::{HttpResponse, get};
 
 use crate::dto::UserResponse;
-use crate::error::{ApiError, ErrorResponse};
+use crate::error::{ApiError, ErrorResponse, ServerErrors};
 use crate::extract::AuthenticatedUser;
 
 /// The current user.
@@ -11,8 +11,7 @@ use crate::extract::AuthenticatedUser;
     responses(
         (status = 200, description = "The user the access token belongs to", body = UserResponse),
         (status = 401, description = "Missing or invalid access token", body = ErrorResponse),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        ServerErrors,
     ),
     security(("BearerAuth" = []))
 )]

@@ -2,7 +2,7 @@ use actix_web::{HttpResponse, get, web};
 
 use crate::AppState;
 use crate::dto::PrivateKeyStatus;
-use crate::error::{ApiError, ErrorResponse};
+use crate::error::{ApiError, ErrorResponse, ServerErrors};
 use crate::extract::AuthenticatedUser;
 
 /// Whether the current user has a stored wallet key, and when it was stored. Never the key.
@@ -12,8 +12,7 @@ use crate::extract::AuthenticatedUser;
     responses(
         (status = 200, description = "The key's status", body = PrivateKeyStatus),
         (status = 401, description = "Missing or invalid access token", body = ErrorResponse),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        ServerErrors,
     ),
     security(("BearerAuth" = []))
 )]

@@ -3,7 +3,9 @@ use morpheus_domain::Page;
 
 use crate::AppState;
 use crate::dto::{DelegationPageQuery, DelegationRead};
-use crate::error::{ApiError, ErrorResponse, FieldError, HTTPValidationError, LocItem};
+use crate::error::{
+    ApiError, ErrorResponse, FieldError, HTTPValidationError, LocItem, ServerErrors,
+};
 use crate::extract::{AuthenticatedUser, ValidatedQuery};
 
 /// The current user's delegations, newest first.
@@ -15,8 +17,7 @@ use crate::extract::{AuthenticatedUser, ValidatedQuery};
         (status = 200, description = "A page of delegations", body = Vec<DelegationRead>),
         (status = 401, description = "Missing or invalid access token", body = ErrorResponse),
         (status = 422, description = "skip or limit is out of range", body = HTTPValidationError),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        ServerErrors,
     ),
     security(("BearerAuth" = []))
 )]

@@ -3,7 +3,7 @@ use morpheus_domain::{Email, Password};
 
 use crate::AppState;
 use crate::dto::{Token, UserLogin};
-use crate::error::{ApiError, ErrorResponse, Fields, HTTPValidationError};
+use crate::error::{ApiError, ErrorResponse, Fields, JsonBodyErrors, ServerErrors};
 use crate::extract::ValidatedJson;
 
 /// Log in with email and password; returns an access token and a refresh token.
@@ -17,12 +17,8 @@ use crate::extract::ValidatedJson;
     responses(
         (status = 200, description = "Logged in", body = Token),
         (status = 401, description = "Incorrect email or password", body = ErrorResponse),
-        (status = 413, description = "The request body is larger than 1 MiB", body = ErrorResponse),
-        (status = 415, description = "The request declared a Content-Type other than JSON", body = ErrorResponse),
-        (status = 422, description = "The request is invalid", body = HTTPValidationError),
         (status = 429, description = "Too many login attempts for this account or from this client", body = ErrorResponse),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable or the server is saturated", body = ErrorResponse),
+        JsonBodyErrors, ServerErrors,
     ),
     security(())
 )]

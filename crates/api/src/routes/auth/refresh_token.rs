@@ -2,7 +2,7 @@ use actix_web::{HttpResponse, post, web};
 
 use crate::AppState;
 use crate::dto::{Token, TokenRefresh};
-use crate::error::{ApiError, ErrorResponse, HTTPValidationError};
+use crate::error::{ApiError, ErrorResponse, JsonBodyErrors, ServerErrors};
 use crate::extract::ValidatedJson;
 
 /// Exchange a refresh token for a new token pair.
@@ -16,11 +16,7 @@ use crate::extract::ValidatedJson;
     responses(
         (status = 200, description = "A new token pair", body = Token),
         (status = 401, description = "The refresh token is invalid, expired, used or revoked", body = ErrorResponse),
-        (status = 413, description = "The request body is larger than 1 MiB", body = ErrorResponse),
-        (status = 415, description = "The request declared a Content-Type other than JSON", body = ErrorResponse),
-        (status = 422, description = "The request is invalid", body = HTTPValidationError),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        JsonBodyErrors, ServerErrors,
     ),
     security(())
 )]

@@ -3,7 +3,7 @@ use morpheus_domain::{Email, Password, UserName};
 
 use crate::AppState;
 use crate::dto::{UserCreate, UserResponse};
-use crate::error::{ApiError, ErrorResponse, Fields, HTTPValidationError};
+use crate::error::{ApiError, ErrorResponse, Fields, JsonBodyErrors, ServerErrors};
 use crate::extract::ValidatedJson;
 
 /// Register a new user.
@@ -17,11 +17,7 @@ use crate::extract::ValidatedJson;
     responses(
         (status = 201, description = "The account was created", body = UserResponse),
         (status = 400, description = "An account with this email already exists", body = ErrorResponse),
-        (status = 413, description = "The request body is larger than 1 MiB", body = ErrorResponse),
-        (status = 415, description = "The request declared a Content-Type other than JSON", body = ErrorResponse),
-        (status = 422, description = "The request is invalid", body = HTTPValidationError),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable or the server is saturated", body = ErrorResponse),
+        JsonBodyErrors, ServerErrors,
     ),
     security(())
 )]

@@ -4,7 +4,7 @@ use morpheus_domain::{EthAddress, SignedDelegation};
 
 use crate::AppState;
 use crate::dto::{DelegationCreate, DelegationRead};
-use crate::error::{ApiError, ErrorResponse, Fields, HTTPValidationError};
+use crate::error::{ApiError, ErrorResponse, Fields, JsonBodyErrors, ServerErrors};
 use crate::extract::{AuthenticatedUser, ValidatedJson};
 
 /// Store a signed delegation. When it is active, the user's previously active delegation is
@@ -17,11 +17,7 @@ use crate::extract::{AuthenticatedUser, ValidatedJson};
         (status = 200, description = "The stored delegation", body = DelegationRead),
         (status = 400, description = "The delegate is not the configured gateway address", body = ErrorResponse),
         (status = 401, description = "Missing or invalid access token", body = ErrorResponse),
-        (status = 413, description = "The request body is larger than 1 MiB", body = ErrorResponse),
-        (status = 415, description = "The request declared a Content-Type other than JSON", body = ErrorResponse),
-        (status = 422, description = "The request is invalid", body = HTTPValidationError),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        JsonBodyErrors, ServerErrors,
     ),
     security(("BearerAuth" = []))
 )]

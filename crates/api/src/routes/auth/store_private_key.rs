@@ -3,7 +3,7 @@ use morpheus_domain::WalletPrivateKey;
 
 use crate::AppState;
 use crate::dto::{PrivateKeyCreate, PrivateKeyStatus};
-use crate::error::{ApiError, ErrorResponse, Fields, HTTPValidationError};
+use crate::error::{ApiError, ErrorResponse, Fields, JsonBodyErrors, ServerErrors};
 use crate::extract::{AuthenticatedUser, ValidatedJson};
 
 /// Store the current user's wallet private key, replacing any previous one.
@@ -17,11 +17,7 @@ use crate::extract::{AuthenticatedUser, ValidatedJson};
     responses(
         (status = 201, description = "The key is stored", body = PrivateKeyStatus),
         (status = 401, description = "Missing or invalid access token", body = ErrorResponse),
-        (status = 413, description = "The request body is larger than 1 MiB", body = ErrorResponse),
-        (status = 415, description = "The request declared a Content-Type other than JSON", body = ErrorResponse),
-        (status = 422, description = "The request is invalid", body = HTTPValidationError),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        JsonBodyErrors, ServerErrors,
     ),
     security(("BearerAuth" = []))
 )]

@@ -2,7 +2,7 @@ use actix_web::{HttpResponse, get, web};
 
 use crate::AppState;
 use crate::dto::AutomationSettings;
-use crate::error::{ApiError, ErrorResponse};
+use crate::error::{ApiError, ErrorResponse, ServerErrors};
 use crate::extract::ApiKeyUser;
 
 /// The key owner's automation settings; created with defaults (off, 3600 s) on first read.
@@ -12,8 +12,7 @@ use crate::extract::ApiKeyUser;
     responses(
         (status = 200, description = "The settings", body = AutomationSettings),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        ServerErrors,
     ),
     security(("APIKeyAuth" = []))
 )]

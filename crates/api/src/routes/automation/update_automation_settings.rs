@@ -3,7 +3,7 @@ use morpheus_domain::{AutomationUpdate, SessionDuration};
 
 use crate::AppState;
 use crate::dto::{AutomationSettings, AutomationSettingsBase};
-use crate::error::{ApiError, ErrorResponse, Fields, HTTPValidationError};
+use crate::error::{ApiError, ErrorResponse, Fields, JsonBodyErrors, ServerErrors};
 use crate::extract::{ApiKeyUser, ValidatedJson};
 
 /// Update the key owner's automation settings. Fields left out or null keep their value (the
@@ -15,11 +15,7 @@ use crate::extract::{ApiKeyUser, ValidatedJson};
     responses(
         (status = 200, description = "The updated settings", body = AutomationSettings),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
-        (status = 413, description = "The request body is larger than 1 MiB", body = ErrorResponse),
-        (status = 415, description = "The request declared a Content-Type other than JSON", body = ErrorResponse),
-        (status = 422, description = "The request is invalid", body = HTTPValidationError),
-        (status = 500, description = "Unexpected server error", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable", body = ErrorResponse),
+        JsonBodyErrors, ServerErrors,
     ),
     security(("APIKeyAuth" = []))
 )]

@@ -1,0 +1,37 @@
+//! Error responses shared by many operations, declared once for the OpenAPI document
+//! (`responses(..., JsonBodyErrors, ServerErrors)` in a handler's `#[utoipa::path]`).
+//!
+//! These types only describe responses; the bodies themselves are built by `ApiError`.
+
+use utoipa::IntoResponses;
+
+use super::{ErrorResponse, HTTPValidationError};
+
+/// What an operation with a JSON request body can answer before its handler runs.
+#[derive(IntoResponses)]
+pub enum JsonBodyErrors {
+    #[response(status = 413, description = "The request body is larger than 1 MiB")]
+    PayloadTooLarge(ErrorResponse),
+    #[response(
+        status = 415,
+        description = "The request declared a Content-Type other than JSON"
+    )]
+    UnsupportedMediaType(ErrorResponse),
+    #[response(status = 422, description = "The request is invalid")]
+    Invalid(HTTPValidationError),
+}
+
+/// What any operation that reaches the database can answer.
+#[derive(IntoResponses)]
+pub enum ServerErrors {
+    #[response(
+        status = 500,
+        description = "Unexpected server error (details are logged, not returned)"
+    )]
+    Internal(ErrorResponse),
+    #[response(
+        status = 503,
+        description = "The database is unavailable or the server is saturated; retry later"
+    )]
+    Unavailable(ErrorResponse),
+}

@@ -25,4 +25,8 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Re-seal every stored wallet key under the current master key (after a rotation: set the
+    /// new MORPHEUS_WALLET_MASTER_KEY and the old one in MORPHEUS_WALLET_PREVIOUS_MASTER_KEYS),
+    /// then exit. Safe while the gateway runs.
+    ResealWalletKeys,
 }

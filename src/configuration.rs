@@ -46,6 +46,9 @@ pub struct Settings {
     pub api_key_pepper: Option<SecretString>,
     /// AES-256 key sealing wallet private keys: 64 hex digits.
     pub wallet_master_key: Option<SecretString>,
+    /// Retired master keys, comma-separated (64 hex digits each): they only open what they
+    /// sealed, until `reseal-wallet-keys` has moved those keys to the current one.
+    pub wallet_previous_master_keys: Option<SecretString>,
     pub access_token_minutes: i64,
     pub refresh_token_days: i64,
     pub db_pool_size: u32,
@@ -76,6 +79,7 @@ impl Default for Settings {
             jwt_secret: None,
             api_key_pepper: None,
             wallet_master_key: None,
+            wallet_previous_master_keys: None,
             access_token_minutes: 30,
             refresh_token_days: 7,
             db_pool_size: 10,
@@ -103,6 +107,7 @@ const ENV_KEYS: &[&str] = &[
     "jwt_secret",
     "api_key_pepper",
     "wallet_master_key",
+    "wallet_previous_master_keys",
     "access_token_minutes",
     "refresh_token_days",
     "db_pool_size",

@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
                     .await
             }
             Command::Migrate => startup::migrate(&settings).await,
+            Command::ResealWalletKeys => startup::reseal_wallet_keys(&settings).await.map(|_| ()),
         }
     })
 }

@@ -19,6 +19,8 @@ pub struct Secrets {
     pub jwt_secret: Vec<u8>,
     pub api_key_pepper: Vec<u8>,
     pub wallet_master_key: Vec<u8>,
+    /// Retired wallet master keys, kept to open what they sealed.
+    pub wallet_previous_master_keys: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -65,7 +67,21 @@ impl Secrets {
             let generated = development_secrets(settings.data_dir(), &missing)?;
             values.extend(generated);
         }
-        Self::from_values(&values)
+        let mut secrets = Self::from_values(&values)?;
+        if let Some(previous) = &settings.wallet_previous_master_keys {
+            secrets.wallet_previous_master_keys = previous
+                .expose_secret()
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(|k| hex::decode(k).ok().filter(|k| k.len() == 32))
+                .collect::<Option<Vec<_>>>()
+                .context(
+                    "MORPHEUS_WALLET_PREVIOUS_MASTER_KEYS must be comma-separated keys of 64 \
+                     hexadecimal digits",
+                )?;
+        }
+        Ok(secrets)
     }
 
     fn from_values(values: &BTreeMap<&str, String>) -> anyhow::Result<Self> {
@@ -88,6 +104,7 @@ impl Secrets {
             jwt_secret,
             api_key_pepper,
             wallet_master_key,
+            wallet_previous_master_keys: Vec::new(),
         })
     }
 }

@@ -71,6 +71,38 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `reseal-wallet-keys` command.
+///
+/// # Errors
+/// When the database fails, or when some stored key could not be opened with the configured
+/// master keys (those rows are counted and logged, the others are still resealed).
+pub async fn reseal_wallet_keys(settings: &Settings) -> anyhow::Result<ResealReport> {
+    let secrets = Secrets::resolve(settings)?;
+    let database = Arc::new(connect(settings).await?);
+    let wallets = WalletService::new(database, Arc::new(wallet_sealer(&secrets)?));
+    let report = wallets.reseal_all().await?;
+    tracing::info!(
+        examined = report.examined,
+        resealed = report.resealed,
+        already_current = report.already_current,
+        failed = report.failed,
+        "resealed wallet keys"
+    );
+    anyhow::ensure!(
+        report.failed == 0,
+        "{} wallet keys could not be opened with the configured master keys",
+        report.failed
+    );
+    Ok(report)
+}
+
+fn wallet_sealer(secrets: &Secrets) -> anyhow::Result<WalletSealer> {
+    WalletSealer::with_previous(
+        &secrets.wallet_master_key,
+        &secrets.wallet_previous_master_keys,
+    )
+}
+
 async fn connect(settings: &Settings) -> anyhow::Result<Database> {
     let url = DatabaseUrl::parse(&settings.database_url)?;
     tracing::info!(database = %url, "connecting to the database");
@@ -128,10 +160,7 @@ pub fn build_state(
         accounts: AccountService::new(db.clone(), db.clone(), hasher, tokens, throttle, lifetimes),
         api_keys: ApiKeyService::new(db.clone(), ApiKeyHasher::new(&secrets.api_key_pepper)?)
             .with_max_active_per_user(settings.max_api_keys_per_user),
-        wallets: WalletService::new(
-            db.clone(),
-            Arc::new(WalletSealer::new(&secrets.wallet_master_key)?),
-        ),
+        wallets: WalletService::new(db.clone(), Arc::new(wallet_sealer(secrets)?)),
         delegations: DelegationService::new(db.clone(), gateway_address),
         automation: AutomationService::new(db.clone()),
         health: db,

@@ -1,5 +1,6 @@
 //! API keys: format, storage, listing, revocation, binding and ownership (A6, B1, B2).
 
+use morpheus_domain::{ApiKeySecret, KeyPrefix};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -90,7 +91,14 @@ async fn only_the_whole_key_authenticates() {
         ("prefix only", prefix.to_owned(), "Invalid API key"),
         ("prefix and a dot", format!("{prefix}."), "Invalid API key"),
         (
-            "same prefix, other secret",
+            "same prefix, other secret, valid checksum",
+            ApiKeySecret::with_prefix(KeyPrefix::from_trusted(prefix.to_owned()))
+                .expose()
+                .to_owned(),
+            "Invalid API key",
+        ),
+        (
+            "bad checksum",
             format!("{prefix}.{}", "A".repeat(43)),
             "Invalid API key",
         ),

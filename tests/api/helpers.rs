@@ -31,6 +31,8 @@ pub enum TestDatabase {
 
 pub struct TestApp {
     pub address: String,
+    /// The settings the app was started with (for running maintenance commands against it).
+    pub settings: Settings,
     pub client: Client,
     pub db: TestDatabase,
     _dir: tempfile::TempDir,
@@ -74,11 +76,14 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         ..Settings::default()
     };
     adjust(&mut settings);
-    let app = Application::build(settings).await.expect("the app starts");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("the app starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        settings,
         client: Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -5,6 +5,9 @@ use morpheus_domain::{SealedWalletKey, UserId};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use morpheus_gateway::secrets::secret;
+use morpheus_gateway::startup::reseal_wallet_keys;
+
 use crate::helpers::{MASTER_KEY_HEX, TestApp, error_body, spawn_app};
 
 const WALLET_KEY: &str = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
@@ -139,4 +142,58 @@ async fn malformed_private_keys_are_422() {
         let body = r.text().await.unwrap();
         assert!(!body.contains(&WALLET_KEY[2..]), "the error echoes the key");
     }
+}
+
+/// A8: rotating the master key. After `reseal-wallet-keys`, every row opens with the new key
+/// alone; the old key can be retired.
+#[tokio::test]
+async fn rotating_the_master_key_reseals_every_stored_key() {
+    let app = spawn_app().await;
+    let mut users = Vec::new();
+    for _ in 0..3 {
+        let user = app.seed_user().await;
+        let r = app
+            .authed(
+                Method::POST,
+                "/api/v1/auth/private-key",
+                &user.access,
+                Some(&json!({"private_key": WALLET_KEY})),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        users.push(user);
+    }
+    let new_master = "5a".repeat(32);
+    let mut rotated = app.settings.clone();
+    rotated.wallet_master_key = Some(secret(&new_master));
+    rotated.wallet_previous_master_keys = Some(secret(MASTER_KEY_HEX));
+
+    let report = reseal_wallet_keys(&rotated).await.unwrap();
+    assert_eq!((report.examined, report.resealed, report.failed), (3, 3, 0));
+    let new_only = WalletSealer::new(&hex::decode(&new_master).unwrap()).unwrap();
+    for user in &users {
+        let sealed = SealedWalletKey(sealed_of(&app, user.id));
+        assert_eq!(
+            new_only.open(UserId(user.id), &sealed).unwrap().expose(),
+            WALLET_KEY
+        );
+        assert!(
+            sealer().open(UserId(user.id), &sealed).is_err(),
+            "the old key still opens it"
+        );
+    }
+
+    // Idempotent: a second run has nothing to do.
+    let again = reseal_wallet_keys(&rotated).await.unwrap();
+    assert_eq!((again.resealed, again.already_current), (0, 3));
+
+    // Rows under a key that is no longer configured fail loudly.
+    let mut wrong = app.settings.clone();
+    wrong.wallet_master_key = Some(secret(&"77".repeat(32)));
+    let err = reseal_wallet_keys(&wrong).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("3 wallet keys could not be opened"),
+        "{err}"
+    );
 }

@@ -98,6 +98,22 @@ pub trait WalletKeyRepository: Send + Sync {
     ) -> anyhow::Result<StoredWalletKey>;
     async fn find_wallet_key(&self, user: UserId) -> anyhow::Result<Option<StoredWalletKey>>;
     async fn delete_wallet_key(&self, user: UserId) -> anyhow::Result<bool>;
+    /// Up to `limit` stored keys of users with ids above `after`, in id order (for resealing
+    /// every row page by page).
+    async fn list_wallet_keys(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<StoredWalletKey>>;
+    /// Replaces a sealed key only if it is still `expected`, so a key the user replaced in the
+    /// meantime is never overwritten with an older one. Returns whether it replaced it.
+    async fn replace_wallet_key(
+        &self,
+        user: UserId,
+        expected: SealedWalletKey,
+        replacement: SealedWalletKey,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<bool>;
 }
 
 #[derive(Debug, thiserror::Error)]

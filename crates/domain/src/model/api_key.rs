@@ -46,10 +46,13 @@ impl KeyPrefix {
     }
 }
 
-/// A whole API key, `sk-XXXXXX.<secret>`: what the user holds and the gateway never stores.
+/// A whole API key, `sk-XXXXXX.<body><checksum>`: what the user holds and the gateway never
+/// stores.
 ///
-/// The secret part is 43 base62 characters (256 bits). Keys minted by the original gateway
-/// (`sk-XXXXXX.` + 64 hex) parse too, so the format stays familiar to existing clients.
+/// The body is 37 random base62 characters (220 bits); the last 6 characters are the CRC32 of
+/// everything before them, in base62 (GitHub's token layout). The checksum lets a mistyped or
+/// truncated key be refused without touching the database, and lets secret scanners recognise
+/// a real key offline. The `sk-XXXXXX.` start keeps the original gateway's format.
 #[derive(Clone)]
 pub struct ApiKeySecret {
     prefix: KeyPrefix,
@@ -62,27 +65,39 @@ impl std::fmt::Debug for ApiKeySecret {
     }
 }
 
+/// CRC32 of `text` as exactly six base62 digits (62^6 > 2^32).
+fn checksum(text: &str) -> String {
+    let mut n = crc32fast::hash(text.as_bytes());
+    let mut digits = [b'0'; ApiKeySecret::CHECKSUM_CHARS];
+    for d in digits.iter_mut().rev() {
+        *d = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    String::from_utf8_lossy(&digits).into_owned()
+}
+
 impl ApiKeySecret {
-    pub const SECRET_CHARS: usize = 43;
-    /// Anything longer is not a key of ours; refusing it early bounds the work per request.
-    pub const MAX_LEN: usize = 200;
+    pub const RANDOM_CHARS: usize = 37;
+    pub const CHECKSUM_CHARS: usize = 6;
+    /// `sk-` + 6 + `.` + 37 + 6.
+    pub const LEN: usize = KeyPrefix::LEN + 1 + Self::RANDOM_CHARS + Self::CHECKSUM_CHARS;
 
     pub fn generate() -> Self {
-        let prefix = KeyPrefix::random();
-        Self::with_prefix(prefix)
+        Self::with_prefix(KeyPrefix::random())
     }
 
     /// A new secret under a given prefix (used when a prefix collides and is drawn again).
     pub fn with_prefix(prefix: KeyPrefix) -> Self {
-        let whole = format!("{}.{}", prefix.as_str(), random_base62(Self::SECRET_CHARS));
+        let body = format!("{}.{}", prefix.as_str(), random_base62(Self::RANDOM_CHARS));
+        let whole = format!("{body}{}", checksum(&body));
         Self {
             prefix,
             whole: SecretString::from(whole),
         }
     }
 
-    /// Parses what a client presented. Only the shape is checked here; whether the key is real
-    /// is decided by comparing its digest with the stored one.
+    /// Parses what a client presented: the shape and the checksum. Whether the key is real is
+    /// decided by comparing its digest with the stored one.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         if !raw.starts_with("sk-") {
             return Err(Invalid::new(
@@ -90,8 +105,7 @@ impl ApiKeySecret {
                 "Invalid API key format. Must start with sk-",
             ));
         }
-        let well_formed = raw.len() <= Self::MAX_LEN
-            && raw.len() > KeyPrefix::LEN + 1
+        let well_formed = raw.len() == Self::LEN
             && raw.as_bytes()[KeyPrefix::LEN] == b'.'
             && raw[3..KeyPrefix::LEN]
                 .bytes()
@@ -100,6 +114,10 @@ impl ApiKeySecret {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric());
         if !well_formed {
+            return Err(Invalid::new("value_error", "Invalid API key"));
+        }
+        let (body, sum) = raw.split_at(Self::LEN - Self::CHECKSUM_CHARS);
+        if checksum(body) != sum {
             return Err(Invalid::new("value_error", "Invalid API key"));
         }
         Ok(Self {
@@ -176,7 +194,7 @@ mod tests {
     fn generated_keys_have_the_contract_format_and_round_trip() {
         let key = ApiKeySecret::generate();
         let s = key.expose();
-        assert_eq!(s.len(), 9 + 1 + ApiKeySecret::SECRET_CHARS);
+        assert_eq!(s.len(), ApiKeySecret::LEN);
         assert!(s.starts_with("sk-"));
         assert_eq!(&s[9..10], ".");
         let parsed = ApiKeySecret::parse(s).unwrap();
@@ -185,18 +203,32 @@ mod tests {
     }
 
     #[test]
-    fn the_secret_part_carries_at_least_192_bits() {
-        let bits = ApiKeySecret::SECRET_CHARS as f64 * 62f64.log2();
+    fn the_random_part_carries_at_least_192_bits() {
+        let bits = ApiKeySecret::RANDOM_CHARS as f64 * 62f64.log2();
         assert!(bits >= 192.0, "{bits}");
     }
 
     #[test]
-    fn keys_of_the_original_gateway_still_parse() {
-        let legacy = format!("sk-AbC123.{}", "0123456789abcdef".repeat(4));
-        assert_eq!(
-            ApiKeySecret::parse(&legacy).unwrap().prefix().as_str(),
-            "sk-AbC123"
-        );
+    fn every_single_character_change_fails_the_checksum() {
+        let key = ApiKeySecret::generate();
+        let s = key.expose();
+        // Every position after the prefix, every other base62 character.
+        for i in KeyPrefix::LEN + 1..s.len() {
+            for &c in BASE62.iter().filter(|&&c| c != s.as_bytes()[i]).step_by(7) {
+                let mut mutated = s.as_bytes().to_vec();
+                mutated[i] = c;
+                let mutated = String::from_utf8(mutated).unwrap();
+                assert!(ApiKeySecret::parse(&mutated).is_err(), "{i}: {mutated}");
+            }
+        }
+    }
+
+    #[test]
+    fn checksums_are_six_base62_digits() {
+        assert_eq!(checksum("").len(), 6);
+        assert_eq!(checksum("sk-abcdef.x").len(), 6);
+        // CRC32("123456789") = 0xCBF43926, which is "3jZRME" in base62.
+        assert_eq!(checksum("123456789"), "3jZRME");
     }
 
     #[test]
@@ -214,6 +246,11 @@ mod tests {
             assert!(ApiKeySecret::parse(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(ApiKeySecret::parse(&format!("sk-abcdef.{}", "a".repeat(300))).is_err());
+        // Keys of the original gateway (64 hex digits, no checksum) never verified against our
+        // digests anyway; they are refused by shape.
+        assert!(
+            ApiKeySecret::parse(&format!("sk-AbC123.{}", "0123456789abcdef".repeat(4))).is_err()
+        );
     }
 
     #[test]

@@ -149,3 +149,99 @@ impl ApiKeyService {
         Ok(ApiKeyPrincipal { key })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// Holds one key and counts how often the store is asked for a key.
+    #[derive(Default)]
+    struct OneKey {
+        stored: Mutex<Option<StoredApiKey>>,
+        lookups: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ApiKeyRepository for OneKey {
+        async fn insert_api_key(&self, key: NewApiKey) -> Result<ApiKey, InsertApiKeyError> {
+            let api_key = ApiKey {
+                id: key.id,
+                user_id: key.user_id,
+                prefix: key.prefix,
+                name: key.name,
+                is_active: true,
+                created_at: key.created_at,
+                last_used_at: None,
+            };
+            *self.stored.lock().unwrap() = Some(StoredApiKey {
+                key: api_key.clone(),
+                digest: key.digest,
+                owner_active: true,
+            });
+            Ok(api_key)
+        }
+        async fn list_api_keys(&self, _: UserId) -> anyhow::Result<Vec<ApiKey>> {
+            Ok(vec![])
+        }
+        async fn count_active_api_keys(&self, _: UserId) -> anyhow::Result<u64> {
+            Ok(0)
+        }
+        async fn deactivate_api_key(
+            &self,
+            _: UserId,
+            _: ApiKeyId,
+        ) -> anyhow::Result<Option<ApiKey>> {
+            Ok(None)
+        }
+        async fn find_api_key_by_prefix(
+            &self,
+            prefix: &KeyPrefix,
+        ) -> anyhow::Result<Option<StoredApiKey>> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            Ok(self
+                .stored
+                .lock()
+                .unwrap()
+                .clone()
+                .filter(|s| &s.key.prefix == prefix))
+        }
+        async fn touch_api_key(&self, _: ApiKeyId, _: chrono::DateTime<Utc>) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mistyped_key_is_refused_without_a_lookup_and_an_impostor_after_one() {
+        let repo = Arc::new(OneKey::default());
+        let service = ApiKeyService::new(repo.clone(), ApiKeyHasher::new(&[3u8; 32]).unwrap());
+        let (_, key) = service.create(UserId(1), None).await.unwrap();
+        assert!(service.authenticate(key.expose()).await.is_ok());
+        assert_eq!(repo.lookups.load(Ordering::SeqCst), 1);
+
+        let mut typo = key.expose().to_owned();
+        let c = typo.remove(20);
+        typo.insert(20, if c == 'x' { 'y' } else { 'x' });
+        assert!(matches!(
+            service.authenticate(&typo).await,
+            Err(ApiKeyAuthError::Invalid)
+        ));
+        assert_eq!(
+            repo.lookups.load(Ordering::SeqCst),
+            1,
+            "no lookup for a bad checksum"
+        );
+
+        // Same prefix, valid checksum, other secret: found by prefix, refused by the digest.
+        let impostor = ApiKeySecret::with_prefix(key.prefix().clone());
+        assert!(matches!(
+            service.authenticate(impostor.expose()).await,
+            Err(ApiKeyAuthError::Invalid)
+        ));
+        assert_eq!(repo.lookups.load(Ordering::SeqCst), 2);
+    }
+}

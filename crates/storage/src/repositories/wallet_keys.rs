@@ -92,4 +92,49 @@ impl WalletKeyRepository for Database {
         })
         .await
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_wallet_keys(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<StoredWalletKey>> {
+        let after = after.map_or(i64::MIN, |u| u.0);
+        self.run(move |conn| {
+            wallet_keys::table
+                .filter(wallet_keys::user_id.gt(after))
+                .order(wallet_keys::user_id.asc())
+                .limit(i64::from(limit))
+                .select(WalletKeyRow::as_select())
+                .load(conn)
+                .map(|rows| rows.into_iter().map(StoredWalletKey::from).collect())
+                .context("listing wallet keys")
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user))]
+    async fn replace_wallet_key(
+        &self,
+        user: UserId,
+        expected: SealedWalletKey,
+        replacement: SealedWalletKey,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        self.run(move |conn| {
+            diesel::update(
+                wallet_keys::table
+                    .filter(wallet_keys::user_id.eq(user.0))
+                    .filter(wallet_keys::sealed_key.eq(expected.0)),
+            )
+            .set((
+                wallet_keys::sealed_key.eq(replacement.0),
+                wallet_keys::updated_at.eq(at.naive_utc()),
+            ))
+            .execute(conn)
+            .map(|updated| updated == 1)
+            .context("replacing a wallet key")
+        })
+        .await
+    }
 }

@@ -42,6 +42,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// HS256 signing key for JWTs, at least 32 bytes.
     pub jwt_secret: Option<SecretString>,
+    /// Retired JWT keys, comma-separated: tokens they signed stay valid until they expire.
+    pub jwt_previous_secrets: Option<SecretString>,
     /// HMAC key for API-key digests, at least 32 bytes.
     pub api_key_pepper: Option<SecretString>,
     /// AES-256 key sealing wallet private keys: 64 hex digits.
@@ -77,6 +79,7 @@ impl Default for Settings {
             database_url: "sqlite://data/morpheus.db".to_owned(),
             data_dir: PathBuf::from("data"),
             jwt_secret: None,
+            jwt_previous_secrets: None,
             api_key_pepper: None,
             wallet_master_key: None,
             wallet_previous_master_keys: None,
@@ -105,6 +108,7 @@ const ENV_KEYS: &[&str] = &[
     "bind",
     "data_dir",
     "jwt_secret",
+    "jwt_previous_secrets",
     "api_key_pepper",
     "wallet_master_key",
     "wallet_previous_master_keys",

@@ -17,6 +17,8 @@ use crate::configuration::{Environment, Settings};
 /// Secrets in usable form. `Debug` shows nothing.
 pub struct Secrets {
     pub jwt_secret: Vec<u8>,
+    /// Retired JWT keys: they only verify tokens issued before the rotation.
+    pub jwt_previous_secrets: Vec<Vec<u8>>,
     pub api_key_pepper: Vec<u8>,
     pub wallet_master_key: Vec<u8>,
     /// Retired wallet master keys, kept to open what they sealed.
@@ -68,6 +70,19 @@ impl Secrets {
             values.extend(generated);
         }
         let mut secrets = Self::from_values(&values)?;
+        if let Some(previous) = &settings.jwt_previous_secrets {
+            secrets.jwt_previous_secrets = previous
+                .expose_secret()
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(|k| k.as_bytes().to_vec())
+                .collect();
+            anyhow::ensure!(
+                secrets.jwt_previous_secrets.iter().all(|k| k.len() >= 32),
+                "every key in MORPHEUS_JWT_PREVIOUS_SECRETS must be at least 32 bytes"
+            );
+        }
         if let Some(previous) = &settings.wallet_previous_master_keys {
             secrets.wallet_previous_master_keys = previous
                 .expose_secret()
@@ -102,6 +117,7 @@ impl Secrets {
             .context("MORPHEUS_WALLET_MASTER_KEY must be 64 hexadecimal digits (32 bytes)")?;
         Ok(Self {
             jwt_secret,
+            jwt_previous_secrets: Vec::new(),
             api_key_pepper,
             wallet_master_key,
             wallet_previous_master_keys: Vec::new(),
@@ -242,5 +258,24 @@ mod tests {
             ..base.clone()
         };
         assert!(Secrets::resolve(&bad_master).is_err());
+
+        let rotated = Settings {
+            jwt_previous_secrets: Some(secret(&format!("{}, {}", "a".repeat(32), "b".repeat(40)))),
+            wallet_previous_master_keys: Some(secret(&"cd".repeat(32))),
+            ..base.clone()
+        };
+        let s = Secrets::resolve(&rotated).unwrap();
+        assert_eq!(s.jwt_previous_secrets.len(), 2);
+        assert_eq!(s.wallet_previous_master_keys, vec![vec![0xcd; 32]]);
+        let short_previous = Settings {
+            jwt_previous_secrets: Some(secret("too-short")),
+            ..base.clone()
+        };
+        assert!(Secrets::resolve(&short_previous).is_err());
+        let bad_previous_master = Settings {
+            wallet_previous_master_keys: Some(secret("zz")),
+            ..base
+        };
+        assert!(Secrets::resolve(&bad_previous_master).is_err());
     }
 }

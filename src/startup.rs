@@ -135,6 +135,7 @@ pub fn build_state(
     let db = Arc::new(database);
     let tokens = Arc::new(JwtCodec::new(JwtSettings {
         secret: secrets.jwt_secret.clone(),
+        previous_secrets: secrets.jwt_previous_secrets.clone(),
     })?);
     let hasher = Arc::new(Argon2Hasher::new(
         workers(settings.password_hash_concurrency),

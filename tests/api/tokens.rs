@@ -7,6 +7,18 @@ use serde_json::{Value, json};
 
 use crate::helpers::{JWT_SECRET, spawn_app};
 
+/// The `kid` the gateway puts in its tokens: 16 hex digits of the key's SHA-256.
+fn kid(secret: &[u8]) -> String {
+    hex::encode(&ring::digest::digest(&ring::digest::SHA256, secret).as_ref()[..8])
+}
+
+/// A header naming the test key, so a refusal is about what the case changes, not the `kid`.
+fn header(alg: Algorithm) -> Header {
+    let mut h = Header::new(alg);
+    h.kid = Some(kid(JWT_SECRET.as_bytes()));
+    h
+}
+
 fn mint(header: Header, claims: &Value, secret: &[u8]) -> String {
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).unwrap()
 }
@@ -39,7 +51,7 @@ async fn forged_and_malformed_access_tokens_are_all_refused_alike() {
     let app = spawn_app().await;
     let user = app.seed_user().await;
     let key = JWT_SECRET.as_bytes();
-    let hs256 = || Header::new(Algorithm::HS256);
+    let hs256 = || header(Algorithm::HS256);
     let good = mint(hs256(), &claims(user.id), key);
     assert_eq!(
         app.authed(Method::GET, "/api/v1/auth/me", &good, None)
@@ -72,7 +84,7 @@ async fn forged_and_malformed_access_tokens_are_all_refused_alike() {
         ("alg none", none_token),
         (
             "HS512",
-            mint(Header::new(Algorithm::HS512), &claims(user.id), key),
+            mint(header(Algorithm::HS512), &claims(user.id), key),
         ),
         ("flipped signature", String::from_utf8(flipped).unwrap()),
         ("edited payload", edited),
@@ -133,6 +145,10 @@ async fn forged_and_malformed_access_tokens_are_all_refused_alike() {
         (
             "kid injection",
             mint(kid_header, &with(claims(user.id), "sub", json!("0")), key),
+        ),
+        (
+            "no kid",
+            mint(Header::new(Algorithm::HS256), &claims(user.id), key),
         ),
         ("garbage", "not.a.jwt".into()),
         ("empty parts", "..".into()),

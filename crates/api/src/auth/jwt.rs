@@ -15,14 +15,30 @@ const LEEWAY_SECONDS: u64 = 5;
 pub struct JwtSettings {
     /// HS256 key; at least 32 bytes (RFC 7518 §3.2).
     pub secret: Vec<u8>,
+    /// Retired keys: tokens they signed stay valid until they expire; nothing new is signed
+    /// with them.
+    pub previous_secrets: Vec<Vec<u8>>,
 }
 
 /// HS256 JWTs, algorithm pinned by configuration (never taken from the token's header).
+///
+/// Every token names its signing key in `kid` (a fingerprint of the key). The `kid` only
+/// selects among the keys configured here; it never loads anything, so it cannot be used to
+/// inject a key (RFC 8725 §3.10).
 pub struct JwtCodec {
+    kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    decoding: Vec<(String, DecodingKey)>,
     access: Validation,
     refresh: Validation,
+}
+
+/// The public name of a key: 16 hex digits of its SHA-256.
+fn fingerprint(secret: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, secret).as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -45,14 +61,20 @@ impl JwtCodec {
     /// # Errors
     /// When the secret is shorter than 32 bytes.
     pub fn new(settings: JwtSettings) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            settings.secret.len() >= Self::MIN_SECRET_LEN,
-            "the JWT secret must be at least {} bytes",
-            Self::MIN_SECRET_LEN
-        );
+        let all = std::iter::once(&settings.secret).chain(&settings.previous_secrets);
+        let mut decoding = Vec::new();
+        for secret in all {
+            anyhow::ensure!(
+                secret.len() >= Self::MIN_SECRET_LEN,
+                "a JWT secret must be at least {} bytes",
+                Self::MIN_SECRET_LEN
+            );
+            decoding.push((fingerprint(secret), DecodingKey::from_secret(secret)));
+        }
         Ok(Self {
+            kid: fingerprint(&settings.secret),
             encoding: EncodingKey::from_secret(&settings.secret),
-            decoding: DecodingKey::from_secret(&settings.secret),
+            decoding,
             access: validation(ACCESS_AUDIENCE),
             refresh: validation(REFRESH_AUDIENCE),
         })
@@ -87,11 +109,9 @@ impl TokenCodec for JwtCodec {
             token_type: claims.kind.as_str().to_owned(),
             fam: claims.family_id.clone(),
         };
-        Ok(jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &jwt,
-            &self.encoding,
-        )?)
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.kid.clone());
+        Ok(jsonwebtoken::encode(&header, &jwt, &self.encoding)?)
     }
 
     fn decode(&self, token: &str, expected: TokenKind) -> Result<TokenClaims, InvalidToken> {
@@ -99,8 +119,17 @@ impl TokenCodec for JwtCodec {
             TokenKind::Access => &self.access,
             TokenKind::Refresh => &self.refresh,
         };
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, validation)
-            .map_err(|_| InvalidToken)?;
+        let kid = jsonwebtoken::decode_header(token)
+            .map_err(|_| InvalidToken)?
+            .kid
+            .ok_or(InvalidToken)?;
+        let (_, key) = self
+            .decoding
+            .iter()
+            .find(|(id, _)| *id == kid)
+            .ok_or(InvalidToken)?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|_| InvalidToken)?;
         let c = data.claims;
         if c.token_type != expected.as_str() {
             return Err(InvalidToken);
@@ -123,11 +152,16 @@ mod tests {
     use super::*;
     use chrono::Duration;
 
-    fn codec() -> JwtCodec {
+    fn codec_with(secret: u8, previous: &[u8]) -> JwtCodec {
         JwtCodec::new(JwtSettings {
-            secret: vec![1u8; 32],
+            secret: vec![secret; 32],
+            previous_secrets: previous.iter().map(|&p| vec![p; 32]).collect(),
         })
         .unwrap()
+    }
+
+    fn codec() -> JwtCodec {
+        codec_with(1, &[])
     }
 
     fn claims(kind: TokenKind) -> TokenClaims {
@@ -143,13 +177,14 @@ mod tests {
     }
 
     #[test]
-    fn a_short_secret_is_refused() {
-        assert!(
-            JwtCodec::new(JwtSettings {
-                secret: vec![1u8; 31]
-            })
-            .is_err()
-        );
+    fn short_secrets_are_refused() {
+        let settings = |secret: usize, previous: usize| JwtSettings {
+            secret: vec![1u8; secret],
+            previous_secrets: vec![vec![2u8; previous]],
+        };
+        assert!(JwtCodec::new(settings(31, 32)).is_err());
+        assert!(JwtCodec::new(settings(32, 16)).is_err());
+        assert!(JwtCodec::new(settings(32, 32)).is_ok());
     }
 
     #[test]
@@ -181,11 +216,47 @@ mod tests {
             c.decode(&c.encode(&old).unwrap(), TokenKind::Access)
                 .is_err()
         );
-        let other = JwtCodec::new(JwtSettings {
-            secret: vec![2u8; 32],
-        })
-        .unwrap();
-        let foreign = other.encode(&claims(TokenKind::Access)).unwrap();
+        let foreign = codec_with(2, &[])
+            .encode(&claims(TokenKind::Access))
+            .unwrap();
         assert!(c.decode(&foreign, TokenKind::Access).is_err());
+    }
+
+    #[test]
+    fn after_a_key_rotation_old_tokens_live_until_the_old_key_is_retired() {
+        let old = codec_with(1, &[]);
+        let token = old.encode(&claims(TokenKind::Access)).unwrap();
+        let rotated = codec_with(2, &[1]);
+        assert!(rotated.decode(&token, TokenKind::Access).is_ok());
+        let fresh = rotated.encode(&claims(TokenKind::Access)).unwrap();
+        assert!(old.decode(&fresh, TokenKind::Access).is_err());
+        let retired = codec_with(2, &[]);
+        assert!(retired.decode(&token, TokenKind::Access).is_err());
+        assert!(retired.decode(&fresh, TokenKind::Access).is_ok());
+    }
+
+    #[test]
+    fn a_token_without_a_known_kid_is_refused_even_when_correctly_signed() {
+        let c = codec();
+        let body = Claims {
+            sub: "42".into(),
+            iss: ISSUER.into(),
+            aud: ACCESS_AUDIENCE.into(),
+            iat: Utc::now().timestamp(),
+            exp: Utc::now().timestamp() + 60,
+            jti: "j".into(),
+            token_type: "access".into(),
+            fam: None,
+        };
+        let key = EncodingKey::from_secret(&[1u8; 32]);
+        let no_kid = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &body, &key).unwrap();
+        assert!(c.decode(&no_kid, TokenKind::Access).is_err());
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("../../../../dev/null".into());
+        let odd_kid = jsonwebtoken::encode(&header, &body, &key).unwrap();
+        assert!(c.decode(&odd_kid, TokenKind::Access).is_err());
+        header.kid = Some(fingerprint(&[1u8; 32]));
+        let right_kid = jsonwebtoken::encode(&header, &body, &key).unwrap();
+        assert!(c.decode(&right_kid, TokenKind::Access).is_ok());
     }
 }

@@ -8,7 +8,7 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context;
 use morpheus_api::auth::{
-    Argon2Hasher, GovernorLoginThrottle, JwtCodec, JwtSettings, LoginThrottleSettings,
+    Argon2Hasher, AuthThrottleSettings, GovernorAuthThrottle, JwtCodec, JwtSettings,
 };
 use morpheus_api::extract::BodyLimit;
 use morpheus_api::{ApiDoc, AppState, ServiceMeta};
@@ -46,6 +46,7 @@ impl Application {
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         tracing::info!(address = %listener.local_addr()?, "morpheus-gateway listening");
+        spawn_housekeeping(state.accounts.clone());
         let server = run(listener, state, workers(settings.workers))?;
         Ok(Self { port, server })
     }
@@ -59,6 +60,24 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         Ok(self.server.await?)
     }
+}
+
+/// How often expired refresh-token records are purged. Every replica does it; the delete is
+/// idempotent, so they need no coordination.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(3600);
+
+fn spawn_housekeeping(accounts: AccountService) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match accounts.purge_expired_refresh_tokens().await {
+                Ok(purged) => tracing::debug!(purged, "purged expired refresh tokens"),
+                Err(e) => tracing::warn!(error.cause_chain = ?e, "purging refresh tokens failed"),
+            }
+        }
+    });
 }
 
 /// The `migrate` command.
@@ -141,11 +160,13 @@ pub fn build_state(
         workers(settings.password_hash_concurrency),
         Duration::from_millis(settings.password_hash_queue_ms),
     )?);
-    let throttle = Arc::new(GovernorLoginThrottle::new(LoginThrottleSettings {
+    let throttle = Arc::new(GovernorAuthThrottle::new(AuthThrottleSettings {
         per_account_burst: settings.login_attempts_per_account,
         per_account_refill: Duration::from_secs(settings.login_account_refill_seconds),
         per_client_burst: settings.login_attempts_per_client,
         per_client_refill: Duration::from_secs(settings.login_client_refill_seconds),
+        registrations_burst: settings.registrations_per_client,
+        registrations_refill: Duration::from_secs(settings.registration_client_refill_seconds),
     }));
     let lifetimes = TokenLifetimes {
         access: chrono::Duration::minutes(settings.access_token_minutes),

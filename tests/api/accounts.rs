@@ -256,6 +256,18 @@ async fn logins_are_throttled_per_client_address() {
     );
 }
 
+/// API6: automated sign-up from one address is slowed down.
+#[tokio::test]
+async fn registrations_are_throttled_per_client_address() {
+    let app = spawn_app_with(|s| s.registrations_per_client = 3).await;
+    for _ in 0..3 {
+        assert_eq!(app.register(&unique_email(), PASSWORD).await.status(), 201);
+    }
+    let r = app.register(&unique_email(), PASSWORD).await;
+    assert!(r.headers().contains_key("retry-after"));
+    error_body(r, 429).await;
+}
+
 /// B3: fields a client must not set are refused, not silently applied.
 #[tokio::test]
 async fn mass_assignment_is_refused() {

@@ -85,6 +85,9 @@ pub trait RefreshTokenRepository: Send + Sync {
     ) -> anyhow::Result<RefreshConsumption>;
     /// Revokes every token of the family; returns how many records it touched.
     async fn revoke_refresh_family(&self, family_id: &str) -> anyhow::Result<u64>;
+    /// Deletes the records of tokens that expired before `before` (their JWTs are refused on
+    /// expiry anyway, so nothing is left to detect); returns how many.
+    async fn purge_refresh_tokens(&self, before: DateTime<Utc>) -> anyhow::Result<u64>;
 }
 
 #[async_trait]
@@ -212,8 +215,11 @@ pub struct Throttled {
     pub retry_after: Duration,
 }
 
-/// Limits login attempts per account and per client address.
-pub trait LoginThrottle: Send + Sync {
-    /// Records an attempt; `Err` when the account or the client is over its limit.
-    fn attempt(&self, account: &Email, client: Option<IpAddr>) -> Result<(), Throttled>;
+/// Limits the credential operations that cost a password hash: logins per account and per
+/// client address, registrations per client address.
+pub trait AuthThrottle: Send + Sync {
+    /// Records a login attempt; `Err` when the account or the client is over its limit.
+    fn login(&self, account: &Email, client: Option<IpAddr>) -> Result<(), Throttled>;
+    /// Records a registration attempt; `Err` when the client is over its limit.
+    fn registration(&self, client: Option<IpAddr>) -> Result<(), Throttled>;
 }

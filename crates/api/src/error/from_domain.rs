@@ -9,6 +9,10 @@ impl From<RegisterError> for ApiError {
     fn from(e: RegisterError) -> Self {
         match e {
             RegisterError::EmailTaken => ApiError::BadRequest(e.to_string()),
+            RegisterError::Throttled(t) => ApiError::TooManyRequests {
+                message: "Too many registrations from this address; try again later",
+                retry_after: t.retry_after,
+            },
             RegisterError::Busy => busy(),
             RegisterError::Unknown(e) => e.into(),
         }

@@ -30,7 +30,7 @@ pub struct AccountService {
     refresh_tokens: Arc<dyn RefreshTokenRepository>,
     hasher: Arc<dyn PasswordHasher>,
     tokens: Arc<dyn TokenCodec>,
-    throttle: Arc<dyn LoginThrottle>,
+    throttle: Arc<dyn AuthThrottle>,
     lifetimes: TokenLifetimes,
 }
 
@@ -38,6 +38,8 @@ pub struct AccountService {
 pub enum RegisterError {
     #[error("User with this email already exists")]
     EmailTaken,
+    #[error("too many registrations")]
+    Throttled(Throttled),
     #[error("the server is busy hashing passwords")]
     Busy,
     #[error(transparent)]
@@ -106,7 +108,7 @@ impl AccountService {
         refresh_tokens: Arc<dyn RefreshTokenRepository>,
         hasher: Arc<dyn PasswordHasher>,
         tokens: Arc<dyn TokenCodec>,
-        throttle: Arc<dyn LoginThrottle>,
+        throttle: Arc<dyn AuthThrottle>,
         lifetimes: TokenLifetimes,
     ) -> Self {
         Self {
@@ -124,7 +126,11 @@ impl AccountService {
         email: Email,
         password: Password,
         name: Option<UserName>,
+        client: Option<IpAddr>,
     ) -> Result<User, RegisterError> {
+        self.throttle
+            .registration(client)
+            .map_err(RegisterError::Throttled)?;
         // Checked first so a duplicate does not cost a hash; the unique index still decides
         // races between two registrations of one address.
         if self.users.find_user_by_email(&email).await?.is_some() {
@@ -156,7 +162,7 @@ impl AccountService {
         client: Option<IpAddr>,
     ) -> Result<TokenPair, LoginError> {
         self.throttle
-            .attempt(&email, client)
+            .login(&email, client)
             .map_err(LoginError::Throttled)?;
         let user = self.users.find_user_by_email(&email).await?;
         // Always verify, against a dummy hash when there is no user, so an unknown address
@@ -210,6 +216,12 @@ impl AccountService {
             Some(user) if user.is_active => Ok(self.issue_pair(user.id, family).await?),
             _ => Err(RefreshError::Invalid),
         }
+    }
+
+    /// Forgets refresh-token records whose tokens have expired, so the table holds only what
+    /// rotation and reuse detection still need.
+    pub async fn purge_expired_refresh_tokens(&self) -> anyhow::Result<u64> {
+        self.refresh_tokens.purge_refresh_tokens(Utc::now()).await
     }
 
     /// Resolves an access token to its (existing, active) user.

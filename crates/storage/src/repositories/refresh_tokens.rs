@@ -96,4 +96,17 @@ impl RefreshTokenRepository for Database {
         })
         .await
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn purge_refresh_tokens(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
+        self.run(move |conn| {
+            diesel::delete(
+                refresh_tokens::table.filter(refresh_tokens::expires_at.lt(before.naive_utc())),
+            )
+            .execute(conn)
+            .map(to_u64)
+            .context("purging expired refresh tokens")
+        })
+        .await
+    }
 }

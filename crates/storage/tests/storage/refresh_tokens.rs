@@ -85,3 +85,29 @@ async fn revoking_a_family_spends_all_of_its_tokens_and_no_others() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn purging_removes_only_expired_records() {
+    each_backend(async |t| {
+        let user = insert_user(&t.db, "alice@example.com").await;
+        let mut expired = record(&user, "old", "f");
+        expired.issued_at = now() - Duration::days(8);
+        expired.expires_at = now() - Duration::days(1);
+        t.db.insert_refresh_token(expired).await.unwrap();
+        t.db.insert_refresh_token(record(&user, "live", "f"))
+            .await
+            .unwrap();
+
+        assert_eq!(t.db.purge_refresh_tokens(now()).await.unwrap(), 1);
+        assert_eq!(t.db.purge_refresh_tokens(now()).await.unwrap(), 0);
+        assert_eq!(
+            t.db.consume_refresh_token("live", now()).await.unwrap(),
+            RefreshConsumption::Consumed
+        );
+        assert_eq!(
+            t.db.consume_refresh_token("old", now()).await.unwrap(),
+            RefreshConsumption::Unknown
+        );
+    })
+    .await;
+}

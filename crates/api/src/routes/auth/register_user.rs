@@ -1,4 +1,4 @@
-use actix_web::{HttpResponse, post, web};
+use actix_web::{HttpRequest, HttpResponse, post, web};
 use morpheus_domain::{Email, Password, UserName};
 
 use crate::AppState;
@@ -17,12 +17,14 @@ use crate::extract::ValidatedJson;
     responses(
         (status = 201, description = "The account was created", body = UserResponse),
         (status = 400, description = "An account with this email already exists", body = ErrorResponse),
+        (status = 429, description = "Too many registrations from this client address", body = ErrorResponse),
         JsonBodyErrors, ServerErrors,
     ),
     security(())
 )]
 #[post("/register")]
 pub async fn register_user(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: ValidatedJson<UserCreate>,
 ) -> Result<HttpResponse, ApiError> {
@@ -34,6 +36,10 @@ pub async fn register_user(
     let (Some(email), Some(password), Some(name)) = (email, password, name) else {
         return Err(fields.into());
     };
-    let user = state.accounts.register(email, password, name).await?;
+    let client = req.peer_addr().map(|a| a.ip());
+    let user = state
+        .accounts
+        .register(email, password, name, client)
+        .await?;
     Ok(HttpResponse::Created().json(UserResponse::from(user)))
 }

@@ -256,6 +256,47 @@ async fn logins_are_throttled_per_client_address() {
     );
 }
 
+/// E5: a login storm queues for the few hashing slots and overflows into 503s; it never
+/// occupies the async workers, so other requests keep being answered at once.
+#[tokio::test]
+async fn a_login_storm_cannot_starve_the_server() {
+    let app = spawn_app_with(|s| {
+        s.password_hash_concurrency = 1;
+        s.password_hash_queue_ms = 100;
+        s.login_attempts_per_client = 1000;
+        s.login_attempts_per_account = 1000;
+        s.workers = 1;
+    })
+    .await;
+    let email = unique_email();
+    app.register(&email, PASSWORD).await;
+    let storm = futures_util::future::join_all((0..16).map(|_| app.login(&email, PASSWORD)));
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let started = Instant::now();
+        let r = app.client.get(app.url("/")).send().await.unwrap();
+        (r.status(), started.elapsed())
+    };
+    let (responses, (probe_status, probe_time)) = tokio::join!(storm, probe);
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
+    let busy = statuses.iter().filter(|&&s| s == 503).count();
+    eprintln!("login storm: {statuses:?}; GET / answered in {probe_time:?} meanwhile");
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        busy > 0,
+        "16 logins through one slot with a 100 ms queue should overflow"
+    );
+    assert!(statuses.contains(&200));
+    assert_eq!(probe_status, 200);
+    assert!(probe_time < Duration::from_millis(500), "{probe_time:?}");
+    for r in responses.iter().filter(|r| r.status() == 503) {
+        assert!(r.headers().contains_key("retry-after"));
+    }
+}
+
 /// API6: automated sign-up from one address is slowed down.
 #[tokio::test]
 async fn registrations_are_throttled_per_client_address() {

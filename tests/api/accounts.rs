@@ -63,7 +63,9 @@ async fn password_rules_follow_the_contract() {
     let app = spawn_app().await;
     for (password, ok) in [
         ("1234567".to_owned(), false),
-        ("12345678".to_owned(), true),
+        ("12345679".to_owned(), true),
+        ("12345678".to_owned(), false),
+        ("Password1".to_owned(), false),
         ("pass word with spaces".to_owned(), true),
         ("пароль-παράδειγμα-密码".to_owned(), true),
         ("x".repeat(64), true),

@@ -136,3 +136,58 @@ impl From<anyhow::Error> for ApiError {
         ApiError::Internal(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::MessageBody;
+
+    use super::*;
+
+    fn body_of(e: &ApiError) -> (u16, String) {
+        let r = e.error_response();
+        let status = r.status().as_u16();
+        let bytes = r.into_body().try_into_bytes().unwrap_or_default();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[test]
+    fn an_internal_error_tells_the_client_nothing_about_its_cause() {
+        let cause = anyhow::anyhow!("UNIQUE constraint failed: users.email")
+            .context("inserting a user at postgres://admin:hunter2@db");
+        let (status, body) = body_of(&ApiError::from(cause));
+        assert_eq!(status, 500);
+        assert_eq!(body, r#"{"detail":"Internal server error"}"#);
+    }
+
+    #[test]
+    fn an_unavailable_store_is_a_503_with_retry_after() {
+        let cause = anyhow::Error::new(morpheus_domain::ports::StorageUnavailable)
+            .context("taking a connection from the pool");
+        let e = ApiError::from(cause);
+        assert_eq!(
+            e.error_response()
+                .headers()
+                .get(header::RETRY_AFTER)
+                .unwrap(),
+            "1"
+        );
+        let (status, body) = body_of(&e);
+        assert_eq!(status, 503);
+        assert!(!body.contains("pool"), "{body}");
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_to_whole_seconds() {
+        let e = ApiError::TooManyRequests {
+            message: "slow down",
+            retry_after: Duration::from_millis(1500),
+        };
+        assert_eq!(
+            e.error_response()
+                .headers()
+                .get(header::RETRY_AFTER)
+                .unwrap(),
+            "2"
+        );
+    }
+}

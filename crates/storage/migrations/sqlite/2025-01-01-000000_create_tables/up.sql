@@ -36,6 +36,8 @@ CREATE TABLE refresh_tokens (
 );
 CREATE INDEX refresh_tokens_family_id_idx ON refresh_tokens (family_id);
 CREATE INDEX refresh_tokens_user_id_idx ON refresh_tokens (user_id);
+-- The hourly purge deletes by expiry.
+CREATE INDEX refresh_tokens_expires_at_idx ON refresh_tokens (expires_at);
 
 CREATE TABLE wallet_keys (
     user_id    BIGINT PRIMARY KEY NOT NULL REFERENCES users (id) ON DELETE CASCADE,

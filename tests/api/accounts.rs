@@ -386,9 +386,7 @@ async fn deleting_an_account_revokes_everything_and_leaves_no_orphans() {
         .await
         .unwrap();
 
-    let r = app
-        .authed(Method::DELETE, "/api/v1/auth/register", &a.access, None)
-        .await;
+    let r = app.delete("/api/v1/auth/register", &a.access).await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["user_id"], a.id);

@@ -150,12 +150,7 @@ async fn a_revoked_key_is_refused_from_the_next_request() {
     assert_eq!(settings_with_key(&app, second_key).await.status(), 200);
 
     let r = app
-        .authed(
-            Method::DELETE,
-            &format!("/api/v1/auth/keys/{id}"),
-            &user.access,
-            None,
-        )
+        .delete(&format!("/api/v1/auth/keys/{id}"), &user.access)
         .await;
     assert_eq!(r.status(), 200);
     let revoked: Value = r.json().await.unwrap();
@@ -166,12 +161,7 @@ async fn a_revoked_key_is_refused_from_the_next_request() {
     // The other key still works, and revoking again is idempotent.
     assert_eq!(settings_with_key(&app, &user.api_key).await.status(), 200);
     let again = app
-        .authed(
-            Method::DELETE,
-            &format!("/api/v1/auth/keys/{id}"),
-            &user.access,
-            None,
-        )
+        .delete(&format!("/api/v1/auth/keys/{id}"), &user.access)
         .await;
     assert_eq!(again.status(), 200);
 }
@@ -186,21 +176,11 @@ async fn keys_of_other_users_are_invisible_and_untouchable() {
     let a_key_id = a_keys[0]["id"].as_i64().unwrap();
 
     let r = app
-        .authed(
-            Method::DELETE,
-            &format!("/api/v1/auth/keys/{a_key_id}"),
-            &b.access,
-            None,
-        )
+        .delete(&format!("/api/v1/auth/keys/{a_key_id}"), &b.access)
         .await;
     let cross = error_body(r, 404).await;
     let r = app
-        .authed(
-            Method::DELETE,
-            "/api/v1/auth/keys/4503599627370495",
-            &b.access,
-            None,
-        )
+        .delete("/api/v1/auth/keys/4503599627370495", &b.access)
         .await;
     let missing = error_body(r, 404).await;
     assert_eq!(
@@ -262,12 +242,7 @@ async fn bad_key_ids_are_422() {
     let user = app.seed_user().await;
     for id in ["abc", "0", "-5", "99999999999999999999999"] {
         let r = app
-            .authed(
-                Method::DELETE,
-                &format!("/api/v1/auth/keys/{id}"),
-                &user.access,
-                None,
-            )
+            .delete(&format!("/api/v1/auth/keys/{id}"), &user.access)
             .await;
         assert_eq!(r.status(), 422, "{id}");
         let body: Value = r.json().await.unwrap();

@@ -8,15 +8,7 @@ use crate::helpers::{contract, spawn_app};
 #[tokio::test]
 async fn the_served_document_means_the_same_as_openapi_yaml() {
     let app = spawn_app().await;
-    let served: Value = app
-        .client
-        .get(app.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served: Value = app.get_public_json("/api/v1/openapi.json").await;
     let diff = contract_diff(&served, contract());
     assert!(
         diff.is_empty(),

@@ -145,33 +145,18 @@ async fn delegations_belong_to_their_owner() {
         .unwrap();
     let id = d["id"].as_i64().unwrap();
     let r = app
-        .authed(
-            Method::DELETE,
-            &format!("/api/v1/auth/delegation/{id}"),
-            &b.access,
-            None,
-        )
+        .delete(&format!("/api/v1/auth/delegation/{id}"), &b.access)
         .await;
     assert_eq!(error_body(r, 404).await["detail"], "Delegation not found");
     let b_list: Value = app.get_json("/api/v1/auth/delegation", &b.access).await;
     assert_eq!(b_list, json!([]));
 
     let r = app
-        .authed(
-            Method::DELETE,
-            &format!("/api/v1/auth/delegation/{id}"),
-            &a.access,
-            None,
-        )
+        .delete(&format!("/api/v1/auth/delegation/{id}"), &a.access)
         .await;
     assert_eq!(r.status(), 204);
     let r = app
-        .authed(
-            Method::DELETE,
-            &format!("/api/v1/auth/delegation/{id}"),
-            &a.access,
-            None,
-        )
+        .delete(&format!("/api/v1/auth/delegation/{id}"), &a.access)
         .await;
     assert_eq!(r.status(), 404);
 }

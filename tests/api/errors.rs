@@ -201,8 +201,7 @@ async fn every_error_is_json_never_text() {
             None,
         )
         .await,
-        app.authed(Method::DELETE, "/api/v1/auth/keys/x", &user.access, None)
-            .await,
+        app.delete("/api/v1/auth/keys/x", &user.access).await,
         app.client
             .get(app.url("/api/v1/auth/me"))
             .send()

@@ -184,6 +184,23 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
+    /// DELETEs a path with a bearer credential.
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.authed(reqwest::Method::DELETE, path, token, None)
+            .await
+    }
+
+    /// GETs a path without credentials and returns its JSON body.
+    pub async fn get_public_json(&self, path: &str) -> Value {
+        let r = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
+        r.json().await.expect("json")
+    }
+
     pub async fn create_key(&self, access: &str, name: &str) -> Value {
         let r = self
             .authed(

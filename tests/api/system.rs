@@ -7,15 +7,7 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn root_describes_the_service() {
     let app = spawn_app().await;
-    let info: Value = app
-        .client
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = app.get_public_json("/").await;
     assert_eq!(info["name"], "Morpheus API Gateway");
     assert_eq!(info["documentation"]["swagger_ui"], "/docs");
 }

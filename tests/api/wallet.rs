@@ -35,6 +35,16 @@ fn sealed_of(app: &TestApp, user: i64) -> Vec<u8> {
     hex::decode(hex).unwrap()
 }
 
+async fn store_wallet_key(app: &TestApp, access: &str, key: &str) -> reqwest::Response {
+    app.authed(
+        Method::POST,
+        "/api/v1/auth/private-key",
+        access,
+        Some(&json!({ "private_key": key })),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_stored_key_is_sealed_never_returned_and_bound_to_its_owner() {
     let app = spawn_app().await;
@@ -48,14 +58,7 @@ async fn a_stored_key_is_sealed_never_returned_and_bound_to_its_owner() {
     );
 
     for user in [&a, &b] {
-        let r = app
-            .authed(
-                Method::POST,
-                "/api/v1/auth/private-key",
-                &user.access,
-                Some(&json!({"private_key": WALLET_KEY})),
-            )
-            .await;
+        let r = store_wallet_key(&app, &user.access, WALLET_KEY).await;
         assert_eq!(r.status(), 201);
         let body = r.text().await.unwrap();
         assert!(
@@ -88,33 +91,24 @@ async fn a_stored_key_is_sealed_never_returned_and_bound_to_its_owner() {
 async fn replacing_and_deleting_a_key() {
     let app = spawn_app().await;
     let a = app.seed_user().await;
-    let store = |k: String| {
-        let body = json!({"private_key": k});
-        let (app, access) = (&app, &a.access);
-        async move {
-            app.authed(
-                Method::POST,
-                "/api/v1/auth/private-key",
-                access,
-                Some(&body),
-            )
+    assert_eq!(
+        store_wallet_key(&app, &a.access, WALLET_KEY).await.status(),
+        201
+    );
+    assert_eq!(
+        store_wallet_key(&app, &a.access, &format!("0x{}", "ab".repeat(32)))
             .await
-        }
-    };
-    assert_eq!(store(WALLET_KEY.to_owned()).await.status(), 201);
-    assert_eq!(store(format!("0x{}", "ab".repeat(32))).await.status(), 201);
+            .status(),
+        201
+    );
     let opened = sealer()
         .open(UserId(a.id), &SealedWalletKey(sealed_of(&app, a.id)))
         .unwrap();
     assert_eq!(opened.expose(), format!("0x{}", "ab".repeat(32)));
 
-    let r = app
-        .authed(Method::DELETE, "/api/v1/auth/private-key", &a.access, None)
-        .await;
+    let r = app.delete("/api/v1/auth/private-key", &a.access).await;
     assert_eq!(r.status(), 200);
-    let r = app
-        .authed(Method::DELETE, "/api/v1/auth/private-key", &a.access, None)
-        .await;
+    let r = app.delete("/api/v1/auth/private-key", &a.access).await;
     assert_eq!(error_body(r, 404).await["detail"], "Private key not found");
 }
 
@@ -152,14 +146,7 @@ async fn rotating_the_master_key_reseals_every_stored_key() {
     let mut users = Vec::new();
     for _ in 0..3 {
         let user = app.seed_user().await;
-        let r = app
-            .authed(
-                Method::POST,
-                "/api/v1/auth/private-key",
-                &user.access,
-                Some(&json!({"private_key": WALLET_KEY})),
-            )
-            .await;
+        let r = store_wallet_key(&app, &user.access, WALLET_KEY).await;
         assert_eq!(r.status(), 201);
         users.push(user);
     }

@@ -16,6 +16,12 @@ use chrono::{DateTime, Utc};
 
 use crate::model::*;
 
+mod marketplace;
+mod sessions;
+
+pub use marketplace::*;
+pub use sessions::*;
+
 /// Marks an infrastructure error as "the store cannot be reached right now" (pool exhausted,
 /// connection refused, …) rather than a bug: callers answer 503 instead of 500. Storage wraps
 /// such failures as `anyhow::Error::new(StorageUnavailable)` with context.

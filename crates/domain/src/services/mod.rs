@@ -4,13 +4,23 @@
 mod accounts;
 mod api_keys;
 mod automation;
+mod catalogue;
+mod chat;
 mod delegations;
+mod session_janitor;
+mod sessions;
+mod usage_meter;
 mod wallet;
 
 pub use accounts::*;
 pub use api_keys::*;
 pub use automation::*;
+pub use catalogue::*;
+pub use chat::*;
 pub use delegations::*;
+pub use session_janitor::*;
+pub use sessions::*;
+pub use usage_meter::*;
 pub use wallet::*;
 
 /// How many times a random id or prefix is redrawn after a collision before giving up. With

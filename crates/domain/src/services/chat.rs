@@ -1,0 +1,255 @@
+//! Chat completions: pick the model and the session, send the request upstream, renew the
+//! session once when the upstream says it is gone, and retry once when the provider side is
+//! briefly unavailable — always before anything has reached the client.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{ChatSessionError, ResolveModelError, ResolvedModel, SessionOwner, SessionService};
+use crate::model::*;
+use crate::ports::*;
+
+/// A chat request as the HTTP layer parsed it.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub model: Option<String>,
+    pub session_id: Option<SessionId>,
+    pub stream: bool,
+    /// The client's JSON body with the gateway-only fields removed.
+    pub body: Bytes,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct ChatAnswer {
+    pub model: ResolvedModel,
+    pub session: SessionRecord,
+    pub reply: ChatReply,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error(transparent)]
+    Model(#[from] ResolveModelError),
+    #[error(transparent)]
+    Session(#[from] ChatSessionError),
+    #[error(transparent)]
+    Upstream(#[from] MarketplaceError),
+}
+
+/// The caps a request must respect (checked before anything is spent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatLimits {
+    pub max_tokens: u32,
+    pub max_choices: u32,
+    pub max_messages: usize,
+    pub max_tools: usize,
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        Self {
+            max_tokens: 32_768,
+            max_choices: 8,
+            max_messages: 1_000,
+            max_tools: 128,
+        }
+    }
+}
+
+/// The numbers of a request that the caps apply to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChatShape {
+    pub max_tokens: Option<u64>,
+    pub choices: Option<u64>,
+    pub messages: usize,
+    pub tools: usize,
+}
+
+/// A request over a cap: `param` names the field, `code` is stable for clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct LimitExceeded {
+    pub param: &'static str,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ChatLimits {
+    pub fn check(&self, shape: &ChatShape) -> Result<(), LimitExceeded> {
+        let over = |param, code, message: String| {
+            Err(LimitExceeded {
+                param,
+                code,
+                message,
+            })
+        };
+        if shape.max_tokens.is_some_and(|n| n > u64::from(self.max_tokens)) {
+            return over(
+                "max_tokens",
+                "max_tokens_exceeded",
+                format!("max_tokens may be at most {}", self.max_tokens),
+            );
+        }
+        if shape.choices.is_some_and(|n| n > u64::from(self.max_choices)) {
+            return over(
+                "n",
+                "too_many_choices",
+                format!("n may be at most {}", self.max_choices),
+            );
+        }
+        if shape.messages > self.max_messages {
+            return over(
+                "messages",
+                "too_many_messages",
+                format!("a request may carry at most {} messages", self.max_messages),
+            );
+        }
+        if shape.tools > self.max_tools {
+            return over(
+                "tools",
+                "too_many_tools",
+                format!("a request may declare at most {} tools", self.max_tools),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub struct ChatService {
+    sessions: SessionService,
+    retry_delay: Duration,
+}
+
+impl ChatService {
+    pub fn new(sessions: SessionService) -> Self {
+        Self {
+            sessions,
+            retry_delay: Duration::from_millis(100),
+        }
+    }
+
+    /// How long to wait before the one retry after a transient upstream failure.
+    pub fn with_retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// Resolves the model and the session, then asks the upstream. The meter learns the
+    /// model and session as soon as they are known, so a failure is still attributed.
+    pub async fn complete(
+        &self,
+        owner: SessionOwner,
+        request: ChatRequest,
+        meter: &mut super::UsageMeter,
+    ) -> Result<ChatAnswer, ChatError> {
+        let (model, mut session) = match &request.session_id {
+            Some(id) => {
+                let session = self.sessions.pinned_session(owner, id).await?;
+                let model = ResolvedModel {
+                    name: self
+                        .sessions
+                        .catalogue()
+                        .name_of(&session.model_id)
+                        .unwrap_or_default(),
+                    id: session.model_id.clone(),
+                };
+                (model, session)
+            }
+            None => {
+                let model = self
+                    .sessions
+                    .catalogue()
+                    .resolve(request.model.as_deref())?;
+                meter.set_model(model.id.clone());
+                let session = self.sessions.session_for_chat(owner, &model).await?;
+                (model, session)
+            }
+        };
+        meter.set_model(model.id.clone());
+        meter.set_session(session.id.clone());
+
+        let mut renewed = false;
+        let mut retried = false;
+        loop {
+            let call = ChatCall {
+                session: session.id.clone(),
+                body: request.body.clone(),
+                stream: request.stream,
+                request_id: request.request_id.clone(),
+            };
+            match self.sessions.market().chat(call).await {
+                Ok(reply) => {
+                    return Ok(ChatAnswer {
+                        model,
+                        session,
+                        reply,
+                    });
+                }
+                Err(MarketplaceError::SessionGone(gone)) if !renewed => {
+                    tracing::info!(session = %session.id, %gone, "upstream session gone; renewing once");
+                    renewed = true;
+                    session = self
+                        .sessions
+                        .renew_for_chat(owner, &session)
+                        .await
+                        .map_err(|e| match e {
+                            // The user did not ask for a new paid session: say why it ended.
+                            ChatSessionError::AutomationDisabled => ChatSessionError::Ended,
+                            other => other,
+                        })?;
+                    meter.set_session(session.id.clone());
+                }
+                Err(error) if !retried && is_transient(&error) => {
+                    tracing::info!(session = %session.id, %error, "transient upstream failure; retrying once");
+                    retried = true;
+                    tokio::time::sleep(self.retry_delay).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+/// Failures after which the same request can be sent again without harm: nothing reached the
+/// client, and the provider side said it was briefly unavailable.
+fn is_transient(error: &MarketplaceError) -> bool {
+    match error {
+        MarketplaceError::Unreachable(_) => true,
+        MarketplaceError::Rejected { status, .. } => matches!(status, 502..=504),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_name_the_field_over_its_limit() {
+        let limits = ChatLimits::default();
+        assert!(limits.check(&ChatShape::default()).is_ok());
+        let shape = ChatShape {
+            max_tokens: Some(u64::from(limits.max_tokens) + 1),
+            ..ChatShape::default()
+        };
+        assert_eq!(limits.check(&shape).unwrap_err().param, "max_tokens");
+        let shape = ChatShape {
+            choices: Some(9),
+            ..ChatShape::default()
+        };
+        assert_eq!(limits.check(&shape).unwrap_err().code, "too_many_choices");
+        let shape = ChatShape {
+            messages: 1001,
+            ..ChatShape::default()
+        };
+        assert_eq!(limits.check(&shape).unwrap_err().param, "messages");
+        let shape = ChatShape {
+            tools: 129,
+            ..ChatShape::default()
+        };
+        assert_eq!(limits.check(&shape).unwrap_err().param, "tools");
+    }
+}

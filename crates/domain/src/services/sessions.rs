@@ -1,0 +1,474 @@
+//! Marketplace sessions: which session a chat request runs on, and the session operations of
+//! the API (open by model or bid, close, ping, approve).
+//!
+//! A session belongs to the API key that opened it; a key has at most one active session per
+//! model. Opening is single-flight per (key, model) in this process, and the storage's unique
+//! index settles races between replicas.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use chrono::{DateTime, Utc};
+
+use super::{AutomationService, ModelCatalogue, ResolveModelError, ResolvedModel};
+use crate::model::*;
+use crate::ports::*;
+
+/// A request does not start on a session this close to its end: it could expire mid-answer.
+const END_MARGIN_SECONDS: i64 = 30;
+
+/// The caller of a session operation: the API key the request was made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOwner {
+    pub key: ApiKeyId,
+    pub user: UserId,
+}
+
+#[derive(Clone)]
+pub struct SessionService {
+    sessions: Arc<dyn SessionRepository>,
+    market: Arc<dyn Marketplace>,
+    automation: AutomationService,
+    catalogue: Arc<ModelCatalogue>,
+    spender: Option<EthAddress>,
+    flights: Arc<Mutex<HashMap<(ApiKeyId, ModelId), Weak<tokio::sync::Mutex<()>>>>>,
+}
+
+/// Why a chat request has no session to run on.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatSessionError {
+    /// The `session_id` the client gave is not one of its key's sessions.
+    #[error("session not found")]
+    NotFound,
+    /// The `session_id` the client gave has ended.
+    #[error("session has ended")]
+    Ended,
+    /// No active session and automation is off for this user.
+    #[error("automation is disabled")]
+    AutomationDisabled,
+    #[error(transparent)]
+    Upstream(#[from] MarketplaceError),
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenSessionError {
+    #[error(transparent)]
+    Model(#[from] ResolveModelError),
+    /// The proxy-router does not know the bid.
+    #[error("bid not found")]
+    BidNotFound,
+    #[error(transparent)]
+    Upstream(#[from] MarketplaceError),
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloseSessionError {
+    #[error("session not found")]
+    NotFound,
+    #[error(transparent)]
+    Upstream(#[from] MarketplaceError),
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PingSessionError {
+    #[error("session not found")]
+    NotFound,
+    #[error(transparent)]
+    Upstream(#[from] MarketplaceError),
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApproveError {
+    /// No spender (the Diamond contract) is configured.
+    #[error("no spender is configured")]
+    NoSpender,
+    #[error(transparent)]
+    Upstream(#[from] MarketplaceError),
+}
+
+/// What a ping found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PingOutcome {
+    /// The key has no active session.
+    NoSession,
+    Alive(SessionRecord),
+    /// Past its end or closed on chain; the record is retired.
+    Ended(SessionRecord),
+}
+
+/// What opening by model or bid did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedSession {
+    pub session: SessionRecord,
+    /// `false` when the key's active session for the model was returned as is.
+    pub created: bool,
+}
+
+impl SessionService {
+    pub fn new(
+        sessions: Arc<dyn SessionRepository>,
+        market: Arc<dyn Marketplace>,
+        automation: AutomationService,
+        catalogue: Arc<ModelCatalogue>,
+        spender: Option<EthAddress>,
+    ) -> Self {
+        Self {
+            sessions,
+            market,
+            automation,
+            catalogue,
+            spender,
+            flights: Arc::default(),
+        }
+    }
+
+    pub fn catalogue(&self) -> &Arc<ModelCatalogue> {
+        &self.catalogue
+    }
+
+    pub fn market(&self) -> &Arc<dyn Marketplace> {
+        &self.market
+    }
+
+    fn margin() -> chrono::Duration {
+        chrono::Duration::seconds(END_MARGIN_SECONDS)
+    }
+
+    /// The session the client named in a chat request: it must belong to the key.
+    pub async fn pinned_session(
+        &self,
+        owner: SessionOwner,
+        id: &SessionId,
+    ) -> Result<SessionRecord, ChatSessionError> {
+        let session = self
+            .sessions
+            .find_key_session(owner.key, id)
+            .await?
+            .ok_or(ChatSessionError::NotFound)?;
+        if session.state != SessionState::Active || session.ends_at <= Utc::now() {
+            return Err(ChatSessionError::Ended);
+        }
+        Ok(session)
+    }
+
+    /// The session a chat request without `session_id` runs on: the key's active session for
+    /// the model, else a new one when the user's automation allows it.
+    pub async fn session_for_chat(
+        &self,
+        owner: SessionOwner,
+        model: &ResolvedModel,
+    ) -> Result<SessionRecord, ChatSessionError> {
+        if let Some(session) = self.usable_session(owner.key, &model.id).await? {
+            return Ok(session);
+        }
+        let settings = self.automation.get(owner.user).await?;
+        if !settings.is_enabled {
+            return Err(ChatSessionError::AutomationDisabled);
+        }
+        let terms = SessionTerms {
+            duration: settings.session_duration,
+            direct_payment: false,
+            failover: false,
+        };
+        let opened = self
+            .open_single_flight(owner, &model.id, SessionOrigin::Automated, terms)
+            .await
+            .map_err(|e| match e {
+                OpenSessionError::Upstream(e) => ChatSessionError::Upstream(e),
+                OpenSessionError::Unknown(e) => ChatSessionError::Unknown(e),
+                other => ChatSessionError::Unknown(anyhow::anyhow!(other)),
+            })?;
+        Ok(opened.session)
+    }
+
+    /// After the upstream said a session is expired or unknown: retire it and find or open
+    /// another for the same model (automation permitting).
+    pub async fn renew_for_chat(
+        &self,
+        owner: SessionOwner,
+        gone: &SessionRecord,
+    ) -> Result<SessionRecord, ChatSessionError> {
+        self.sessions.retire_session(&gone.id).await?;
+        let model = ResolvedModel {
+            id: gone.model_id.clone(),
+            name: self.catalogue.name_of(&gone.model_id).unwrap_or_default(),
+        };
+        self.session_for_chat(owner, &model).await
+    }
+
+    async fn usable_session(
+        &self,
+        key: ApiKeyId,
+        model: &ModelId,
+    ) -> anyhow::Result<Option<SessionRecord>> {
+        let found = self.sessions.find_active_session(key, model).await?;
+        Ok(found.filter(|s| s.is_usable(Utc::now(), Self::margin())))
+    }
+
+    /// `POST /session/modelsession`: the key's active session for the model, or a new one.
+    pub async fn open_for_model(
+        &self,
+        owner: SessionOwner,
+        model: &str,
+        terms: SessionTerms,
+    ) -> Result<OpenedSession, OpenSessionError> {
+        let model = self.catalogue.resolve(Some(model))?;
+        self.open_single_flight(owner, &model.id, SessionOrigin::Model, terms)
+            .await
+    }
+
+    /// `POST /session/bidsession`: a new session on exactly this bid. It replaces the key's
+    /// active session for the bid's model.
+    pub async fn open_for_bid(
+        &self,
+        owner: SessionOwner,
+        bid: &BidId,
+        terms: SessionTerms,
+    ) -> Result<OpenedSession, OpenSessionError> {
+        let id = self
+            .market
+            .open_bid_session(bid, terms)
+            .await
+            .map_err(|e| match e {
+                MarketplaceError::Rejected { ref message, .. }
+                    if message.to_lowercase().contains("not found") =>
+                {
+                    OpenSessionError::BidNotFound
+                }
+                other => OpenSessionError::Upstream(other),
+            })?;
+        let opened_at = Utc::now();
+        let upstream = self.market.session(&id).await.ok();
+        let model_id = upstream
+            .as_ref()
+            .and_then(|s| ModelId::parse(&s.model_agent_id).ok())
+            .ok_or_else(|| {
+                OpenSessionError::Unknown(anyhow::anyhow!(
+                    "the proxy-router did not report which model session {id} serves"
+                ))
+            })?;
+        let record = SessionRecord {
+            id,
+            api_key_id: owner.key,
+            user_id: owner.user,
+            model_id,
+            bid_id: Some(bid.clone()),
+            origin: SessionOrigin::Bid,
+            state: SessionState::Active,
+            opened_at,
+            ends_at: ends_at(upstream.as_ref(), opened_at, terms),
+            closed_at: None,
+        };
+        let flight = self.flight(owner.key, &record.model_id);
+        let _guard = flight.lock().await;
+        if let Some(previous) = self
+            .sessions
+            .find_active_session(owner.key, &record.model_id)
+            .await?
+        {
+            self.sessions.retire_session(&previous.id).await?;
+        }
+        let session = self.store(record).await?;
+        Ok(OpenedSession {
+            session,
+            created: true,
+        })
+    }
+
+    /// Opens at most one session per (key, model) at a time in this process: concurrent
+    /// callers wait for the first and then find its session.
+    async fn open_single_flight(
+        &self,
+        owner: SessionOwner,
+        model: &ModelId,
+        origin: SessionOrigin,
+        terms: SessionTerms,
+    ) -> Result<OpenedSession, OpenSessionError> {
+        let flight = self.flight(owner.key, model);
+        let _guard = flight.lock().await;
+        if let Some(existing) = self.sessions.find_active_session(owner.key, model).await? {
+            if existing.is_usable(Utc::now(), Self::margin()) {
+                return Ok(OpenedSession {
+                    session: existing,
+                    created: false,
+                });
+            }
+            // Ending soon or past its end: stop using it; the janitor closes it once the
+            // chain's end has passed (closing earlier locks the unused stake).
+            self.sessions.retire_session(&existing.id).await?;
+        }
+        let opened_at = Utc::now();
+        let id = self.market.open_model_session(model, terms).await?;
+        let upstream = match self.market.session(&id).await {
+            Ok(s) => Some(s),
+            Err(error) => {
+                tracing::warn!(session = %id, %error, "could not read a new session's end; estimating it");
+                None
+            }
+        };
+        let record = SessionRecord {
+            id,
+            api_key_id: owner.key,
+            user_id: owner.user,
+            model_id: model.clone(),
+            bid_id: None,
+            origin,
+            state: SessionState::Active,
+            opened_at,
+            ends_at: ends_at(upstream.as_ref(), opened_at, terms),
+            closed_at: None,
+        };
+        let session = self.store(record).await?;
+        Ok(OpenedSession {
+            session,
+            created: true,
+        })
+    }
+
+    /// Stores a freshly opened session. If another replica stored one for the same key and
+    /// model meanwhile, ours is kept as retired (the janitor closes it at its end) and theirs
+    /// is used.
+    async fn store(&self, record: SessionRecord) -> Result<SessionRecord, OpenSessionError> {
+        match self.sessions.insert_session(record.clone()).await {
+            Ok(()) => Ok(record),
+            Err(InsertSessionError::ActiveExists) => {
+                let mut retired = record.clone();
+                retired.state = SessionState::Retired;
+                if let Err(error) = self.sessions.insert_session(retired).await {
+                    tracing::error!(session = %record.id, %error, "could not record a surplus session");
+                }
+                self.sessions
+                    .find_active_session(record.api_key_id, &record.model_id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("the winning session vanished").into())
+            }
+            Err(InsertSessionError::Duplicate) => Err(OpenSessionError::Unknown(anyhow::anyhow!(
+                "the proxy-router returned session {} twice",
+                record.id
+            ))),
+            Err(InsertSessionError::Unknown(e)) => Err(OpenSessionError::Unknown(e)),
+        }
+    }
+
+    fn flight(&self, key: ApiKeyId, model: &ModelId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut flights = self
+            .flights
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Drop the entries nobody holds any more, so the map stays as small as the number
+        // of opens in progress.
+        flights.retain(|_, weak| weak.strong_count() > 0);
+        let entry = flights.entry((key, model.clone())).or_default();
+        if let Some(existing) = entry.upgrade() {
+            return existing;
+        }
+        let fresh = Arc::new(tokio::sync::Mutex::new(()));
+        *entry = Arc::downgrade(&fresh);
+        fresh
+    }
+
+    /// `POST /session/closesession`: closes one of the key's sessions, or all its active ones.
+    /// Returns the ids closed.
+    pub async fn close(
+        &self,
+        owner: SessionOwner,
+        which: Option<&SessionId>,
+    ) -> Result<Vec<SessionId>, CloseSessionError> {
+        let targets = match which {
+            Some(id) => {
+                let session = self
+                    .sessions
+                    .find_key_session(owner.key, id)
+                    .await?
+                    .ok_or(CloseSessionError::NotFound)?;
+                if session.state == SessionState::Closed {
+                    return Ok(vec![]);
+                }
+                vec![session]
+            }
+            None => self.sessions.list_active_sessions(owner.key).await?,
+        };
+        let mut closed = Vec::with_capacity(targets.len());
+        for session in targets {
+            match self.market.close_session(&session.id).await {
+                Ok(_) | Err(MarketplaceError::SessionGone(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.sessions
+                .mark_session_closed(&session.id, Utc::now())
+                .await?;
+            closed.push(session.id);
+        }
+        Ok(closed)
+    }
+
+    /// `POST /session/pingsession`: asks the chain about the session (no tokens are spent, the
+    /// original sent a real prompt).
+    pub async fn ping(
+        &self,
+        owner: SessionOwner,
+        which: Option<&SessionId>,
+    ) -> Result<PingOutcome, PingSessionError> {
+        let session = match which {
+            Some(id) => self
+                .sessions
+                .find_key_session(owner.key, id)
+                .await?
+                .ok_or(PingSessionError::NotFound)?,
+            None => match self
+                .sessions
+                .list_active_sessions(owner.key)
+                .await?
+                .into_iter()
+                .next()
+            {
+                Some(s) => s,
+                None => return Ok(PingOutcome::NoSession),
+            },
+        };
+        if session.state != SessionState::Active {
+            return Ok(PingOutcome::Ended(session));
+        }
+        let alive = match self.market.session(&session.id).await {
+            Ok(upstream) => {
+                !upstream.is_closed() && upstream.ends_at_utc() > Utc::now()
+            }
+            Err(MarketplaceError::SessionGone(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if alive {
+            Ok(PingOutcome::Alive(session))
+        } else {
+            self.sessions.retire_session(&session.id).await?;
+            Ok(PingOutcome::Ended(session))
+        }
+    }
+
+    /// `POST /session/approve`: lets the configured spender move `amount` wei from the node's
+    /// wallet.
+    pub async fn approve(&self, amount: u128) -> Result<TxHash, ApproveError> {
+        let spender = self.spender.as_ref().ok_or(ApproveError::NoSpender)?;
+        Ok(self.market.approve(spender, amount).await?)
+    }
+}
+
+/// The chain's end when known; otherwise an estimate from the requested duration (the janitor
+/// corrects it from the chain later).
+fn ends_at(
+    upstream: Option<&UpstreamSession>,
+    opened_at: DateTime<Utc>,
+    terms: SessionTerms,
+) -> DateTime<Utc> {
+    match upstream {
+        Some(s) if s.ends_at > 0 => s.ends_at_utc(),
+        _ => opened_at + chrono::Duration::seconds(i64::from(terms.duration.seconds())),
+    }
+}

@@ -30,7 +30,16 @@ def _new_user():
         timeout=10,
     )
     r.raise_for_status()
-    return token, r.json()["key"]
+    key = r.json()["key"]
+    # Automation on, so chat requests can open a session on the simulated marketplace.
+    r = requests.put(
+        f"{BASE}/api/v1/automation/settings",
+        json={"is_enabled": True},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    r.raise_for_status()
+    return token, key
 
 
 def _set_authorization(case, value):
@@ -48,7 +57,7 @@ class BearerAuth:
         _set_authorization(case, f"Bearer {data}")
 
 
-@schemathesis.auth().apply_to(path_regex=r"^/api/v1/automation/")
+@schemathesis.auth().apply_to(path_regex=r"^/api/v1/(automation|session|chat)/")
 class APIKeyAuth:
     def get(self, case, context):
         _token, key = _new_user()

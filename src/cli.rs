@@ -17,6 +17,13 @@ pub struct Cli {
     /// A TOML file with settings (env vars override it) [env: MORPHEUS_CONFIG]
     #[arg(long, global = true, env = "MORPHEUS_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The Morpheus proxy-router, e.g. http://127.0.0.1:8082 [env: MORPHEUS_PROXY_ROUTER_URL]
+    #[arg(long, global = true)]
+    pub proxy_router_url: Option<String>,
+    /// Demo mode: run a simulated marketplace in-process and use it (never in production)
+    /// [env: MORPHEUS_SIMULATE_MARKETPLACE]
+    #[arg(long, global = true)]
+    pub simulate_marketplace: bool,
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]

@@ -71,6 +71,36 @@ pub struct Settings {
     /// When set, delegations must be granted to this address.
     pub gateway_delegate_address: Option<String>,
     pub log_format: LogFormat,
+    /// The Morpheus proxy-router (`http://host:8082`); without one, marketplace routes
+    /// answer 503 saying what to configure.
+    pub proxy_router_url: Option<String>,
+    pub proxy_router_user: Option<String>,
+    pub proxy_router_password: Option<SecretString>,
+    pub proxy_router_connect_timeout_ms: u64,
+    /// Longest wait for the head of an answer (chat included).
+    pub proxy_router_first_byte_timeout_ms: u64,
+    /// Longest quiet gap inside a streamed answer.
+    pub proxy_router_idle_timeout_ms: u64,
+    /// Longest whole exchange for the non-chat calls (models, sessions, approve).
+    pub proxy_router_request_timeout_ms: u64,
+    /// Runs an in-process marketplace simulator and uses it as the proxy-router: a local
+    /// demo, refused in production.
+    pub simulate_marketplace: bool,
+    /// An optional feed of the models to offer (`{"models":[…]}`, the chain's shape).
+    pub active_models_url: Option<String>,
+    pub models_refresh_seconds: u64,
+    /// The model used when a request names none (name or 0x id).
+    pub default_model: Option<String>,
+    /// Extra model names: `alias=model,alias2=0x…`.
+    pub model_aliases: Option<String>,
+    /// The spender `POST /session/approve` approves (the Diamond contract).
+    pub diamond_contract_address: Option<String>,
+    /// How often ended sessions are closed and records reconciled with the chain.
+    pub session_sweep_seconds: u64,
+    pub chat_max_tokens: u32,
+    pub chat_max_choices: u32,
+    pub chat_max_messages: usize,
+    pub chat_max_tools: usize,
 }
 
 impl Default for Settings {
@@ -101,6 +131,24 @@ impl Default for Settings {
             max_api_keys_per_user: 100,
             gateway_delegate_address: None,
             log_format: LogFormat::Pretty,
+            proxy_router_url: None,
+            proxy_router_user: None,
+            proxy_router_password: None,
+            proxy_router_connect_timeout_ms: 3_000,
+            proxy_router_first_byte_timeout_ms: 60_000,
+            proxy_router_idle_timeout_ms: 60_000,
+            proxy_router_request_timeout_ms: 30_000,
+            simulate_marketplace: false,
+            active_models_url: None,
+            models_refresh_seconds: 60,
+            default_model: None,
+            model_aliases: None,
+            diamond_contract_address: None,
+            session_sweep_seconds: 60,
+            chat_max_tokens: 32_768,
+            chat_max_choices: 8,
+            chat_max_messages: 1_000,
+            chat_max_tools: 128,
         }
     }
 }
@@ -132,6 +180,24 @@ const ENV_KEYS: &[&str] = &[
     "max_api_keys_per_user",
     "gateway_delegate_address",
     "log_format",
+    "proxy_router_url",
+    "proxy_router_user",
+    "proxy_router_password",
+    "proxy_router_connect_timeout_ms",
+    "proxy_router_first_byte_timeout_ms",
+    "proxy_router_idle_timeout_ms",
+    "proxy_router_request_timeout_ms",
+    "simulate_marketplace",
+    "active_models_url",
+    "models_refresh_seconds",
+    "default_model",
+    "model_aliases",
+    "diamond_contract_address",
+    "session_sweep_seconds",
+    "chat_max_tokens",
+    "chat_max_choices",
+    "chat_max_messages",
+    "chat_max_tools",
 ];
 
 impl Settings {
@@ -153,11 +219,37 @@ impl Settings {
         if let Some(url) = &cli.database_url {
             figment = figment.merge(("database_url", url));
         }
+        if let Some(url) = &cli.proxy_router_url {
+            figment = figment.merge(("proxy_router_url", url));
+        }
+        if cli.simulate_marketplace {
+            figment = figment.merge(("simulate_marketplace", true));
+        }
         Ok(figment.extract()?)
     }
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// `alias=model` pairs from `model_aliases`.
+    ///
+    /// # Errors
+    /// When an entry has no `=` or an empty side.
+    pub fn model_aliases(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let Some(raw) = &self.model_aliases else {
+            return Ok(vec![]);
+        };
+        raw.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| match entry.split_once('=') {
+                Some((alias, model)) if !alias.trim().is_empty() && !model.trim().is_empty() => {
+                    Ok((alias.trim().to_owned(), model.trim().to_owned()))
+                }
+                _ => anyhow::bail!("MORPHEUS_MODEL_ALIASES entries are alias=model, got {entry:?}"),
+            })
+            .collect()
     }
 }
 
@@ -185,6 +277,23 @@ mod tests {
             assert_eq!(s.database_url, "postgres://db/x");
             Ok(())
         });
+    }
+
+    #[test]
+    fn model_aliases_are_pairs() {
+        let mut s = Settings {
+            model_aliases: Some(" gpt-4o = llama-3.3-70b ,fast=0xab ,".into()),
+            ..Settings::default()
+        };
+        assert_eq!(
+            s.model_aliases().unwrap(),
+            vec![
+                ("gpt-4o".to_owned(), "llama-3.3-70b".to_owned()),
+                ("fast".to_owned(), "0xab".to_owned())
+            ]
+        );
+        s.model_aliases = Some("nonsense".into());
+        assert!(s.model_aliases().is_err());
     }
 
     #[test]

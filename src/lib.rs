@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod configuration;
+pub mod marketplace;
 pub mod secrets;
 pub mod spec;
 pub mod startup;

@@ -15,12 +15,15 @@ use morpheus_api::{ApiDoc, AppState, ServiceMeta};
 use morpheus_domain::EthAddress;
 use morpheus_domain::crypto::{ApiKeyHasher, WalletSealer};
 use morpheus_domain::services::*;
-use morpheus_storage::{Database, DatabaseUrl, PoolOptions};
+use morpheus_storage::{
+    BatchedUsageWriter, Database, DatabaseUrl, PoolOptions, UsageWriterOptions, UsageWriterTask,
+};
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::configuration::Settings;
+use crate::marketplace::{self, MarketplaceWiring};
 use crate::secrets::Secrets;
 use crate::spec;
 
@@ -31,7 +34,14 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 pub struct Application {
     port: u16,
     server: Server,
+    usage_writer: UsageWriterTask,
+    /// The demo simulator, when `--simulate-marketplace` started one.
+    simulator: Option<morpheus_router_sim::SimHandle>,
 }
+
+/// How long start-up waits for the first model list before serving without one (requests
+/// that need it answer 503 until the background refresh succeeds).
+const FIRST_CATALOGUE_WAIT: Duration = Duration::from_secs(5);
 
 impl Application {
     /// Connects to the database, applies migrations and binds the listener.
@@ -41,25 +51,79 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let secrets = Secrets::resolve(&settings)?;
         let database = connect(&settings).await?;
-        let state = build_state(&settings, &secrets, database)?;
+        let marketplace = marketplace::connect(&settings).await?;
+        let Built {
+            state,
+            usage_writer,
+            janitor,
+        } = build_state(&settings, &secrets, database, &marketplace)?;
+        start_marketplace_tasks(&settings, &marketplace, &state, janitor).await;
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         tracing::info!(address = %listener.local_addr()?, "morpheus-gateway listening");
         spawn_housekeeping(state.accounts.clone());
         let server = run(listener, state, workers(settings.workers))?;
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            usage_writer,
+            simulator: marketplace.simulator,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// The demo simulator's address, when one runs in-process.
+    pub fn simulator_url(&self) -> Option<String> {
+        self.simulator.as_ref().map(|s| s.base_url())
+    }
+
     /// # Errors
     /// When the server fails while running.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        Ok(self.server.await?)
+        let served = self.server.await;
+        // Whatever the server's fate, the usage records already taken are written.
+        self.usage_writer.flush_and_stop().await;
+        Ok(served?)
     }
+}
+
+async fn start_marketplace_tasks(
+    settings: &Settings,
+    wiring: &MarketplaceWiring,
+    state: &AppState,
+    janitor: SessionJanitor,
+) {
+    if !wiring.configured {
+        return;
+    }
+    let catalogue = state.sessions.catalogue().clone();
+    let first = marketplace::refresh_catalogue(&*wiring.market, wiring.feed.as_deref(), &catalogue);
+    match tokio::time::timeout(FIRST_CATALOGUE_WAIT, first).await {
+        Ok(Ok(())) => tracing::info!(
+            models = catalogue.snapshot().listed.len(),
+            "model catalogue loaded"
+        ),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "loading the model catalogue failed; retrying in the background")
+        }
+        Err(_) => {
+            tracing::warn!("loading the model catalogue timed out; retrying in the background")
+        }
+    }
+    marketplace::spawn_catalogue_refresh(
+        wiring.market.clone(),
+        wiring.feed.clone(),
+        catalogue,
+        Duration::from_secs(settings.models_refresh_seconds.max(1)),
+    );
+    marketplace::spawn_session_janitor(
+        janitor,
+        Duration::from_secs(settings.session_sweep_seconds.max(1)),
+    );
 }
 
 /// How often expired refresh-token records are purged. Every replica does it; the delete is
@@ -150,7 +214,8 @@ pub fn build_state(
     settings: &Settings,
     secrets: &Secrets,
     database: Database,
-) -> anyhow::Result<AppState> {
+    marketplace: &MarketplaceWiring,
+) -> anyhow::Result<Built> {
     let db = Arc::new(database);
     let tokens = Arc::new(JwtCodec::new(JwtSettings {
         secret: secrets.jwt_secret.clone(),
@@ -178,13 +243,44 @@ pub fn build_state(
         .map(EthAddress::parse)
         .transpose()
         .context("MORPHEUS_GATEWAY_DELEGATE_ADDRESS must be 0x followed by 40 hex digits")?;
-    Ok(AppState {
+    let spender = settings
+        .diamond_contract_address
+        .as_deref()
+        .map(EthAddress::parse)
+        .transpose()
+        .context("MORPHEUS_DIAMOND_CONTRACT_ADDRESS must be 0x followed by 40 hex digits")?;
+    let catalogue = Arc::new(ModelCatalogue::new(CatalogueOptions {
+        default_model: settings.default_model.clone(),
+        aliases: settings.model_aliases()?,
+    }));
+    let automation = AutomationService::new(db.clone());
+    let db_for_janitor = db.clone();
+    let sessions = SessionService::new(
+        db.clone(),
+        marketplace.market.clone(),
+        automation.clone(),
+        catalogue,
+        spender,
+    );
+    let (usage, usage_writer) =
+        BatchedUsageWriter::start(db.clone(), UsageWriterOptions::default());
+    let state = AppState {
         accounts: AccountService::new(db.clone(), db.clone(), hasher, tokens, throttle, lifetimes),
         api_keys: ApiKeyService::new(db.clone(), ApiKeyHasher::new(&secrets.api_key_pepper)?)
             .with_max_active_per_user(settings.max_api_keys_per_user),
         wallets: WalletService::new(db.clone(), Arc::new(wallet_sealer(secrets)?)),
         delegations: DelegationService::new(db.clone(), gateway_address),
-        automation: AutomationService::new(db.clone()),
+        automation,
+        chat: ChatService::new(sessions.clone()),
+        sessions,
+        usage: Arc::new(usage),
+        chat_limits: ChatLimits {
+            max_tokens: settings.chat_max_tokens,
+            max_choices: settings.chat_max_choices,
+            max_messages: settings.chat_max_messages,
+            max_tools: settings.chat_max_tools,
+        },
+        marketplace_configured: marketplace.configured,
         health: db,
         meta: ServiceMeta {
             name: "Morpheus API Gateway".to_owned(),
@@ -192,7 +288,19 @@ pub fn build_state(
             description: "OpenAI-compatible API gateway for the Morpheus inference marketplace"
                 .to_owned(),
         },
+    };
+    Ok(Built {
+        state,
+        usage_writer,
+        janitor: SessionJanitor::new(db_for_janitor, marketplace.market.clone()),
     })
+}
+
+/// What [`build_state`] assembles: the handlers' state and the background pieces.
+pub struct Built {
+    pub state: AppState,
+    pub usage_writer: UsageWriterTask,
+    pub janitor: SessionJanitor,
 }
 
 fn run(listener: TcpListener, state: AppState, workers: usize) -> anyhow::Result<Server> {

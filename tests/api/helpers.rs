@@ -54,6 +54,8 @@ pub async fn spawn_app() -> TestApp {
 /// Spawns the app after letting the test adjust its settings.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     log_capture::install();
+    // reqwest's rustls has no default crypto provider; an error means one is installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("temp dir");
     let db = match std::env::var("MORPHEUS_TEST_DATABASE_URL") {
         Ok(admin_url) if !admin_url.is_empty() => create_pg_database(admin_url),

@@ -4,13 +4,17 @@
 mod accounts;
 mod api_keys;
 mod automation;
+mod chat;
 mod contract;
 mod contract_diff;
 mod delegations;
 mod errors;
 mod helpers;
 mod log_capture;
+mod market;
+mod models;
 mod secrets_in_logs;
+mod sessions;
 mod system;
 mod tokens;
 mod wallet;

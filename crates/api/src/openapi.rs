@@ -13,6 +13,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
     modifiers(&SecuritySchemes),
     tags(
         (name = "Auth", description = "Accounts, tokens, API keys, wallet keys and delegations"),
+        (name = "Models", description = "The marketplace's models and bids"),
+        (name = "Chat", description = "OpenAI-compatible chat completions (API key)"),
+        (name = "Session", description = "Marketplace sessions of the calling API key"),
         (name = "Automation", description = "Automatic session settings (API key)"),
         (name = "System", description = "Service information and health"),
     )

@@ -1,8 +1,9 @@
 use std::sync::Arc;
 
-use morpheus_domain::ports::HealthProbe;
+use morpheus_domain::ports::{HealthProbe, UsageSink};
 use morpheus_domain::services::{
-    AccountService, ApiKeyService, AutomationService, DelegationService, WalletService,
+    AccountService, ApiKeyService, AutomationService, ChatLimits, ChatService, DelegationService,
+    SessionService, WalletService,
 };
 
 /// What the service says about itself on `/` and `/health`.
@@ -21,6 +22,13 @@ pub struct AppState {
     pub wallets: WalletService,
     pub delegations: DelegationService,
     pub automation: AutomationService,
+    pub sessions: SessionService,
+    pub chat: ChatService,
+    /// Where chat requests leave their usage records (batched, off the request path).
+    pub usage: Arc<dyn UsageSink>,
+    pub chat_limits: ChatLimits,
+    /// `false` when no proxy-router is configured: marketplace routes answer 503 saying so.
+    pub marketplace_configured: bool,
     pub health: Arc<dyn HealthProbe>,
     pub meta: ServiceMeta,
 }

@@ -5,6 +5,9 @@
 //! synchronous, so each call runs on tokio's blocking pool through one bridge
 //! (`Database::run`); no query runs anywhere else.
 //!
+//! [`BatchedUsageWriter`] is the gateway's `UsageSink`: it queues usage records and writes
+//! them in batches from a background task, off the requests' path.
+//!
 //! Errors are `anyhow` chains with context such as "inserting an API key". They are meant for
 //! the logs: the HTTP layer answers an opaque 500, and database details (SQL, constraint
 //! names) never reach clients.
@@ -16,7 +19,9 @@ mod migrations;
 mod repositories;
 mod schema;
 mod url;
+mod usage_writer;
 
 pub use connection::AnyConnection;
 pub use database::{Database, PoolOptions};
 pub use url::DatabaseUrl;
+pub use usage_writer::{BatchedUsageWriter, UsageWriterOptions, UsageWriterTask};

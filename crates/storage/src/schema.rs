@@ -69,11 +69,46 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        api_key_id -> BigInt,
+        user_id -> BigInt,
+        model_id -> Text,
+        bid_id -> Nullable<Text>,
+        origin -> Text,
+        state -> Text,
+        opened_at -> Timestamp,
+        ends_at -> Timestamp,
+        closed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    usage_records (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        api_key_id -> BigInt,
+        model_id -> Nullable<Text>,
+        session_id -> Nullable<Text>,
+        prompt_tokens -> Nullable<Integer>,
+        completion_tokens -> Nullable<Integer>,
+        outcome -> Text,
+        status -> Integer,
+        stream -> Bool,
+        latency_ms -> Integer,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(wallet_keys -> users (user_id));
 diesel::joinable!(delegations -> users (user_id));
 diesel::joinable!(automation_settings -> users (user_id));
+diesel::joinable!(sessions -> api_keys (api_key_id));
+diesel::joinable!(sessions -> users (user_id));
+// No joinable! for usage_records: it has no foreign keys (see its migration).
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -82,4 +117,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     wallet_keys,
     delegations,
     automation_settings,
+    sessions,
+    usage_records,
 );

@@ -4,14 +4,20 @@
 
 mod api_key;
 mod automation;
+mod chat;
 mod delegation;
+mod models;
+mod session;
 mod system;
 mod user;
 mod wallet;
 
 pub use api_key::*;
 pub use automation::*;
+pub use chat::*;
 pub use delegation::*;
+pub use models::*;
+pub use session::*;
 pub use system::*;
 pub use user::*;
 pub use wallet::*;

@@ -120,3 +120,53 @@ impl From<DeleteDelegationError> for ApiError {
 fn busy() -> ApiError {
     ApiError::ServiceUnavailable("The server is busy; try again shortly")
 }
+
+impl From<OpenSessionError> for ApiError {
+    fn from(e: OpenSessionError) -> Self {
+        match e {
+            OpenSessionError::Model(ResolveModelError::Unknown(name)) => {
+                ApiError::NotFound(format!("Model '{name}' not found"))
+            }
+            OpenSessionError::Model(ResolveModelError::NotLoaded) => ApiError::ServiceUnavailable(
+                "The model list has not been loaded from the marketplace yet; retry shortly",
+            ),
+            OpenSessionError::Model(ResolveModelError::NoDefault) => {
+                ApiError::NotFound("No such model".to_owned())
+            }
+            OpenSessionError::BidNotFound => ApiError::NotFound("Bid not found".to_owned()),
+            OpenSessionError::Upstream(e) => e.into(),
+            OpenSessionError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<CloseSessionError> for ApiError {
+    fn from(e: CloseSessionError) -> Self {
+        match e {
+            CloseSessionError::NotFound => ApiError::NotFound("Session not found".to_owned()),
+            CloseSessionError::Upstream(e) => e.into(),
+            CloseSessionError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<PingSessionError> for ApiError {
+    fn from(e: PingSessionError) -> Self {
+        match e {
+            PingSessionError::NotFound => ApiError::NotFound("Session not found".to_owned()),
+            PingSessionError::Upstream(e) => e.into(),
+            PingSessionError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<ApproveError> for ApiError {
+    fn from(e: ApproveError) -> Self {
+        match e {
+            ApproveError::NoSpender => ApiError::ServiceUnavailable(
+                "No spender contract is configured (MORPHEUS_DIAMOND_CONTRACT_ADDRESS)",
+            ),
+            ApproveError::Upstream(e) => e.into(),
+        }
+    }
+}

@@ -8,11 +8,15 @@
 mod body;
 mod fields;
 mod from_domain;
+mod marketplace;
+mod openai;
 mod responses;
 
 pub use body::{ErrorResponse, HTTPValidationError, LocItem, ValidationError};
 pub use fields::Fields;
-pub use responses::{JsonBodyErrors, ServerErrors};
+pub use marketplace::UpstreamFailure;
+pub use openai::{OpenAiError, OpenAiErrorBody, OpenAiErrorDetail};
+pub use responses::{JsonBodyErrors, MarketplaceErrors, ServerErrors};
 
 use std::time::Duration;
 
@@ -70,6 +74,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     ServiceUnavailable(&'static str),
+    /// The marketplace failed; the status comes from [`UpstreamFailure`].
+    #[error("{}", .0.message)]
+    Upstream(UpstreamFailure),
     #[error("Internal server error")]
     Internal(#[source] anyhow::Error),
 }
@@ -92,6 +99,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Upstream(failure) => failure.status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -113,6 +121,11 @@ impl ResponseError for ApiError {
             }
             ApiError::ServiceUnavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, 1));
+            }
+            ApiError::Upstream(failure) => {
+                if let Some(secs) = failure.retry_after_secs() {
+                    response.insert_header((header::RETRY_AFTER, secs));
+                }
             }
             ApiError::Internal(cause) => {
                 tracing::error!(error.cause_chain = ?cause, "request failed with an internal error");

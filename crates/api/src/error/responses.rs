@@ -35,3 +35,25 @@ pub enum ServerErrors {
     )]
     Unavailable(ErrorResponse),
 }
+
+/// What any operation that calls the marketplace's proxy-router can answer because of it.
+#[derive(IntoResponses)]
+pub enum MarketplaceErrors {
+    #[response(
+        status = 400,
+        description = "The proxy-router or provider refused the request"
+    )]
+    Refused(ErrorResponse),
+    #[response(
+        status = 429,
+        description = "The proxy-router or provider is rate limiting; see Retry-After"
+    )]
+    RateLimited(ErrorResponse),
+    #[response(
+        status = 502,
+        description = "The proxy-router failed, cannot be reached, or sent an unusable answer"
+    )]
+    BadGateway(ErrorResponse),
+    #[response(status = 504, description = "The proxy-router did not answer in time")]
+    Timeout(ErrorResponse),
+}

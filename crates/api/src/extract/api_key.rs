@@ -6,7 +6,7 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use morpheus_domain::services::ApiKeyPrincipal;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, OpenAiError};
 
 /// The API key a request was made with (`Authorization: Bearer sk-…` or bare `sk-…`), verified
 /// on its whole secret, active, and owned by an active user. The request is bound to this key,
@@ -27,6 +27,26 @@ impl FromRequest for ApiKeyUser {
                 state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("AppState missing")))?;
             let principal = state.api_keys.authenticate(&presented).await?;
             Ok(ApiKeyUser(principal))
+        })
+    }
+}
+
+/// [`ApiKeyUser`] for the OpenAI-compatible endpoints: the same check, with failures in
+/// OpenAI's error shape so SDKs raise `AuthenticationError`.
+#[derive(Debug, Clone)]
+pub struct OpenAiKeyUser(pub ApiKeyPrincipal);
+
+impl FromRequest for OpenAiKeyUser {
+    type Error = OpenAiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, OpenAiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let inner = ApiKeyUser::from_request(req, payload);
+        Box::pin(async move {
+            inner
+                .await
+                .map(|k| OpenAiKeyUser(k.0))
+                .map_err(OpenAiError::from)
         })
     }
 }

@@ -30,30 +30,61 @@ impl<T: DeserializeOwned + 'static> FromRequest for ValidatedJson<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
-            .app_data::<web::Data<BodyLimit>>()
-            .map(|l| *l.get_ref())
-            .unwrap_or_default();
-        let early = check_headers(req, limit);
-        let mut payload = payload.take();
+        let body = read_body(req, payload);
+        Box::pin(async move { parse(&body.await?).map(ValidatedJson) })
+    }
+}
+
+/// Like [`ValidatedJson`], and keeps the body's bytes too: for requests forwarded upstream as
+/// the client wrote them (fields the gateway does not model included).
+#[derive(Debug)]
+pub struct JsonWithRaw<T> {
+    pub value: T,
+    pub raw: web::Bytes,
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonWithRaw<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = read_body(req, payload);
         Box::pin(async move {
-            early?;
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|_| {
-                    ApiError::validation(FieldError::new(
-                        vec![LocItem::from("body")],
-                        "body_unreadable",
-                        "The request body could not be read",
-                    ))
-                })?;
-                if body.len() + chunk.len() > limit.0 {
-                    return Err(ApiError::PayloadTooLarge { limit: limit.0 });
-                }
-                body.extend_from_slice(&chunk);
-            }
-            parse(&body).map(ValidatedJson)
+            let raw = body.await?;
+            let value = parse(&raw)?;
+            Ok(JsonWithRaw { value, raw })
         })
+    }
+}
+
+/// Reads the whole body within the configured limit, after checking the headers.
+fn read_body(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> impl Future<Output = Result<web::Bytes, ApiError>> + use<> {
+    let limit = req
+        .app_data::<web::Data<BodyLimit>>()
+        .map(|l| *l.get_ref())
+        .unwrap_or_default();
+    let early = check_headers(req, limit);
+    let mut payload = payload.take();
+    async move {
+        early?;
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| {
+                ApiError::validation(FieldError::new(
+                    vec![LocItem::from("body")],
+                    "body_unreadable",
+                    "The request body could not be read",
+                ))
+            })?;
+            if body.len() + chunk.len() > limit.0 {
+                return Err(ApiError::PayloadTooLarge { limit: limit.0 });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 }
 

@@ -8,8 +8,8 @@ mod path;
 mod query;
 mod serde_errors;
 
-pub use api_key::ApiKeyUser;
+pub use api_key::{ApiKeyUser, OpenAiKeyUser};
 pub use bearer::AuthenticatedUser;
-pub use json::{BodyLimit, ValidatedJson};
+pub use json::{BodyLimit, JsonWithRaw, ValidatedJson};
 pub use path::path_id;
 pub use query::ValidatedQuery;

@@ -3,6 +3,9 @@
 
 mod auth;
 mod automation;
+mod chat;
+mod models;
+pub(crate) mod session;
 mod system;
 
 use utoipa_actix_web::scope;
@@ -35,6 +38,22 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         scope("/api/v1/automation")
             .service(automation::get_automation_settings::get_automation_settings)
             .service(automation::update_automation_settings::update_automation_settings),
+    )
+    .service(
+        scope("/api/v1/models")
+            .service(models::list_models::list_models)
+            .service(models::list_models::list_models_slash)
+            .service(models::get_all_models::get_all_models)
+            .service(models::get_rated_bids::get_rated_bids),
+    )
+    .service(scope("/api/v1/chat").service(chat::create_chat_completion::create_chat_completion))
+    .service(
+        scope("/api/v1/session")
+            .service(session::approve_spending::approve_spending)
+            .service(session::create_bid_session::create_bid_session)
+            .service(session::create_model_session::create_model_session)
+            .service(session::close_session::close_session)
+            .service(session::ping_session::ping_session),
     )
     .service(system::root::root)
     .service(system::health_check::health_check);

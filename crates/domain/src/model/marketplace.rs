@@ -149,7 +149,12 @@ mod tests {
         let id = ModelId::parse(&upper).unwrap();
         assert_eq!(id.as_str(), format!("0x{}", "ab".repeat(32)));
         assert_eq!(id, ModelId::parse(&upper.to_lowercase()).unwrap());
-        for bad in ["", "0x", "ab".repeat(33).as_str(), &format!("0x{}", "g".repeat(64))] {
+        for bad in [
+            "",
+            "0x",
+            "ab".repeat(33).as_str(),
+            &format!("0x{}", "g".repeat(64)),
+        ] {
             assert!(ModelId::parse(bad).is_err(), "{bad:?}");
         }
         assert!(SessionId::parse(&format!("0x{}", "1".repeat(63))).is_err());

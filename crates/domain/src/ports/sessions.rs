@@ -52,8 +52,11 @@ pub trait SessionRepository: Send + Sync {
         limit: u32,
     ) -> anyhow::Result<Vec<SessionRecord>>;
     /// Corrects the recorded end after the chain was asked.
-    async fn update_session_end(&self, id: &SessionId, ends_at: DateTime<Utc>)
-    -> anyhow::Result<()>;
+    async fn update_session_end(
+        &self,
+        id: &SessionId,
+        ends_at: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
 }
 
 #[async_trait]

@@ -85,14 +85,20 @@ impl ChatLimits {
                 message,
             })
         };
-        if shape.max_tokens.is_some_and(|n| n > u64::from(self.max_tokens)) {
+        if shape
+            .max_tokens
+            .is_some_and(|n| n > u64::from(self.max_tokens))
+        {
             return over(
                 "max_tokens",
                 "max_tokens_exceeded",
                 format!("max_tokens may be at most {}", self.max_tokens),
             );
         }
-        if shape.choices.is_some_and(|n| n > u64::from(self.max_choices)) {
+        if shape
+            .choices
+            .is_some_and(|n| n > u64::from(self.max_choices))
+        {
             return over(
                 "n",
                 "too_many_choices",

@@ -64,10 +64,17 @@ impl SessionJanitor {
 
     /// Asks the chain about every open record. Only a definite answer changes a record: the
     /// original marked every session inactive whenever the proxy-router had a hiccup.
-    async fn reconcile(&self, now: DateTime<Utc>, report: &mut JanitorReport) -> anyhow::Result<()> {
+    async fn reconcile(
+        &self,
+        now: DateTime<Utc>,
+        report: &mut JanitorReport,
+    ) -> anyhow::Result<()> {
         let mut after: Option<SessionId> = None;
         loop {
-            let page = self.sessions.list_open_sessions(after.as_ref(), PAGE).await?;
+            let page = self
+                .sessions
+                .list_open_sessions(after.as_ref(), PAGE)
+                .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
             for session in &page {

@@ -31,8 +31,14 @@ pub struct SessionService {
     automation: AutomationService,
     catalogue: Arc<ModelCatalogue>,
     spender: Option<EthAddress>,
-    flights: Arc<Mutex<HashMap<(ApiKeyId, ModelId), Weak<tokio::sync::Mutex<()>>>>>,
+    flights: Arc<Mutex<Flights>>,
 }
+
+/// The opens in progress, per (key, model); weak, so finished ones can be dropped.
+type Flights = HashMap<(ApiKeyId, ModelId), Weak<OpenLock>>;
+
+/// Held while a session for one (key, model) is being opened.
+type OpenLock = tokio::sync::Mutex<()>;
 
 /// Why a chat request has no session to run on.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +138,10 @@ impl SessionService {
 
     pub fn catalogue(&self) -> &Arc<ModelCatalogue> {
         &self.catalogue
+    }
+
+    pub fn spender(&self) -> Option<&EthAddress> {
+        self.spender.as_ref()
     }
 
     pub fn market(&self) -> &Arc<dyn Marketplace> {
@@ -358,7 +368,7 @@ impl SessionService {
         }
     }
 
-    fn flight(&self, key: ApiKeyId, model: &ModelId) -> Arc<tokio::sync::Mutex<()>> {
+    fn flight(&self, key: ApiKeyId, model: &ModelId) -> Arc<OpenLock> {
         let mut flights = self
             .flights
             .lock()
@@ -370,7 +380,7 @@ impl SessionService {
         if let Some(existing) = entry.upgrade() {
             return existing;
         }
-        let fresh = Arc::new(tokio::sync::Mutex::new(()));
+        let fresh = Arc::new(OpenLock::new(()));
         *entry = Arc::downgrade(&fresh);
         fresh
     }
@@ -438,9 +448,7 @@ impl SessionService {
             return Ok(PingOutcome::Ended(session));
         }
         let alive = match self.market.session(&session.id).await {
-            Ok(upstream) => {
-                !upstream.is_closed() && upstream.ends_at_utc() > Utc::now()
-            }
+            Ok(upstream) => !upstream.is_closed() && upstream.ends_at_utc() > Utc::now(),
             Err(MarketplaceError::SessionGone(_)) => false,
             Err(e) => return Err(e.into()),
         };

@@ -6,6 +6,8 @@ mod automation;
 mod delegations;
 mod health;
 mod refresh_tokens;
+mod sessions;
+mod usage;
 mod users;
 mod wallet_keys;
 

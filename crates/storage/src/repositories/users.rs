@@ -8,7 +8,9 @@ use morpheus_domain::{AccountDeletion, Email, NewUser, PasswordHash, User, UserI
 use super::{is_unique_violation, to_u64};
 use crate::connection::AnyConnection;
 use crate::database::Database;
-use crate::schema::{api_keys, automation_settings, delegations, users, wallet_keys};
+use crate::schema::{
+    api_keys, automation_settings, delegations, usage_records, users, wallet_keys,
+};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = users)]
@@ -143,7 +145,8 @@ impl UserRepository for Database {
         self.run(move |conn| {
             conn.write_transaction(|c| {
                 // Deleting the owned rows one table at a time counts exactly what went; the
-                // user's deletion then cascades to the rest (refresh tokens).
+                // keys take their sessions with them, and the user's deletion cascades to the
+                // rest (refresh tokens).
                 let api_keys =
                     diesel::delete(api_keys::table.filter(api_keys::user_id.eq(id))).execute(c)?;
                 let wallet_keys = diesel::delete(wallet_keys::table.find(id)).execute(c)?;
@@ -151,9 +154,14 @@ impl UserRepository for Database {
                 let delegations =
                     diesel::delete(delegations::table.filter(delegations::user_id.eq(id)))
                         .execute(c)?;
+                // Usage records have no foreign key (see their migration), so nothing cascades
+                // to them. Not counted: the report lists what the user set up.
+                diesel::delete(usage_records::table.filter(usage_records::user_id.eq(id)))
+                    .execute(c)?;
                 let users = diesel::delete(users::table.find(id)).execute(c)?;
                 // Without the user there were no owned rows either (foreign keys), so
-                // nothing was deleted.
+                // nothing is reported; usage records a late batch wrote after an earlier
+                // deletion are cleaned up all the same.
                 Ok::<_, diesel::result::Error>((users > 0).then(|| AccountDeletion {
                     api_keys: to_u64(api_keys),
                     private_key: wallet_keys > 0,

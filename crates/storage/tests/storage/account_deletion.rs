@@ -8,17 +8,34 @@ use morpheus_storage::AnyConnection;
 
 use crate::harness::{TestDb, each_backend, insert_user, now};
 
-/// Gives a user one of everything (two API keys and delegations, three refresh tokens).
+/// Gives a user one of everything (two API keys, each with a session, and two delegations,
+/// three refresh tokens and three usage records).
 async fn populate(t: &TestDb, user: &User, tag: u8) {
+    let model = ModelId::parse(&format!("0x{:064x}", 1)).unwrap();
     for n in 0..2u8 {
         let prefix = format!("sk-{tag}{n}xxxx");
-        t.db.insert_api_key(NewApiKey {
-            id: ApiKeyId::random(),
+        let key =
+            t.db.insert_api_key(NewApiKey {
+                id: ApiKeyId::random(),
+                user_id: user.id,
+                prefix: KeyPrefix::from_trusted(prefix),
+                digest: ApiKeyDigest(vec![tag, n]),
+                name: None,
+                created_at: now(),
+            })
+            .await
+            .unwrap();
+        t.db.insert_session(SessionRecord {
+            id: SessionId::parse(&format!("0x{tag:062x}{n:02x}")).unwrap(),
+            api_key_id: key.id,
             user_id: user.id,
-            prefix: KeyPrefix::from_trusted(prefix),
-            digest: ApiKeyDigest(vec![tag, n]),
-            name: None,
-            created_at: now(),
+            model_id: model.clone(),
+            bid_id: None,
+            origin: SessionOrigin::Automated,
+            state: SessionState::Active,
+            opened_at: now(),
+            ends_at: now() + Duration::hours(1),
+            closed_at: None,
         })
         .await
         .unwrap();
@@ -46,6 +63,19 @@ async fn populate(t: &TestDb, user: &User, tag: u8) {
         .await
         .unwrap();
     }
+    let usage = UsageRecord {
+        user_id: user.id,
+        api_key_id: ApiKeyId::random(),
+        model_id: Some(model),
+        session_id: None,
+        usage: None,
+        outcome: UsageOutcome::Completed,
+        status: 200,
+        stream: false,
+        latency_ms: 1,
+        created_at: now(),
+    };
+    t.db.insert_usage(vec![usage; 3]).await.unwrap();
     t.db.upsert_wallet_key(user.id, SealedWalletKey(vec![tag; 40]), now())
         .await
         .unwrap();
@@ -61,12 +91,14 @@ async fn populate(t: &TestDb, user: &User, tag: u8) {
     .unwrap();
 }
 
-const OWNED_TABLES: [&str; 5] = [
+const OWNED_TABLES: [&str; 7] = [
     "api_keys",
     "refresh_tokens",
     "wallet_keys",
     "delegations",
     "automation_settings",
+    "sessions",
+    "usage_records",
 ];
 
 fn rows_of(t: &TestDb, user: &User) -> Vec<i64> {
@@ -107,8 +139,8 @@ async fn deleting_an_account_removes_everything_it_owned_and_says_what() {
         );
 
         assert!(t.db.find_user(alice.id).await.unwrap().is_none());
-        assert_eq!(rows_of(t, &alice), [0, 0, 0, 0, 0]);
-        assert_eq!(rows_of(t, &bob), [2, 3, 1, 2, 1]);
+        assert_eq!(rows_of(t, &alice), [0; 7]);
+        assert_eq!(rows_of(t, &bob), [2, 3, 1, 2, 1, 2, 3]);
         for table in OWNED_TABLES {
             let orphans = t.count(&format!(
                 "SELECT COUNT(*) AS n FROM {table} WHERE user_id NOT IN (SELECT id FROM users)"

@@ -10,5 +10,7 @@ mod automation;
 mod connecting;
 mod delegations;
 mod refresh_tokens;
+mod sessions;
+mod usage;
 mod users;
 mod wallet_keys;

@@ -1,0 +1,116 @@
+"""G2: the official OpenAI Python SDK, pointed at the gateway by `base_url` alone.
+
+The gateway runs against morpheus-router-sim; faults are switched through the simulator's
+control endpoint to check that each error status reaches the SDK as its usual exception class.
+"""
+
+import json
+import os
+import uuid
+
+import httpx
+import openai
+import pytest
+
+GATEWAY = os.environ["GATEWAY_URL"]
+SIM = os.environ["SIM_URL"]
+MODEL = "llama-3.3-70b"
+
+
+@pytest.fixture(scope="module")
+def api_key():
+    email = f"sdk-{uuid.uuid4().hex}@example.com"
+    password = "correct horse battery"
+    with httpx.Client(base_url=GATEWAY, timeout=30) as http:
+        http.post("/api/v1/auth/register", json={"email": email, "password": password}).raise_for_status()
+        token = http.post("/api/v1/auth/login", json={"email": email, "password": password}).json()["access_token"]
+        key = http.post("/api/v1/auth/keys", json={"name": "sdk"}, headers={"Authorization": f"Bearer {token}"}).json()["key"]
+        http.put("/api/v1/automation/settings", json={"is_enabled": True}, headers={"Authorization": f"Bearer {key}"}).raise_for_status()
+    return key
+
+
+@pytest.fixture
+def client(api_key):
+    # max_retries=0: each test sees the gateway's first answer.
+    return openai.OpenAI(api_key=api_key, base_url=f"{GATEWAY}/api/v1", max_retries=0)
+
+
+@pytest.fixture
+def fault():
+    def set_fault(route, kind, times=1):
+        httpx.post(f"{SIM}/__sim/faults", json={"route": route, "kind": kind, "times": times}).raise_for_status()
+
+    yield set_fault
+    httpx.delete(f"{SIM}/__sim/faults").raise_for_status()
+
+
+def test_models_list(client):
+    ids = [m.id for m in client.models.list()]
+    assert MODEL in ids
+    assert "retired-model" not in ids
+
+
+def test_chat_without_streaming(client):
+    completion = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hello sdk"}])
+    assert completion.model == MODEL
+    assert completion.choices[0].message.content == "Echo: hello sdk"
+    assert completion.usage.total_tokens > 0
+
+
+def test_chat_streaming_deltas_rebuild_the_answer(client):
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "stream via the sdk"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, usage = "", None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+        if chunk.usage:
+            usage = chunk.usage
+    assert text.strip() == "Echo: stream via the sdk"
+    assert usage is not None and usage.completion_tokens > 0
+
+
+def test_tool_call(client):
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "please lookup the weather"}], tools=tools
+    )
+    call = completion.choices[0].message.tool_calls[0]
+    assert call.function.name == "lookup"
+    assert json.loads(call.function.arguments)["query"]
+    assert completion.choices[0].finish_reason == "tool_calls"
+
+
+def test_bad_key_is_an_authentication_error():
+    bad = openai.OpenAI(api_key="sk-not-a-real-key", base_url=f"{GATEWAY}/api/v1", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+
+
+def test_unknown_model_is_not_found(client):
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.chat.completions.create(model="gpt-3.5-turbo", messages=[{"role": "user", "content": "x"}])
+    assert raised.value.code == "model_not_found"
+
+
+def test_over_a_cap_is_a_bad_request(client):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=10_000_000)
+    assert raised.value.code == "max_tokens_exceeded"
+
+
+def test_upstream_rate_limit_is_a_rate_limit_error(client, fault):
+    fault("chat", {"type": "status", "status": 429, "body": '{"error":"too many requests"}', "content_type": None})
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+
+
+def test_upstream_failure_is_a_5xx_status_error(client, fault):
+    fault("chat", {"type": "status", "status": 500, "body": '{"error":"provider exploded"}', "content_type": None})
+    with pytest.raises(openai.InternalServerError) as raised:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert raised.value.status_code == 502

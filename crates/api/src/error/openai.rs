@@ -1,0 +1,217 @@
+//! Errors of the OpenAI-compatible chat endpoint, in OpenAI's shape
+//! (`{"error":{"message","type","param","code"}}`), so every OpenAI SDK raises its usual
+//! exception classes. Statuses come from the same tables as the rest of the API.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpResponse, ResponseError};
+use morpheus_domain::services::{ChatError, ChatSessionError, LimitExceeded, ResolveModelError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{ApiError, UpstreamFailure};
+
+/// An error in OpenAI's shape.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiErrorBody {
+    pub error: OpenAiErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiErrorDetail {
+    /// What went wrong, for people.
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `rate_limit_error` or `server_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, if one is.
+    #[schema(required = true)]
+    pub param: Option<String>,
+    /// A stable machine-readable code.
+    #[schema(required = true)]
+    pub code: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .detail.message)]
+pub struct OpenAiError {
+    pub status: StatusCode,
+    pub detail: OpenAiErrorDetail,
+    pub retry_after: Option<u64>,
+}
+
+impl OpenAiError {
+    pub fn new(
+        status: StatusCode,
+        kind: &str,
+        code: &str,
+        param: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            detail: OpenAiErrorDetail {
+                message: message.into(),
+                kind: kind.to_owned(),
+                param: param.map(str::to_owned),
+                code: Some(code.to_owned()),
+            },
+            retry_after: None,
+        }
+    }
+
+    pub fn body(&self) -> OpenAiErrorBody {
+        OpenAiErrorBody {
+            error: self.detail.clone(),
+        }
+    }
+}
+
+impl ResponseError for OpenAiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(self.body())
+    }
+}
+
+impl From<UpstreamFailure> for OpenAiError {
+    fn from(failure: UpstreamFailure) -> Self {
+        let retry_after = failure.retry_after_secs();
+        let mut error = OpenAiError::new(
+            failure.status,
+            failure.kind,
+            failure.code,
+            None,
+            failure.message,
+        );
+        error.retry_after = retry_after;
+        error
+    }
+}
+
+/// The rest of the API's errors (authentication, storage), re-shaped.
+impl From<ApiError> for OpenAiError {
+    fn from(error: ApiError) -> Self {
+        if let ApiError::Upstream(failure) = error {
+            return failure.into();
+        }
+        let status = error.status_code();
+        // The 500 body says nothing about the cause; `error_response` logs it.
+        let message = match &error {
+            ApiError::Internal(_) => {
+                let _ = error.error_response();
+                "Internal server error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let (kind, code) = match status.as_u16() {
+            401 => ("authentication_error", "invalid_api_key"),
+            403 => ("permission_error", "forbidden"),
+            404 => ("invalid_request_error", "not_found"),
+            429 => ("rate_limit_error", "rate_limited"),
+            400..=499 => ("invalid_request_error", "invalid_request"),
+            503 => ("server_error", "service_unavailable"),
+            _ => ("server_error", "internal_error"),
+        };
+        let mut mapped = OpenAiError::new(status, kind, code, None, message);
+        if let ApiError::TooManyRequests { retry_after, .. } = error {
+            mapped.retry_after = Some(retry_after.as_secs().max(1));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+            mapped.retry_after = Some(1);
+        }
+        mapped
+    }
+}
+
+impl From<LimitExceeded> for OpenAiError {
+    fn from(e: LimitExceeded) -> Self {
+        OpenAiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            e.code,
+            Some(e.param),
+            e.message,
+        )
+    }
+}
+
+impl From<ChatError> for OpenAiError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::Model(ResolveModelError::Unknown(name)) => OpenAiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                Some("model"),
+                format!(
+                    "The model '{name}' does not exist; GET /api/v1/models lists the models available"
+                ),
+            ),
+            ChatError::Model(ResolveModelError::NoDefault) => OpenAiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "model_required",
+                Some("model"),
+                "No model was given and no default model is available; name one from GET /api/v1/models",
+            ),
+            ChatError::Model(ResolveModelError::NotLoaded) => {
+                let mut error = OpenAiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "catalogue_unavailable",
+                    None,
+                    "The model list has not been loaded from the marketplace yet; retry shortly",
+                );
+                error.retry_after = Some(5);
+                error
+            }
+            ChatError::Session(e) => e.into(),
+            ChatError::Upstream(e) => ApiError::from(e).into(),
+        }
+    }
+}
+
+impl From<ChatSessionError> for OpenAiError {
+    fn from(e: ChatSessionError) -> Self {
+        match e {
+            ChatSessionError::NotFound => OpenAiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "session_not_found",
+                Some("session_id"),
+                "Session not found",
+            ),
+            ChatSessionError::Ended => OpenAiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "session_expired",
+                Some("session_id"),
+                "The session has ended; open a new one with POST /api/v1/session/modelsession, \
+                 or enable automation with PUT /api/v1/automation/settings",
+            ),
+            ChatSessionError::AutomationDisabled => OpenAiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "no_active_session",
+                None,
+                "This API key has no active session for the model and automation is disabled: \
+                 enable it with PUT /api/v1/automation/settings {\"is_enabled\": true}, or open \
+                 a session with POST /api/v1/session/modelsession?model_id=<model>",
+            ),
+            ChatSessionError::Upstream(e) => ApiError::from(e).into(),
+            ChatSessionError::Unknown(e) => ApiError::from(e).into(),
+        }
+    }
+}

@@ -1,0 +1,132 @@
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use futures_util::StreamExt;
+use morpheus_domain::ports::ChatReply;
+use morpheus_domain::services::{ChatRequest, UsageMeter};
+use morpheus_domain::{SessionId, UsageOutcome};
+
+use super::{forward, sse};
+use crate::AppState;
+use crate::dto::ChatCompletionRequest;
+use crate::error::{ApiError, ErrorResponse, HTTPValidationError, OpenAiError, OpenAiErrorBody};
+use crate::extract::{JsonWithRaw, OpenAiKeyUser};
+use crate::routes::session::owner;
+
+/// An OpenAI chat completion, answered by a provider of the Morpheus marketplace. Runs on the
+/// key's session for the model (opened automatically when automation is on) or on the
+/// `session_id` given. With `stream: true` the answer is a server-sent event stream ending in
+/// `data: [DONE]`; a stream that breaks ends with one `data: {"error":…}` event instead.
+#[utoipa::path(
+    operation_id = "create_chat_completion_api_v1_chat_completions_post",
+    tag = "Chat",
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The completion (JSON), or its chunks (text/event-stream)", content(
+            (serde_json::Value = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 400, description = "Over a cap, no session and automation off, or refused by the provider", body = OpenAiErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = OpenAiErrorBody),
+        (status = 404, description = "Unknown model, or a session that is not this key's", body = OpenAiErrorBody),
+        (status = 413, description = "The request body is larger than 1 MiB", body = ErrorResponse),
+        (status = 415, description = "The request declared a Content-Type other than JSON", body = ErrorResponse),
+        (status = 422, description = "The request is invalid", body = HTTPValidationError),
+        (status = 429, description = "The provider is rate limiting", body = OpenAiErrorBody),
+        (status = 500, description = "Unexpected server error (details are logged, not returned)", body = OpenAiErrorBody),
+        (status = 502, description = "The marketplace failed or cannot be reached", body = OpenAiErrorBody),
+        (status = 503, description = "No proxy-router is configured, the model list is not loaded yet, or the database is unavailable", body = OpenAiErrorBody),
+        (status = 504, description = "The marketplace did not answer in time", body = OpenAiErrorBody),
+    ),
+    security(("APIKeyAuth" = []))
+)]
+#[post("/completions")]
+pub async fn create_chat_completion(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    key: OpenAiKeyUser,
+    body: JsonWithRaw<ChatCompletionRequest>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let request = &body.value;
+    forward::check_ranges(request)?;
+    state
+        .chat_limits
+        .check(&forward::shape(request))
+        .map_err(OpenAiError::from)?;
+    if !state.marketplace_configured {
+        return Err(OpenAiError::from(ApiError::from(
+            morpheus_domain::ports::MarketplaceError::NotConfigured,
+        ))
+        .into());
+    }
+    let session_id = match forward::requested_session(request, &http) {
+        // An id that cannot be a session cannot be one of this key's either.
+        Some(raw) => Some(SessionId::parse(&raw).map_err(|_| {
+            OpenAiError::from(morpheus_domain::services::ChatSessionError::NotFound)
+        })?),
+        None => None,
+    };
+    let stream = request.stream.unwrap_or(false);
+    let owner = owner(&key.0);
+    let chat = ChatRequest {
+        model: request.model.clone(),
+        session_id,
+        stream,
+        body: forward::upstream_body(&body.raw)?,
+        request_id: forward::request_id(&http),
+    };
+
+    let mut meter = UsageMeter::start(state.usage.clone(), owner, stream);
+    let answer = match state.chat.complete(owner, chat, &mut meter).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            let error = OpenAiError::from(e);
+            meter.finish(UsageOutcome::Failed, error.status.as_u16());
+            return Err(error.into());
+        }
+    };
+    let asked_for = request.model.clone().unwrap_or(answer.model.name);
+    match answer.reply {
+        ChatReply::Complete { body, usage } => {
+            if let Some(usage) = usage {
+                meter.set_usage(usage);
+            }
+            let body = forward::with_model(&body, &asked_for).unwrap_or(body);
+            meter.finish(UsageOutcome::Completed, 200);
+            Ok(HttpResponse::Ok()
+                .insert_header((CONTENT_TYPE, "application/json"))
+                .body(body))
+        }
+        ChatReply::Stream(mut events) => {
+            // Wait for the first event before answering: a failure now is still a normal
+            // HTTP error, not a broken stream.
+            let first = match events.next().await {
+                Some(Ok(first)) => first,
+                Some(Err(fault)) => return Err(early_failure(meter, &fault).into()),
+                None => {
+                    let fault = morpheus_domain::ports::StreamFault::Truncated;
+                    return Err(early_failure(meter, &fault).into());
+                }
+            };
+            meter.responded(200);
+            Ok(HttpResponse::Ok()
+                .insert_header((CONTENT_TYPE, "text/event-stream"))
+                .insert_header((CACHE_CONTROL, "no-cache"))
+                // Tells nginx-style proxies not to buffer the stream.
+                .insert_header(("x-accel-buffering", "no"))
+                .streaming(sse::relay(first, events, meter)))
+        }
+    }
+}
+
+fn early_failure(meter: UsageMeter, fault: &morpheus_domain::ports::StreamFault) -> OpenAiError {
+    let (kind, code, message) = sse::describe(fault);
+    let status = if matches!(fault, morpheus_domain::ports::StreamFault::Idle) {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    tracing::warn!(error = %fault, "upstream stream failed before its first event");
+    meter.finish(UsageOutcome::Failed, status.as_u16());
+    OpenAiError::new(status, kind, code, None, message)
+}

@@ -1,0 +1,144 @@
+//! From the client's request to what goes upstream, and from the upstream's answer back.
+
+use actix_web::HttpRequest;
+use actix_web::web::Bytes;
+use morpheus_domain::services::ChatShape;
+use serde_json::{Map, Value};
+
+use crate::dto::ChatCompletionRequest;
+use crate::error::{ApiError, FieldError, LocItem};
+
+/// The client's body without the gateway-only `session_id` and without `model` (the session
+/// decides the model; providers substitute their own name). Every other field, known to the
+/// gateway or not, goes through untouched.
+pub fn upstream_body(raw: &[u8]) -> Result<Bytes, ApiError> {
+    let mut object: Map<String, Value> = serde_json::from_slice(raw)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("re-reading a validated body: {e}")))?;
+    object.remove("session_id");
+    object.remove("model");
+    serde_json::to_vec(&object)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// The numbers the caps apply to.
+pub fn shape(request: &ChatCompletionRequest) -> ChatShape {
+    let positive = |v: Option<i64>| v.map(|n| u64::try_from(n).unwrap_or(0));
+    ChatShape {
+        max_tokens: positive(request.max_tokens).max(positive(request.max_completion_tokens)),
+        choices: positive(request.n),
+        messages: request.messages.len(),
+        tools: request.tools.as_ref().map_or(0, Vec::len),
+    }
+}
+
+/// Range checks serde does not do, as 422s located like every other validation error.
+pub fn check_ranges(request: &ChatCompletionRequest) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    let mut out_of = |field: &str, ok: bool, kind: &str, msg: &str| {
+        if !ok {
+            errors.push(FieldError::new(
+                vec![LocItem::from("body"), LocItem::from(field)],
+                kind,
+                msg,
+            ));
+        }
+    };
+    out_of(
+        "messages",
+        !request.messages.is_empty(),
+        "too_short",
+        "List should have at least 1 item after validation, not 0",
+    );
+    let at_least_one = |v: Option<i64>| v.is_none_or(|n| n >= 1);
+    for (field, value) in [
+        ("n", request.n),
+        ("max_tokens", request.max_tokens),
+        ("max_completion_tokens", request.max_completion_tokens),
+    ] {
+        out_of(
+            field,
+            at_least_one(value),
+            "greater_than_equal",
+            "Input should be greater than or equal to 1",
+        );
+    }
+    let within = |v: Option<f64>, lo: f64, hi: f64| v.is_none_or(|x| (lo..=hi).contains(&x));
+    out_of(
+        "temperature",
+        within(request.temperature, 0.0, 2.0),
+        "value_error",
+        "Input should be between 0 and 2",
+    );
+    out_of(
+        "top_p",
+        within(request.top_p, 0.0, 1.0),
+        "value_error",
+        "Input should be between 0 and 1",
+    );
+    for (field, value) in [
+        ("presence_penalty", request.presence_penalty),
+        ("frequency_penalty", request.frequency_penalty),
+    ] {
+        out_of(
+            field,
+            within(value, -2.0, 2.0),
+            "value_error",
+            "Input should be between -2 and 2",
+        );
+    }
+    if let Some(tools) = &request.tools {
+        for (i, tool) in tools.iter().enumerate() {
+            let name = &tool.function.name;
+            let valid = (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid {
+                errors.push(FieldError::new(
+                    vec![
+                        LocItem::from("body"),
+                        LocItem::from("tools"),
+                        LocItem::Index(i64::try_from(i).unwrap_or(i64::MAX)),
+                        LocItem::from("function"),
+                        LocItem::from("name"),
+                    ],
+                    "string_pattern_mismatch",
+                    "Function names are 1 to 64 letters, digits, _ or -",
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+/// The session the client asked for: the body's `session_id`, else a `session_id` or
+/// `X-Session-Id` header.
+pub fn requested_session(request: &ChatCompletionRequest, http: &HttpRequest) -> Option<String> {
+    request.session_id.clone().or_else(|| {
+        ["session_id", "x-session-id"].iter().find_map(|name| {
+            http.headers()
+                .get(*name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+    })
+}
+
+/// An incoming `X-Request-Id`, if it is short printable ASCII, to pass upstream.
+pub fn request_id(http: &HttpRequest) -> Option<String> {
+    let value = http.headers().get("x-request-id")?.to_str().ok()?;
+    let ok = !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic());
+    ok.then(|| value.to_owned())
+}
+
+/// The upstream's completion with `model` set to what the client asked for.
+pub fn with_model(body: &[u8], model: &str) -> Option<Bytes> {
+    let mut object: Map<String, Value> = serde_json::from_slice(body).ok()?;
+    object.insert("model".to_owned(), Value::String(model.to_owned()));
+    serde_json::to_vec(&object).ok().map(Bytes::from)
+}

@@ -1,0 +1,3 @@
+pub mod create_chat_completion;
+mod forward;
+mod sse;

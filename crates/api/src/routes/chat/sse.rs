@@ -1,0 +1,139 @@
+//! The streamed answer: upstream events relayed as they arrive, `data: [DONE]` at a clean end,
+//! and one terminal error event (no `[DONE]`) when the upstream breaks mid-stream, so a client
+//! can tell a cut from an end.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use actix_web::web::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use morpheus_domain::UsageOutcome;
+use morpheus_domain::ports::{ChatEvent, ChatEventStream, StreamFault};
+use morpheus_domain::services::UsageMeter;
+
+use crate::error::OpenAiErrorDetail;
+
+/// A comment line goes out when the upstream is quiet this long, so proxies and clients do
+/// not give up on a slow provider.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+struct Relay {
+    first: Option<ChatEvent>,
+    events: ChatEventStream,
+    meter: Option<UsageMeter>,
+    finished: bool,
+}
+
+/// The response body. `first` is the event already read (the response head is only sent once
+/// the upstream has produced something, so an early failure is still a normal HTTP error).
+/// Dropping the body (the client went away) drops the upstream stream, which closes the
+/// upstream connection, and the meter records the request as cut short by the client.
+pub fn relay(
+    first: ChatEvent,
+    events: ChatEventStream,
+    meter: UsageMeter,
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    let state = Relay {
+        first: Some(first),
+        events,
+        meter: Some(meter),
+        finished: false,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        if state.finished {
+            return None;
+        }
+        if let Some(event) = state.first.take() {
+            let frame = state.frame(event);
+            return Some((Ok(frame), state));
+        }
+        let next = match tokio::time::timeout(KEEP_ALIVE, state.events.next()).await {
+            Ok(next) => next,
+            Err(_) => return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), state)),
+        };
+        let frame = match next {
+            Some(Ok(event)) => state.frame(event),
+            Some(Err(fault)) => state.end(Err(fault)),
+            None => state.end(Ok(())),
+        };
+        Some((Ok(frame), state))
+    })
+}
+
+impl Relay {
+    fn frame(&mut self, event: ChatEvent) -> Bytes {
+        if let (Some(usage), Some(meter)) = (event.usage, self.meter.as_mut()) {
+            meter.set_usage(usage);
+        }
+        let mut frame = BytesMut::with_capacity(event.data.len() + 8);
+        frame.extend_from_slice(b"data: ");
+        frame.extend_from_slice(event.data.as_bytes());
+        frame.extend_from_slice(b"\n\n");
+        frame.freeze()
+    }
+
+    fn end(&mut self, outcome: Result<(), StreamFault>) -> Bytes {
+        self.finished = true;
+        let meter = self.meter.take();
+        match outcome {
+            Ok(()) => {
+                if let Some(meter) = meter {
+                    meter.finish(UsageOutcome::Completed, 200);
+                }
+                Bytes::from_static(b"data: [DONE]\n\n")
+            }
+            Err(fault) => {
+                tracing::warn!(error = %fault, "upstream stream broke after it started");
+                if let Some(meter) = meter {
+                    meter.finish(UsageOutcome::Incomplete, 200);
+                }
+                error_event(&fault)
+            }
+        }
+    }
+}
+
+/// `data: {"error":{…}}` in OpenAI's shape.
+pub fn error_event(fault: &StreamFault) -> Bytes {
+    let (kind, code, message) = describe(fault);
+    let body = serde_json::json!({
+        "error": OpenAiErrorDetail {
+            message: message.to_owned(),
+            kind: kind.to_owned(),
+            param: None,
+            code: Some(code.to_owned()),
+        }
+    });
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+/// A stable description of a stream fault (the upstream's own text stays in our logs).
+pub fn describe(fault: &StreamFault) -> (&'static str, &'static str, &'static str) {
+    match fault {
+        StreamFault::Idle => (
+            "server_error",
+            "upstream_timeout",
+            "The provider stopped sending; the answer is incomplete",
+        ),
+        StreamFault::Truncated => (
+            "server_error",
+            "upstream_stream_cut",
+            "The provider's stream ended before the answer was complete",
+        ),
+        StreamFault::Transport(_) => (
+            "server_error",
+            "upstream_connection_lost",
+            "The connection to the provider was lost; the answer is incomplete",
+        ),
+        StreamFault::Malformed(_) => (
+            "server_error",
+            "upstream_invalid_event",
+            "The provider sent an unreadable event; the answer is incomplete",
+        ),
+        StreamFault::Upstream(_) => (
+            "server_error",
+            "upstream_error",
+            "The provider reported an error; the answer is incomplete",
+        ),
+    }
+}

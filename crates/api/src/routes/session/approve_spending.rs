@@ -1,0 +1,50 @@
+use actix_web::{HttpResponse, post, web};
+
+use crate::AppState;
+use crate::dto::{ApproveQuery, ApproveResponse};
+use crate::error::{
+    ApiError, ErrorResponse, FieldError, HTTPValidationError, LocItem, MarketplaceErrors,
+};
+use crate::extract::{ApiKeyUser, ValidatedQuery};
+
+/// Lets the configured Diamond contract spend `amount` wei of MOR from the proxy-router's
+/// wallet. Sessions do not need it (the proxy-router approves each stake itself).
+#[utoipa::path(
+    operation_id = "approve_spending_api_v1_session_approve_post",
+    tag = "Session",
+    params(ApproveQuery),
+    responses(
+        (status = 200, description = "The approval transaction", body = ApproveResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
+        (status = 422, description = "amount is missing or not a positive integer", body = HTTPValidationError),
+        (status = 503, description = "No proxy-router or no spender is configured, or the database is unavailable", body = ErrorResponse),
+        (status = 500, description = "Unexpected server error (details are logged, not returned)", body = ErrorResponse),
+        MarketplaceErrors,
+    ),
+    security(("APIKeyAuth" = []))
+)]
+#[post("/approve")]
+pub async fn approve_spending(
+    state: web::Data<AppState>,
+    _key: ApiKeyUser,
+    query: ValidatedQuery<ApproveQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let amount = query.0.amount;
+    if amount == 0 {
+        return Err(ApiError::validation(FieldError::new(
+            vec![LocItem::from("query"), LocItem::from("amount")],
+            "greater_than_equal",
+            "Input should be greater than or equal to 1",
+        )));
+    }
+    let tx = state.sessions.approve(u128::from(amount)).await?;
+    Ok(HttpResponse::Ok().json(ApproveResponse {
+        tx: tx.to_string(),
+        spender: state
+            .sessions
+            .spender()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        amount: amount.to_string(),
+    }))
+}

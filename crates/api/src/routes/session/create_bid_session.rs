@@ -1,0 +1,50 @@
+use actix_web::{HttpResponse, post, web};
+use morpheus_domain::BidId;
+
+use super::{owner, terms};
+use crate::AppState;
+use crate::dto::{BidSessionQuery, SessionDataRequest, SessionResponse};
+use crate::error::{
+    ApiError, ErrorResponse, FieldError, JsonBodyErrors, LocItem, MarketplaceErrors, ServerErrors,
+};
+use crate::extract::{ApiKeyUser, ValidatedJson, ValidatedQuery};
+
+/// Opens a session on one bid. It replaces the key's active session for the bid's model.
+#[utoipa::path(
+    operation_id = "create_bid_session_api_v1_session_bidsession_post",
+    tag = "Session",
+    params(BidSessionQuery),
+    request_body = SessionDataRequest,
+    responses(
+        (status = 200, description = "The new session", body = SessionResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
+        (status = 404, description = "No such bid", body = ErrorResponse),
+        JsonBodyErrors, MarketplaceErrors, ServerErrors,
+    ),
+    security(("APIKeyAuth" = []))
+)]
+#[post("/bidsession")]
+pub async fn create_bid_session(
+    state: web::Data<AppState>,
+    key: ApiKeyUser,
+    query: ValidatedQuery<BidSessionQuery>,
+    body: ValidatedJson<SessionDataRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let bid = BidId::parse(&query.0.bid_id).map_err(|invalid| {
+        ApiError::validation(FieldError::new(
+            vec![LocItem::from("query"), LocItem::from("bid_id")],
+            "string_pattern_mismatch",
+            invalid.message,
+        ))
+    })?;
+    let terms = terms(&body.0)?;
+    let opened = state
+        .sessions
+        .open_for_bid(owner(&key.0), &bid, terms)
+        .await?;
+    Ok(HttpResponse::Ok().json(SessionResponse::new(
+        &opened.session,
+        key.0.key.prefix.as_str(),
+        "Session created and associated with API key",
+    )))
+}

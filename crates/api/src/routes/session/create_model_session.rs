@@ -1,0 +1,46 @@
+use actix_web::{HttpResponse, post, web};
+
+use super::{owner, terms};
+use crate::AppState;
+use crate::dto::{ModelSessionQuery, SessionDataRequest, SessionResponse};
+use crate::error::{ApiError, ErrorResponse, JsonBodyErrors, MarketplaceErrors, ServerErrors};
+use crate::extract::{ApiKeyUser, ValidatedJson, ValidatedQuery};
+
+/// Opens a session for a model (or returns the key's active one for it). Duration and payment
+/// options are honoured (the original ignored them and always used 3600 s).
+#[utoipa::path(
+    operation_id = "create_model_session_api_v1_session_modelsession_post",
+    tag = "Session",
+    params(ModelSessionQuery),
+    request_body = SessionDataRequest,
+    responses(
+        (status = 200, description = "The key's session for the model", body = SessionResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
+        (status = 404, description = "No such model", body = ErrorResponse),
+        JsonBodyErrors, MarketplaceErrors, ServerErrors,
+    ),
+    security(("APIKeyAuth" = []))
+)]
+#[post("/modelsession")]
+pub async fn create_model_session(
+    state: web::Data<AppState>,
+    key: ApiKeyUser,
+    query: ValidatedQuery<ModelSessionQuery>,
+    body: ValidatedJson<SessionDataRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let terms = terms(&body.0)?;
+    let opened = state
+        .sessions
+        .open_for_model(owner(&key.0), &query.0.model_id, terms)
+        .await?;
+    let message = if opened.created {
+        "Session created and associated with API key"
+    } else {
+        "The API key already has an active session for this model"
+    };
+    Ok(HttpResponse::Ok().json(SessionResponse::new(
+        &opened.session,
+        key.0.key.prefix.as_str(),
+        message,
+    )))
+}

@@ -1,0 +1,166 @@
+//! The request pipeline: control surface, faults, auth, route, then the body shaping faults ask
+//! for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+
+use crate::body::{HugeBody, Shape, Shaped, SimBody, Source};
+use crate::conn::ConnCtl;
+use crate::counters::bump;
+use crate::faults::FaultKind;
+use crate::reply::{GIN_JSON, Reply, ReplyBody};
+use crate::routes::{self, Route};
+use crate::state::Shared;
+
+/// Request bodies beyond this are refused; nothing legitimate comes close.
+const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    ctl: Arc<ConnCtl>,
+    req: Request<Incoming>,
+) -> Response<SimBody> {
+    let (parts, body) = req.into_parts();
+    // Always read the request body first so keep-alive connections stay reusable whatever the
+    // answer is, and so the "read the request, then misbehave" faults really read it.
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(reply) => return respond(reply, None, &shared, &ctl),
+    };
+
+    if let Some(rest) = parts.uri.path().strip_prefix("/__sim/") {
+        let reply = routes::control::handle(&shared, &parts.method, rest, &body);
+        return respond(reply, None, &shared, &ctl);
+    }
+
+    bump(&shared.counters.requests);
+    let route = Route::parse(&parts.method, parts.uri.path());
+    let fault = shared.faults.take(route.fault_class());
+    if fault.is_some() {
+        bump(&shared.counters.faults_applied);
+    }
+    match &fault {
+        Some(FaultKind::Latency { ms }) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+        Some(FaultKind::Status {
+            status,
+            body,
+            content_type,
+        }) => return status_fault(*status, body, content_type.as_deref()),
+        Some(FaultKind::Reset) => {
+            ctl.reset();
+            // The connection task drops this future together with the connection.
+            return std::future::pending().await;
+        }
+        Some(FaultKind::StallBeforeFirstByte) => return std::future::pending().await,
+        Some(FaultKind::Redirect { location }) => return redirect(location),
+        Some(FaultKind::HugeBody { bytes }) => {
+            let mut resp = Response::new(SimBody::Huge(HugeBody::new(*bytes)));
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(GIN_JSON));
+            return resp;
+        }
+        _ => {}
+    }
+
+    // Auth is per route in the proxy-router, so unknown paths get the plain 404 without it.
+    if !matches!(route, Route::Health | Route::NotFound)
+        && let Err(text) = shared.auth.check(parts.headers.get(header::AUTHORIZATION))
+    {
+        return respond(
+            Reply::error(StatusCode::UNAUTHORIZED, text),
+            fault.as_ref(),
+            &shared,
+            &ctl,
+        );
+    }
+    let reply = routes::dispatch(&shared, route, &parts, body, fault.as_ref());
+    respond(reply, fault.as_ref(), &shared, &ctl)
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, Reply> {
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(Reply::bad_request("request body too large or unreadable")),
+    }
+}
+
+/// Turns a reply into a response, applying the faults that act on bodies and headers.
+fn respond(
+    reply: Reply,
+    fault: Option<&FaultKind>,
+    shared: &Arc<Shared>,
+    ctl: &Arc<ConnCtl>,
+) -> Response<SimBody> {
+    let shape = Shape::of(fault);
+    let is_stream = matches!(reply.body, ReplyBody::Chat(_));
+    let body = match (reply.body, shape) {
+        (ReplyBody::Bytes(b), None) => SimBody::Full(Some(b)),
+        (ReplyBody::Bytes(data), Some((shape, pace))) => SimBody::Shaped(Box::new(Shaped::new(
+            Source::Pieces { data, pos: 0 },
+            shape,
+            pace.unwrap_or(Duration::ZERO),
+            Arc::clone(ctl),
+        ))),
+        (ReplyBody::Chat(chat), shape) => {
+            let (shape, pace) = shape.unwrap_or((Shape::Plain, None));
+            let pace = pace.unwrap_or_else(|| shared.chunk_delay());
+            SimBody::Shaped(Box::new(Shaped::new(
+                Source::Chat(chat),
+                shape,
+                pace,
+                Arc::clone(ctl),
+            )))
+        }
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = reply.status;
+    let headers = resp.headers_mut();
+    let content_type = match fault {
+        Some(FaultKind::WrongContentType) => "text/html; charset=utf-8",
+        _ => reply.content_type,
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if is_stream {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    if let Some(FaultKind::HugeHeaders { bytes }) = fault
+        && let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(vec![b'a'; *bytes]))
+    {
+        headers.insert(HeaderName::from_static("x-sim-padding"), value);
+    }
+    resp
+}
+
+fn status_fault(status: u16, body: &str, content_type: Option<&str>) -> Response<SimBody> {
+    let mut resp = Response::new(SimBody::Full(Some(Bytes::copy_from_slice(body.as_bytes()))));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let guessed = if body.trim_start().starts_with('{') {
+        GIN_JSON
+    } else {
+        "text/html; charset=utf-8"
+    };
+    let content_type = content_type
+        .and_then(|ct| HeaderValue::from_str(ct).ok())
+        .unwrap_or(HeaderValue::from_static(guessed));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    resp
+}
+
+fn redirect(location: &str) -> Response<SimBody> {
+    let mut resp = Response::new(SimBody::Full(None));
+    *resp.status_mut() = StatusCode::FOUND;
+    if let Ok(value) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, value);
+    }
+    resp
+}

@@ -1,0 +1,85 @@
+//! `GET /healthcheck` and `GET /wallet`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde::Serialize;
+
+use crate::reply::Reply;
+use crate::state::Shared;
+
+#[derive(Serialize)]
+struct HealthOut {
+    status: &'static str,
+    uptime: String,
+    version: &'static str,
+}
+
+pub(crate) fn health(shared: &Shared) -> Reply {
+    Reply::ok(&HealthOut {
+        status: "healthy",
+        uptime: go_duration(shared.started.elapsed()),
+        version: concat!("sim-", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+pub(crate) fn wallet(shared: &Arc<Shared>) -> Reply {
+    Reply::json(StatusCode::OK, shared.wallet_json.clone())
+}
+
+/// Formats like Go's `time.Duration.String()` ("1h2m3.5s", "250ms"), as the real node does.
+fn go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".to_owned();
+    }
+    if ns < 1_000 {
+        return format!("{ns}ns");
+    }
+    if ns < 1_000_000 {
+        return format!("{}µs", decimal(ns, 1_000));
+    }
+    if ns < 1_000_000_000 {
+        return format!("{}ms", decimal(ns, 1_000_000));
+    }
+    let secs = d.as_secs();
+    let (h, m) = (secs / 3600, (secs / 60) % 60);
+    let mut out = String::new();
+    if h > 0 {
+        let _ = write!(out, "{h}h");
+    }
+    if h > 0 || m > 0 {
+        let _ = write!(out, "{m}m");
+    }
+    let _ = write!(out, "{}s", decimal(ns % 60_000_000_000, 1_000_000_000));
+    out
+}
+
+/// `value / unit` with the fraction's trailing zeros dropped.
+fn decimal(value: u128, unit: u128) -> String {
+    let whole = value / unit;
+    let frac = value % unit;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = unit.ilog10() as usize;
+    let digits = format!("{frac:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_go() {
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(go_duration(Duration::from_secs(3723)), "1h2m3s");
+        assert_eq!(go_duration(Duration::from_secs(120)), "2m0s");
+        assert_eq!(go_duration(Duration::from_micros(1500)), "1.5ms");
+    }
+}

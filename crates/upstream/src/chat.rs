@@ -1,0 +1,114 @@
+//! `POST /v1/chat/completions` through a session: a whole JSON answer or an event stream.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use morpheus_domain::ports::{ChatCall, ChatReply, MarketplaceError};
+use reqwest::Method;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use tokio::time::Instant;
+
+use crate::client::ProxyRouterClient;
+use crate::errors::Failure;
+use crate::transport::{self, Limits};
+use crate::{sse, usage};
+
+/// Pause before the single re-send after a refused connection.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
+
+impl ProxyRouterClient {
+    pub(crate) async fn chat_call(&self, call: ChatCall) -> Result<ChatReply, MarketplaceError> {
+        // One more try only when the connection was refused: then nothing was sent and nothing
+        // can run twice. Once a request may have left, it is never repeated here.
+        match self.chat_once(&call).await {
+            Err(f) if f.not_sent && matches!(f.error, MarketplaceError::Unreachable(_)) => {
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+                self.chat_once(&call).await.map_err(|f| f.error)
+            }
+            other => other.map_err(|f| f.error),
+        }
+    }
+
+    async fn chat_once(&self, call: &ChatCall) -> Result<ChatReply, Failure> {
+        let url = self.url("/v1/chat/completions")?;
+        let mut rb = self
+            .request(Method::POST, url)
+            .header("session_id", call.session.as_str())
+            .header(CONTENT_TYPE, "application/json")
+            .header(
+                ACCEPT,
+                if call.stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
+            .body(call.body.clone());
+        if let Some(id) = call
+            .request_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
+            rb = rb.header("X-Request-Id", id);
+        }
+        if call.stream {
+            self.chat_stream(rb).await
+        } else {
+            self.chat_whole(rb).await
+        }
+    }
+
+    async fn chat_whole(&self, rb: reqwest::RequestBuilder) -> Result<ChatReply, Failure> {
+        let c = &self.inner.config;
+        let limits = Limits {
+            first_byte: c.first_byte_timeout,
+            idle: c.idle_timeout,
+            total: c.chat_timeout,
+            max_body: c.max_body_bytes,
+        };
+        let answer = transport::exchange(rb, limits).await?;
+        transport::require_json(&answer)?;
+        let object = match serde_json::from_slice::<serde_json::Value>(&answer.body) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => return Err(Failure::invalid("the completion is not a JSON object")),
+        };
+        // Some providers report a failure inside a 200; treat it like the error status it is.
+        if object.contains_key("error") && !object.contains_key("choices") {
+            return Err(crate::errors::from_status(
+                reqwest::StatusCode::BAD_GATEWAY,
+                &answer.headers,
+                &answer.body,
+            ));
+        }
+        let usage = usage::usage_of(&object);
+        Ok(ChatReply::Complete {
+            body: answer.body,
+            usage,
+        })
+    }
+
+    async fn chat_stream(&self, rb: reqwest::RequestBuilder) -> Result<ChatReply, Failure> {
+        let c = &self.inner.config;
+        let resp = transport::send(rb, c.first_byte_timeout).await?;
+        if !resp.status().is_success() {
+            let deadline = Instant::now() + c.request_timeout;
+            return Err(transport::error_answer(resp, deadline).await);
+        }
+        if !transport::is_event_stream(resp.headers()) {
+            return Err(Failure::ambiguous(MarketplaceError::InvalidResponse(
+                "expected an event stream".to_owned(),
+            )));
+        }
+        let bytes = resp
+            .bytes_stream()
+            .map(|r| r.map_err(|e| crate::errors::describe(&e)));
+        let events = sse::chat_events(
+            bytes,
+            sse::StreamLimits {
+                idle: c.idle_timeout,
+                max_event_bytes: c.max_event_bytes,
+            },
+        );
+        Ok(ChatReply::Stream(Box::pin(events)))
+    }
+}

@@ -1,0 +1,293 @@
+//! [`ProxyRouterClient`]: the proxy-router's admin calls (models, bids, sessions, wallet) and
+//! the [`Marketplace`] port. Chat lives in `chat.rs`, session opens in `open_recovery.rs`.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use morpheus_domain::ports::{ChatCall, ChatReply, Marketplace, MarketplaceError};
+use morpheus_domain::{
+    BidId, EthAddress, MarketModel, ModelId, RatedBid, SessionId, SessionTerms, TxHash,
+    UpstreamSession,
+};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use reqwest::{Method, RequestBuilder, Url};
+use secrecy::ExposeSecret;
+
+use crate::config::{ProxyRouterConfig, normalise_base};
+use crate::errors::Failure;
+use crate::transport::{self, Answer, Limits};
+use crate::wire;
+
+/// How many handed-out session ids are remembered (see `open_recovery.rs`).
+const REMEMBERED_SESSIONS: usize = 4096;
+
+/// A client for one proxy-router. Cheap to clone: clones share one connection pool.
+#[derive(Clone)]
+pub struct ProxyRouterClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub http: reqwest::Client,
+    /// `scheme://host[:port][/prefix]`, without credentials or trailing slash.
+    pub base: String,
+    /// `Basic …`, marked sensitive so it never shows in debug output.
+    pub auth: Option<HeaderValue>,
+    pub config: ProxyRouterConfig,
+    /// Session ids this process already returned from an open.
+    handed_out: Mutex<HandedOut>,
+}
+
+#[derive(Default)]
+struct HandedOut {
+    ids: HashSet<SessionId>,
+    order: VecDeque<SessionId>,
+}
+
+impl ProxyRouterClient {
+    pub fn new(config: ProxyRouterConfig) -> anyhow::Result<Self> {
+        let base = normalise_base(&config.base_url)?;
+        let user = config.user.clone().or(base.user);
+        let password = config
+            .password
+            .as_ref()
+            .map(|p| p.expose_secret().to_owned())
+            .or(base.password);
+        let auth = match (user, password) {
+            (None, None) => None,
+            (user, password) => Some(basic_auth(
+                user.as_deref().unwrap_or(""),
+                password.as_deref().unwrap_or(""),
+            )?),
+        };
+        let http = transport::build_client(config.connect_timeout)?;
+        let mut config = config;
+        // Keep no copy of the credentials beyond the header value.
+        config.base_url = base.base.clone();
+        config.password = None;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base: base.base,
+                auth,
+                config,
+                handed_out: Mutex::new(HandedOut::default()),
+            }),
+        })
+    }
+
+    pub(crate) fn url(&self, path_and_query: &str) -> Result<Url, Failure> {
+        Url::parse(&format!("{}{}", self.inner.base, path_and_query)).map_err(|_| Failure {
+            error: MarketplaceError::Unreachable("invalid request URL".to_owned()),
+            not_sent: true,
+            ambiguous: false,
+        })
+    }
+
+    /// A request with Basic auth (when configured).
+    pub(crate) fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        let rb = self.inner.http.request(method, url);
+        match &self.inner.auth {
+            Some(auth) => rb.header(AUTHORIZATION, auth.clone()),
+            None => rb,
+        }
+    }
+
+    pub(crate) fn admin_limits(&self) -> Limits {
+        let c = &self.inner.config;
+        Limits {
+            first_byte: c.first_byte_timeout,
+            idle: c.idle_timeout,
+            total: c.request_timeout,
+            max_body: c.max_body_bytes,
+        }
+    }
+
+    /// An authenticated, retried GET expecting JSON.
+    pub(crate) async fn get(&self, path_and_query: &str) -> Result<Answer, Failure> {
+        let url = self.url(path_and_query)?;
+        transport::read_with_retries(
+            || {
+                self.request(Method::GET, url.clone())
+                    .header(ACCEPT, "application/json")
+            },
+            self.admin_limits(),
+            true,
+        )
+        .await
+    }
+
+    /// An authenticated POST, sent exactly once.
+    pub(crate) async fn post(
+        &self,
+        path_and_query: &str,
+        json_body: Option<Vec<u8>>,
+    ) -> Result<Answer, Failure> {
+        let url = self.url(path_and_query)?;
+        let mut rb = self
+            .request(Method::POST, url)
+            .header(ACCEPT, "application/json");
+        if let Some(body) = json_body {
+            rb = rb
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let answer = transport::exchange(rb, self.admin_limits()).await?;
+        transport::require_json(&answer)?;
+        Ok(answer)
+    }
+
+    /// Records `id` as handed out; false if it already was.
+    pub(crate) fn claim(&self, id: &SessionId) -> bool {
+        let mut h = self
+            .inner
+            .handed_out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !h.ids.insert(id.clone()) {
+            return false;
+        }
+        h.order.push_back(id.clone());
+        if h.order.len() > REMEMBERED_SESSIONS
+            && let Some(old) = h.order.pop_front()
+        {
+            h.ids.remove(&old);
+        }
+        true
+    }
+
+    pub(crate) async fn wallet(&self) -> Result<(EthAddress, Answer), Failure> {
+        let answer = self.get("/wallet").await?;
+        let address = decode(&answer, wire::wallet)?;
+        Ok((address, answer))
+    }
+
+    /// The newest sessions of `user` (the node's wallet), up to 20.
+    pub(crate) async fn user_sessions(
+        &self,
+        user: &EthAddress,
+    ) -> Result<Vec<UpstreamSession>, Failure> {
+        let answer = self
+            .get(&format!(
+                "/blockchain/sessions/user?user={}&offset=0&limit=20&order=desc",
+                user.as_str()
+            ))
+            .await?;
+        decode(&answer, wire::sessions)
+    }
+}
+
+impl std::fmt::Debug for ProxyRouterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyRouterClient")
+            .field("base", &self.inner.base)
+            .field("auth", &self.inner.auth.is_some())
+            .finish()
+    }
+}
+
+fn basic_auth(user: &str, password: &str) -> anyhow::Result<HeaderValue> {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut value = HeaderValue::from_str(&format!("Basic {token}"))
+        .map_err(|_| anyhow::anyhow!("the proxy-router credentials cannot form a header"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Parses a 2xx body; an unreadable success is ambiguous (it may hide a done deed).
+pub(crate) fn decode<T>(
+    answer: &Answer,
+    parse: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<T, Failure> {
+    parse(&answer.body).map_err(|why| Failure::ambiguous(MarketplaceError::InvalidResponse(why)))
+}
+
+#[async_trait]
+impl Marketplace for ProxyRouterClient {
+    async fn health(&self) -> Result<(), MarketplaceError> {
+        // The only call without credentials: the node does not ask for them here.
+        let url = self.url("/healthcheck").map_err(|f| f.error)?;
+        transport::read_with_retries(
+            || self.inner.http.get(url.clone()),
+            self.admin_limits(),
+            false,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|f| f.error)
+    }
+
+    async fn models(&self) -> Result<Vec<MarketModel>, MarketplaceError> {
+        let answer = self.get("/blockchain/models").await.map_err(|f| f.error)?;
+        decode(&answer, wire::models).map_err(|f| f.error)
+    }
+
+    async fn rated_bids(&self, model: &ModelId) -> Result<Vec<RatedBid>, MarketplaceError> {
+        let answer = self
+            .get(&format!("/blockchain/models/{}/bids/rated", model.as_str()))
+            .await
+            .map_err(|f| f.error)?;
+        decode(&answer, wire::rated_bids).map_err(|f| f.error)
+    }
+
+    async fn approve(
+        &self,
+        spender: &EthAddress,
+        amount: u128,
+    ) -> Result<TxHash, MarketplaceError> {
+        // Never retried: a second approve is a second transaction.
+        let answer = self
+            .post(
+                &format!(
+                    "/blockchain/approve?spender={}&amount={amount}",
+                    spender.as_str()
+                ),
+                None,
+            )
+            .await
+            .map_err(|f| f.error)?;
+        decode(&answer, wire::tx).map_err(|f| f.error)
+    }
+
+    async fn open_model_session(
+        &self,
+        model: &ModelId,
+        terms: SessionTerms,
+    ) -> Result<SessionId, MarketplaceError> {
+        self.open_session(crate::open_recovery::OpenTarget::Model(model), terms)
+            .await
+    }
+
+    async fn open_bid_session(
+        &self,
+        bid: &BidId,
+        terms: SessionTerms,
+    ) -> Result<SessionId, MarketplaceError> {
+        self.open_session(crate::open_recovery::OpenTarget::Bid(bid), terms)
+            .await
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<UpstreamSession, MarketplaceError> {
+        let answer = self
+            .get(&format!("/blockchain/sessions/{}", id.as_str()))
+            .await
+            .map_err(|f| f.error)?;
+        decode(&answer, wire::session).map_err(|f| f.error)
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<TxHash, MarketplaceError> {
+        // Never retried here: the caller's background task retries later, with the chain's
+        // view of the session in hand.
+        let answer = self
+            .post(&format!("/blockchain/sessions/{}/close", id.as_str()), None)
+            .await
+            .map_err(|f| f.error)?;
+        decode(&answer, wire::tx).map_err(|f| f.error)
+    }
+
+    async fn chat(&self, call: ChatCall) -> Result<ChatReply, MarketplaceError> {
+        self.chat_call(call).await
+    }
+}

@@ -1,0 +1,478 @@
+//! `POST /api/v1/chat/completions` against the simulator: sessions chosen and opened for the
+//! key, OpenAI shapes in and out, and one usage record per request.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app;
+use crate::market::{ask, openai_error, spawn_market_app, sse_events};
+
+#[tokio::test]
+async fn a_completion_runs_on_a_session_opened_for_the_key_and_reused() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let r = app
+        .chat(&user.api_key, &ask("llama-3.3-70b", "hello there"))
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(
+        body["model"], "llama-3.3-70b",
+        "the model the client asked for"
+    );
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Echo: hello there"
+    );
+    assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 0);
+
+    let again = app
+        .chat(&user.api_key, &ask("llama-3.3-70b", "again"))
+        .await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        app.sim.counters().sessions_opened,
+        1,
+        "the session is reused"
+    );
+    assert_eq!(app.sim.counters().chat_requests, 2);
+    let stored = app.count(&format!(
+        "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = 'active'",
+        user.id
+    ));
+    assert_eq!(stored, 1);
+}
+
+#[tokio::test]
+async fn each_model_gets_its_own_session_and_each_key_its_own() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let second_key = app.create_key(&user.access, "second").await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (key, model) in [
+        (&user.api_key, "llama-3.3-70b"),
+        (&user.api_key, "qwen3-235b"),
+        (&second_key, "llama-3.3-70b"),
+        (&user.api_key, "llama-3.3-70b"),
+    ] {
+        assert_eq!(app.chat(key, &ask(model, "hi")).await.status(), 200);
+    }
+    assert_eq!(app.sim.counters().sessions_opened, 3);
+}
+
+#[tokio::test]
+async fn with_automation_off_the_error_says_how_to_get_a_session() {
+    let app = spawn_market_app().await;
+    let user = app.seed_user().await;
+    let error = openai_error(
+        app.chat(&user.api_key, &ask("llama-3.3-70b", "hi")).await,
+        400,
+    )
+    .await;
+    assert_eq!(error["code"], "no_active_session");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("/api/v1/automation/settings"), "{message}");
+    assert!(
+        message.contains("/api/v1/session/modelsession"),
+        "{message}"
+    );
+    assert_eq!(app.sim.counters().sessions_opened, 0);
+
+    // A session opened by hand is used even with automation off.
+    let r = app
+        .post_with_key(
+            "/api/v1/session/modelsession?model_id=llama-3.3-70b",
+            &user.api_key,
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.chat(&user.api_key, &ask("llama-3.3-70b", "hi"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.sim.counters().sessions_opened, 1);
+}
+
+#[tokio::test]
+async fn the_session_lasts_as_long_as_the_automation_settings_say() {
+    let app = spawn_market_app().await;
+    let user = app.seed_user().await;
+    let r = app
+        .client
+        .put(app.url("/api/v1/automation/settings"))
+        .bearer_auth(&user.api_key)
+        .json(&json!({"is_enabled": true, "session_duration": 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.chat(&user.api_key, &ask("llama-3.3-70b", "hi"))
+            .await
+            .status(),
+        200
+    );
+    let lasting = app.count(&format!(
+        "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND {}",
+        user.id,
+        if app.is_postgres() {
+            "ends_at - opened_at BETWEEN interval '590 seconds' AND interval '610 seconds'"
+        } else {
+            "(julianday(ends_at) - julianday(opened_at)) * 86400 BETWEEN 590 AND 610"
+        }
+    ));
+    assert_eq!(lasting, 1, "the chain's EndsAt is opened_at + 600 s");
+}
+
+#[tokio::test]
+async fn an_unknown_model_is_a_404_not_a_silent_switch() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let error = openai_error(
+        app.chat(&user.api_key, &ask("gpt-3.5-turbo", "hi")).await,
+        404,
+    )
+    .await;
+    assert_eq!(error["code"], "model_not_found");
+    assert_eq!(error["param"], "model");
+    assert_eq!(error["type"], "invalid_request_error");
+    assert_eq!(app.sim.counters().chat_requests, 0);
+}
+
+#[tokio::test]
+async fn no_model_means_the_default_and_ids_and_any_case_resolve() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let body: Value = app
+        .chat(
+            &user.api_key,
+            &json!({"messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["model"], "mistral-31-24b", "the model tagged Default");
+    let by_id = ask(
+        "0xDF474728F624712570170F311A866A6937436C14861568F38593A531B7F45845",
+        "hi",
+    );
+    assert_eq!(app.chat(&user.api_key, &by_id).await.status(), 200);
+    assert_eq!(
+        app.chat(&user.api_key, &ask("LLAMA-3.3-70B", "hi"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.sim.counters().sessions_opened,
+        2,
+        "id and name share a session"
+    );
+}
+
+#[tokio::test]
+async fn content_parts_tools_and_choices_reach_the_provider() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let request = json!({
+        "model": "llama-3.3-70b",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "what is the weather"}]}],
+        "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+        "tool_choice": "auto",
+        "some_future_field": {"kept": true}
+    });
+    let body: Value = app
+        .chat(&user.api_key, &request)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let call = &body["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "weather", "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+
+    let request = json!({
+        "model": "llama-3.3-70b",
+        "messages": [{"role": "user", "content": "one two three four five"}],
+        "n": 2,
+        "max_tokens": 3
+    });
+    let body: Value = app
+        .chat(&user.api_key, &request)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(body["choices"][0]["message"]["content"], "Echo: one two");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+}
+
+#[tokio::test]
+async fn a_stream_relays_every_chunk_and_ends_with_done() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let mut request = ask("llama-3.3-70b", "stream me please");
+    request["stream"] = json!(true);
+    let r = app.chat(&user.api_key, &request).await;
+    assert_eq!(r.status(), 200);
+    let headers = r.headers().clone();
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert!(headers.get("content-length").is_none());
+    assert!(headers.get("content-encoding").is_none());
+    let events = sse_events(r).await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    let mut text = String::new();
+    let mut ids = std::collections::HashSet::new();
+    for event in &events[..events.len() - 1] {
+        let chunk: Value = serde_json::from_str(event).expect("each event is JSON");
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        ids.insert(chunk["id"].as_str().unwrap().to_owned());
+        if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(piece);
+        }
+    }
+    assert_eq!(text.trim_end(), "Echo: stream me please");
+    assert_eq!(ids.len(), 1, "every chunk belongs to this request");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_first_requests_open_exactly_one_session() {
+    let app = Arc::new(spawn_market_app().await);
+    let user = app.seed_automated_user().await;
+    let key = Arc::new(user.api_key);
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let (app, key) = (app.clone(), key.clone());
+            tokio::spawn(async move {
+                app.chat(&key, &ask("llama-3.3-70b", &format!("request {i}")))
+                    .await
+                    .status()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    let opened = app.sim.counters().sessions_opened;
+    println!(
+        "single-flight: 50 concurrent first requests → {opened} session opened in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(opened, 1);
+    assert_eq!(app.sim.counters().chat_requests, 50);
+}
+
+#[tokio::test]
+async fn an_expired_session_is_renewed_once_and_the_request_succeeds() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    assert_eq!(
+        app.chat(&user.api_key, &ask("llama-3.3-70b", "one"))
+            .await
+            .status(),
+        200
+    );
+    // The chain moves past EndsAt: the upstream answers "session expired".
+    app.sim
+        .advance_clock(std::time::Duration::from_secs(2 * 3600));
+    let r = app.chat(&user.api_key, &ask("llama-3.3-70b", "two")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.sim.counters().sessions_opened, 2);
+    let active = app.count(&format!(
+        "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = 'active'",
+        user.id
+    ));
+    assert_eq!(active, 1, "the old session is no longer active");
+}
+
+#[tokio::test]
+async fn a_session_id_must_belong_to_the_calling_key() {
+    let app = spawn_market_app().await;
+    let alice = app.seed_automated_user().await;
+    let bob = app.seed_automated_user().await;
+    let opened: Value = app
+        .post_with_key(
+            "/api/v1/session/modelsession?model_id=llama-3.3-70b",
+            &alice.api_key,
+            Some(&json!({})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let session = opened["session_id"].as_str().unwrap();
+
+    let mut request = ask("llama-3.3-70b", "hi");
+    request["session_id"] = json!(session);
+    assert_eq!(app.chat(&alice.api_key, &request).await.status(), 200);
+    let error = openai_error(app.chat(&bob.api_key, &request).await, 404).await;
+    assert_eq!(error["code"], "session_not_found");
+    // The header form is checked the same way.
+    let r = app
+        .client
+        .post(app.url("/api/v1/chat/completions"))
+        .bearer_auth(&bob.api_key)
+        .header("session_id", session)
+        .json(&ask("llama-3.3-70b", "hi"))
+        .send()
+        .await
+        .unwrap();
+    openai_error(r, 404).await;
+    let mut garbage = ask("llama-3.3-70b", "hi");
+    garbage["session_id"] = json!("not-a-session");
+    openai_error(app.chat(&alice.api_key, &garbage).await, 404).await;
+    assert_eq!(
+        app.sim.counters().chat_requests,
+        1,
+        "bob's requests never reached upstream"
+    );
+}
+
+#[tokio::test]
+async fn requests_over_the_caps_are_refused_before_anything_is_spent() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let cases = [
+        (
+            json!({"max_tokens": 1_000_000}),
+            "max_tokens",
+            "max_tokens_exceeded",
+        ),
+        (
+            json!({"max_completion_tokens": 1_000_000}),
+            "max_tokens",
+            "max_tokens_exceeded",
+        ),
+        (json!({"n": 9}), "n", "too_many_choices"),
+    ];
+    for (extra, param, code) in cases {
+        let mut request = ask("llama-3.3-70b", "hi");
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        let error = openai_error(app.chat(&user.api_key, &request).await, 400).await;
+        assert_eq!(error["param"], param);
+        assert_eq!(error["code"], code);
+    }
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"role": "user", "content": "x"}))
+        .collect();
+    let error = openai_error(
+        app.chat(
+            &user.api_key,
+            &json!({"model": "llama-3.3-70b", "messages": many}),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(error["code"], "too_many_messages");
+    assert_eq!(app.sim.counters().sessions_opened, 0);
+}
+
+#[tokio::test]
+async fn invalid_requests_are_422_with_located_errors() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let cases = [
+        (json!({"model": "llama-3.3-70b"}), vec!["body", "messages"]),
+        (json!({"messages": []}), vec!["body", "messages"]),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "temperature": 3}),
+            vec!["body", "temperature"],
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}),
+            vec!["body", "stream"],
+        ),
+        (
+            json!({"messages": [{"role": "wizard", "content": "x"}]}),
+            vec!["body", "messages", "0", "role"],
+        ),
+    ];
+    for (body, loc) in cases {
+        let r = app.chat(&user.api_key, &body).await;
+        assert_eq!(r.status(), 422, "{body}");
+        let detail: Value = r.json().await.unwrap();
+        let got: Vec<String> = detail["detail"][0]["loc"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .collect();
+        assert_eq!(got, loc, "{body} → {detail}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_key_gets_an_openai_authentication_error() {
+    let app = spawn_market_app().await;
+    let error = openai_error(app.chat("sk-nope", &ask("llama-3.3-70b", "hi")).await, 401).await;
+    assert_eq!(error["type"], "authentication_error");
+}
+
+#[tokio::test]
+async fn without_a_proxy_router_chat_answers_503_saying_what_to_configure() {
+    let app = spawn_app().await;
+    let user = app.seed_user().await;
+    let error = openai_error(
+        app.chat(&user.api_key, &ask("llama-3.3-70b", "hi")).await,
+        503,
+    )
+    .await;
+    assert_eq!(error["code"], "upstream_not_configured");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("MORPHEUS_PROXY_ROUTER_URL")
+    );
+}
+
+#[tokio::test]
+async fn every_request_leaves_one_usage_record() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    assert_eq!(
+        app.chat(&user.api_key, &ask("llama-3.3-70b", "one two three"))
+            .await
+            .status(),
+        200
+    );
+    let mut streamed = ask("llama-3.3-70b", "four five");
+    streamed["stream"] = json!(true);
+    let events = sse_events(app.chat(&user.api_key, &streamed).await).await;
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    openai_error(
+        app.chat(&user.api_key, &ask("gpt-3.5-turbo", "x")).await,
+        404,
+    )
+    .await;
+    assert_eq!(app.wait_for_usage(user.id, 3).await, 3);
+    let completed = app.count(&format!(
+        "SELECT COUNT(*) AS n FROM usage_records WHERE user_id = {} AND outcome = 'completed' \
+         AND status = 200 AND completion_tokens > 0 AND prompt_tokens > 0 AND session_id IS NOT NULL",
+        user.id
+    ));
+    assert_eq!(completed, 2, "{}", app.dump_table("usage_records"));
+    let failed = app.count(&format!(
+        "SELECT COUNT(*) AS n FROM usage_records WHERE user_id = {} AND outcome = 'failed' AND status = 404",
+        user.id
+    ));
+    assert_eq!(failed, 1);
+}

@@ -1,0 +1,103 @@
+//! `/api/v1/models…`: served from the in-memory catalogue, in OpenAI's list shape.
+
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+use crate::market::spawn_market_app;
+
+const LLAMA_ID: &str = "0xdf474728f624712570170f311a866a6937436c14861568f38593a531b7f45845";
+
+#[tokio::test]
+async fn models_are_listed_in_openai_shape_without_deleted_ones() {
+    let app = spawn_market_app().await;
+    let body = app.get_public_json("/api/v1/models").await;
+    assert_eq!(body["object"], "list");
+    let data = body["data"].as_array().expect("data");
+    let names: Vec<&str> = data.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(names.contains(&"llama-3.3-70b"), "{names:?}");
+    assert!(
+        !names.contains(&"retired-model"),
+        "deleted models are hidden: {names:?}"
+    );
+    let llama = data.iter().find(|m| m["id"] == "llama-3.3-70b").unwrap();
+    assert_eq!(llama["object"], "model");
+    assert_eq!(llama["blockchainID"], LLAMA_ID);
+    assert!(llama["created"].is_i64());
+    assert!(llama["owned_by"].is_string());
+    assert!(llama["tags"].is_array());
+    // The trailing-slash path serves the same list.
+    assert_eq!(app.get_public_json("/api/v1/models/").await, body);
+    let all = app.get_public_json("/api/v1/models/allmodels").await;
+    assert_eq!(all["data"].as_array().unwrap().len(), data.len());
+}
+
+#[tokio::test]
+async fn listing_models_does_not_call_the_proxy_router() {
+    let app = spawn_market_app().await;
+    let before = app.sim.counters().requests;
+    for _ in 0..5 {
+        app.get_public_json("/api/v1/models").await;
+    }
+    assert_eq!(app.sim.counters().requests, before);
+}
+
+#[tokio::test]
+async fn rated_bids_keep_big_amounts_exact() {
+    let app = spawn_market_app().await;
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/models/ratedbids?model_id={LLAMA_ID}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let bids = body["bids"].as_array().expect("bids");
+    assert!(!bids.is_empty());
+    for bid in bids {
+        assert!(bid["ID"].as_str().unwrap().starts_with("0x"));
+        assert!(bid["Score"].is_number());
+        let price = bid["Bid"]["PricePerSecond"]
+            .as_str()
+            .expect("decimal string");
+        assert!(price.parse::<u128>().is_ok(), "{price}");
+        assert_eq!(bid["Bid"]["ModelAgentId"], LLAMA_ID);
+    }
+    assert!(
+        bids.iter().any(|b| b["Bid"]["PricePerSecond"]
+            .as_str()
+            .unwrap()
+            .parse::<u128>()
+            .unwrap()
+            > 1 << 53),
+        "the simulator offers a price beyond 2^53: {body}"
+    );
+}
+
+#[tokio::test]
+async fn rated_bids_need_an_on_chain_id() {
+    let app = spawn_market_app().await;
+    for query in ["", "?model_id=llama-3.3-70b", "?model_id=0x1234"] {
+        let r = app
+            .client
+            .get(app.url(&format!("/api/v1/models/ratedbids{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{query}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["detail"][0]["loc"][1], "model_id", "{body}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_proxy_router_the_model_routes_say_what_to_configure() {
+    let app = spawn_app().await;
+    for path in ["/api/v1/models", "/api/v1/models/allmodels"] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        let body: Value = r.json().await.unwrap();
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("MORPHEUS_PROXY_ROUTER_URL"), "{detail}");
+    }
+}

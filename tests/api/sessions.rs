@@ -1,0 +1,342 @@
+//! `/api/v1/session/*`: sessions of the calling API key, with real statuses for failures.
+
+use std::time::Duration;
+
+use morpheus_router_sim::{Fault, FaultKind, FaultRoute};
+use serde_json::{Value, json};
+
+use crate::helpers::error_body;
+use crate::market::{DIAMOND, ask, spawn_market_app, spawn_market_app_with};
+
+const LLAMA_ID: &str = "0xdf474728f624712570170f311a866a6937436c14861568f38593a531b7f45845";
+
+async fn open_model_session(app: &crate::helpers::TestApp, key: &str, model: &str) -> Value {
+    let r = app
+        .post_with_key(
+            &format!("/api/v1/session/modelsession?model_id={model}"),
+            key,
+            Some(&json!({"sessionDuration": 900})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_model_session_is_opened_once_and_then_returned() {
+    let app = spawn_market_app().await;
+    let user = app.seed_user().await;
+    let first = open_model_session(&app, &user.api_key, "llama-3.3-70b").await;
+    assert_eq!(first["success"], true);
+    assert_eq!(first["model"], LLAMA_ID);
+    assert_eq!(first["api_key_prefix"], &user.api_key[..9]);
+    let second = open_model_session(&app, &user.api_key, LLAMA_ID).await;
+    assert_eq!(second["session_id"], first["session_id"]);
+    assert_eq!(app.sim.counters().sessions_opened, 1);
+}
+
+#[tokio::test]
+async fn model_session_input_is_checked() {
+    let app = spawn_market_app().await;
+    let user = app.seed_user().await;
+    let r = app
+        .post_with_key(
+            "/api/v1/session/modelsession?model_id=llama-3.3-70b",
+            &user.api_key,
+            Some(&json!({"sessionDuration": 30})),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let r = app
+        .post_with_key(
+            "/api/v1/session/modelsession?model_id=no-such-model",
+            &user.api_key,
+            Some(&json!({})),
+        )
+        .await;
+    error_body(r, 404).await;
+    let r = app
+        .post_with_key(
+            "/api/v1/session/modelsession",
+            &user.api_key,
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(app.sim.counters().sessions_opened, 0);
+}
+
+#[tokio::test]
+async fn a_bid_session_replaces_the_keys_session_for_that_model() {
+    let app = spawn_market_app().await;
+    let user = app.seed_user().await;
+    let first = open_model_session(&app, &user.api_key, "llama-3.3-70b").await;
+    let bids = app
+        .get_public_json(&format!("/api/v1/models/ratedbids?model_id={LLAMA_ID}"))
+        .await;
+    let bid = bids["bids"][1]["ID"].as_str().unwrap().to_owned();
+    let r = app
+        .post_with_key(
+            &format!("/api/v1/session/bidsession?bid_id={bid}"),
+            &user.api_key,
+            Some(&json!({"sessionDuration": 600})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let by_bid: Value = r.json().await.unwrap();
+    assert_eq!(by_bid["model"], LLAMA_ID);
+    assert_ne!(by_bid["session_id"], first["session_id"]);
+    let active = app.count(&format!(
+        "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = 'active'",
+        user.id
+    ));
+    assert_eq!(active, 1);
+
+    let unknown = format!("0x{}", "ab".repeat(32));
+    let r = app
+        .post_with_key(
+            &format!("/api/v1/session/bidsession?bid_id={unknown}"),
+            &user.api_key,
+            Some(&json!({})),
+        )
+        .await;
+    error_body(r, 404).await;
+    let r = app
+        .post_with_key(
+            "/api/v1/session/bidsession?bid_id=0x12",
+            &user.api_key,
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+}
+
+#[tokio::test]
+async fn closing_closes_the_keys_sessions_only() {
+    let app = spawn_market_app().await;
+    let alice = app.seed_user().await;
+    let bob = app.seed_user().await;
+    let a1 = open_model_session(&app, &alice.api_key, "llama-3.3-70b").await;
+    open_model_session(&app, &alice.api_key, "qwen3-235b").await;
+    let b1 = open_model_session(&app, &bob.api_key, "llama-3.3-70b").await;
+
+    // Bob cannot close Alice's session, and it stays open.
+    let r = app
+        .post_with_key(
+            &format!(
+                "/api/v1/session/closesession?session_id={}",
+                a1["session_id"].as_str().unwrap()
+            ),
+            &bob.api_key,
+            None,
+        )
+        .await;
+    error_body(r, 404).await;
+    assert_eq!(app.sim.counters().sessions_closed, 0);
+
+    let r = app
+        .post_with_key(
+            &format!(
+                "/api/v1/session/closesession?session_id={}",
+                a1["session_id"].as_str().unwrap()
+            ),
+            &alice.api_key,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["session_id"], a1["session_id"]);
+
+    let body: Value = app
+        .post_with_key("/api/v1/session/closesession", &alice.api_key, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["closed"].as_array().unwrap().len(), 1, "{body}");
+    let body: Value = app
+        .post_with_key("/api/v1/session/closesession", &alice.api_key, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["message"], "No active session found to close");
+    assert_eq!(app.sim.counters().sessions_closed, 2);
+    // Bob's session is untouched.
+    let ping: Value = app
+        .post_with_key("/api/v1/session/pingsession", &bob.api_key, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ping["status"], "alive");
+    assert_eq!(ping["session_id"], b1["session_id"]);
+}
+
+#[tokio::test]
+async fn ping_reports_alive_ended_and_missing_sessions() {
+    let app = spawn_market_app().await;
+    let user = app.seed_user().await;
+    let ping = |key: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .post_with_key("/api/v1/session/pingsession", &key, None)
+                .await;
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(ping(user.api_key.clone()).await["status"], "no_session");
+    open_model_session(&app, &user.api_key, "llama-3.3-70b").await;
+    let alive = ping(user.api_key.clone()).await;
+    assert_eq!(alive["status"], "alive");
+    assert_eq!(
+        app.sim.counters().chat_requests,
+        0,
+        "a ping spends no tokens"
+    );
+    // Closed on chain by someone else: the ping finds out and stops using it.
+    let session = alive["session_id"].as_str().unwrap();
+    let closed = app
+        .client
+        .post(format!(
+            "{}/blockchain/sessions/{session}/close",
+            app.sim.base_url()
+        ))
+        .basic_auth("morpheus", Some("sim-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 200);
+    assert_eq!(ping(user.api_key.clone()).await["status"], "expired");
+    assert_eq!(ping(user.api_key.clone()).await["status"], "no_session");
+}
+
+#[tokio::test]
+async fn approve_uses_the_configured_spender_and_checks_the_amount() {
+    let app = spawn_market_app().await;
+    let user = app.seed_user().await;
+    let r = app
+        .post_with_key("/api/v1/session/approve?amount=1000", &user.api_key, None)
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["tx"].as_str().unwrap().starts_with("0x"));
+    assert_eq!(body["spender"], DIAMOND);
+    assert_eq!(app.sim.counters().approvals, 1);
+    for bad in ["0", "-5", "abc", ""] {
+        let r = app
+            .post_with_key(
+                &format!("/api/v1/session/approve?amount={bad}"),
+                &user.api_key,
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 422, "amount={bad}");
+    }
+    let r = app
+        .post_with_key("/api/v1/session/approve", &user.api_key, None)
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(app.sim.counters().approvals, 1);
+}
+
+#[tokio::test]
+async fn session_routes_need_an_api_key() {
+    let app = spawn_market_app().await;
+    for path in [
+        "/api/v1/session/approve?amount=1",
+        "/api/v1/session/closesession",
+        "/api/v1/session/pingsession",
+    ] {
+        let r = app.client.post(app.url(path)).send().await.unwrap();
+        error_body(r, 401).await;
+    }
+}
+
+#[tokio::test]
+async fn upstream_failures_get_real_statuses() {
+    let app = spawn_market_app().await;
+    let user = app.seed_user().await;
+    app.sim.set_fault(Fault {
+        route: FaultRoute::OpenSession,
+        kind: FaultKind::Status {
+            status: 500,
+            body: r#"{"error":"no provider accepting session"}"#.into(),
+            content_type: None,
+        },
+        times: Some(1),
+    });
+    let r = app
+        .post_with_key(
+            "/api/v1/session/modelsession?model_id=llama-3.3-70b",
+            &user.api_key,
+            Some(&json!({})),
+        )
+        .await;
+    let body = error_body(r, 502).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no provider accepting session")
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {}",
+            user.id
+        )),
+        0,
+        "nothing half-written"
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_closes_ended_sessions_and_keeps_records_on_a_flaky_upstream() {
+    let app = spawn_market_app_with(|s| s.session_sweep_seconds = 1).await;
+    let user = app.seed_automated_user().await;
+    assert_eq!(
+        app.chat(&user.api_key, &ask("llama-3.3-70b", "hi"))
+            .await
+            .status(),
+        200
+    );
+
+    // The proxy-router fails every session lookup for a while: nothing may be marked.
+    app.sim.set_fault(Fault {
+        route: FaultRoute::GetSession,
+        kind: FaultKind::Status {
+            status: 500,
+            body: r#"{"error":"rpc timeout"}"#.into(),
+            content_type: None,
+        },
+        times: None,
+    });
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let active = format!(
+        "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = 'active'",
+        user.id
+    );
+    assert_eq!(app.count(&active), 1, "a transient failure changes nothing");
+    app.sim.clear_faults();
+
+    // Once its end has passed the sweep closes it, upstream and in the database.
+    app.execute_sql(&format!(
+        "UPDATE sessions SET ends_at = '2000-01-01 00:00:00' WHERE user_id = {}",
+        user.id
+    ));
+    let closed = format!(
+        "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = 'closed'",
+        user.id
+    );
+    for _ in 0..60 {
+        if app.count(&closed) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.count(&closed), 1);
+    assert_eq!(app.sim.counters().sessions_closed, 1);
+}

@@ -5,12 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/openai-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import openai, pytest' 2> /dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import openai, pytest, httpx' 2> /dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "openai==3.57.0" "pytest==9.2.0"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "openai==3.57.0" "pytest==9.2.0" "httpx==0.28.1"
 fi
 
-cargo build --quiet --bin morpheus-gateway --bin morpheus-router-sim
+cargo build --quiet --bin morpheus-gateway
+cargo build --quiet -p morpheus-router-sim --bin morpheus-router-sim
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sim_port=$(free_port)

@@ -101,6 +101,8 @@ pub struct Settings {
     pub chat_max_choices: u32,
     pub chat_max_messages: usize,
     pub chat_max_tools: usize,
+    /// A `: keep-alive` comment goes out on a stream quiet for this long.
+    pub sse_keep_alive_seconds: u64,
 }
 
 impl Default for Settings {
@@ -149,6 +151,7 @@ impl Default for Settings {
             chat_max_choices: 8,
             chat_max_messages: 1_000,
             chat_max_tools: 128,
+            sse_keep_alive_seconds: 15,
         }
     }
 }
@@ -198,6 +201,7 @@ const ENV_KEYS: &[&str] = &[
     "chat_max_choices",
     "chat_max_messages",
     "chat_max_tools",
+    "sse_keep_alive_seconds",
 ];
 
 impl Settings {

@@ -280,6 +280,7 @@ pub fn build_state(
             max_messages: settings.chat_max_messages,
             max_tools: settings.chat_max_tools,
         },
+        sse_keep_alive: Duration::from_secs(settings.sse_keep_alive_seconds.max(1)),
         marketplace_configured: marketplace.configured,
         health: db,
         meta: ServiceMeta {

@@ -71,3 +71,37 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
         logs.lines().count()
     );
 }
+
+#[tokio::test]
+async fn marketplace_traffic_logs_no_credentials() {
+    use base64::Engine;
+
+    let app = crate::market::spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let ask = crate::market::ask("llama-3.3-70b", "hello");
+    assert_eq!(app.chat(&user.api_key, &ask).await.status(), 200);
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    crate::market::sse_events(app.chat(&user.api_key, &streamed).await).await;
+    // Failures log the upstream's answer: make it one that quotes credentials back.
+    app.sim.set_fault(morpheus_router_sim::Fault {
+        route: morpheus_router_sim::FaultRoute::Chat,
+        kind: morpheus_router_sim::FaultKind::Status {
+            status: 500,
+            body: r#"{"error":"bad header Authorization: Basic bW9ycGhldXM6c2ltLXBhc3N3b3Jk from http://10.1.2.3:8082"}"#.into(),
+            content_type: None,
+        },
+        times: Some(1),
+    });
+    app.chat(&user.api_key, &ask).await;
+
+    let logs = log_capture::captured();
+    let basic = base64::engine::general_purpose::STANDARD.encode("morpheus:sim-password");
+    for (name, secret) in [
+        ("proxy-router password", "sim-password".to_owned()),
+        ("basic credentials", basic),
+        ("api key secret", user.api_key[10..].to_owned()),
+    ] {
+        assert!(!logs.contains(&secret), "the {name} is in the logs");
+    }
+}

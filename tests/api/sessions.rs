@@ -226,7 +226,7 @@ async fn approve_uses_the_configured_spender_and_checks_the_amount() {
     assert!(body["tx"].as_str().unwrap().starts_with("0x"));
     assert_eq!(body["spender"], DIAMOND);
     assert_eq!(app.sim.counters().approvals, 1);
-    for bad in ["0", "-5", "abc", ""] {
+    for bad in ["0", "-5", "abc", "", "9223372036854775808"] {
         let r = app
             .post_with_key(
                 &format!("/api/v1/session/approve?amount={bad}"),

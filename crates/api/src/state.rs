@@ -27,6 +27,8 @@ pub struct AppState {
     /// Where chat requests leave their usage records (batched, off the request path).
     pub usage: Arc<dyn UsageSink>,
     pub chat_limits: ChatLimits,
+    /// A `: keep-alive` comment goes out on a stream quiet for this long.
+    pub sse_keep_alive: std::time::Duration,
     /// `false` when no proxy-router is configured: marketplace routes answer 503 saying so.
     pub marketplace_configured: bool,
     pub health: Arc<dyn HealthProbe>,

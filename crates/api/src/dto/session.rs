@@ -46,7 +46,7 @@ pub struct BidSessionQuery {
 pub struct ApproveQuery {
     /// Wei of MOR to approve (a positive integer).
     #[param(minimum = 1)]
-    pub amount: u64,
+    pub amount: i64,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -114,7 +114,7 @@ pub async fn create_chat_completion(
                 .insert_header((CACHE_CONTROL, "no-cache"))
                 // Tells nginx-style proxies not to buffer the stream.
                 .insert_header(("x-accel-buffering", "no"))
-                .streaming(sse::relay(first, events, meter)))
+                .streaming(sse::relay(first, events, meter, state.sse_keep_alive)))
         }
     }
 }

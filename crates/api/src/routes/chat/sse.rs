@@ -13,11 +13,10 @@ use morpheus_domain::services::UsageMeter;
 
 use crate::error::OpenAiErrorDetail;
 
-/// A comment line goes out when the upstream is quiet this long, so proxies and clients do
-/// not give up on a slow provider.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
 struct Relay {
+    /// A comment line goes out when the upstream is quiet this long, so proxies and clients do
+    /// not give up on a slow provider.
+    keep_alive: Duration,
     first: Option<ChatEvent>,
     events: ChatEventStream,
     meter: Option<UsageMeter>,
@@ -32,8 +31,10 @@ pub fn relay(
     first: ChatEvent,
     events: ChatEventStream,
     meter: UsageMeter,
+    keep_alive: Duration,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let state = Relay {
+        keep_alive,
         first: Some(first),
         events,
         meter: Some(meter),
@@ -47,7 +48,7 @@ pub fn relay(
             let frame = state.frame(event);
             return Some((Ok(frame), state));
         }
-        let next = match tokio::time::timeout(KEEP_ALIVE, state.events.next()).await {
+        let next = match tokio::time::timeout(state.keep_alive, state.events.next()).await {
             Ok(next) => next,
             Err(_) => return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), state)),
         };

@@ -30,12 +30,11 @@ pub async fn approve_spending(
     query: ValidatedQuery<ApproveQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let amount = query.0.amount;
+    let Ok(amount) = u64::try_from(amount) else {
+        return Err(positive_amount());
+    };
     if amount == 0 {
-        return Err(ApiError::validation(FieldError::new(
-            vec![LocItem::from("query"), LocItem::from("amount")],
-            "greater_than_equal",
-            "Input should be greater than or equal to 1",
-        )));
+        return Err(positive_amount());
     }
     let tx = state.sessions.approve(u128::from(amount)).await?;
     Ok(HttpResponse::Ok().json(ApproveResponse {
@@ -47,4 +46,12 @@ pub async fn approve_spending(
             .unwrap_or_default(),
         amount: amount.to_string(),
     }))
+}
+
+fn positive_amount() -> ApiError {
+    ApiError::validation(FieldError::new(
+        vec![LocItem::from("query"), LocItem::from("amount")],
+        "greater_than_equal",
+        "Input should be greater than or equal to 1",
+    ))
 }

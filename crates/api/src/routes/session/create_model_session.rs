@@ -3,7 +3,9 @@ use actix_web::{HttpResponse, post, web};
 use super::{owner, terms};
 use crate::AppState;
 use crate::dto::{ModelSessionQuery, SessionDataRequest, SessionResponse};
-use crate::error::{ApiError, ErrorResponse, JsonBodyErrors, MarketplaceErrors, ServerErrors};
+use crate::error::{
+    ApiError, ErrorResponse, FieldError, JsonBodyErrors, LocItem, MarketplaceErrors, ServerErrors,
+};
 use crate::extract::{ApiKeyUser, ValidatedJson, ValidatedQuery};
 
 /// Opens a session for a model (or returns the key's active one for it). Duration and payment
@@ -28,10 +30,18 @@ pub async fn create_model_session(
     query: ValidatedQuery<ModelSessionQuery>,
     body: ValidatedJson<SessionDataRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let model = query.0.model_id.trim();
+    if model.is_empty() || model.chars().count() > 256 {
+        return Err(ApiError::validation(FieldError::new(
+            vec![LocItem::from("query"), LocItem::from("model_id")],
+            "string_too_short",
+            "model_id must be 1 to 256 characters",
+        )));
+    }
     let terms = terms(&body.0)?;
     let opened = state
         .sessions
-        .open_for_model(owner(&key.0), &query.0.model_id, terms)
+        .open_for_model(owner(&key.0), model, terms)
         .await?;
     let message = if opened.created {
         "Session created and associated with API key"

@@ -463,16 +463,27 @@ async fn every_request_leaves_one_usage_record() {
         404,
     )
     .await;
-    assert_eq!(app.wait_for_usage(user.id, 3).await, 3);
+    let mut over_cap = ask("llama-3.3-70b", "x");
+    over_cap["n"] = json!(100);
+    openai_error(app.chat(&user.api_key, &over_cap).await, 400).await;
+    assert_eq!(app.wait_for_usage(user.id, 4).await, 4);
     let completed = app.count(&format!(
         "SELECT COUNT(*) AS n FROM usage_records WHERE user_id = {} AND outcome = 'completed' \
          AND status = 200 AND completion_tokens > 0 AND prompt_tokens > 0 AND session_id IS NOT NULL",
         user.id
     ));
     assert_eq!(completed, 2, "{}", app.dump_table("usage_records"));
-    let failed = app.count(&format!(
-        "SELECT COUNT(*) AS n FROM usage_records WHERE user_id = {} AND outcome = 'failed' AND status = 404",
-        user.id
-    ));
-    assert_eq!(failed, 1);
+    for status in [404, 400] {
+        let failed = app.count(&format!(
+            "SELECT COUNT(*) AS n FROM usage_records WHERE user_id = {} AND outcome = 'failed' \
+             AND status = {status}",
+            user.id
+        ));
+        assert_eq!(
+            failed,
+            1,
+            "status {status}: {}",
+            app.dump_table("usage_records")
+        );
+    }
 }

@@ -48,35 +48,20 @@ pub async fn create_chat_completion(
     body: JsonWithRaw<ChatCompletionRequest>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let request = &body.value;
-    forward::check_ranges(request)?;
-    state
-        .chat_limits
-        .check(&forward::shape(request))
-        .map_err(OpenAiError::from)?;
-    if !state.marketplace_configured {
-        return Err(OpenAiError::from(ApiError::from(
-            morpheus_domain::ports::MarketplaceError::NotConfigured,
-        ))
-        .into());
-    }
-    let session_id = match forward::requested_session(request, &http) {
-        // An id that cannot be a session cannot be one of this key's either.
-        Some(raw) => Some(SessionId::parse(&raw).map_err(|_| {
-            OpenAiError::from(morpheus_domain::services::ChatSessionError::NotFound)
-        })?),
-        None => None,
-    };
     let stream = request.stream.unwrap_or(false);
     let owner = owner(&key.0);
-    let chat = ChatRequest {
-        model: request.model.clone(),
-        session_id,
-        stream,
-        body: forward::upstream_body(&body.raw)?,
-        request_id: forward::request_id(&http),
-    };
-
+    // From here on every outcome, refusals included, leaves one usage record.
     let mut meter = UsageMeter::start(state.usage.clone(), owner, stream);
+    let chat = match prepare(&state, &http, &body) {
+        Ok(chat) => chat,
+        Err(error) => {
+            meter.finish(
+                UsageOutcome::Failed,
+                error.as_response_error().status_code().as_u16(),
+            );
+            return Err(error);
+        }
+    };
     let answer = match state.chat.complete(owner, chat, &mut meter).await {
         Ok(answer) => answer,
         Err(e) => {
@@ -117,6 +102,40 @@ pub async fn create_chat_completion(
                 .streaming(sse::relay(first, events, meter, state.sse_keep_alive)))
         }
     }
+}
+
+/// Checks what the gateway enforces and builds the request for upstream.
+fn prepare(
+    state: &AppState,
+    http: &HttpRequest,
+    body: &JsonWithRaw<ChatCompletionRequest>,
+) -> Result<ChatRequest, actix_web::Error> {
+    let request = &body.value;
+    forward::check_ranges(request)?;
+    state
+        .chat_limits
+        .check(&forward::shape(request))
+        .map_err(OpenAiError::from)?;
+    if !state.marketplace_configured {
+        return Err(OpenAiError::from(ApiError::from(
+            morpheus_domain::ports::MarketplaceError::NotConfigured,
+        ))
+        .into());
+    }
+    let session_id = match forward::requested_session(request, http) {
+        // An id that cannot be a session cannot be one of this key's either.
+        Some(raw) => Some(SessionId::parse(&raw).map_err(|_| {
+            OpenAiError::from(morpheus_domain::services::ChatSessionError::NotFound)
+        })?),
+        None => None,
+    };
+    Ok(ChatRequest {
+        model: request.model.clone(),
+        session_id,
+        stream: request.stream.unwrap_or(false),
+        body: forward::upstream_body(&body.raw)?,
+        request_id: forward::request_id(http),
+    })
 }
 
 fn early_failure(meter: UsageMeter, fault: &morpheus_domain::ports::StreamFault) -> OpenAiError {

@@ -101,3 +101,35 @@ async fn without_a_proxy_router_the_model_routes_say_what_to_configure() {
         assert!(detail.contains("MORPHEUS_PROXY_ROUTER_URL"), "{detail}");
     }
 }
+
+#[tokio::test]
+async fn aliases_and_the_default_model_are_configurable() {
+    let app = crate::market::spawn_market_app_with(|s| {
+        s.model_aliases = Some("gpt-4o=llama-3.3-70b".to_owned());
+        s.default_model = Some("qwen3-235b".to_owned());
+    })
+    .await;
+    let user = app.seed_automated_user().await;
+    let body: Value = app
+        .chat(&user.api_key, &crate::market::ask("gpt-4o", "hi"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["model"], "gpt-4o", "the name the client asked for");
+    let session_model = app.count(&format!(
+        "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND model_id = '{LLAMA_ID}'",
+        user.id
+    ));
+    assert_eq!(session_model, 1, "the alias ran on llama");
+    let body: Value = app
+        .chat(
+            &user.api_key,
+            &serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["model"], "qwen3-235b");
+}

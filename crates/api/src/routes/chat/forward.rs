@@ -142,3 +142,29 @@ pub fn with_model(body: &[u8], model: &str) -> Option<Bytes> {
     object.insert("model".to_owned(), Value::String(model.to_owned()));
     serde_json::to_vec(&object).ok().map(Bytes::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upstream_body_drops_only_the_gateway_fields() {
+        let raw = br#"{"model":"m","session_id":"0x1","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"logprobs":true,"x_vendor":{"deep":[1,2.5,null]}}"#;
+        let forwarded: Value = serde_json::from_slice(&upstream_body(raw).unwrap()).unwrap();
+        let expected: Value = serde_json::json!({
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            "logprobs": true,
+            "x_vendor": {"deep": [1, 2.5, null]}
+        });
+        assert_eq!(forwarded, expected);
+    }
+
+    #[test]
+    fn the_answer_carries_the_model_the_client_asked_for() {
+        let body = br#"{"id":"c1","model":"provider-internal-name","choices":[]}"#;
+        let rewritten: Value = serde_json::from_slice(&with_model(body, "llama").unwrap()).unwrap();
+        assert_eq!(rewritten["model"], "llama");
+        assert_eq!(rewritten["id"], "c1");
+        assert!(with_model(b"not json", "llama").is_none());
+    }
+}

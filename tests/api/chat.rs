@@ -84,10 +84,9 @@ async fn with_automation_off_the_error_says_how_to_get_a_session() {
 
     // A session opened by hand is used even with automation off.
     let r = app
-        .post_with_key(
+        .post_session(
             "/api/v1/session/modelsession?model_id=llama-3.3-70b",
             &user.api_key,
-            Some(&json!({})),
         )
         .await;
     assert_eq!(r.status(), 200);
@@ -306,10 +305,9 @@ async fn a_session_id_must_belong_to_the_calling_key() {
     let alice = app.seed_automated_user().await;
     let bob = app.seed_automated_user().await;
     let opened: Value = app
-        .post_with_key(
+        .post_session(
             "/api/v1/session/modelsession?model_id=llama-3.3-70b",
             &alice.api_key,
-            Some(&json!({})),
         )
         .await
         .json()

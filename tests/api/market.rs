@@ -64,6 +64,11 @@ impl TestApp {
         req.send().await.expect("request")
     }
 
+    /// POSTs `{}` (every session option at its default) with an API key.
+    pub async fn post_session(&self, path: &str, key: &str) -> Response {
+        self.post_with_key(path, key, Some(&json!({}))).await
+    }
+
     pub async fn chat(&self, key: &str, body: &Value) -> Response {
         self.post_with_key("/api/v1/chat/completions", key, Some(body))
             .await

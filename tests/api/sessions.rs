@@ -48,21 +48,21 @@ async fn model_session_input_is_checked() {
         .await;
     assert_eq!(r.status(), 422);
     let r = app
-        .post_with_key(
+        .post_session(
             "/api/v1/session/modelsession?model_id=no-such-model",
             &user.api_key,
-            Some(&json!({})),
         )
         .await;
     error_body(r, 404).await;
-    let r = app
-        .post_with_key(
-            "/api/v1/session/modelsession",
-            &user.api_key,
-            Some(&json!({})),
-        )
-        .await;
-    assert_eq!(r.status(), 422);
+    for query in ["", "?model_id=", "?model_id=%20"] {
+        let r = app
+            .post_session(
+                &format!("/api/v1/session/modelsession{query}"),
+                &user.api_key,
+            )
+            .await;
+        assert_eq!(r.status(), 422, "{query}");
+    }
     assert_eq!(app.sim.counters().sessions_opened, 0);
 }
 
@@ -94,19 +94,14 @@ async fn a_bid_session_replaces_the_keys_session_for_that_model() {
 
     let unknown = format!("0x{}", "ab".repeat(32));
     let r = app
-        .post_with_key(
+        .post_session(
             &format!("/api/v1/session/bidsession?bid_id={unknown}"),
             &user.api_key,
-            Some(&json!({})),
         )
         .await;
     error_body(r, 404).await;
     let r = app
-        .post_with_key(
-            "/api/v1/session/bidsession?bid_id=0x12",
-            &user.api_key,
-            Some(&json!({})),
-        )
+        .post_session("/api/v1/session/bidsession?bid_id=0x12", &user.api_key)
         .await;
     assert_eq!(r.status(), 422);
 }
@@ -270,10 +265,9 @@ async fn upstream_failures_get_real_statuses() {
         times: Some(1),
     });
     let r = app
-        .post_with_key(
+        .post_session(
             "/api/v1/session/modelsession?model_id=llama-3.3-70b",
             &user.api_key,
-            Some(&json!({})),
         )
         .await;
     let body = error_body(r, 502).await;

@@ -52,11 +52,7 @@ async fn stream(sim: &Sim, sid: &str, text: &str) -> reqwest::Response {
 #[tokio::test]
 async fn latency_and_times_once() {
     let sim = start().await;
-    sim.handle.set_fault(Fault {
-        route: FaultRoute::Models,
-        kind: FaultKind::Latency { ms: 200 },
-        times: Some(1),
-    });
+    sim.fault(FaultRoute::Models, FaultKind::Latency { ms: 200 }, Some(1));
     let t = Instant::now();
     assert_eq!(sim.get_json("/blockchain/models").await.0, 200);
     assert!(t.elapsed() >= Duration::from_millis(200));
@@ -73,15 +69,15 @@ async fn latency_and_times_once() {
 async fn status_faults_replace_the_answer() {
     let sim = start().await;
     let sid = sim.open_llama().await;
-    sim.handle.set_fault(Fault {
-        route: FaultRoute::Chat,
-        kind: FaultKind::Status {
+    sim.fault(
+        FaultRoute::Chat,
+        FaultKind::Status {
             status: 500,
             body: r#"{"error":"session expired"}"#.into(),
             content_type: None,
         },
-        times: Some(1),
-    });
+        Some(1),
+    );
     let resp = sim.chat(&sid, &user_message("hi")).send().await.unwrap();
     assert_eq!(resp.status(), 500);
     assert!(
@@ -127,11 +123,7 @@ async fn status_faults_replace_the_answer() {
 #[tokio::test]
 async fn reset_gives_a_connection_error() {
     let sim = start().await;
-    sim.handle.set_fault(Fault {
-        route: FaultRoute::OpenSession,
-        kind: FaultKind::Reset,
-        times: Some(1),
-    });
+    sim.fault(FaultRoute::OpenSession, FaultKind::Reset, Some(1));
     let err = sim
         .post(&format!(
             "/blockchain/models/{}/session",
@@ -303,22 +295,22 @@ async fn reset_after_chunks_breaks_the_stream() {
 #[tokio::test]
 async fn redirect_huge_body_wrong_type_huge_headers() {
     let sim = start().await;
-    sim.handle.set_fault(Fault {
-        route: FaultRoute::Models,
-        kind: FaultKind::Redirect {
+    sim.fault(
+        FaultRoute::Models,
+        FaultKind::Redirect {
             location: "http://elsewhere.invalid/".into(),
         },
-        times: Some(1),
-    });
+        Some(1),
+    );
     let resp = sim.get("/blockchain/models").send().await.unwrap();
     assert_eq!(resp.status(), 302);
     assert_eq!(resp.headers()["location"], "http://elsewhere.invalid/");
 
-    sim.handle.set_fault(Fault {
-        route: FaultRoute::Models,
-        kind: FaultKind::HugeBody { bytes: 3_000_000 },
-        times: Some(1),
-    });
+    sim.fault(
+        FaultRoute::Models,
+        FaultKind::HugeBody { bytes: 3_000_000 },
+        Some(1),
+    );
     let resp = sim.get("/blockchain/models").send().await.unwrap();
     assert_eq!(resp.content_length(), Some(3_000_000));
     let body = resp.bytes().await.unwrap();
@@ -326,11 +318,7 @@ async fn redirect_huge_body_wrong_type_huge_headers() {
     assert!(serde_json::from_slice::<Value>(&body).is_ok());
 
     let sid = sim.open_llama().await;
-    sim.handle.set_fault(Fault {
-        route: FaultRoute::Chat,
-        kind: FaultKind::WrongContentType,
-        times: Some(1),
-    });
+    sim.fault(FaultRoute::Chat, FaultKind::WrongContentType, Some(1));
     let resp = sim.chat(&sid, &user_message("x")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(
@@ -340,11 +328,11 @@ async fn redirect_huge_body_wrong_type_huge_headers() {
             .starts_with("text/html")
     );
 
-    sim.handle.set_fault(Fault {
-        route: FaultRoute::Chat,
-        kind: FaultKind::HugeHeaders { bytes: 20_000 },
-        times: Some(1),
-    });
+    sim.fault(
+        FaultRoute::Chat,
+        FaultKind::HugeHeaders { bytes: 20_000 },
+        Some(1),
+    );
     let resp = sim.chat(&sid, &user_message("x")).send().await.unwrap();
     assert_eq!(resp.headers()["x-sim-padding"].len(), 20_000);
     assert_eq!(sim.handle.counters().faults_applied, 4);
@@ -354,11 +342,7 @@ async fn redirect_huge_body_wrong_type_huge_headers() {
 async fn bad_usage_json_and_stream() {
     let sim = start().await;
     let sid = sim.open_llama().await;
-    sim.handle.set_fault(Fault {
-        route: FaultRoute::Chat,
-        kind: FaultKind::BadUsage,
-        times: Some(2),
-    });
+    sim.fault(FaultRoute::Chat, FaultKind::BadUsage, Some(2));
     let out: Value = sim
         .chat(&sid, &user_message("x"))
         .send()

@@ -85,14 +85,7 @@ async fn chat_with_n_max_tokens_and_array_content() {
         ]}],
         "n": 2, "max_tokens": 3, "temperature": 0.2, "unknown_field": {"a": 1}
     });
-    let out: Value = sim
-        .chat(&sid, &body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let out: Value = sim.chat_json(&sid, &body).await;
     let choices = out["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 2);
     for (i, c) in choices.iter().enumerate() {
@@ -203,14 +196,7 @@ async fn tool_calls_json_and_stream() {
     ]);
     let mut req = user_message("please search the web");
     req["tools"] = tools.clone();
-    let out: Value = sim
-        .chat(&sid, &req)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let out: Value = sim.chat_json(&sid, &req).await;
     let msg = &out["choices"][0]["message"];
     assert_eq!(msg["content"], Value::Null);
     assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
@@ -262,14 +248,7 @@ async fn tool_calls_json_and_stream() {
     let mut req = user_message("please search");
     req["tools"] = tools;
     req["tool_choice"] = json!("none");
-    let out: Value = sim
-        .chat(&sid, &req)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let out: Value = sim.chat_json(&sid, &req).await;
     assert_eq!(
         out["choices"][0]["message"]["content"],
         "Echo: please search"

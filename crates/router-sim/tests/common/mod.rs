@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use morpheus_router_sim::{LLAMA_MODEL_ID, SimConfig, SimHandle, Simulator};
+use morpheus_router_sim::{
+    Fault, FaultKind, FaultRoute, LLAMA_MODEL_ID, SimConfig, SimHandle, Simulator,
+};
 use serde_json::{Value, json};
 
 pub const USER: &str = "morpheus";
@@ -94,6 +96,18 @@ impl Sim {
     }
 
     /// Waits (up to `within`) until `check` holds for the counters.
+    /// Switches a fault on.
+    pub fn fault(&self, route: FaultRoute, kind: FaultKind, times: Option<u32>) {
+        self.handle.set_fault(Fault { route, kind, times });
+    }
+
+    /// Sends a chat request and returns its JSON answer (the status must be 2xx).
+    pub async fn chat_json(&self, session: &str, body: &Value) -> Value {
+        let resp = self.chat(session, body).send().await.unwrap();
+        assert!(resp.status().is_success(), "chat: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
     pub async fn wait_for_counters(
         &self,
         within: Duration,

@@ -15,6 +15,8 @@ mod market;
 mod models;
 mod secrets_in_logs;
 mod sessions;
+mod streams;
 mod system;
 mod tokens;
+mod upstream_faults;
 mod wallet;

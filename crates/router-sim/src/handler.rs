@@ -41,6 +41,10 @@ pub(crate) async fn handle(
 
     bump(&shared.counters.requests);
     let route = Route::parse(&parts.method, parts.uri.path());
+    // Counted before faults apply, so tests can count every attempt a client made.
+    if matches!(route, Route::Chat) {
+        bump(&shared.counters.chat_requests);
+    }
     let fault = shared.faults.take(route.fault_class());
     if fault.is_some() {
         bump(&shared.counters.faults_applied);

@@ -57,9 +57,23 @@ pub(crate) struct Answer {
     pub body: Bytes,
 }
 
+/// The most response-header bytes accepted. hyper reads heads of up to ~400 KiB and reqwest
+/// can only cap their number; a proxy-router never needs more than a few hundred bytes.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
 /// Sends the request and waits at most `first_byte` for the response head.
 pub(crate) async fn send(rb: RequestBuilder, first_byte: Duration) -> Result<Response, Failure> {
     match timeout(first_byte, rb.send()).await {
+        Ok(Ok(resp)) if header_bytes(resp.headers()) > MAX_HEADER_BYTES => Err(Failure::ambiguous(
+            MarketplaceError::InvalidResponse("the response headers are too large".to_owned()),
+        )),
         Ok(Ok(resp)) => Ok(resp),
         Ok(Err(e)) => Err(errors::before_head(&e)),
         Err(_) => Err(Failure::ambiguous(MarketplaceError::Timeout(

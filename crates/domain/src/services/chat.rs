@@ -220,10 +220,11 @@ impl ChatService {
 }
 
 /// Failures after which the same request can be sent again without harm: nothing reached the
-/// client, and the provider side said it was briefly unavailable.
+/// client, and the provider side said it was briefly unavailable. A refused connection is not
+/// here: the marketplace client already re-sends that once, and a dead proxy-router should be
+/// reported at once, not after more attempts.
 fn is_transient(error: &MarketplaceError) -> bool {
     match error {
-        MarketplaceError::Unreachable(_) => true,
         MarketplaceError::Rejected { status, .. } => matches!(status, 502..=504),
         _ => false,
     }

@@ -6,7 +6,6 @@ use hyper::StatusCode;
 use hyper::http::request::Parts;
 
 use crate::chat::{ChatPlan, ChatRequest};
-use crate::counters::bump;
 use crate::faults::FaultKind;
 use crate::reply::{Reply, ReplyBody};
 use crate::state::Shared;
@@ -18,7 +17,6 @@ pub(crate) fn completions(
     body: &[u8],
     fault: Option<&FaultKind>,
 ) -> Reply {
-    bump(&shared.counters.chat_requests);
     let Some(session_id) = parts
         .headers
         .get("session_id")

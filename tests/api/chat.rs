@@ -485,3 +485,61 @@ async fn every_request_leaves_one_usage_record() {
         );
     }
 }
+
+#[tokio::test]
+async fn two_replicas_racing_for_a_session_leave_one_active() {
+    let app = Arc::new(spawn_market_app().await);
+    // A second gateway process on the same database and proxy-router.
+    let replica = morpheus_gateway::startup::Application::build(app.settings.clone())
+        .await
+        .expect("the replica starts");
+    let replica_url = format!("http://127.0.0.1:{}", replica.port());
+    tokio::spawn(replica.run_until_stopped());
+    let user = app.seed_automated_user().await;
+    let key = Arc::new(user.api_key);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (app, key) = (app.clone(), key.clone());
+            let base = if i % 2 == 0 {
+                app.address.clone()
+            } else {
+                replica_url.clone()
+            };
+            tokio::spawn(async move {
+                app.client
+                    .post(format!("{base}/api/v1/chat/completions"))
+                    .bearer_auth(&*key)
+                    .json(&ask("llama-3.3-70b", &format!("request {i}")))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    let opened = app.sim.counters().sessions_opened;
+    println!("two replicas, 20 concurrent first requests → {opened} upstream opens");
+    assert!(
+        (1..=2).contains(&opened),
+        "one open per replica at most: {opened}"
+    );
+    let rows = |state: &str| {
+        app.count(&format!(
+            "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = '{state}'",
+            user.id
+        ))
+    };
+    assert_eq!(
+        rows("active"),
+        1,
+        "one active session for the key and model"
+    );
+    assert_eq!(
+        rows("retired"),
+        i64::try_from(opened).unwrap() - 1,
+        "a surplus session is kept, to be closed at its end"
+    );
+}

@@ -69,6 +69,13 @@ impl TestApp {
         self.post_with_key(path, key, Some(&json!({}))).await
     }
 
+    /// `POST /session/closesession`, for one session or all the key's active ones.
+    pub async fn close_session(&self, key: &str, session: Option<&str>) -> Response {
+        let query = session.map_or(String::new(), |id| format!("?session_id={id}"));
+        self.post_with_key(&format!("/api/v1/session/closesession{query}"), key, None)
+            .await
+    }
+
     pub async fn chat(&self, key: &str, body: &Value) -> Response {
         self.post_with_key("/api/v1/chat/completions", key, Some(body))
             .await

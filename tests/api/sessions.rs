@@ -117,41 +117,27 @@ async fn closing_closes_the_keys_sessions_only() {
 
     // Bob cannot close Alice's session, and it stays open.
     let r = app
-        .post_with_key(
-            &format!(
-                "/api/v1/session/closesession?session_id={}",
-                a1["session_id"].as_str().unwrap()
-            ),
-            &bob.api_key,
-            None,
-        )
+        .close_session(&bob.api_key, Some(a1["session_id"].as_str().unwrap()))
         .await;
     error_body(r, 404).await;
     assert_eq!(app.sim.counters().sessions_closed, 0);
 
     let r = app
-        .post_with_key(
-            &format!(
-                "/api/v1/session/closesession?session_id={}",
-                a1["session_id"].as_str().unwrap()
-            ),
-            &alice.api_key,
-            None,
-        )
+        .close_session(&alice.api_key, Some(a1["session_id"].as_str().unwrap()))
         .await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["session_id"], a1["session_id"]);
 
     let body: Value = app
-        .post_with_key("/api/v1/session/closesession", &alice.api_key, None)
+        .close_session(&alice.api_key, None)
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(body["closed"].as_array().unwrap().len(), 1, "{body}");
     let body: Value = app
-        .post_with_key("/api/v1/session/closesession", &alice.api_key, None)
+        .close_session(&alice.api_key, None)
         .await
         .json()
         .await

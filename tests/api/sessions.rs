@@ -320,3 +320,44 @@ async fn the_sweep_closes_ended_sessions_and_keeps_records_on_a_flaky_upstream()
     assert_eq!(app.count(&closed), 1);
     assert_eq!(app.sim.counters().sessions_closed, 1);
 }
+
+#[tokio::test]
+async fn a_deleted_accounts_sessions_are_still_closed_at_their_end() {
+    let app = spawn_market_app_with(|s| s.session_sweep_seconds = 1).await;
+    let user = app.seed_automated_user().await;
+    assert_eq!(
+        app.chat(&user.api_key, &ask("llama-3.3-70b", "hi"))
+            .await
+            .status(),
+        200
+    );
+    let r = app
+        .authed(
+            reqwest::Method::DELETE,
+            "/api/v1/auth/register",
+            &user.access,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // Paid for on chain: the session stays on record, retired, until its end has passed.
+    let state = |state: &str| {
+        app.count(&format!(
+            "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = '{state}'",
+            user.id
+        ))
+    };
+    assert_eq!(state("retired"), 1);
+    app.execute_sql(&format!(
+        "UPDATE sessions SET ends_at = '2000-01-01 00:00:00' WHERE user_id = {}",
+        user.id
+    ));
+    for _ in 0..60 {
+        if state("closed") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state("closed"), 1);
+    assert_eq!(app.sim.counters().sessions_closed, 1);
+}

@@ -106,9 +106,7 @@ diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(wallet_keys -> users (user_id));
 diesel::joinable!(delegations -> users (user_id));
 diesel::joinable!(automation_settings -> users (user_id));
-diesel::joinable!(sessions -> api_keys (api_key_id));
-diesel::joinable!(sessions -> users (user_id));
-// No joinable! for usage_records: it has no foreign keys (see its migration).
+// No joinable! for sessions and usage_records: they have no foreign keys (see their migration).
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,

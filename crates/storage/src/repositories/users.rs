@@ -3,13 +3,15 @@ use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use morpheus_domain::ports::{InsertUserError, UserRepository};
-use morpheus_domain::{AccountDeletion, Email, NewUser, PasswordHash, User, UserId, UserName};
+use morpheus_domain::{
+    AccountDeletion, Email, NewUser, PasswordHash, SessionState, User, UserId, UserName,
+};
 
 use super::{is_unique_violation, to_u64};
 use crate::connection::AnyConnection;
 use crate::database::Database;
 use crate::schema::{
-    api_keys, automation_settings, delegations, usage_records, users, wallet_keys,
+    api_keys, automation_settings, delegations, sessions, usage_records, users, wallet_keys,
 };
 
 #[derive(Queryable, Selectable)]
@@ -145,8 +147,16 @@ impl UserRepository for Database {
         self.run(move |conn| {
             conn.write_transaction(|c| {
                 // Deleting the owned rows one table at a time counts exactly what went; the
-                // keys take their sessions with them, and the user's deletion cascades to the
-                // rest (refresh tokens).
+                // user's deletion cascades to the rest (refresh tokens). Sessions stay, retired:
+                // they are paid for on chain, and the sweep still has to close them after
+                // their end so the stake comes back.
+                diesel::update(
+                    sessions::table
+                        .filter(sessions::user_id.eq(id))
+                        .filter(sessions::state.eq(SessionState::Active.as_str())),
+                )
+                .set(sessions::state.eq(SessionState::Retired.as_str()))
+                .execute(c)?;
                 let api_keys =
                     diesel::delete(api_keys::table.filter(api_keys::user_id.eq(id))).execute(c)?;
                 let wallet_keys = diesel::delete(wallet_keys::table.find(id)).execute(c)?;

@@ -91,13 +91,12 @@ async fn populate(t: &TestDb, user: &User, tag: u8) {
     .unwrap();
 }
 
-const OWNED_TABLES: [&str; 7] = [
+const OWNED_TABLES: [&str; 6] = [
     "api_keys",
     "refresh_tokens",
     "wallet_keys",
     "delegations",
     "automation_settings",
-    "sessions",
     "usage_records",
 ];
 
@@ -139,8 +138,24 @@ async fn deleting_an_account_removes_everything_it_owned_and_says_what() {
         );
 
         assert!(t.db.find_user(alice.id).await.unwrap().is_none());
-        assert_eq!(rows_of(t, &alice), [0; 7]);
-        assert_eq!(rows_of(t, &bob), [2, 3, 1, 2, 1, 2, 3]);
+        assert_eq!(rows_of(t, &alice), [0; 6]);
+        assert_eq!(rows_of(t, &bob), [2, 3, 1, 2, 1, 3]);
+        // Sessions are paid for on chain: they stay, retired, until the sweep closes them
+        // after their end; Bob's are untouched.
+        let sessions = |user: &User, state: &str| {
+            t.count(&format!(
+                "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = '{state}'",
+                user.id
+            ))
+        };
+        assert_eq!(sessions(&alice, "retired"), 2);
+        assert_eq!(sessions(&alice, "active"), 0);
+        assert_eq!(sessions(&bob, "active"), 2);
+        let due =
+            t.db.sessions_due_for_close(now() + Duration::hours(2), 10)
+                .await
+                .unwrap();
+        assert_eq!(due.iter().filter(|s| s.user_id == alice.id).count(), 2);
         for table in OWNED_TABLES {
             let orphans = t.count(&format!(
                 "SELECT COUNT(*) AS n FROM {table} WHERE user_id NOT IN (SELECT id FROM users)"

@@ -350,7 +350,7 @@ async fn open_sessions_are_listed_in_id_order_page_by_page() {
 }
 
 #[tokio::test]
-async fn sessions_go_with_their_key_and_their_account() {
+async fn sessions_outlive_their_key_and_account_until_closed() {
     each_backend(async |t| {
         let alice = insert_user(&t.db, "alice@example.com").await;
         let bob = insert_user(&t.db, "bob@example.com").await;
@@ -384,22 +384,30 @@ async fn sessions_go_with_their_key_and_their_account() {
         .await
         .unwrap();
 
-        // A key's rows take its sessions with them.
+        // A session outlives its key: it is paid for on chain and must still be closed.
         t.execute(&format!(
             "DELETE FROM api_keys WHERE id = {}",
             alices_other_key.id
         ));
-        assert_eq!(
+        assert!(
             t.db.find_key_session(alices_other_key.id, &session_id(2))
                 .await
-                .unwrap(),
-            None
+                .unwrap()
+                .is_some()
         );
         // Usage records outlive keys.
         assert_eq!(t.db.list_usage(alice.id, 10).await.unwrap().len(), 2);
 
         t.db.delete_user(alice.id).await.unwrap().unwrap();
-        assert_eq!(count_sessions(t, &format!("user_id = {}", alice.id)), 0);
+        // The account's sessions are retired, not deleted: the sweep closes them at their end.
+        assert_eq!(
+            count_sessions(t, &format!("user_id = {} AND state = 'retired'", alice.id)),
+            2
+        );
+        assert_eq!(
+            count_sessions(t, &format!("user_id = {} AND state = 'active'", alice.id)),
+            0
+        );
         assert!(t.db.list_usage(alice.id, 10).await.unwrap().is_empty());
         assert_eq!(
             ids(&t.db.list_active_sessions(bobs_key.id).await.unwrap()),

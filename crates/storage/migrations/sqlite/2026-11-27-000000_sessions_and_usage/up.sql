@@ -2,10 +2,13 @@
 
 -- Marketplace sessions, one row per session the gateway opened. The id is the chain's session
 -- id (0x + 64 lowercase hex digits); a session goes with the API key that opened it.
+-- No foreign keys on purpose: a session is paid for on chain and must be closed after its end
+-- even when its key or its user is gone (closing returns the stake), so a record outlives
+-- them; account deletion retires the user's sessions instead of deleting them.
 CREATE TABLE sessions (
     id         TEXT PRIMARY KEY NOT NULL,
-    api_key_id BIGINT NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
-    user_id    BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    api_key_id BIGINT NOT NULL,
+    user_id    BIGINT NOT NULL,
     model_id   TEXT NOT NULL,
     bid_id     TEXT,
     origin     TEXT NOT NULL CHECK (origin IN ('automated', 'model', 'bid')),
@@ -21,7 +24,7 @@ CREATE UNIQUE INDEX sessions_one_active_per_key_model ON sessions (api_key_id, m
 -- The close sweep looks for open sessions by end.
 CREATE INDEX sessions_state_ends_at_idx ON sessions (state, ends_at);
 -- Lookups by key (SQLite only uses the partial index for a literal 'active', and diesel binds
--- values), and the cascades from api_keys and users.
+-- values) and by user (account deletion).
 CREATE INDEX sessions_api_key_id_idx ON sessions (api_key_id);
 CREATE INDEX sessions_user_id_idx ON sessions (user_id);
 

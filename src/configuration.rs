@@ -103,6 +103,8 @@ pub struct Settings {
     pub chat_max_tools: usize,
     /// A `: keep-alive` comment goes out on a stream quiet for this long.
     pub sse_keep_alive_seconds: u64,
+    /// The largest chat request body (images and audio travel inside it).
+    pub chat_max_body_bytes: usize,
 }
 
 impl Default for Settings {
@@ -152,6 +154,7 @@ impl Default for Settings {
             chat_max_messages: 1_000,
             chat_max_tools: 128,
             sse_keep_alive_seconds: 15,
+            chat_max_body_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -202,6 +205,7 @@ const ENV_KEYS: &[&str] = &[
     "chat_max_messages",
     "chat_max_tools",
     "sse_keep_alive_seconds",
+    "chat_max_body_bytes",
 ];
 
 impl Settings {

@@ -10,7 +10,7 @@ use anyhow::Context;
 use morpheus_api::auth::{
     Argon2Hasher, AuthThrottleSettings, GovernorAuthThrottle, JwtCodec, JwtSettings,
 };
-use morpheus_api::extract::BodyLimit;
+use morpheus_api::extract::{BodyLimit, ForwardedBodyLimit};
 use morpheus_api::{ApiDoc, AppState, ServiceMeta};
 use morpheus_domain::EthAddress;
 use morpheus_domain::crypto::{ApiKeyHasher, WalletSealer};
@@ -63,7 +63,12 @@ impl Application {
         let port = listener.local_addr()?.port();
         tracing::info!(address = %listener.local_addr()?, "morpheus-gateway listening");
         spawn_housekeeping(state.accounts.clone());
-        let server = run(listener, state, workers(settings.workers))?;
+        let server = run(
+            listener,
+            state,
+            workers(settings.workers),
+            settings.chat_max_body_bytes,
+        )?;
         Ok(Self {
             port,
             server,
@@ -304,15 +309,22 @@ pub struct Built {
     pub janitor: SessionJanitor,
 }
 
-fn run(listener: TcpListener, state: AppState, workers: usize) -> anyhow::Result<Server> {
+fn run(
+    listener: TcpListener,
+    state: AppState,
+    workers: usize,
+    chat_max_body_bytes: usize,
+) -> anyhow::Result<Server> {
     let state = web::Data::new(state);
     let body_limit = web::Data::new(BodyLimit::default());
+    let chat_body_limit = web::Data::new(ForwardedBodyLimit(chat_max_body_bytes));
     let server = HttpServer::new(move || {
         let (app, openapi) = App::new()
             .into_utoipa_app()
             .openapi(ApiDoc::openapi())
             .app_data(state.clone())
             .app_data(body_limit.clone())
+            .app_data(chat_body_limit.clone())
             .configure(morpheus_api::configure)
             .split_for_parts();
         app.wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms"))

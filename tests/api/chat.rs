@@ -543,3 +543,23 @@ async fn two_replicas_racing_for_a_session_leave_one_active() {
         "a surplus session is kept, to be closed at its end"
     );
 }
+
+#[tokio::test]
+async fn chat_bodies_may_carry_images_up_to_the_chat_limit() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let image = |bytes: usize| {
+        json!({
+            "model": "llama-3.3-70b",
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "what is this"},
+                {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", "A".repeat(bytes))}}
+            ]}]
+        })
+    };
+    // Over the 1 MiB of the other routes, within the 4 MiB of chat.
+    let r = app.chat(&user.api_key, &image(2 * 1024 * 1024)).await;
+    assert_eq!(r.status(), 200);
+    let r = app.chat(&user.api_key, &image(4 * 1024 * 1024)).await;
+    crate::helpers::error_body(r, 413).await;
+}

@@ -30,13 +30,29 @@ impl<T: DeserializeOwned + 'static> FromRequest for ValidatedJson<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let body = read_body(req, payload);
+        let limit = req
+            .app_data::<web::Data<BodyLimit>>()
+            .map(|l| *l.get_ref())
+            .unwrap_or_default();
+        let body = read_body(req, payload, limit);
         Box::pin(async move { parse(&body.await?).map(ValidatedJson) })
     }
 }
 
+/// The largest body forwarded to a provider (chat), in bytes (app data; 4 MiB when not set):
+/// larger than [`BodyLimit`] because requests carry images and audio as data URLs.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardedBodyLimit(pub usize);
+
+impl Default for ForwardedBodyLimit {
+    fn default() -> Self {
+        Self(4 * 1024 * 1024)
+    }
+}
+
 /// Like [`ValidatedJson`], and keeps the body's bytes too: for requests forwarded upstream as
-/// the client wrote them (fields the gateway does not model included).
+/// the client wrote them (fields the gateway does not model included). Its size limit is
+/// [`ForwardedBodyLimit`].
 #[derive(Debug)]
 pub struct JsonWithRaw<T> {
     pub value: T,
@@ -48,7 +64,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonWithRaw<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let body = read_body(req, payload);
+        let limit = req
+            .app_data::<web::Data<ForwardedBodyLimit>>()
+            .map(|l| l.get_ref().0)
+            .unwrap_or(ForwardedBodyLimit::default().0);
+        let body = read_body(req, payload, BodyLimit(limit));
         Box::pin(async move {
             let raw = body.await?;
             let value = parse(&raw)?;
@@ -57,15 +77,12 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonWithRaw<T> {
     }
 }
 
-/// Reads the whole body within the configured limit, after checking the headers.
+/// Reads the whole body within `limit`, after checking the headers.
 fn read_body(
     req: &HttpRequest,
     payload: &mut Payload,
+    limit: BodyLimit,
 ) -> impl Future<Output = Result<web::Bytes, ApiError>> + use<> {
-    let limit = req
-        .app_data::<web::Data<BodyLimit>>()
-        .map(|l| *l.get_ref())
-        .unwrap_or_default();
     let early = check_headers(req, limit);
     let mut payload = payload.take();
     async move {

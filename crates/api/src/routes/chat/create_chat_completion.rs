@@ -29,7 +29,7 @@ use crate::routes::session::owner;
         (status = 400, description = "Over a cap, no session and automation off, or refused by the provider", body = OpenAiErrorBody),
         (status = 401, description = "Missing or invalid API key", body = OpenAiErrorBody),
         (status = 404, description = "Unknown model, or a session that is not this key's", body = OpenAiErrorBody),
-        (status = 413, description = "The request body is larger than 1 MiB", body = ErrorResponse),
+        (status = 413, description = "The request is larger than the chat body limit (4 MiB by default)", body = ErrorResponse),
         (status = 415, description = "The request declared a Content-Type other than JSON", body = ErrorResponse),
         (status = 422, description = "The request is invalid", body = HTTPValidationError),
         (status = 429, description = "The provider is rate limiting", body = OpenAiErrorBody),

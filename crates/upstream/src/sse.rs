@@ -60,7 +60,7 @@ where
     let events = EventStream::new(guard_bytes(bytes, limits));
     let state = EventsState {
         events: Box::pin(events),
-        finished: false,
+        progress: Progress::default(),
         done: false,
     };
     stream::unfold(state, |mut st| async move {
@@ -79,7 +79,7 @@ where
                     }
                     match inspect(&event.event, &event.data) {
                         Ok(seen) => {
-                            st.finished |= seen.finishes;
+                            st.progress.note(&seen);
                             let ev = ChatEvent {
                                 data: event.data,
                                 usage: seen.usage,
@@ -89,16 +89,18 @@ where
                         Err(fault) => fault,
                     }
                 }
-                None if st.finished => {
+                None if st.progress.finished() => {
                     return None;
                 }
                 None => StreamFault::Truncated,
-                Some(Err(EventStreamError::Transport(ByteFault::Idle))) if st.finished => {
+                Some(Err(EventStreamError::Transport(ByteFault::Idle)))
+                    if st.progress.finished() =>
+                {
                     tracing::debug!("upstream stream idle after the completion finished");
                     return None;
                 }
                 Some(Err(EventStreamError::Transport(ByteFault::Transport(why))))
-                    if st.finished =>
+                    if st.progress.finished() =>
                 {
                     tracing::debug!(%why, "upstream stream broke after the completion finished");
                     return None;
@@ -128,15 +130,45 @@ type Events = EventStream<Pin<Box<dyn Stream<Item = Result<Bytes, ByteFault>> + 
 
 struct EventsState {
     events: Pin<Box<Events>>,
-    /// A chunk said the completion is complete.
-    finished: bool,
+    /// Whether the chunks so far say the completion is complete.
+    progress: Progress,
     done: bool,
 }
 
 /// What one event's JSON says.
 struct Seen {
     usage: Option<morpheus_domain::TokenUsage>,
-    finishes: bool,
+    /// The closing `"choices":[]` chunk with the usage.
+    final_usage: bool,
+    /// (index, has a `finish_reason`) of each choice in the chunk.
+    choices: Vec<(u64, bool)>,
+}
+
+/// Which choices of a completion are still being written: with `n` > 1 the first
+/// `finish_reason` does not mean the answer is whole.
+#[derive(Default)]
+struct Progress {
+    open: std::collections::BTreeSet<u64>,
+    any: bool,
+    final_usage: bool,
+}
+
+impl Progress {
+    fn note(&mut self, seen: &Seen) {
+        self.final_usage |= seen.final_usage;
+        for &(index, finished) in &seen.choices {
+            self.any = true;
+            if finished {
+                self.open.remove(&index);
+            } else {
+                self.open.insert(index);
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.final_usage || (self.any && self.open.is_empty())
+    }
 }
 
 fn inspect(event_type: &str, data: &str) -> Result<Seen, StreamFault> {
@@ -158,14 +190,26 @@ fn inspect(event_type: &str, data: &str) -> Result<Seen, StreamFault> {
         return Err(StreamFault::Upstream(error_message(error)));
     }
     let usage = usage_of(&object);
-    let finishes = match object.get("choices") {
-        Some(Value::Array(choices)) if choices.is_empty() => usage.is_some(),
-        Some(Value::Array(choices)) => choices
-            .iter()
-            .any(|c| c.get("finish_reason").is_some_and(|r| !r.is_null())),
-        _ => false,
+    let mut seen = Seen {
+        usage,
+        final_usage: false,
+        choices: Vec::new(),
     };
-    Ok(Seen { usage, finishes })
+    match object.get("choices") {
+        Some(Value::Array(choices)) if choices.is_empty() => seen.final_usage = usage.is_some(),
+        Some(Value::Array(choices)) => {
+            for (position, choice) in choices.iter().enumerate() {
+                let index = choice
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(position as u64);
+                let finished = choice.get("finish_reason").is_some_and(|r| !r.is_null());
+                seen.choices.push((index, finished));
+            }
+        }
+        _ => {}
+    }
+    Ok(seen)
 }
 
 /// The message of an `error` member: a string, `{"message":…}`, or `{"error":…}` nested.
@@ -387,6 +431,30 @@ mod tests {
                 completion_tokens: 2
             })
         );
+    }
+
+    #[tokio::test]
+    async fn with_several_choices_every_one_must_finish() {
+        let second =
+            r#"{"id":"c1","choices":[{"index":1,"delta":{"content":"Yo"},"finish_reason":null}]}"#;
+        let second_last =
+            r#"{"id":"c1","choices":[{"index":1,"delta":{},"finish_reason":"stop"}]}"#;
+        // Choice 0 finished, choice 1 did not: the body ending here is a cut.
+        let out = run(vec![
+            Ok(leak(data(CHUNK))),
+            Ok(leak(data(second))),
+            Ok(leak(data(LAST))),
+        ])
+        .await;
+        assert_eq!(out.last(), Some(&Err(StreamFault::Truncated)));
+        let out = run(vec![
+            Ok(leak(data(CHUNK))),
+            Ok(leak(data(second))),
+            Ok(leak(data(LAST))),
+            Ok(leak(data(second_last))),
+        ])
+        .await;
+        assert!(out.iter().all(Result::is_ok), "{out:?}");
     }
 
     #[tokio::test]

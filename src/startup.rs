@@ -333,6 +333,10 @@ fn run(
             .default_service(web::to(spec::unmatched))
     })
     .workers(workers)
+    // A client that closes its side of the connection has gone: drop its response at once, so
+    // a stream waiting on a slow provider cancels the upstream request instead of noticing
+    // only at its next write (half-closed HTTP/1 clients are not supported).
+    .h1_allow_half_closed(false)
     .listen(listener)?
     .run();
     Ok(server)

@@ -530,3 +530,34 @@ async fn an_upstream_that_sends_done_itself_gets_exactly_one() {
     println!("G3 (upstream done_marker true): 7 JSON frames + one [DONE]");
     assert_eq!(sim.counters().streams_completed, 1);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_while_the_provider_is_quiet_closes_the_upstream_within_a_second() {
+    let app = spawn_market_app().await;
+    let user = warmed_user(&app).await;
+    // Three seconds between chunks: nothing is written to the client after the first event,
+    // so only the closed connection itself can tell the gateway the client left.
+    app.sim.set_chunk_delay(Duration::from_millis(3_000));
+    let before = app.sim.counters().streams_cancelled;
+    let r = app
+        .chat(&user.api_key, &request("a slow thinker", true))
+        .await;
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    body.next().await.expect("the first event").expect("bytes");
+    drop(body);
+    let dropped = Instant::now();
+    while app.sim.counters().streams_cancelled == before {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(1),
+            "the upstream stream was not cancelled within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    println!(
+        "D5 disconnect with a quiet provider: upstream closed after {:?}",
+        dropped.elapsed()
+    );
+    assert_eq!(app.wait_for_usage(user.id, 2).await, 2);
+    assert_eq!(usage_count(&app, user.id, "client_closed", 200), 1);
+}

@@ -561,3 +561,42 @@ async fn a_client_that_leaves_while_the_provider_is_quiet_closes_the_upstream_wi
     assert_eq!(app.wait_for_usage(user.id, 2).await, 2);
     assert_eq!(usage_count(&app, user.id, "client_closed", 200), 1);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_a_whole_answer_early_stops_the_request_too() {
+    let app = spawn_market_app().await;
+    let user = warmed_user(&app).await;
+    // The provider takes four seconds; the client gives up after 300 ms.
+    app.sim
+        .set_fault(chat_fault(FaultKind::Latency { ms: 4_000 }, Some(1)));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let r = impatient
+        .post(app.url("/api/v1/chat/completions"))
+        .bearer_auth(&user.api_key)
+        .json(&request("take your time", false))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client timed out");
+    // The request's work (and its upstream call) is dropped with the connection: the usage
+    // record says so long before the provider would have answered.
+    let query = format!(
+        "SELECT COUNT(*) AS n FROM usage_records WHERE user_id = {} AND outcome = 'client_closed' \
+         AND status = 499",
+        user.id
+    );
+    while app.count(&query) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_millis(2_000),
+            "the request kept running after its client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "D5 non-streaming: request dropped, recorded after {:?} (client left at 300 ms)",
+        started.elapsed()
+    );
+}

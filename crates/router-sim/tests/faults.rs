@@ -43,6 +43,15 @@ async fn read_events(mut resp: reqwest::Response, events: usize) -> (String, req
     (text, resp)
 }
 
+/// A fresh simulator with a session and a fault on chat, and one streamed chat read to its end.
+async fn faulted_stream(kind: FaultKind, text: &str) -> (Sim, String, Option<reqwest::Error>) {
+    let sim = start().await;
+    let sid = sim.open_llama().await;
+    sim.handle.set_fault(fault(FaultRoute::Chat, kind));
+    let (text, err) = read_all(stream(&sim, &sid, text).await).await;
+    (sim, text, err)
+}
+
 async fn stream(sim: &Sim, sid: &str, text: &str) -> reqwest::Response {
     let resp = sim.chat(sid, &stream_request(text)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -232,13 +241,8 @@ async fn stall_after_chunks_then_client_leaves() {
 
 #[tokio::test]
 async fn cut_after_chunks_ends_cleanly_without_finish() {
-    let sim = start().await;
-    let sid = sim.open_llama().await;
-    sim.handle.set_fault(fault(
-        FaultRoute::Chat,
-        FaultKind::CutAfterChunks { chunks: 3 },
-    ));
-    let (text, err) = read_all(stream(&sim, &sid, "a b c d e f").await).await;
+    let (sim, text, err) =
+        faulted_stream(FaultKind::CutAfterChunks { chunks: 3 }, "a b c d e f").await;
     assert!(err.is_none(), "{err:?}");
     let events = sse_data(&text);
     assert_eq!(events.len(), 3);
@@ -248,13 +252,8 @@ async fn cut_after_chunks_ends_cleanly_without_finish() {
 
 #[tokio::test]
 async fn garbage_after_chunks_then_continues() {
-    let sim = start().await;
-    let sid = sim.open_llama().await;
-    sim.handle.set_fault(fault(
-        FaultRoute::Chat,
-        FaultKind::GarbageAfterChunks { chunks: 2 },
-    ));
-    let (text, err) = read_all(stream(&sim, &sid, "a b").await).await;
+    let (_sim, text, err) =
+        faulted_stream(FaultKind::GarbageAfterChunks { chunks: 2 }, "a b").await;
     assert!(err.is_none());
     let events = sse_data(&text);
     assert_eq!(events[2], "{not json");
@@ -264,13 +263,8 @@ async fn garbage_after_chunks_then_continues() {
 
 #[tokio::test]
 async fn reset_after_chunks_breaks_the_stream() {
-    let sim = start().await;
-    let sid = sim.open_llama().await;
-    sim.handle.set_fault(fault(
-        FaultRoute::Chat,
-        FaultKind::ResetAfterChunks { chunks: 2 },
-    ));
-    let (text, err) = read_all(stream(&sim, &sid, "a b c d").await).await;
+    let (sim, text, err) =
+        faulted_stream(FaultKind::ResetAfterChunks { chunks: 2 }, "a b c d").await;
     assert!(
         err.is_some(),
         "expected a transport error, got a clean end after {text:?}"

@@ -148,11 +148,18 @@ impl ModelCatalogue {
         })
     }
 
-    /// The listed model with this id, if any (for naming a session's model).
-    pub fn name_of(&self, id: &ModelId) -> Option<String> {
+    /// A session's model with its listed name (empty when the model is no longer listed).
+    pub fn named(&self, id: &ModelId) -> ResolvedModel {
         let snapshot = self.snapshot();
-        let index = *snapshot.lookup.get(id.as_str())?;
-        Some(snapshot.listed[index].name.clone())
+        let name = snapshot
+            .lookup
+            .get(id.as_str())
+            .map(|&index| snapshot.listed[index].name.clone())
+            .unwrap_or_default();
+        ResolvedModel {
+            id: id.clone(),
+            name,
+        }
     }
 }
 

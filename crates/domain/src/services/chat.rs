@@ -154,14 +154,7 @@ impl ChatService {
         let (model, mut session) = match &request.session_id {
             Some(id) => {
                 let session = self.sessions.pinned_session(owner, id).await?;
-                let model = ResolvedModel {
-                    name: self
-                        .sessions
-                        .catalogue()
-                        .name_of(&session.model_id)
-                        .unwrap_or_default(),
-                    id: session.model_id.clone(),
-                };
+                let model = self.sessions.catalogue().named(&session.model_id);
                 (model, session)
             }
             None => {
@@ -169,6 +162,7 @@ impl ChatService {
                     .sessions
                     .catalogue()
                     .resolve(request.model.as_deref())?;
+                // Known before the session: a failure to get one is still attributed.
                 meter.set_model(model.id.clone());
                 let session = self.sessions.session_for_chat(owner, &model).await?;
                 (model, session)

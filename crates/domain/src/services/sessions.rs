@@ -207,10 +207,7 @@ impl SessionService {
         gone: &SessionRecord,
     ) -> Result<SessionRecord, ChatSessionError> {
         self.sessions.retire_session(&gone.id).await?;
-        let model = ResolvedModel {
-            id: gone.model_id.clone(),
-            name: self.catalogue.name_of(&gone.model_id).unwrap_or_default(),
-        };
+        let model = self.catalogue.named(&gone.model_id);
         self.session_for_chat(owner, &model).await
     }
 

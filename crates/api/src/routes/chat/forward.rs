@@ -3,22 +3,29 @@
 use actix_web::HttpRequest;
 use actix_web::web::Bytes;
 use morpheus_domain::services::ChatShape;
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 
 use crate::dto::ChatCompletionRequest;
 use crate::error::{ApiError, FieldError, LocItem};
 
 /// The client's body without the gateway-only `session_id` and without `model` (the session
 /// decides the model; providers substitute their own name). Every other field, known to the
-/// gateway or not, goes through untouched.
+/// gateway or not, goes through untouched: values are kept as raw JSON text, not re-encoded.
 pub fn upstream_body(raw: &[u8]) -> Result<Bytes, ApiError> {
-    let mut object: Map<String, Value> = serde_json::from_slice(raw)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("re-reading a validated body: {e}")))?;
+    let mut object = raw_object(raw)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("re-reading a validated body")))?;
     object.remove("session_id");
     object.remove("model");
     serde_json::to_vec(&object)
         .map(Bytes::from)
         .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// A JSON object's members with their values left as raw text.
+fn raw_object(json: &[u8]) -> Option<BTreeMap<String, &RawValue>> {
+    serde_json::from_slice(json).ok()
 }
 
 /// The numbers the caps apply to.
@@ -138,13 +145,16 @@ pub fn request_id(http: &HttpRequest) -> Option<String> {
 
 /// The upstream's completion with `model` set to what the client asked for.
 pub fn with_model(body: &[u8], model: &str) -> Option<Bytes> {
-    let mut object: Map<String, Value> = serde_json::from_slice(body).ok()?;
-    object.insert("model".to_owned(), Value::String(model.to_owned()));
+    let name = RawValue::from_string(serde_json::to_string(model).ok()?).ok()?;
+    let mut object = raw_object(body)?;
+    object.insert("model".to_owned(), &name);
     serde_json::to_vec(&object).ok().map(Bytes::from)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]

@@ -14,6 +14,8 @@ if [ ! -x "$chromium" ]; then
     install_chromium
   fi
 fi
+# Debian's launcher may say "[: …: unexpected operator" here: /etc/chromium.d/dev-shm reads two
+# lines from findmnt when /dev/shm is mounted twice. Harmless (it only skips a flag for small shm).
 "$chromium" --version
 
 # playwright-core, exactly as package-lock.json pins it; reinstalled when the lock changes.

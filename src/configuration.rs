@@ -105,6 +105,18 @@ pub struct Settings {
     pub sse_keep_alive_seconds: u64,
     /// The largest chat request body (images and audio travel inside it).
     pub chat_max_body_bytes: usize,
+    /// When set, `GET /metrics` on the main listener requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<SecretString>,
+    /// When set, metrics are served on their own listener at this address (no token), and the
+    /// main listener's `/metrics` answers 404.
+    pub metrics_bind: Option<String>,
+    /// On SIGTERM or SIGINT: how long in-flight requests and streams get to finish. Streams
+    /// still running shortly before the end receive a terminal error event.
+    pub shutdown_grace_seconds: u64,
+    /// API keys kept in memory (authentication without a database round trip).
+    pub api_key_cache_capacity: usize,
+    /// A cached key is re-read from the database after this long in any case.
+    pub api_key_cache_seconds: u64,
 }
 
 impl Default for Settings {
@@ -155,6 +167,11 @@ impl Default for Settings {
             chat_max_tools: 128,
             sse_keep_alive_seconds: 15,
             chat_max_body_bytes: 4 * 1024 * 1024,
+            metrics_token: None,
+            metrics_bind: None,
+            shutdown_grace_seconds: 30,
+            api_key_cache_capacity: 10_000,
+            api_key_cache_seconds: 60,
         }
     }
 }
@@ -206,6 +223,11 @@ const ENV_KEYS: &[&str] = &[
     "chat_max_tools",
     "sse_keep_alive_seconds",
     "chat_max_body_bytes",
+    "metrics_token",
+    "metrics_bind",
+    "shutdown_grace_seconds",
+    "api_key_cache_capacity",
+    "api_key_cache_seconds",
 ];
 
 impl Settings {

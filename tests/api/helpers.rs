@@ -35,6 +35,8 @@ pub struct TestApp {
     pub settings: Settings,
     pub client: Client,
     pub db: TestDatabase,
+    /// The separate metrics listener's port, when the settings asked for one.
+    pub metrics_port: Option<u16>,
     _dir: tempfile::TempDir,
 }
 
@@ -82,6 +84,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("the app starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_port = app.metrics_port();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -91,6 +94,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
             .build()
             .expect("client"),
         db,
+        metrics_port,
         _dir: dir,
     }
 }

@@ -25,7 +25,7 @@ async fn health_reports_the_database() {
 /// Run on PostgreSQL (CI runs the suite on both backends): SQLite is a file the process keeps
 /// open, with no server whose loss could be simulated.
 #[tokio::test]
-async fn health_is_503_with_a_json_body_when_the_database_is_gone() {
+async fn without_the_database_health_stays_200_and_ready_turns_503() {
     let app = spawn_app().await;
     let crate::helpers::TestDatabase::Postgres {
         admin_url, name, ..
@@ -45,15 +45,21 @@ async fn health_is_503_with_a_json_body_when_the_database_is_gone() {
         .execute(&mut admin)
         .unwrap();
     }
+    // Liveness holds (the process is fine); readiness does not.
     let r = app.client.get(app.url("/health")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
+    assert_eq!(r.status(), 200);
     let h: Value = r.json().await.unwrap();
     assert_eq!(h["database"], "unhealthy");
-    assert_eq!(h["status"], "unavailable");
+    assert_eq!(h["status"], "ok");
     assert!(
         !h.to_string().contains("postgres"),
         "no connection details: {h}"
     );
+    let r = app.client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let ready: Value = r.json().await.unwrap();
+    assert_eq!(ready["status"], "unavailable");
+    assert_eq!(ready["database"], "unhealthy");
 
     // Other operations that need the database answer 503 too, not 500.
     let r = app

@@ -5,10 +5,14 @@ pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod instrumented_marketplace;
+pub mod lifecycle;
+pub mod metrics;
 mod openapi;
+pub mod request_context;
 mod routes;
 mod state;
 
 pub use openapi::ApiDoc;
-pub use routes::configure;
+pub use routes::{configure, metrics_only};
 pub use state::{AppState, ServiceMeta};

@@ -44,5 +44,14 @@ impl Modify for SecuritySchemes {
                 "An API key: `Bearer sk-…` or just `sk-…`",
             ))),
         );
+        components.add_security_scheme(
+            "MetricsToken",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("MORPHEUS_METRICS_TOKEN, when one is configured"))
+                    .build(),
+            ),
+        );
     }
 }

@@ -1,6 +1,9 @@
 use std::sync::Arc;
 
 use morpheus_domain::ports::{HealthProbe, UsageSink};
+
+use crate::lifecycle::Lifecycle;
+use crate::metrics::{Metrics, MetricsAccess};
 use morpheus_domain::services::{
     AccountService, ApiKeyService, AutomationService, ChatLimits, ChatService, DelegationService,
     SessionService, WalletService,
@@ -33,4 +36,9 @@ pub struct AppState {
     pub marketplace_configured: bool,
     pub health: Arc<dyn HealthProbe>,
     pub meta: ServiceMeta,
+    pub metrics: Metrics,
+    /// Who may read `GET /metrics` on the main listener.
+    pub metrics_access: MetricsAccess,
+    /// Draining and the end of streams at shutdown.
+    pub lifecycle: Lifecycle,
 }

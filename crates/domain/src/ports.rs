@@ -76,7 +76,8 @@ pub trait ApiKeyRepository: Send + Sync {
         &self,
         prefix: &KeyPrefix,
     ) -> anyhow::Result<Option<StoredApiKey>>;
-    async fn touch_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> anyhow::Result<()>;
+    /// Records when keys were last used (a batch, written off the requests' path).
+    async fn touch_api_keys(&self, uses: Vec<(ApiKeyId, DateTime<Utc>)>) -> anyhow::Result<()>;
 }
 
 #[async_trait]
@@ -163,10 +164,49 @@ pub trait AutomationRepository: Send + Sync {
     ) -> anyhow::Result<AutomationSettings>;
 }
 
+/// One API key revoked (deactivated, or deleted with its account), as the revocation log
+/// records it for every replica's key cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Rises with every revocation (gaps allowed).
+    pub seq: i64,
+    pub prefix: KeyPrefix,
+}
+
+/// The log of API-key revocations, written in the same transaction as the revocation itself.
+#[async_trait]
+pub trait RevocationLog: Send + Sync {
+    /// Revocations with a sequence number above `after`, lowest first, at most `limit`.
+    async fn revocations_after(&self, after: i64, limit: i64) -> anyhow::Result<Vec<Revocation>>;
+    /// The highest sequence number so far (0 for an empty log).
+    async fn latest_revocation(&self) -> anyhow::Result<i64>;
+    /// Drops entries recorded before `before`; returns how many.
+    async fn purge_revocations(&self, before: DateTime<Utc>) -> anyhow::Result<u64>;
+}
+
 #[async_trait]
 pub trait HealthProbe: Send + Sync {
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> anyhow::Result<()>;
+    /// How busy this process's connection pool is (no query; for metrics).
+    fn pool_use(&self) -> PoolUse;
+}
+
+/// A connection pool's state at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolUse {
+    /// Connections open, idle or lent out.
+    pub connections: u32,
+    pub idle: u32,
+    /// The pool's size limit.
+    pub max: u32,
+}
+
+impl PoolUse {
+    /// Connections lent out right now.
+    pub fn in_use(&self) -> u32 {
+        self.connections.saturating_sub(self.idle)
+    }
 }
 
 /// The outcome of checking a password against a stored hash.

@@ -25,6 +25,9 @@ pub struct Counters {
     pub connections_open: u64,
     /// Requests a fault was applied to.
     pub faults_applied: u64,
+    /// The `X-Request-Id` header of the latest chat request, if it had one.
+    #[serde(default)]
+    pub last_chat_request_id: Option<String>,
 }
 
 /// The live counters: plain relaxed atomics, cheap enough for the benchmark baseline.
@@ -42,6 +45,7 @@ pub(crate) struct CounterCells {
     pub last_cancel_unix_ms: AtomicU64,
     pub connections_open: AtomicU64,
     pub faults_applied: AtomicU64,
+    pub last_chat_request_id: std::sync::Mutex<Option<String>>,
 }
 
 pub(crate) fn bump(cell: &AtomicU64) {
@@ -75,6 +79,11 @@ impl CounterCells {
             last_cancel_unix_ms: (last != 0).then_some(last),
             connections_open: self.connections_open.load(Relaxed),
             faults_applied: self.faults_applied.load(Relaxed),
+            last_chat_request_id: self
+                .last_chat_request_id
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
     }
 }

@@ -44,6 +44,16 @@ pub(crate) async fn handle(
     // Counted before faults apply, so tests can count every attempt a client made.
     if matches!(route, Route::Chat) {
         bump(&shared.counters.chat_requests);
+        let id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        *shared
+            .counters
+            .last_chat_request_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = id;
     }
     let fault = shared.faults.take(route.fault_class());
     if fault.is_some() {

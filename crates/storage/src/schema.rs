@@ -101,6 +101,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    api_key_revocations (seq) {
+        seq -> BigInt,
+        key_prefix -> Text,
+        revoked_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(wallet_keys -> users (user_id));
@@ -117,4 +125,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     automation_settings,
     sessions,
     usage_records,
+    api_key_revocations,
 );

@@ -32,8 +32,8 @@ pub struct HealthStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceState {
+    /// The process serves requests (`/health` is liveness only).
     Ok,
-    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -41,4 +41,36 @@ pub enum ServiceState {
 pub enum DatabaseState {
     Healthy,
     Unhealthy,
+}
+
+/// Whether this replica should receive traffic (`GET /ready`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessStatus {
+    #[schema(inline)]
+    pub status: ReadyState,
+    pub timestamp: DateTime<Utc>,
+    #[schema(inline)]
+    pub database: DatabaseState,
+    #[schema(inline)]
+    pub marketplace: MarketplaceState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyState {
+    /// The database and the proxy-router answer.
+    Ready,
+    /// A dependency does not answer (or no proxy-router is configured).
+    Unavailable,
+    /// The process is shutting down: in-flight requests finish, new ones belong elsewhere.
+    Draining,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MarketplaceState {
+    Healthy,
+    Unhealthy,
+    NotConfigured,
 }

@@ -56,5 +56,18 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(session::ping_session::ping_session),
     )
     .service(system::root::root)
-    .service(system::health_check::health_check);
+    .service(system::health_check::health_check)
+    .service(system::readiness_check::readiness_check)
+    .service(system::get_metrics::get_metrics);
+}
+
+/// The separate metrics listener (`MORPHEUS_METRICS_BIND`): `GET /metrics` only, without a
+/// token (the listener's address is the access control).
+pub fn metrics_only(cfg: &mut actix_web::web::ServiceConfig) {
+    cfg.route(
+        "/metrics",
+        actix_web::web::get().to(|state: actix_web::web::Data<crate::AppState>| async move {
+            system::get_metrics::render(&state).await
+        }),
+    );
 }

@@ -35,6 +35,8 @@ pub trait SessionRepository: Send + Sync {
     ) -> anyhow::Result<Option<SessionRecord>>;
     /// The key's active sessions, newest first.
     async fn list_active_sessions(&self, key: ApiKeyId) -> anyhow::Result<Vec<SessionRecord>>;
+    /// How many sessions are active, all keys together.
+    async fn count_active_sessions(&self) -> anyhow::Result<u64>;
     /// Moves an active session to `Retired`; `false` if it was not active.
     async fn retire_session(&self, id: &SessionId) -> anyhow::Result<bool>;
     /// Marks the session closed (from any state).

@@ -32,6 +32,8 @@ pub struct AccountService {
     tokens: Arc<dyn TokenCodec>,
     throttle: Arc<dyn AuthThrottle>,
     lifetimes: TokenLifetimes,
+    /// Forgets a deleted user's keys at once on this replica.
+    api_key_cache: Option<Arc<super::ApiKeyCache>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +120,13 @@ impl AccountService {
             tokens,
             throttle,
             lifetimes,
+            api_key_cache: None,
         }
+    }
+
+    pub fn with_api_key_cache(mut self, cache: Arc<super::ApiKeyCache>) -> Self {
+        self.api_key_cache = Some(cache);
+        self
     }
 
     pub async fn register(
@@ -240,10 +248,15 @@ impl AccountService {
         &self,
         user: UserId,
     ) -> Result<AccountDeletion, DeleteAccountError> {
-        self.users
+        let deleted = self
+            .users
             .delete_user(user)
             .await?
-            .ok_or(DeleteAccountError::NotFound)
+            .ok_or(DeleteAccountError::NotFound)?;
+        if let Some(cache) = &self.api_key_cache {
+            cache.evict_user(user);
+        }
+        Ok(deleted)
     }
 
     async fn issue_pair(&self, user: UserId, family: String) -> anyhow::Result<TokenPair> {

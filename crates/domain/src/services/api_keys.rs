@@ -1,14 +1,16 @@
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 
-use super::MAX_DRAWS;
+use super::{ApiKeyCache, MAX_DRAWS};
 use crate::crypto::ApiKeyHasher;
 use crate::model::*;
 use crate::ports::*;
 
-/// `last_used_at` is written at most this often per key, so a busy key does not turn every
-/// request into a database write.
+/// `last_used_at` is updated at most this often per key, so a busy key does not turn every
+/// request into a database write; updates are written in batches by
+/// [`ApiKeyService::flush_last_used`].
 const LAST_USED_GRANULARITY: Duration = Duration::seconds(60);
 
 /// Creating, listing, revoking and checking API keys.
@@ -17,6 +19,9 @@ pub struct ApiKeyService {
     keys: Arc<dyn ApiKeyRepository>,
     hasher: ApiKeyHasher,
     max_active_per_user: u64,
+    cache: Option<Arc<ApiKeyCache>>,
+    /// `last_used_at` values not yet written.
+    pending_uses: Arc<Mutex<HashMap<ApiKeyId, DateTime<Utc>>>>,
 }
 
 /// The key a request was made with, and whose it is.
@@ -66,7 +71,15 @@ impl ApiKeyService {
             keys,
             hasher,
             max_active_per_user: Self::DEFAULT_MAX_ACTIVE_PER_USER,
+            cache: None,
+            pending_uses: Arc::default(),
         }
+    }
+
+    /// Serves authentication from `cache` when it can (see [`ApiKeyCache`]).
+    pub fn with_cache(mut self, cache: Arc<ApiKeyCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     pub fn with_max_active_per_user(mut self, max: u64) -> Self {
@@ -102,17 +115,35 @@ impl ApiKeyService {
         Err(anyhow::anyhow!("could not draw a free API key prefix").into())
     }
 
+    /// The user's keys. `last_used_at` includes uses on this replica not yet written.
     pub async fn list(&self, user: UserId) -> anyhow::Result<Vec<ApiKey>> {
-        self.keys.list_api_keys(user).await
+        let mut keys = self.keys.list_api_keys(user).await?;
+        let pending = self
+            .pending_uses
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for key in &mut keys {
+            if let Some(at) = pending.get(&key.id) {
+                key.last_used_at = key.last_used_at.max(Some(*at));
+            }
+        }
+        Ok(keys)
     }
 
     /// Deactivates one of the user's keys. Someone else's key id is "not found", exactly like
     /// an id that does not exist.
     pub async fn revoke(&self, user: UserId, id: ApiKeyId) -> Result<ApiKey, RevokeApiKeyError> {
-        self.keys
+        let revoked = self
+            .keys
             .deactivate_api_key(user, id)
             .await?
-            .ok_or(RevokeApiKeyError::NotFound)
+            .ok_or(RevokeApiKeyError::NotFound)?;
+        // This replica refuses the key from the next request on; the others learn it from the
+        // revocation log written with the deactivation.
+        if let Some(cache) = &self.cache {
+            cache.evict(&revoked.prefix);
+        }
+        Ok(revoked)
     }
 
     /// Checks a presented key: its prefix finds the row, then the digest of the *whole* key is
@@ -126,8 +157,7 @@ impl ApiKeyService {
             }
         })?;
         let stored = self
-            .keys
-            .find_api_key_by_prefix(secret.prefix())
+            .stored_key(secret.prefix())
             .await?
             .ok_or(ApiKeyAuthError::Invalid)?;
         if !self.hasher.verify(&secret, &stored.digest)
@@ -143,10 +173,65 @@ impl ApiKeyService {
             .is_none_or(|at| now - at >= LAST_USED_GRANULARITY);
         let mut key = stored.key;
         if stale {
-            self.keys.touch_api_key(key.id, now).await?;
+            self.pending_uses
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(key.id, now);
+            if let Some(cache) = &self.cache {
+                cache.note_use(&key.prefix, now);
+            }
             key.last_used_at = Some(now);
         }
         Ok(ApiKeyPrincipal { key })
+    }
+
+    /// The key's row: from the cache when it is trusted, else from the database (and then
+    /// cached).
+    async fn stored_key(&self, prefix: &KeyPrefix) -> anyhow::Result<Option<StoredApiKey>> {
+        let Some(cache) = &self.cache else {
+            return self.keys.find_api_key_by_prefix(prefix).await;
+        };
+        if let Some(stored) = cache.get(prefix) {
+            return Ok(Some(stored));
+        }
+        let generation = cache.generation();
+        let found = self.keys.find_api_key_by_prefix(prefix).await?;
+        if let Some(stored) = &found {
+            cache.insert(generation, stored.clone());
+        }
+        Ok(found)
+    }
+
+    /// Writes the `last_used_at` values gathered since the last call, in one batch. Run it
+    /// periodically and at shutdown. On failure the values are kept for the next call.
+    ///
+    /// # Errors
+    /// When the database write fails.
+    pub async fn flush_last_used(&self) -> anyhow::Result<usize> {
+        let batch: Vec<_> = std::mem::take(
+            &mut *self
+                .pending_uses
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+        .into_iter()
+        .collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let count = batch.len();
+        if let Err(error) = self.keys.touch_api_keys(batch.clone()).await {
+            let mut pending = self
+                .pending_uses
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (id, at) in batch {
+                // A newer use recorded meanwhile wins.
+                pending.entry(id).or_insert(at);
+            }
+            return Err(error);
+        }
+        Ok(count)
     }
 }
 
@@ -164,6 +249,7 @@ mod tests {
     struct OneKey {
         stored: Mutex<Option<StoredApiKey>>,
         lookups: AtomicUsize,
+        touches: AtomicUsize,
     }
 
     #[async_trait]
@@ -210,7 +296,8 @@ mod tests {
                 .clone()
                 .filter(|s| &s.key.prefix == prefix))
         }
-        async fn touch_api_key(&self, _: ApiKeyId, _: chrono::DateTime<Utc>) -> anyhow::Result<()> {
+        async fn touch_api_keys(&self, uses: Vec<(ApiKeyId, DateTime<Utc>)>) -> anyhow::Result<()> {
+            self.touches.fetch_add(uses.len(), Ordering::SeqCst);
             Ok(())
         }
     }

@@ -2,6 +2,7 @@
 //! maps every outcome explicitly and nothing falls through as a generic 500.
 
 mod accounts;
+mod api_key_cache;
 mod api_keys;
 mod automation;
 mod catalogue;
@@ -13,6 +14,7 @@ mod usage_meter;
 mod wallet;
 
 pub use accounts::*;
+pub use api_key_cache::*;
 pub use api_keys::*;
 pub use automation::*;
 pub use catalogue::*;

@@ -17,6 +17,15 @@ use crate::ports::*;
 /// A request does not start on a session this close to its end: it could expire mid-answer.
 const END_MARGIN_SECONDS: i64 = 30;
 
+/// How long a key's active session is taken from memory before it is read again. Changes made
+/// on this replica apply at once; this bounds how long one made on another replica (a close,
+/// a session opened by bid) goes unseen here. A session that ended meanwhile is caught by the
+/// upstream's answer and renewed.
+const RECENT_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most (key, model) pairs whose session is kept in memory.
+const RECENT_SESSION_CAPACITY: usize = 10_000;
+
 /// The caller of a session operation: the API key the request was made with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionOwner {
@@ -32,6 +41,15 @@ pub struct SessionService {
     catalogue: Arc<ModelCatalogue>,
     spender: Option<EthAddress>,
     flights: Arc<Mutex<Flights>>,
+    /// The active session of recently seen (key, model) pairs: the steady state of chat
+    /// needs no database read per request.
+    recent: Arc<quick_cache::sync::Cache<(ApiKeyId, ModelId), RecentSession>>,
+}
+
+#[derive(Clone)]
+struct RecentSession {
+    session: SessionRecord,
+    read_at: std::time::Instant,
 }
 
 /// The opens in progress, per (key, model); weak, so finished ones can be dropped.
@@ -133,7 +151,30 @@ impl SessionService {
             catalogue,
             spender,
             flights: Arc::default(),
+            recent: Arc::new(quick_cache::sync::Cache::new(RECENT_SESSION_CAPACITY)),
         }
+    }
+
+    fn remember(&self, session: &SessionRecord) {
+        self.recent.insert(
+            (session.api_key_id, session.model_id.clone()),
+            RecentSession {
+                session: session.clone(),
+                read_at: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets the session of (key, model) if it is `id`.
+    fn forget(&self, key: ApiKeyId, model: &ModelId, id: &SessionId) {
+        self.recent
+            .remove_if(&(key, model.clone()), |recent| &recent.session.id == id);
+    }
+
+    /// Retires a session in storage and in memory.
+    async fn retire(&self, session: &SessionRecord) -> anyhow::Result<bool> {
+        self.forget(session.api_key_id, &session.model_id, &session.id);
+        self.sessions.retire_session(&session.id).await
     }
 
     pub fn catalogue(&self) -> &Arc<ModelCatalogue> {
@@ -146,6 +187,11 @@ impl SessionService {
 
     pub fn market(&self) -> &Arc<dyn Marketplace> {
         &self.market
+    }
+
+    /// Sessions recorded as active, all keys and replicas together (for metrics).
+    pub async fn count_active(&self) -> anyhow::Result<u64> {
+        self.sessions.count_active_sessions().await
     }
 
     fn margin() -> chrono::Duration {
@@ -206,7 +252,7 @@ impl SessionService {
         owner: SessionOwner,
         gone: &SessionRecord,
     ) -> Result<SessionRecord, ChatSessionError> {
-        self.sessions.retire_session(&gone.id).await?;
+        self.retire(gone).await?;
         let model = self.catalogue.named(&gone.model_id);
         self.session_for_chat(owner, &model).await
     }
@@ -216,8 +262,22 @@ impl SessionService {
         key: ApiKeyId,
         model: &ModelId,
     ) -> anyhow::Result<Option<SessionRecord>> {
+        let now = Utc::now();
+        let cache_key = (key, model.clone());
+        if let Some(recent) = self.recent.get(&cache_key) {
+            if recent.read_at.elapsed() < RECENT_SESSION_TTL
+                && recent.session.is_usable(now, Self::margin())
+            {
+                return Ok(Some(recent.session));
+            }
+            self.recent.remove(&cache_key);
+        }
         let found = self.sessions.find_active_session(key, model).await?;
-        Ok(found.filter(|s| s.is_usable(Utc::now(), Self::margin())))
+        let usable = found.filter(|s| s.is_usable(now, Self::margin()));
+        if let Some(session) = &usable {
+            self.remember(session);
+        }
+        Ok(usable)
     }
 
     /// `POST /session/modelsession`: the key's active session for the model, or a new one.
@@ -281,7 +341,7 @@ impl SessionService {
             .find_active_session(owner.key, &record.model_id)
             .await?
         {
-            self.sessions.retire_session(&previous.id).await?;
+            self.retire(&previous).await?;
         }
         let session = self.store(record).await?;
         Ok(OpenedSession {
@@ -310,7 +370,7 @@ impl SessionService {
             }
             // Ending soon or past its end: stop using it; the janitor closes it once the
             // chain's end has passed (closing earlier locks the unused stake).
-            self.sessions.retire_session(&existing.id).await?;
+            self.retire(&existing).await?;
         }
         let opened_at = Utc::now();
         let id = self.market.open_model_session(model, terms).await?;
@@ -345,7 +405,10 @@ impl SessionService {
     /// is used.
     async fn store(&self, record: SessionRecord) -> Result<SessionRecord, OpenSessionError> {
         match self.sessions.insert_session(record.clone()).await {
-            Ok(()) => Ok(record),
+            Ok(()) => {
+                self.remember(&record);
+                Ok(record)
+            }
             Err(InsertSessionError::ActiveExists) => {
                 let mut retired = record.clone();
                 retired.state = SessionState::Retired;
@@ -409,6 +472,7 @@ impl SessionService {
                 Ok(_) | Err(MarketplaceError::SessionGone(_)) => {}
                 Err(e) => return Err(e.into()),
             }
+            self.forget(session.api_key_id, &session.model_id, &session.id);
             self.sessions
                 .mark_session_closed(&session.id, Utc::now())
                 .await?;
@@ -452,7 +516,7 @@ impl SessionService {
         if alive {
             Ok(PingOutcome::Alive(session))
         } else {
-            self.sessions.retire_session(&session.id).await?;
+            self.retire(&session).await?;
             Ok(PingOutcome::Ended(session))
         }
     }

@@ -150,19 +150,27 @@ impl ApiKeyRepository for Database {
         id: ApiKeyId,
     ) -> anyhow::Result<Option<ApiKey>> {
         self.run(move |conn| {
-            // Filtering on the owner makes someone else's key look exactly like a missing one.
-            let updated = diesel::update(
-                api_keys::table
-                    .find(id.0)
-                    .filter(api_keys::user_id.eq(user.0)),
-            )
-            .set(api_keys::is_active.eq(false))
-            .execute(conn)
-            .context("deactivating an API key")?;
-            if updated == 0 {
-                return Ok(None);
-            }
-            load_key(conn, id.0).context("reading back a deactivated API key")
+            conn.write_transaction(|c| {
+                // Filtering on the owner makes someone else's key look exactly like a missing
+                // one.
+                let updated = diesel::update(
+                    api_keys::table
+                        .find(id.0)
+                        .filter(api_keys::user_id.eq(user.0)),
+                )
+                .set(api_keys::is_active.eq(false))
+                .execute(c)?;
+                if updated == 0 {
+                    return Ok(None);
+                }
+                let key = load_key(c, id.0)?;
+                if let Some(key) = &key {
+                    // With the deactivation or not at all: every replica's cache reads this.
+                    super::revocations::log_revocations(c, vec![key.prefix.as_str().to_owned()])?;
+                }
+                Ok::<_, diesel::result::Error>(key)
+            })
+            .context("deactivating an API key")
         })
         .await
     }
@@ -186,14 +194,18 @@ impl ApiKeyRepository for Database {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(api_key_id = %id))]
-    async fn touch_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> anyhow::Result<()> {
+    #[tracing::instrument(skip_all, fields(keys = uses.len()))]
+    async fn touch_api_keys(&self, uses: Vec<(ApiKeyId, DateTime<Utc>)>) -> anyhow::Result<()> {
         self.run(move |conn| {
-            diesel::update(api_keys::table.find(id.0))
-                .set(api_keys::last_used_at.eq(Some(at.naive_utc())))
-                .execute(conn)
-                .context("recording an API key's last use")?;
-            Ok(())
+            conn.write_transaction(|c| {
+                for (id, at) in &uses {
+                    diesel::update(api_keys::table.find(id.0))
+                        .set(api_keys::last_used_at.eq(Some(at.naive_utc())))
+                        .execute(c)?;
+                }
+                Ok::<_, diesel::result::Error>(())
+            })
+            .context("recording API keys' last use")
         })
         .await
     }

@@ -1,7 +1,7 @@
 use anyhow::Context;
 use async_trait::async_trait;
 use diesel::RunQueryDsl;
-use morpheus_domain::ports::HealthProbe;
+use morpheus_domain::ports::{HealthProbe, PoolUse};
 
 use crate::database::Database;
 
@@ -16,5 +16,14 @@ impl HealthProbe for Database {
             Ok(())
         })
         .await
+    }
+
+    fn pool_use(&self) -> PoolUse {
+        let state = self.pool.state();
+        PoolUse {
+            connections: state.connections,
+            idle: state.idle_connections,
+            max: self.pool.max_size(),
+        }
     }
 }

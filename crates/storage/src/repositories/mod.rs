@@ -6,6 +6,7 @@ mod automation;
 mod delegations;
 mod health;
 mod refresh_tokens;
+mod revocations;
 mod sessions;
 mod usage;
 mod users;

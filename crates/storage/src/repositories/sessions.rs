@@ -178,6 +178,19 @@ impl SessionRepository for Database {
         .await
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn count_active_sessions(&self) -> anyhow::Result<u64> {
+        self.run(move |conn| {
+            let count: i64 = sessions::table
+                .filter(sessions::state.eq(SessionState::Active.as_str()))
+                .count()
+                .get_result(conn)
+                .context("counting active sessions")?;
+            u64::try_from(count).context("the database returned a negative count")
+        })
+        .await
+    }
+
     #[tracing::instrument(skip_all, fields(session = %id))]
     async fn retire_session(&self, id: &SessionId) -> anyhow::Result<bool> {
         let id = id.as_str().to_owned();

@@ -157,6 +157,13 @@ impl UserRepository for Database {
                 )
                 .set(sessions::state.eq(SessionState::Retired.as_str()))
                 .execute(c)?;
+                // Every replica's key cache must forget these keys.
+                let prefixes: Vec<String> = api_keys::table
+                    .filter(api_keys::user_id.eq(id))
+                    .filter(api_keys::is_active.eq(true))
+                    .select(api_keys::key_prefix)
+                    .load(c)?;
+                super::revocations::log_revocations(c, prefixes)?;
                 let api_keys =
                     diesel::delete(api_keys::table.filter(api_keys::user_id.eq(id))).execute(c)?;
                 let wallet_keys = diesel::delete(wallet_keys::table.find(id)).execute(c)?;

@@ -146,15 +146,86 @@ async fn only_the_owner_can_deactivate_a_key() {
 }
 
 #[tokio::test]
-async fn touching_a_key_records_its_last_use() {
+async fn touching_keys_records_their_last_use_in_one_batch() {
     each_backend(async |t| {
         let alice = insert_user(&t.db, "alice@example.com").await;
-        let key = new_key(&alice, "sk-aaaaaa", 1);
-        t.db.insert_api_key(key.clone()).await.unwrap();
+        let (one, two) = (
+            new_key(&alice, "sk-aaaaaa", 1),
+            new_key(&alice, "sk-bbbbbb", 2),
+        );
+        t.db.insert_api_key(one.clone()).await.unwrap();
+        t.db.insert_api_key(two.clone()).await.unwrap();
         let at = now();
-        t.db.touch_api_key(key.id, at).await.unwrap();
+        let later = at + Duration::seconds(5);
+        t.db.touch_api_keys(vec![(one.id, at), (two.id, later)])
+            .await
+            .unwrap();
         let listed = t.db.list_api_keys(alice.id).await.unwrap();
-        assert_eq!(listed[0].last_used_at, Some(at));
+        let used = |id| listed.iter().find(|k| k.id == id).unwrap().last_used_at;
+        assert_eq!(used(one.id), Some(at));
+        assert_eq!(used(two.id), Some(later));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revoking_a_key_or_deleting_its_owner_logs_the_revocation() {
+    each_backend(async |t| {
+        use morpheus_domain::ports::{RevocationLog, UserRepository};
+        assert_eq!(t.db.latest_revocation().await.unwrap(), 0);
+        let alice = insert_user(&t.db, "alice@example.com").await;
+        let bob = insert_user(&t.db, "bob@example.com").await;
+        let (a1, a2) = (
+            new_key(&alice, "sk-aaaaaa", 1),
+            new_key(&alice, "sk-aaaaab", 2),
+        );
+        let b1 = new_key(&bob, "sk-bbbbbb", 3);
+        for key in [&a1, &a2, &b1] {
+            t.db.insert_api_key(key.clone()).await.unwrap();
+        }
+        t.db.deactivate_api_key(alice.id, a1.id)
+            .await
+            .unwrap()
+            .unwrap();
+        // Someone else's key: nothing happens, nothing is logged.
+        assert!(
+            t.db.deactivate_api_key(alice.id, b1.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let first = t.db.latest_revocation().await.unwrap();
+        let logged = t.db.revocations_after(0, 100).await.unwrap();
+        assert_eq!(logged.len(), 1);
+        assert_eq!(logged[0].prefix.as_str(), "sk-aaaaaa");
+        assert_eq!(logged[0].seq, first);
+
+        // Deleting Bob logs his active key (Alice's revoked one is not logged twice).
+        t.db.delete_user(bob.id).await.unwrap().unwrap();
+        let after: Vec<_> =
+            t.db.revocations_after(first, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.prefix.as_str().to_owned())
+                .collect();
+        assert_eq!(after, ["sk-bbbbbb"]);
+        assert!(t.db.latest_revocation().await.unwrap() > first);
+
+        // Purging drops what is older than the cut-off only.
+        assert_eq!(
+            t.db.purge_revocations(now() - Duration::hours(1))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            t.db.purge_revocations(now() + Duration::seconds(1))
+                .await
+                .unwrap(),
+            2
+        );
+        assert!(t.db.revocations_after(0, 100).await.unwrap().is_empty());
     })
     .await;
 }

@@ -11,6 +11,7 @@ use crate::AppState;
 use crate::dto::ChatCompletionRequest;
 use crate::error::{ApiError, ErrorResponse, HTTPValidationError, OpenAiError, OpenAiErrorBody};
 use crate::extract::{JsonWithRaw, OpenAiKeyUser};
+use crate::request_context::add_upstream_wait;
 use crate::routes::session::owner;
 
 /// An OpenAI chat completion, answered by a provider of the Morpheus marketplace. Runs on the
@@ -85,7 +86,10 @@ pub async fn create_chat_completion(
         ChatReply::Stream(mut events) => {
             // Wait for the first event before answering: a failure now is still a normal
             // HTTP error, not a broken stream.
-            let first = match events.next().await {
+            let waiting = std::time::Instant::now();
+            let first = events.next().await;
+            add_upstream_wait(waiting.elapsed());
+            let first = match first {
                 Some(Ok(first)) => first,
                 Some(Err(fault)) => return Err(early_failure(meter, &fault).into()),
                 None => {
@@ -99,7 +103,16 @@ pub async fn create_chat_completion(
                 .insert_header((CACHE_CONTROL, "no-cache"))
                 // Tells nginx-style proxies not to buffer the stream.
                 .insert_header(("x-accel-buffering", "no"))
-                .streaming(sse::relay(first, events, meter, state.sse_keep_alive)))
+                .streaming(sse::relay(
+                    first,
+                    events,
+                    meter,
+                    sse::RelayContext {
+                        keep_alive: state.sse_keep_alive,
+                        shutdown: Box::pin(state.lifecycle.streams_ending()),
+                        active: state.metrics.stream_started(),
+                    },
+                )))
         }
     }
 }

@@ -136,11 +136,9 @@ pub fn requested_session(request: &ChatCompletionRequest, http: &HttpRequest) ->
     })
 }
 
-/// An incoming `X-Request-Id`, if it is short printable ASCII, to pass upstream.
+/// The request's id (the caller's `X-Request-Id` or one the gateway made), to pass upstream.
 pub fn request_id(http: &HttpRequest) -> Option<String> {
-    let value = http.headers().get("x-request-id")?.to_str().ok()?;
-    let ok = !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic());
-    ok.then(|| value.to_owned())
+    crate::request_context::RequestId::of(http)
 }
 
 /// The upstream's completion with `model` set to what the client asked for.

@@ -3,6 +3,7 @@
 //! can tell a cut from an end.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::time::Duration;
 
 use actix_web::web::{Bytes, BytesMut};
@@ -12,6 +13,17 @@ use morpheus_domain::ports::{ChatEvent, ChatEventStream, StreamFault};
 use morpheus_domain::services::UsageMeter;
 
 use crate::error::OpenAiErrorDetail;
+use crate::metrics::ActiveStream;
+
+/// What a relay needs from the application besides the stream itself.
+pub struct RelayContext {
+    /// A comment line goes out when the upstream is quiet this long.
+    pub keep_alive: Duration,
+    /// Resolves when the process's grace period is nearly over.
+    pub shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Counts the stream in `morpheus_active_streams` while it lives.
+    pub active: ActiveStream,
+}
 
 struct Relay {
     /// A comment line goes out when the upstream is quiet this long, so proxies and clients do
@@ -21,6 +33,8 @@ struct Relay {
     events: ChatEventStream,
     meter: Option<UsageMeter>,
     finished: bool,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    _active: ActiveStream,
 }
 
 /// The response body. `first` is the event already read (the response head is only sent once
@@ -31,14 +45,16 @@ pub fn relay(
     first: ChatEvent,
     events: ChatEventStream,
     meter: UsageMeter,
-    keep_alive: Duration,
+    context: RelayContext,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let state = Relay {
-        keep_alive,
+        keep_alive: context.keep_alive,
         first: Some(first),
         events,
         meter: Some(meter),
         finished: false,
+        shutdown: context.shutdown,
+        _active: context.active,
     };
     futures_util::stream::unfold(state, |mut state| async move {
         if state.finished {
@@ -48,9 +64,15 @@ pub fn relay(
             let frame = state.frame(event);
             return Some((Ok(frame), state));
         }
-        let next = match tokio::time::timeout(state.keep_alive, state.events.next()).await {
-            Ok(next) => next,
-            Err(_) => return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), state)),
+        let next = tokio::select! {
+            next = tokio::time::timeout(state.keep_alive, state.events.next()) => match next {
+                Ok(next) => next,
+                Err(_) => return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), state)),
+            },
+            () = &mut state.shutdown => {
+                let frame = state.end_for_shutdown();
+                return Some((Ok(frame), state));
+            }
         };
         let frame = match next {
             Some(Ok(event)) => state.frame(event),
@@ -92,11 +114,29 @@ impl Relay {
             }
         }
     }
+
+    /// The gateway is going away before the provider finished: say so, so the client knows
+    /// the answer is incomplete and can retry elsewhere.
+    fn end_for_shutdown(&mut self) -> Bytes {
+        self.finished = true;
+        if let Some(meter) = self.meter.take() {
+            meter.finish(UsageOutcome::Incomplete, 200);
+        }
+        error_frame(
+            "server_error",
+            "gateway_shutting_down",
+            "The gateway is shutting down; the answer is incomplete. Retry the request.",
+        )
+    }
 }
 
 /// `data: {"error":{…}}` in OpenAI's shape.
 pub fn error_event(fault: &StreamFault) -> Bytes {
     let (kind, code, message) = describe(fault);
+    error_frame(kind, code, message)
+}
+
+fn error_frame(kind: &str, code: &str, message: &str) -> Bytes {
     let body = serde_json::json!({
         "error": OpenAiErrorDetail {
             message: message.to_owned(),

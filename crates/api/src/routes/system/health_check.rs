@@ -3,15 +3,18 @@ use chrono::Utc;
 
 use crate::AppState;
 use crate::dto::{DatabaseState, HealthStatus, ServiceState};
+use crate::error::ErrorResponse;
 
-/// Liveness and database health. 503 (same body) when the database does not answer; the error
-/// itself is logged, not returned.
+/// Liveness: 200 whenever the process serves requests, with the database's state for
+/// information (the error itself is logged, not returned). Whether this replica should get
+/// traffic is `/ready`'s question: a database outage must not make an orchestrator restart
+/// healthy processes.
 #[utoipa::path(
     operation_id = "health_check_health_get",
     tag = "System",
     responses(
-        (status = 200, description = "The service and its database are up", body = HealthStatus),
-        (status = 503, description = "The database is unavailable", body = HealthStatus),
+        (status = 200, description = "The process is alive; `database` tells whether its database answers", body = HealthStatus),
+        (status = 500, description = "Unexpected server error", body = ErrorResponse),
     ),
     security(())
 )]
@@ -24,15 +27,8 @@ pub async fn health_check(state: web::Data<AppState>) -> HttpResponse {
             DatabaseState::Unhealthy
         }
     };
-    let (mut response, status) = match database {
-        DatabaseState::Healthy => (HttpResponse::Ok(), ServiceState::Ok),
-        DatabaseState::Unhealthy => (
-            HttpResponse::ServiceUnavailable(),
-            ServiceState::Unavailable,
-        ),
-    };
-    response.json(HealthStatus {
-        status,
+    HttpResponse::Ok().json(HealthStatus {
+        status: ServiceState::Ok,
         timestamp: Utc::now(),
         version: state.meta.version.clone(),
         database,

@@ -1,0 +1,113 @@
+//! The marketplace port, timed: every proxy-router call is counted in the upstream metrics
+//! and in the current request's upstream wait (so the overhead histogram leaves it out).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use morpheus_domain::ports::{ChatCall, ChatReply, Marketplace, MarketplaceError};
+use morpheus_domain::*;
+
+use crate::metrics::{Metrics, UpstreamErrorLabels, UpstreamLabels};
+use crate::request_context::add_upstream_wait;
+
+pub struct InstrumentedMarketplace {
+    inner: Arc<dyn Marketplace>,
+    metrics: Metrics,
+}
+
+impl InstrumentedMarketplace {
+    pub fn new(inner: Arc<dyn Marketplace>, metrics: Metrics) -> Self {
+        Self { inner, metrics }
+    }
+
+    async fn timed<T>(
+        &self,
+        call: &'static str,
+        work: impl Future<Output = Result<T, MarketplaceError>>,
+    ) -> Result<T, MarketplaceError> {
+        let started = Instant::now();
+        let result = work.await;
+        let took = started.elapsed();
+        add_upstream_wait(took);
+        self.metrics
+            .upstream_duration
+            .get_or_create(&UpstreamLabels { call })
+            .observe(took.as_secs_f64());
+        if let Err(error) = &result {
+            self.metrics
+                .upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    call,
+                    kind: kind(error),
+                })
+                .inc();
+        }
+        result
+    }
+}
+
+/// A bounded label for an error.
+fn kind(error: &MarketplaceError) -> &'static str {
+    match error {
+        MarketplaceError::NotConfigured => "not_configured",
+        MarketplaceError::Unreachable(_) => "unreachable",
+        MarketplaceError::Timeout(_) => "timeout",
+        MarketplaceError::Unauthorized => "unauthorized",
+        MarketplaceError::SessionGone(_) => "session_gone",
+        MarketplaceError::Rejected { .. } => "rejected",
+        MarketplaceError::InvalidResponse(_) => "invalid_response",
+    }
+}
+
+#[async_trait]
+impl Marketplace for InstrumentedMarketplace {
+    async fn health(&self) -> Result<(), MarketplaceError> {
+        self.timed("health", self.inner.health()).await
+    }
+    async fn models(&self) -> Result<Vec<MarketModel>, MarketplaceError> {
+        self.timed("models", self.inner.models()).await
+    }
+    async fn rated_bids(&self, model: &ModelId) -> Result<Vec<RatedBid>, MarketplaceError> {
+        self.timed("rated_bids", self.inner.rated_bids(model)).await
+    }
+    async fn approve(
+        &self,
+        spender: &EthAddress,
+        amount: u128,
+    ) -> Result<TxHash, MarketplaceError> {
+        self.timed("approve", self.inner.approve(spender, amount))
+            .await
+    }
+    async fn open_model_session(
+        &self,
+        model: &ModelId,
+        terms: SessionTerms,
+    ) -> Result<SessionId, MarketplaceError> {
+        self.timed(
+            "open_model_session",
+            self.inner.open_model_session(model, terms),
+        )
+        .await
+    }
+    async fn open_bid_session(
+        &self,
+        bid: &BidId,
+        terms: SessionTerms,
+    ) -> Result<SessionId, MarketplaceError> {
+        self.timed("open_bid_session", self.inner.open_bid_session(bid, terms))
+            .await
+    }
+    async fn session(&self, id: &SessionId) -> Result<UpstreamSession, MarketplaceError> {
+        self.timed("session", self.inner.session(id)).await
+    }
+    async fn close_session(&self, id: &SessionId) -> Result<TxHash, MarketplaceError> {
+        self.timed("close_session", self.inner.close_session(id))
+            .await
+    }
+    /// Timed to the response head; a stream's events are the relay's business.
+    async fn chat(&self, call: ChatCall) -> Result<ChatReply, MarketplaceError> {
+        self.timed("chat", self.inner.chat(call)).await
+    }
+}

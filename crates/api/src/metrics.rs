@@ -1,0 +1,280 @@
+//! What `GET /metrics` reports, in the Prometheus/OpenMetrics text format.
+//!
+//! One [`Metrics`] per application (not a process-wide registry), so two gateways in one
+//! process — the test suite — count separately.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// A request as counted: the route's pattern (bounded: `unmatched` for every unknown path),
+/// the method and the status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub operation: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+}
+
+/// One kind of call to the proxy-router (`chat`, `open_model_session`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub call: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub call: &'static str,
+    /// `unreachable`, `timeout`, `rejected`, … (the marketplace error's kind).
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// `in_use` or `idle`.
+    pub state: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The gateway's instruments. Cloning shares them.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: std::sync::Arc<Registry>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: HistogramFamily<OperationLabels>,
+    pub upstream_duration: HistogramFamily<UpstreamLabels>,
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    /// Time spent in the gateway on a chat request, without the wait for the provider.
+    pub overhead: Histogram,
+    pub active_streams: Gauge,
+    pub open_sessions: Gauge,
+    pub db_connections: Family<PoolLabels, Gauge>,
+    pub db_pool_max: Gauge,
+}
+
+/// 0.5 ms … ~60 s, for whole requests and upstream calls.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_5, 2.0, 18))
+}
+
+/// 10 µs … ~80 ms: the gateway's own share is meant to be tens of microseconds.
+fn overhead_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 14))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration =
+            HistogramFamily::<OperationLabels>::new_with_constructor(latency_histogram);
+        let upstream_duration =
+            HistogramFamily::<UpstreamLabels>::new_with_constructor(latency_histogram);
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        let overhead = overhead_histogram();
+        let active_streams = Gauge::default();
+        let open_sessions = Gauge::default();
+        let db_connections = Family::<PoolLabels, Gauge>::default();
+        let db_pool_max = Gauge::default();
+
+        let mut registry = Registry::with_prefix("morpheus");
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by operation, method and status",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to the response head, by operation",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_request_duration",
+            "Time to the proxy-router's response head, by call",
+            Unit::Seconds,
+            upstream_duration.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Failed proxy-router calls, by call and kind",
+            upstream_errors.clone(),
+        );
+        registry.register_with_unit(
+            "gateway_overhead",
+            "Time a chat request spends in the gateway, excluding the wait for the provider",
+            Unit::Seconds,
+            overhead.clone(),
+        );
+        registry.register(
+            "active_streams",
+            "Chat streams being relayed",
+            active_streams.clone(),
+        );
+        registry.register(
+            "open_sessions",
+            "Marketplace sessions recorded as active (all replicas)",
+            open_sessions.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Database connections of this replica's pool, by state",
+            db_connections.clone(),
+        );
+        registry.register(
+            "db_pool_max_connections",
+            "Size limit of this replica's database pool",
+            db_pool_max.clone(),
+        );
+        Self {
+            registry: std::sync::Arc::new(registry),
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_errors,
+            overhead,
+            active_streams,
+            open_sessions,
+            db_connections,
+            db_pool_max,
+        }
+    }
+
+    /// The text exposition (OpenMetrics 1.0, which Prometheus reads).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn observe_request(&self, operation: &str, method: &str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                operation: operation.to_owned(),
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Keeps [`Self::active_streams`] up while the guard lives.
+    pub fn stream_started(&self) -> ActiveStream {
+        self.active_streams.inc();
+        ActiveStream(self.active_streams.clone())
+    }
+}
+
+/// One relayed stream; dropping it (stream finished or client gone) counts it out.
+pub struct ActiveStream(Gauge);
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_instrument() {
+        let metrics = Metrics::new();
+        metrics.observe_request(
+            "/api/v1/chat/completions",
+            "POST",
+            200,
+            Duration::from_millis(3),
+        );
+        metrics.overhead.observe(0.000_04);
+        metrics
+            .upstream_duration
+            .get_or_create(&UpstreamLabels { call: "chat" })
+            .observe(0.002);
+        let stream = metrics.stream_started();
+        let text = metrics.encode();
+        for name in [
+            "morpheus_http_requests_total{operation=\"/api/v1/chat/completions\",method=\"POST\",status=\"200\"} 1",
+            "morpheus_http_request_duration_seconds_count{operation=\"/api/v1/chat/completions\"} 1",
+            "morpheus_gateway_overhead_seconds_count 1",
+            "morpheus_active_streams 1",
+            "morpheus_upstream_request_duration_seconds_count{call=\"chat\"} 1",
+            "# TYPE morpheus_open_sessions gauge",
+            "# EOF",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        drop(stream);
+        assert!(metrics.encode().contains("morpheus_active_streams 0"));
+    }
+}
+
+/// Who may read `GET /metrics` on the main listener.
+#[derive(Clone)]
+pub enum MetricsAccess {
+    /// Anyone (the development default).
+    Open,
+    /// Requests presenting this bearer token.
+    Token(Box<MetricsToken>),
+    /// Nobody here: metrics have their own listener.
+    Elsewhere,
+}
+
+/// The configured metrics token, kept as an HMAC tag under a per-process random key, so the
+/// check is constant-time and the token itself is not kept in memory.
+#[derive(Clone)]
+pub struct MetricsToken {
+    key: ring::hmac::Key,
+    tag: ring::hmac::Tag,
+}
+
+impl MetricsToken {
+    /// # Errors
+    /// When the system's random generator fails.
+    pub fn new(token: &str) -> anyhow::Result<Self> {
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .map_err(|_| anyhow::anyhow!("the system's random generator failed"))?;
+        let tag = ring::hmac::sign(&key, token.as_bytes());
+        Ok(Self { key, tag })
+    }
+
+    pub fn matches(&self, presented: &str) -> bool {
+        ring::hmac::verify(&self.key, presented.as_bytes(), self.tag.as_ref()).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::MetricsToken;
+
+    #[test]
+    fn only_the_configured_token_matches() {
+        let token = MetricsToken::new("s3cret-metrics-token").unwrap();
+        assert!(token.matches("s3cret-metrics-token"));
+        assert!(!token.matches("s3cret-metrics-tokem"));
+        assert!(!token.matches(""));
+    }
+}

@@ -1,0 +1,140 @@
+//! What every request gets on its way in and out: a request id (the caller's `X-Request-Id`
+//! when it is sensible, a new UUID otherwise) carried by a tracing span, returned in the
+//! response and sent to the proxy-router; one access-log event; and its metrics.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage, HttpRequest, web};
+use tracing::Instrument;
+
+use crate::AppState;
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the request being served (in the request's extensions).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// The request's id; every request that went through the middleware has one.
+    pub fn of(http: &HttpRequest) -> Option<String> {
+        http.extensions().get::<RequestId>().map(|id| id.0.clone())
+    }
+}
+
+tokio::task_local! {
+    /// How long the request being served has waited for the proxy-router so far: the
+    /// instrumented marketplace adds every call to it, the chat handler the wait for a
+    /// stream's first event. The gateway's own share (`gateway_overhead_seconds`) is the rest
+    /// of the request's time. (A handler runs inside its middleware's task.)
+    static UPSTREAM_WAIT: Cell<Duration>;
+}
+
+/// Counts `waited` as time the current request spent waiting for the proxy-router. Outside a
+/// request (background tasks) it does nothing.
+pub fn add_upstream_wait(waited: Duration) {
+    let _ = UPSTREAM_WAIT.try_with(|total| total.set(total.get() + waited));
+}
+
+/// An incoming id is kept when it is 1–128 printable ASCII characters without spaces, so it
+/// is safe in a header and a log line; anything else is replaced.
+fn accepted(value: &HeaderValue) -> Option<String> {
+    let bytes = value.as_bytes();
+    let ok = !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic);
+    ok.then(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// The middleware (`actix_web::middleware::from_fn(request_context::observe)`).
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(accepted)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.metrics.clone());
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %method,
+        path = %req.path(),
+    );
+    let served = async move {
+        let result = next.call(req).await;
+        (result, UPSTREAM_WAIT.with(Cell::get))
+    };
+    let (result, upstream_wait) = UPSTREAM_WAIT
+        .scope(Cell::new(Duration::ZERO), served)
+        .instrument(span.clone())
+        .await;
+    let took = started.elapsed();
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            let _entered = span.enter();
+            tracing::info!(
+                status = 500,
+                micros = took.as_micros() as u64,
+                "request failed"
+            );
+            if let Some(metrics) = &metrics {
+                metrics.observe_request("unmatched", method.as_str(), 500, took);
+            }
+            return Err(error);
+        }
+    };
+    let status = response.status().as_u16();
+    let operation = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    if let Some(metrics) = &metrics {
+        metrics.observe_request(&operation, method.as_str(), status, took);
+        if !upstream_wait.is_zero() {
+            metrics
+                .overhead
+                .observe(took.saturating_sub(upstream_wait).as_secs_f64());
+        }
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            route = %operation,
+            micros = took.as_micros() as u64,
+            "request served"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_printable_ids_are_kept() {
+        let keep = |v: &'static str| accepted(&HeaderValue::from_static(v));
+        assert_eq!(keep("abc-123_x.y:z").as_deref(), Some("abc-123_x.y:z"));
+        assert_eq!(keep(""), None);
+        assert_eq!(keep("has space"), None);
+        let long = "a".repeat(129);
+        assert_eq!(accepted(&HeaderValue::from_str(&long).unwrap()), None);
+        let max = "a".repeat(128);
+        assert_eq!(accepted(&HeaderValue::from_str(&max).unwrap()), Some(max));
+    }
+}

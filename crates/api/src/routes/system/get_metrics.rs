@@ -1,0 +1,77 @@
+use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use actix_web::{HttpRequest, HttpResponse, get, web};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorResponse};
+use crate::metrics::MetricsAccess;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The gateway's metrics in the Prometheus/OpenMetrics text format: requests by operation and
+/// status, latency histograms, proxy-router latency and errors, the gateway's own overhead on
+/// chat requests, active streams, open sessions and database pool use.
+///
+/// Access is configured: open (development default), a bearer token
+/// (`MORPHEUS_METRICS_TOKEN`), or a separate listener (`MORPHEUS_METRICS_BIND`, then this
+/// route answers 404 here).
+#[utoipa::path(
+    operation_id = "get_metrics_metrics_get",
+    tag = "System",
+    responses(
+        (status = 200, description = "The metrics (OpenMetrics text)", content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "A metrics token is configured and the request did not present it", body = ErrorResponse),
+        (status = 404, description = "Metrics are served on a separate listener, or disabled", body = ErrorResponse),
+        (status = 500, description = "Unexpected server error", body = ErrorResponse),
+    ),
+    security((), ("MetricsToken" = []))
+)]
+#[get("/metrics")]
+pub async fn get_metrics(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    match &state.metrics_access {
+        MetricsAccess::Open => {}
+        MetricsAccess::Token(expected) => {
+            let presented = http
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim());
+            if !presented.is_some_and(|token| expected.matches(token)) {
+                return Err(ApiError::Unauthorized("A valid metrics token is required"));
+            }
+        }
+        MetricsAccess::Elsewhere => return Err(ApiError::NotFound("Not Found".to_owned())),
+    }
+    Ok(render(&state).await)
+}
+
+/// The exposition, with the gauges that are read rather than counted brought up to date.
+pub async fn render(state: &AppState) -> HttpResponse {
+    let pool = state.health.pool_use();
+    let metrics = &state.metrics;
+    metrics.db_pool_max.set(i64::from(pool.max));
+    for (label, value) in [("in_use", pool.in_use()), ("idle", pool.idle)] {
+        metrics
+            .db_connections
+            .get_or_create(&crate::metrics::PoolLabels { state: label })
+            .set(i64::from(value));
+    }
+    match state.sessions.count_active().await {
+        Ok(open) => {
+            metrics
+                .open_sessions
+                .set(i64::try_from(open).unwrap_or(i64::MAX));
+        }
+        // The rest of the exposition is still worth having; the gauge keeps its last value.
+        Err(error) => {
+            tracing::warn!(error.cause_chain = ?error, "metrics: counting sessions failed")
+        }
+    }
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, OPENMETRICS))
+        .body(metrics.encode())
+}

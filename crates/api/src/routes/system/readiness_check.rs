@@ -1,0 +1,75 @@
+use std::time::Duration;
+
+use actix_web::{HttpResponse, get, web};
+use chrono::Utc;
+
+use crate::AppState;
+use crate::dto::{DatabaseState, MarketplaceState, ReadinessStatus, ReadyState};
+
+/// A dependency that does not answer within this is counted as down: readiness probes are
+/// frequent and must not hang.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Readiness: whether this replica should receive traffic. 200 when the database and the
+/// proxy-router answer; 503 (same body) when one does not, when no proxy-router is
+/// configured, or once shutdown has begun (`draining`). Compare `/health`, which only says
+/// the process is alive.
+#[utoipa::path(
+    operation_id = "readiness_check_ready_get",
+    tag = "System",
+    responses(
+        (status = 200, description = "The database and the proxy-router answer", body = ReadinessStatus),
+        (status = 503, description = "A dependency is down or not configured, or the process is shutting down", body = ReadinessStatus),
+    ),
+    security(())
+)]
+#[get("/ready")]
+pub async fn readiness_check(state: web::Data<AppState>) -> HttpResponse {
+    let database = async {
+        match tokio::time::timeout(CHECK_TIMEOUT, state.health.ping()).await {
+            Ok(Ok(())) => DatabaseState::Healthy,
+            Ok(Err(error)) => {
+                tracing::warn!(error.cause_chain = ?error, "readiness: database unavailable");
+                DatabaseState::Unhealthy
+            }
+            Err(_) => {
+                tracing::warn!("readiness: the database did not answer in time");
+                DatabaseState::Unhealthy
+            }
+        }
+    };
+    let marketplace = async {
+        if !state.marketplace_configured {
+            return MarketplaceState::NotConfigured;
+        }
+        match tokio::time::timeout(CHECK_TIMEOUT, state.sessions.market().health()).await {
+            Ok(Ok(())) => MarketplaceState::Healthy,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "readiness: proxy-router unavailable");
+                MarketplaceState::Unhealthy
+            }
+            Err(_) => {
+                tracing::warn!("readiness: the proxy-router did not answer in time");
+                MarketplaceState::Unhealthy
+            }
+        }
+    };
+    let (database, marketplace) = tokio::join!(database, marketplace);
+    let status = if state.lifecycle.is_draining() {
+        ReadyState::Draining
+    } else if database == DatabaseState::Healthy && marketplace == MarketplaceState::Healthy {
+        ReadyState::Ready
+    } else {
+        ReadyState::Unavailable
+    };
+    let mut response = match status {
+        ReadyState::Ready => HttpResponse::Ok(),
+        _ => HttpResponse::ServiceUnavailable(),
+    };
+    response.json(ReadinessStatus {
+        status,
+        timestamp: Utc::now(),
+        database,
+        marketplace,
+    })
+}

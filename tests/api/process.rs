@@ -1,0 +1,129 @@
+//! The gateway as a separate process (the real binary), for what only a process can show:
+//! signals, and two replicas that share nothing but the database.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{JWT_SECRET, MASTER_KEY_HEX, PEPPER, TestApp};
+
+pub struct GatewayProcess {
+    pub child: Child,
+    pub address: String,
+    /// The process's log lines (JSON), as they arrive.
+    pub logs: std::sync::mpsc::Receiver<String>,
+}
+
+impl GatewayProcess {
+    /// Starts the binary on the same database, secrets and proxy-router as `app`, on a port of
+    /// its own, and waits until it listens.
+    pub async fn beside(app: &TestApp, extra_env: &[(&str, &str)]) -> GatewayProcess {
+        let settings = &app.settings;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_morpheus-gateway"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MORPHEUS_BIND", "127.0.0.1:0")
+            .env("DATABASE_URL", &settings.database_url)
+            .env("MORPHEUS_DATA_DIR", &settings.data_dir)
+            .env("MORPHEUS_JWT_SECRET", JWT_SECRET)
+            .env("MORPHEUS_API_KEY_PEPPER", PEPPER)
+            .env("MORPHEUS_WALLET_MASTER_KEY", MASTER_KEY_HEX)
+            .env("MORPHEUS_LOG_FORMAT", "json")
+            .env("MORPHEUS_WORKERS", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(url) = &settings.proxy_router_url {
+            command
+                .env("MORPHEUS_PROXY_ROUTER_URL", url)
+                .env("MORPHEUS_PROXY_ROUTER_USER", "morpheus")
+                .env("MORPHEUS_PROXY_ROUTER_PASSWORD", "sim-password");
+        }
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("the gateway binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, logs) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Polled, not blocked on: the test's runtime also runs the simulator this process
+        // talks to while it starts.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let address = loop {
+            let line = match logs.try_recv() {
+                Ok(line) => line,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the gateway did not log that it listens"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    panic!("the gateway exited before listening")
+                }
+            };
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if event["fields"]["message"] == "morpheus-gateway listening" {
+                let bound = event["fields"]["address"].as_str().expect("address");
+                break format!("http://{bound}");
+            }
+        };
+        GatewayProcess {
+            child,
+            address,
+            logs,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, …) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `limit`; its exit code.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// The log lines received so far.
+    pub fn drain_logs(&self) -> Vec<String> {
+        self.logs.try_iter().collect()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

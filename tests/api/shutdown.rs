@@ -1,0 +1,191 @@
+//! Graceful shutdown of the real process: SIGTERM or SIGINT lets streams finish, writes what
+//! is batched, refuses new connections and exits 0; a stream that outlives the grace period
+//! ends with an error event rather than a silent cut.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::market::{MarketApp, ask, spawn_market_app};
+use crate::process::GatewayProcess;
+
+const MODEL: &str = "llama-3.3-70b";
+
+/// A user with an API key and automation on, made through the process's own API.
+async fn automated_key(app: &MarketApp, gateway: &GatewayProcess) -> (i64, String) {
+    let client = &app.client;
+    let email = crate::helpers::unique_email();
+    let r = client
+        .post(gateway.url("/api/v1/auth/register"))
+        .json(&json!({"email": email, "password": crate::helpers::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let tokens: Value = client
+        .post(gateway.url("/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": crate::helpers::PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    let key: Value = client
+        .post(gateway.url("/api/v1/auth/keys"))
+        .bearer_auth(access)
+        .json(&json!({"name": "shutdown"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let r = client
+        .put(gateway.url("/api/v1/automation/settings"))
+        .bearer_auth(&key)
+        .json(&json!({"is_enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    (id, key)
+}
+
+/// A streamed question of `words` words: the simulator answers one word per event.
+fn long_question(words: usize) -> Value {
+    let text = vec!["word"; words].join(" ");
+    let mut body = ask(MODEL, &text);
+    body["stream"] = json!(true);
+    body
+}
+
+/// Reads a whole SSE body: the `data:` payloads in order.
+async fn read_events(response: reqwest::Response) -> Vec<String> {
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => break,
+        }
+    }
+    text.split("\n\n")
+        .filter_map(|frame| frame.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn drains_on(signal: &str) {
+    let app = spawn_market_app().await;
+    app.sim.set_chunk_delay(Duration::from_millis(50));
+    let mut gateway =
+        GatewayProcess::beside(&app, &[("MORPHEUS_SHUTDOWN_GRACE_SECONDS", "10")]).await;
+    let (user_id, key) = automated_key(&app, &gateway).await;
+
+    // ~41 events at 50 ms: about two seconds of stream.
+    let response = app
+        .client
+        .post(gateway.url("/api/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&long_question(40))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let signalled = Instant::now();
+    gateway.signal(signal);
+
+    // No new connections once draining has begun.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = reqwest::Client::new()
+        .get(gateway.url("/health"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(
+        fresh.is_err(),
+        "a new connection was accepted while draining"
+    );
+
+    let events = read_events(response).await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    assert!(events.len() >= 40, "{} events", events.len());
+    assert!(
+        !events.iter().any(|e| e.contains("\"error\"")),
+        "{events:?}"
+    );
+
+    let code = gateway.wait_exit(Duration::from_secs(15)).await;
+    let exited_after = signalled.elapsed();
+    assert_eq!(code, Some(0), "exit code after {signal}");
+    println!("{signal}: the stream finished and the process exited 0 after {exited_after:?}");
+    let logs = gateway.drain_logs().join("\n");
+    assert!(logs.contains(&format!("SIG{signal}")), "{logs}");
+    assert!(logs.contains("\"stopped\""), "{logs}");
+    // The stream's usage record was flushed before exit.
+    let completed = app.count(&format!(
+        "SELECT COUNT(*) AS n FROM usage_records WHERE user_id = {user_id} AND outcome = 'completed' AND stream"
+    ));
+    assert_eq!(completed, 1);
+    // And so was the key's last use (written in batches).
+    let used = app.count(&format!(
+        "SELECT COUNT(*) AS n FROM api_keys WHERE user_id = {user_id} AND last_used_at IS NOT NULL"
+    ));
+    assert_eq!(used, 1);
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_stream_finish_flushes_its_usage_and_exits_0() {
+    drains_on("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_drains_the_same_way() {
+    drains_on("INT").await;
+}
+
+#[tokio::test]
+async fn a_stream_longer_than_the_grace_period_ends_with_an_error_event() {
+    let app = spawn_market_app().await;
+    app.sim.set_chunk_delay(Duration::from_millis(100));
+    let mut gateway =
+        GatewayProcess::beside(&app, &[("MORPHEUS_SHUTDOWN_GRACE_SECONDS", "2")]).await;
+    let (user_id, key) = automated_key(&app, &gateway).await;
+    // ~10 s of stream against 2 s of grace.
+    let response = app
+        .client
+        .post(gateway.url("/api/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&long_question(100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let signalled = Instant::now();
+    gateway.signal("TERM");
+    let events = read_events(response).await;
+    let last = events.last().cloned().unwrap_or_default();
+    let error: Value = serde_json::from_str(&last).unwrap_or(Value::Null);
+    assert_eq!(
+        error["error"]["code"], "gateway_shutting_down",
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+    let code = gateway.wait_exit(Duration::from_secs(10)).await;
+    let exited_after = signalled.elapsed();
+    assert_eq!(code, Some(0));
+    assert!(exited_after < Duration::from_secs(4), "{exited_after:?}");
+    let incomplete = app.count(&format!(
+        "SELECT COUNT(*) AS n FROM usage_records WHERE user_id = {user_id} AND outcome = 'incomplete'"
+    ));
+    assert_eq!(incomplete, 1);
+}

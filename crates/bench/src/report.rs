@@ -1,0 +1,544 @@
+//! The figures, their targets, the table on stdout and the JSON document.
+
+use serde_json::{Value, json};
+
+use crate::Plan;
+use crate::lanes::{Latency, Many, Throughput, Ttft};
+use crate::procs::{self, Machine};
+use crate::stats::{Spread, differences, percentile_us, ratios};
+
+/// Whether the processes were pinned to cores, and where the kernel says they may run.
+pub struct Pinning {
+    pub enabled: bool,
+    pub note: String,
+    pub loadgen_cpus: String,
+    pub sim_cpus: String,
+    pub gateway_cpus: String,
+}
+
+impl Pinning {
+    pub fn on() -> Self {
+        Self {
+            enabled: true,
+            note: "sched_setaffinity: load generator and simulator on core 0, gateway on core 1"
+                .to_owned(),
+            loadgen_cpus: String::new(),
+            sim_cpus: String::new(),
+            gateway_cpus: String::new(),
+        }
+    }
+
+    pub fn off(why: &str) -> Self {
+        Self {
+            enabled: false,
+            note: format!("not pinned: {why}"),
+            ..Self::on()
+        }
+    }
+
+    /// Reads back each process's allowed cores from the kernel.
+    pub fn observed(mut self, loadgen: u32, sim: u32, gateway: u32) -> Self {
+        self.loadgen_cpus = procs::allowed_cpus(loadgen);
+        self.sim_cpus = procs::allowed_cpus(sim);
+        self.gateway_cpus = procs::allowed_cpus(gateway);
+        if self.enabled
+            && (self.loadgen_cpus != "0" || self.sim_cpus != "0" || self.gateway_cpus != "1")
+        {
+            self.note = format!("pinning asked for but not in effect ({})", self.note);
+            self.enabled = false;
+        }
+        self
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{}; allowed cores: load generator {}, simulator {}, gateway {}",
+            self.note, self.loadgen_cpus, self.sim_cpus, self.gateway_cpus
+        )
+    }
+}
+
+/// Percentiles of one latency run, in microseconds.
+#[derive(Default, Clone)]
+pub struct LatencySummary {
+    pub requests: u64,
+    pub errors: u64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+impl From<Latency> for LatencySummary {
+    fn from(l: Latency) -> Self {
+        Self {
+            requests: l.hist.len(),
+            errors: l.errors,
+            p50_us: percentile_us(&l.hist, 50.0),
+            p90_us: percentile_us(&l.hist, 90.0),
+            p99_us: percentile_us(&l.hist, 99.0),
+            p999_us: percentile_us(&l.hist, 99.9),
+            max_us: percentile_us(&l.hist, 100.0),
+        }
+    }
+}
+
+impl LatencySummary {
+    fn json(&self) -> Value {
+        json!({"requests": self.requests, "errors": self.errors, "p50_us": self.p50_us,
+               "p90_us": self.p90_us, "p99_us": self.p99_us, "p999_us": self.p999_us,
+               "max_us": self.max_us})
+    }
+}
+
+#[derive(Default, Clone)]
+pub struct ThroughputSummary {
+    pub completed: u64,
+    pub errors: u64,
+    pub per_second: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+impl From<Throughput> for ThroughputSummary {
+    fn from(t: Throughput) -> Self {
+        Self {
+            completed: t.completed,
+            errors: t.errors,
+            per_second: t.per_second,
+            p50_us: percentile_us(&t.hist, 50.0),
+            p99_us: percentile_us(&t.hist, 99.0),
+        }
+    }
+}
+
+impl ThroughputSummary {
+    fn json(&self) -> Value {
+        json!({"completed": self.completed, "errors": self.errors,
+               "requests_per_second": self.per_second, "p50_us": self.p50_us,
+               "p99_us": self.p99_us})
+    }
+}
+
+#[derive(Default, Clone)]
+pub struct TtftSummary {
+    pub streams: u64,
+    pub errors: u64,
+    pub incomplete: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+impl From<Ttft> for TtftSummary {
+    fn from(t: Ttft) -> Self {
+        Self {
+            streams: t.hist.len(),
+            errors: t.errors,
+            incomplete: t.incomplete,
+            p50_us: percentile_us(&t.hist, 50.0),
+            p99_us: percentile_us(&t.hist, 99.0),
+        }
+    }
+}
+
+impl TtftSummary {
+    fn json(&self) -> Value {
+        json!({"streams": self.streams, "errors": self.errors, "incomplete": self.incomplete,
+               "p50_us": self.p50_us, "p99_us": self.p99_us})
+    }
+}
+
+/// One round of the interleaved lane comparisons.
+#[derive(Default, Clone)]
+pub struct Round {
+    pub c1_direct: LatencySummary,
+    pub c1_gateway: LatencySummary,
+    pub c64_direct: ThroughputSummary,
+    pub c64_gateway: ThroughputSummary,
+    pub ttft_direct: TtftSummary,
+    pub ttft_gateway: TtftSummary,
+}
+
+pub struct Results {
+    pub machine: Machine,
+    pub pinning: Pinning,
+    pub plan: Plan,
+    pub startup_ms: Vec<f64>,
+    pub rounds: Vec<Round>,
+    pub many: Many,
+    pub rss_fresh_kib: u64,
+    pub rss_idle_kib: u64,
+    pub rss_after_rounds_kib: u64,
+    pub rss_peak_kib: u64,
+    pub rss_settled_kib: u64,
+    pub model: String,
+    pub wall_seconds: f64,
+}
+
+/// A stream is stalled when a gap between its events reaches this many chunk delays (and at
+/// least one second).
+const STALL_FACTOR: u64 = 20;
+
+struct Figure {
+    key: &'static str,
+    label: String,
+    result: String,
+    target: String,
+    met: Option<bool>,
+    json: Value,
+}
+
+fn spread(values: &[f64]) -> Spread {
+    Spread::of(values).unwrap_or(Spread {
+        median: f64::NAN,
+        min: f64::NAN,
+        max: f64::NAN,
+    })
+}
+
+fn us(s: Spread) -> String {
+    format!("{:.1} µs ({:.1} – {:.1})", s.median, s.min, s.max)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The human table and the JSON document.
+pub fn render(r: &Results) -> (String, Value) {
+    let col = |f: fn(&Round) -> f64| r.rounds.iter().map(f).collect::<Vec<f64>>();
+    let mut figures = Vec::new();
+
+    // 1. Added latency at concurrency 1.
+    let d50 = col(|x| x.c1_direct.p50_us);
+    let g50 = col(|x| x.c1_gateway.p50_us);
+    let d99 = col(|x| x.c1_direct.p99_us);
+    let g99 = col(|x| x.c1_gateway.p99_us);
+    for (key, label, d, g, limit) in [
+        (
+            "added_latency_p50",
+            "added latency p50, c=1",
+            &d50,
+            &g50,
+            50.0,
+        ),
+        (
+            "added_latency_p99",
+            "added latency p99, c=1",
+            &d99,
+            &g99,
+            250.0,
+        ),
+    ] {
+        let added = spread(&differences(d, g));
+        figures.push(Figure {
+            key,
+            label: label.to_owned(),
+            result: format!(
+                "{}  [direct {:.1}, gateway {:.1}]",
+                us(added),
+                spread(d).median,
+                spread(g).median
+            ),
+            target: format!("≤ {limit} µs"),
+            met: Some(added.median <= limit),
+            json: json!({"added_us": added.json(), "direct_us": spread(d).json(),
+                         "gateway_us": spread(g).json(), "target_max_us": limit}),
+        });
+    }
+
+    // 2. Throughput at concurrency 64.
+    let dr = col(|x| x.c64_direct.per_second);
+    let gr = col(|x| x.c64_gateway.per_second);
+    let ratio = spread(&ratios(&dr, &gr));
+    figures.push(Figure {
+        key: "throughput_ratio",
+        label: format!("throughput ratio gateway/direct, c={}", r.plan.c64_conns),
+        result: format!(
+            "{:.2} ({:.2} – {:.2})  [direct {:.0}/s, gateway {:.0}/s]",
+            ratio.median,
+            ratio.min,
+            ratio.max,
+            spread(&dr).median,
+            spread(&gr).median
+        ),
+        target: "≥ 0.5".to_owned(),
+        met: Some(ratio.median >= 0.5),
+        json: json!({"ratio": ratio.json(), "direct_rps": spread(&dr).json(),
+                     "gateway_rps": spread(&gr).json(), "target_min_ratio": 0.5}),
+    });
+
+    // 3. Added time to first token.
+    let dt50 = col(|x| x.ttft_direct.p50_us);
+    let gt50 = col(|x| x.ttft_gateway.p50_us);
+    let dt99 = col(|x| x.ttft_direct.p99_us);
+    let gt99 = col(|x| x.ttft_gateway.p99_us);
+    let added50 = spread(&differences(&dt50, &gt50));
+    let added99 = spread(&differences(&dt99, &gt99));
+    let chunks = r.plan.ttft_chunks;
+    figures.push(Figure {
+        key: "added_ttft_p50",
+        label: format!("added TTFT p50, {chunks}-chunk stream"),
+        result: format!(
+            "{}  [direct {:.1}, gateway {:.1}]",
+            us(added50),
+            spread(&dt50).median,
+            spread(&gt50).median
+        ),
+        target: "—".to_owned(),
+        met: None,
+        json: json!({"added_us": added50.json(), "direct_us": spread(&dt50).json(),
+                     "gateway_us": spread(&gt50).json()}),
+    });
+    figures.push(Figure {
+        key: "added_ttft_p99",
+        label: format!("added TTFT p99, {chunks}-chunk stream"),
+        result: format!(
+            "{}  [direct {:.1}, gateway {:.1}]",
+            us(added99),
+            spread(&dt99).median,
+            spread(&gt99).median
+        ),
+        target: "≤ 300 µs".to_owned(),
+        met: Some(added99.median <= 300.0),
+        json: json!({"added_us": added99.json(), "direct_us": spread(&dt99).json(),
+                     "gateway_us": spread(&gt99).json(), "target_max_us": 300.0}),
+    });
+
+    // 4. Many concurrent streams.
+    let m = &r.many;
+    let stall_ms = (r.plan.many_chunk_delay_ms * STALL_FACTOR).max(1000) as f64;
+    let worst_ms = m.worst_gap.as_secs_f64() * 1000.0;
+    let no_stall = m.completed == m.streams && worst_ms < stall_ms;
+    figures.push(Figure {
+        key: "streams",
+        label: format!("{} concurrent streams, no stall", m.streams),
+        result: format!(
+            "{}/{} completed, worst gap {:.1} ms (gap p99 {:.1} ms; peak open {})",
+            m.completed,
+            m.streams,
+            worst_ms,
+            percentile_us(&m.gaps, 99.0) / 1000.0,
+            m.peak_open
+        ),
+        target: format!("all, gap < {stall_ms:.0} ms"),
+        met: Some(no_stall),
+        json: json!({
+            "streams": m.streams, "completed": m.completed, "failed": m.failed,
+            "first_errors": m.first_errors,
+            "content_chunks": r.plan.many_chunks, "chunk_delay_ms": r.plan.many_chunk_delay_ms,
+            "worst_gap_ms": worst_ms,
+            "gap_p50_ms": percentile_us(&m.gaps, 50.0) / 1000.0,
+            "gap_p99_ms": percentile_us(&m.gaps, 99.0) / 1000.0,
+            "first_event_p50_ms": percentile_us(&m.first_event, 50.0) / 1000.0,
+            "first_event_p99_ms": percentile_us(&m.first_event, 99.0) / 1000.0,
+            "first_event_max_ms": percentile_us(&m.first_event, 100.0) / 1000.0,
+            "peak_open": m.peak_open, "wall_seconds": m.wall.as_secs_f64(),
+            "stall_threshold_ms": stall_ms,
+        }),
+    });
+    figures.push(Figure {
+        key: "streams_first_event",
+        label: "  …their first event (from request)".to_owned(),
+        result: format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; all done in {:.2} s",
+            percentile_us(&m.first_event, 50.0) / 1000.0,
+            percentile_us(&m.first_event, 99.0) / 1000.0,
+            percentile_us(&m.first_event, 100.0) / 1000.0,
+            m.wall.as_secs_f64()
+        ),
+        target: "—".to_owned(),
+        met: None,
+        json: Value::Null,
+    });
+
+    // 5. Memory.
+    let settle = r.plan.settle.as_secs();
+    for (key, label, kib, limit) in [
+        (
+            "rss_fresh",
+            "gateway RSS fresh (before set-up)",
+            r.rss_fresh_kib,
+            None,
+        ),
+        (
+            "rss_idle",
+            "gateway RSS idle (after set-up)",
+            r.rss_idle_kib,
+            Some(32.0),
+        ),
+        (
+            "rss_after_rounds",
+            "gateway RSS after the lane rounds",
+            r.rss_after_rounds_kib,
+            None,
+        ),
+        (
+            "rss_peak_streams",
+            "gateway RSS peak, during the streams",
+            r.rss_peak_kib,
+            Some(96.0),
+        ),
+    ] {
+        figures.push(Figure {
+            key,
+            label: label.to_owned(),
+            result: format!("{:.1} MiB", mib(kib)),
+            target: limit.map_or_else(|| "—".to_owned(), |l| format!("≤ {l} MiB")),
+            met: limit.map(|l| mib(kib) <= l),
+            json: json!({"kib": kib, "mib": mib(kib), "target_max_mib": limit}),
+        });
+    }
+    figures.push(Figure {
+        key: "rss_settled",
+        label: format!("gateway RSS {settle} s after the streams"),
+        result: format!("{:.1} MiB", mib(r.rss_settled_kib)),
+        target: "—".to_owned(),
+        met: None,
+        json: json!({"kib": r.rss_settled_kib, "mib": mib(r.rss_settled_kib),
+                     "after_seconds": settle}),
+    });
+
+    // 6. Start-up.
+    let st = spread(&r.startup_ms);
+    figures.push(Figure {
+        key: "startup",
+        label: "start-up to first healthy /health".to_owned(),
+        result: format!(
+            "{:.1} ms ({:.1} – {:.1}; {} runs)",
+            st.median,
+            st.min,
+            st.max,
+            r.startup_ms.len()
+        ),
+        target: "≤ 100 ms".to_owned(),
+        met: Some(st.median <= 100.0),
+        json: json!({"ms": st.json(), "runs_ms": r.startup_ms, "target_max_ms": 100.0}),
+    });
+
+    let errors: u64 = r
+        .rounds
+        .iter()
+        .map(|x| {
+            x.c1_direct.errors
+                + x.c1_gateway.errors
+                + x.c64_direct.errors
+                + x.c64_gateway.errors
+                + x.ttft_direct.errors
+                + x.ttft_gateway.errors
+                + x.ttft_direct.incomplete
+                + x.ttft_gateway.incomplete
+        })
+        .sum();
+
+    let table = table(r, &figures, errors);
+    let mut figs = serde_json::Map::new();
+    for f in &figures {
+        if f.json.is_null() {
+            continue;
+        }
+        let mut v = f.json.clone();
+        v["label"] = json!(f.label);
+        v["target"] = json!(f.target);
+        v["met"] = json!(f.met);
+        figs.insert(f.key.to_owned(), v);
+    }
+    let doc = json!({
+        "machine": {
+            "cpu_model": r.machine.cpu_model,
+            "cores": r.machine.cores,
+            "kernel": r.machine.kernel,
+            "memory_mib": r.machine.memory_mib,
+            "load_average_at_start": r.machine.load_at_start,
+            "load_average_at_end": procs::load_average(),
+        },
+        "pinning": {
+            "enabled": r.pinning.enabled,
+            "note": r.pinning.note,
+            "load_generator_cpus": r.pinning.loadgen_cpus,
+            "simulator_cpus": r.pinning.sim_cpus,
+            "gateway_cpus": r.pinning.gateway_cpus,
+        },
+        "model": r.model,
+        "plan": r.plan.json(),
+        "wall_seconds": r.wall_seconds,
+        "request_errors": errors,
+        "figures": figs,
+        "rounds": r.rounds.iter().map(|x| json!({
+            "c1": {"direct": x.c1_direct.json(), "gateway": x.c1_gateway.json()},
+            "c64": {"direct": x.c64_direct.json(), "gateway": x.c64_gateway.json()},
+            "ttft": {"direct": x.ttft_direct.json(), "gateway": x.ttft_gateway.json()},
+        })).collect::<Vec<_>>(),
+    });
+    (table, doc)
+}
+
+fn table(r: &Results, figures: &[Figure], errors: u64) -> String {
+    let mut out = String::new();
+    let rounds = r.rounds.len();
+    out.push_str(&format!(
+        "\nmorpheus-bench — machine: {}\n",
+        r.machine.one_line()
+    ));
+    out.push_str(&format!(
+        "pinning: {}\n",
+        if r.pinning.enabled {
+            format!("yes — {}", r.pinning.describe())
+        } else {
+            format!("no — {}", r.pinning.describe())
+        }
+    ));
+    out.push_str(&format!(
+        "lanes: direct = load generator → simulator; gateway = load generator → gateway → \
+         simulator; {rounds} interleaved rounds, median (min – max) across rounds; \
+         model {}; wall time {:.0} s; load average at end {}\n\n",
+        r.model,
+        r.wall_seconds,
+        procs::load_average()
+    ));
+    let w_label = figures
+        .iter()
+        .map(|f| f.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    let w_result = figures
+        .iter()
+        .map(|f| f.result.chars().count())
+        .max()
+        .unwrap_or(0);
+    let w_target = figures
+        .iter()
+        .map(|f| f.target.chars().count())
+        .max()
+        .unwrap_or(0);
+    let pad = |s: &str, w: usize| format!("{s}{}", " ".repeat(w.saturating_sub(s.chars().count())));
+    out.push_str(&format!(
+        "{}  {}  {}  {}\n",
+        pad("figure", w_label),
+        pad("result", w_result),
+        pad("target", w_target),
+        "status"
+    ));
+    out.push_str(&format!(
+        "{}\n",
+        "─".repeat(w_label + w_result + w_target + 6 + 7)
+    ));
+    for f in figures {
+        let status = match f.met {
+            Some(true) => "met",
+            Some(false) => "NOT MET",
+            None => "",
+        };
+        out.push_str(&format!(
+            "{}  {}  {}  {status}\n",
+            pad(&f.label, w_label),
+            pad(&f.result, w_result),
+            pad(&f.target, w_target)
+        ));
+    }
+    out.push_str(&format!(
+        "\nfailed or incomplete requests in the lane rounds: {errors}\n"
+    ));
+    out
+}

@@ -80,23 +80,45 @@ async fn read_events(response: reqwest::Response) -> Vec<String> {
         .collect()
 }
 
-async fn drains_on(signal: &str) {
-    let app = spawn_market_app().await;
-    app.sim.set_chunk_delay(Duration::from_millis(50));
-    let mut gateway =
-        GatewayProcess::beside(&app, &[("MORPHEUS_SHUTDOWN_GRACE_SECONDS", "10")]).await;
-    let (user_id, key) = automated_key(&app, &gateway).await;
+/// A gateway process with `grace` seconds of shutdown grace, beside a simulator sending one
+/// event every `delay`, and a stream of `words` + 1 events already under way through it.
+struct StreamUnderWay {
+    app: MarketApp,
+    gateway: GatewayProcess,
+    user_id: i64,
+    response: reqwest::Response,
+}
 
-    // ~41 events at 50 ms: about two seconds of stream.
+async fn stream_under_way(delay: Duration, grace: &str, words: usize) -> StreamUnderWay {
+    let app = spawn_market_app().await;
+    app.sim.set_chunk_delay(delay);
+    let gateway = GatewayProcess::beside(&app, &[("MORPHEUS_SHUTDOWN_GRACE_SECONDS", grace)]).await;
+    let (user_id, key) = automated_key(&app, &gateway).await;
     let response = app
         .client
         .post(gateway.url("/api/v1/chat/completions"))
         .bearer_auth(&key)
-        .json(&long_question(40))
+        .json(&long_question(words))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    StreamUnderWay {
+        app,
+        gateway,
+        user_id,
+        response,
+    }
+}
+
+async fn drains_on(signal: &str) {
+    // ~41 events at 50 ms: about two seconds of stream, against 10 s of grace.
+    let StreamUnderWay {
+        app,
+        mut gateway,
+        user_id,
+        response,
+    } = stream_under_way(Duration::from_millis(50), "10", 40).await;
     let signalled = Instant::now();
     gateway.signal(signal);
 
@@ -155,21 +177,13 @@ async fn sigint_drains_the_same_way() {
 
 #[tokio::test]
 async fn a_stream_longer_than_the_grace_period_ends_with_an_error_event() {
-    let app = spawn_market_app().await;
-    app.sim.set_chunk_delay(Duration::from_millis(100));
-    let mut gateway =
-        GatewayProcess::beside(&app, &[("MORPHEUS_SHUTDOWN_GRACE_SECONDS", "2")]).await;
-    let (user_id, key) = automated_key(&app, &gateway).await;
     // ~10 s of stream against 2 s of grace.
-    let response = app
-        .client
-        .post(gateway.url("/api/v1/chat/completions"))
-        .bearer_auth(&key)
-        .json(&long_question(100))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let StreamUnderWay {
+        app,
+        mut gateway,
+        user_id,
+        response,
+    } = stream_under_way(Duration::from_millis(100), "2", 100).await;
     let signalled = Instant::now();
     gateway.signal("TERM");
     let events = read_events(response).await;

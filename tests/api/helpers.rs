@@ -130,6 +130,48 @@ impl Drop for TestApp {
     }
 }
 
+/// Registers a user, logs in and creates an API key on the gateway at `base` (this test's app,
+/// or a gateway process beside it).
+pub async fn seed_user_at(client: &reqwest::Client, base: &str) -> Seeded {
+    let email = unique_email();
+    let credentials = json!({"email": email, "password": PASSWORD});
+    let send = |path: &str| client.post(format!("{base}{path}"));
+    let r = send("/api/v1/auth/register")
+        .json(&credentials)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let user: Value = r.json().await.expect("json");
+    let tokens: Value = send("/api/v1/auth/login")
+        .json(&credentials)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let access = tokens["access_token"].as_str().expect("access").to_owned();
+    let r = send("/api/v1/auth/keys")
+        .bearer_auth(&access)
+        .json(&json!({"name": "default"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let key: Value = r.json().await.expect("json");
+    Seeded {
+        id: user["id"].as_i64().expect("id"),
+        email,
+        refresh: tokens["refresh_token"]
+            .as_str()
+            .expect("refresh")
+            .to_owned(),
+        api_key: key["key"].as_str().expect("key").to_owned(),
+        access,
+    }
+}
+
 /// A unique address per call, so tests never collide even on a shared database server.
 pub fn unique_email() -> String {
     format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
@@ -222,28 +264,7 @@ impl TestApp {
 
     /// Registers a user, logs in and creates an API key.
     pub async fn seed_user(&self) -> Seeded {
-        let email = unique_email();
-        let r = self.register(&email, PASSWORD).await;
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-        let user: Value = r.json().await.expect("json");
-        let tokens: Value = self
-            .login(&email, PASSWORD)
-            .await
-            .json()
-            .await
-            .expect("json");
-        let access = tokens["access_token"].as_str().expect("access").to_owned();
-        let key = self.create_key(&access, "default").await;
-        Seeded {
-            id: user["id"].as_i64().expect("id"),
-            email,
-            refresh: tokens["refresh_token"]
-                .as_str()
-                .expect("refresh")
-                .to_owned(),
-            api_key: key["key"].as_str().expect("key").to_owned(),
-            access,
-        }
+        seed_user_at(&self.client, &self.address).await
     }
 
     /// Runs a statement directly against the app's database.

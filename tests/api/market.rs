@@ -82,15 +82,7 @@ impl TestApp {
     }
 
     pub async fn set_automation(&self, key: &str, enabled: bool) {
-        let r = self
-            .client
-            .put(self.url("/api/v1/automation/settings"))
-            .bearer_auth(key)
-            .json(&json!({"is_enabled": enabled}))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(r.status(), 200);
+        set_automation_at(&self.client, &self.address, key, enabled).await;
     }
 
     /// A user with an API key and automation switched on.
@@ -112,6 +104,18 @@ impl TestApp {
         }
         self.count(&query)
     }
+}
+
+/// Switches automation on or off for `key` on the gateway at `base`.
+pub async fn set_automation_at(client: &reqwest::Client, base: &str, key: &str, enabled: bool) {
+    let r = client
+        .put(format!("{base}/api/v1/automation/settings"))
+        .bearer_auth(key)
+        .json(&json!({"is_enabled": enabled}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
 }
 
 /// OpenAI's error body: checks the shape and returns `error`.

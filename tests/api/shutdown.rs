@@ -7,53 +7,17 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::market::{MarketApp, ask, spawn_market_app};
+use crate::helpers::seed_user_at;
+use crate::market::{MarketApp, ask, set_automation_at, spawn_market_app};
 use crate::process::GatewayProcess;
 
 const MODEL: &str = "llama-3.3-70b";
 
 /// A user with an API key and automation on, made through the process's own API.
 async fn automated_key(app: &MarketApp, gateway: &GatewayProcess) -> (i64, String) {
-    let client = &app.client;
-    let email = crate::helpers::unique_email();
-    let r = client
-        .post(gateway.url("/api/v1/auth/register"))
-        .json(&json!({"email": email, "password": crate::helpers::PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-    let tokens: Value = client
-        .post(gateway.url("/api/v1/auth/login"))
-        .json(&json!({"email": email, "password": crate::helpers::PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = tokens["access_token"].as_str().unwrap();
-    let key: Value = client
-        .post(gateway.url("/api/v1/auth/keys"))
-        .bearer_auth(access)
-        .json(&json!({"name": "shutdown"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = key["key"].as_str().unwrap().to_owned();
-    let r = client
-        .put(gateway.url("/api/v1/automation/settings"))
-        .bearer_auth(&key)
-        .json(&json!({"is_enabled": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    (id, key)
+    let user = seed_user_at(&app.client, &gateway.address).await;
+    set_automation_at(&app.client, &gateway.address, &user.api_key, true).await;
+    (user.id, user.api_key)
 }
 
 /// A streamed question of `words` words: the simulator answers one word per event.

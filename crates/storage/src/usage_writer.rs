@@ -1,29 +1,33 @@
-//! Usage records leave a chat request without waiting for the database: the request queues its
-//! record, and one background task writes the queue in batches.
+//! Usage records leave a chat request without waiting for the database: the request appends
+//! its record to a shared buffer, and one background task writes the buffer in batches.
 //!
-//! The queue is bounded. When it is full (the database slow or down for a while) new records
+//! The task is woken once per batch (by a batch's first record, or by a full batch), not once
+//! per record: a wake-up is a context switch, and on the request path of a busy gateway those
+//! cost more than the rest of the bookkeeping.
+//!
+//! The buffer is bounded. When it is full (the database slow or down for a while) new records
 //! are dropped and counted rather than held in memory or allowed to slow requests down.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use morpheus_domain::UsageRecord;
 use morpheus_domain::ports::{UsageRepository, UsageSink};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-/// How the writer queues and batches.
+/// How the writer buffers and batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageWriterOptions {
-    /// Records (and flush requests) queued at most; beyond that new records are dropped.
+    /// Records buffered at most; beyond that new records are dropped.
     pub capacity: usize,
     /// Records written in one transaction at most.
     pub max_batch: usize,
-    /// How long a queued record waits for others to share its write.
+    /// How long a buffered record waits for others to share its write.
     pub max_delay: Duration,
 }
 
@@ -48,37 +52,36 @@ const RETRY_DELAYS: [Duration; 3] = [
 /// However fast records are dropped, at most one warning per this interval.
 const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
-enum Command {
-    Record(UsageRecord),
-    /// Answered once every record queued before it has been written (or given up on).
-    Flush(oneshot::Sender<()>),
-    /// Sent by `flush_and_stop`: close the queue, write what is in it, end.
+/// Flushes and stops travel apart from the records: they are rare, and must not be dropped.
+const CONTROL_CAPACITY: usize = 64;
+
+enum Control {
+    /// Answered once the first `n` records ever accepted have been written (or given up on).
+    Flush(u64, oneshot::Sender<()>),
+    /// Sent by `flush_and_stop`: refuse new records, write what is buffered, end.
     Stop,
 }
 
-/// The [`UsageSink`] of the gateway: queues records for the task started with it. Cloning is
-/// cheap and shares the queue.
+/// The [`UsageSink`] of the gateway: buffers records for the task started with it. Cloning is
+/// cheap and shares the buffer.
 #[derive(Clone)]
 pub struct BatchedUsageWriter {
-    queue: mpsc::Sender<Command>,
-    drops: Arc<Drops>,
+    shared: Arc<Shared>,
+    control: mpsc::Sender<Control>,
 }
 
 /// The background task of a [`BatchedUsageWriter`]. Dropping it leaves the task running until
 /// every writer is gone; call [`flush_and_stop`](Self::flush_and_stop) at shutdown instead.
-#[must_use = "call flush_and_stop at shutdown, or the records still queued are lost"]
+#[must_use = "call flush_and_stop at shutdown, or the records still buffered are lost"]
 pub struct UsageWriterTask {
-    queue: mpsc::Sender<Command>,
+    control: mpsc::Sender<Control>,
     handle: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for BatchedUsageWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BatchedUsageWriter")
-            .field(
-                "queued",
-                &(self.queue.max_capacity() - self.queue.capacity()),
-            )
+            .field("buffered", &self.shared.buffer().records.len())
             .field("dropped", &self.dropped())
             .finish()
     }
@@ -99,74 +102,130 @@ impl BatchedUsageWriter {
         repo: Arc<dyn UsageRepository>,
         options: UsageWriterOptions,
     ) -> (BatchedUsageWriter, UsageWriterTask) {
-        let (sender, receiver) = mpsc::channel(options.capacity.max(1));
-        let drops = Arc::new(Drops::default());
+        let (control, commands) = mpsc::channel(CONTROL_CAPACITY);
+        let shared = Arc::new(Shared {
+            buffer: Mutex::new(Buffer::default()),
+            wake: Notify::new(),
+            drops: Drops::default(),
+            capacity: options.capacity.max(1),
+            max_batch: options.max_batch.max(1),
+        });
         let worker = Worker {
             repo,
-            queue: receiver,
-            drops: Arc::clone(&drops),
-            max_batch: options.max_batch.max(1),
+            shared: Arc::clone(&shared),
+            commands,
             max_delay: options.max_delay,
+            taken: 0,
             stopping: false,
         };
         let handle = tokio::spawn(worker.run().instrument(tracing::info_span!("usage_writer")));
         let writer = BatchedUsageWriter {
-            queue: sender.clone(),
-            drops,
+            shared,
+            control: control.clone(),
         };
-        let task = UsageWriterTask {
-            queue: sender,
-            handle,
-        };
-        (writer, task)
+        (writer, UsageWriterTask { control, handle })
     }
 
     /// Waits until every record recorded before the call has been written, or given up on
-    /// after failed retries. Does not stop the writer. After a stop, waits for the final
-    /// write to end.
+    /// after failed retries. Does not stop the writer. After a stop, returns once the task no
+    /// longer takes commands.
     pub async fn flush(&self) {
+        let target = self.shared.buffer().accepted;
         let (ack, written) = oneshot::channel();
-        if self.queue.send(Command::Flush(ack)).await.is_err() {
-            // Stopped: the task is writing what was queued, or has ended.
-            self.queue.closed().await;
+        if self
+            .control
+            .send(Control::Flush(target, ack))
+            .await
+            .is_err()
+        {
+            // Stopped: the task is writing what was buffered, or has ended.
+            self.control.closed().await;
             return;
         }
         // An error means the task ended without answering; nothing more will be written then.
         let _ = written.await;
     }
 
-    /// Records dropped so far: refused because the queue was full or the writer had stopped,
+    /// Records dropped so far: refused because the buffer was full or the writer had stopped,
     /// or given up on after their batch failed to be written.
     pub fn dropped(&self) -> u64 {
-        self.drops.count.load(Ordering::Relaxed)
+        self.shared.drops.count.load(Ordering::Relaxed)
     }
 }
 
 impl UsageSink for BatchedUsageWriter {
     fn record(&self, record: UsageRecord) {
-        // Never waits: this runs on the request's path, or in a drop at its end.
-        if let Err(error) = self.queue.try_send(Command::Record(record)) {
-            // The record is dropped with the error, unlogged: only the count is reported.
-            let reason = match error {
-                TrySendError::Full(_) => "the usage queue is full",
-                TrySendError::Closed(_) => "the usage writer has stopped",
-            };
-            self.drops.refused(reason);
+        // Never waits (beyond a lock held for a push or a take): this runs on the request's
+        // path, or in a drop at its end.
+        let mut buffer = self.shared.buffer();
+        let refused = if buffer.closed {
+            Some("the usage writer has stopped")
+        } else if buffer.records.len() >= self.shared.capacity {
+            Some("the usage buffer is full")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            drop(buffer);
+            // The record is dropped here, unlogged: only the count is reported.
+            self.shared.drops.refused(reason);
+            return;
+        }
+        buffer.records.push_back(record);
+        buffer.accepted += 1;
+        let buffered = buffer.records.len();
+        drop(buffer);
+        // A batch's first record starts its clock; a full batch is written at once. Records
+        // in between join silently.
+        if buffered == 1 || buffered == self.shared.max_batch {
+            self.shared.wake.notify_one();
         }
     }
 }
 
 impl UsageWriterTask {
-    /// Closes the queue, writes every record still in it, and waits for the task to end. For
-    /// graceful shutdown: records recorded afterwards are dropped and counted.
+    /// Refuses new records, writes every record still buffered, and waits for the task to
+    /// end. For graceful shutdown: records recorded afterwards are dropped and counted.
     pub async fn flush_and_stop(self) {
-        // Queued behind every record accepted so far. An error means the task has ended
-        // already, with nothing left to write.
-        let _ = self.queue.send(Command::Stop).await;
-        drop(self.queue);
+        // An error means the task has ended already, with nothing left to write.
+        let _ = self.control.send(Control::Stop).await;
+        drop(self.control);
         if let Err(error) = self.handle.await {
-            tracing::error!(%error, "the usage writer task failed; queued usage records are lost");
+            tracing::error!(%error, "the usage writer task failed; buffered usage records are lost");
         }
+    }
+}
+
+/// What the writers and the task share.
+struct Shared {
+    buffer: Mutex<Buffer>,
+    /// Wakes the task: a batch has begun, or is full.
+    wake: Notify,
+    drops: Drops,
+    capacity: usize,
+    max_batch: usize,
+}
+
+#[derive(Default)]
+struct Buffer {
+    records: VecDeque<UsageRecord>,
+    /// Records accepted since the start: the position a flush waits for.
+    accepted: u64,
+    /// Set at stop: records are refused from then on.
+    closed: bool,
+}
+
+impl Shared {
+    fn buffer(&self) -> MutexGuard<'_, Buffer> {
+        // A panic while holding the lock leaves a consistent buffer (push and drain only).
+        self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes up to one batch from the front, oldest first.
+    fn take_batch(&self) -> Vec<UsageRecord> {
+        let mut buffer = self.buffer();
+        let n = buffer.records.len().min(self.max_batch);
+        buffer.records.drain(..n).collect()
     }
 }
 
@@ -198,8 +257,8 @@ impl Drops {
             .saturating_add(records)
     }
 
-    /// Counts one record refused by the queue, warning at most once per interval: a full
-    /// queue refuses records as fast as requests finish.
+    /// Counts one record refused by the buffer, warning at most once per interval: a full
+    /// buffer refuses records as fast as requests finish.
     fn refused(&self, reason: &'static str) {
         let total = self.add(1);
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NEVER - 1);
@@ -223,86 +282,98 @@ impl Drops {
     }
 }
 
-enum Next {
-    /// `None` once the queue is closed and empty.
-    Command(Option<Command>),
-    /// The oldest record of the batch has waited long enough.
-    Deadline,
-}
-
 struct Worker {
     repo: Arc<dyn UsageRepository>,
-    queue: mpsc::Receiver<Command>,
-    drops: Arc<Drops>,
-    max_batch: usize,
+    shared: Arc<Shared>,
+    commands: mpsc::Receiver<Control>,
     max_delay: Duration,
-    /// Set by `Stop`: the queue is closed and being drained.
+    /// Records taken from the buffer so far (written or given up on once their write ends).
+    taken: u64,
+    /// Set at stop: one attempt per batch from then on.
     stopping: bool,
 }
 
 impl Worker {
     async fn run(mut self) {
-        let mut batch = Vec::with_capacity(self.max_batch);
-        let mut flushes = Vec::new();
-        // When the oldest record of the batch has waited `max_delay`; `None` while empty.
+        let mut flushes: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
+        // When the oldest buffered record has waited long enough; `None` while empty.
         let mut deadline: Option<Instant> = None;
         loop {
-            let next = match deadline {
-                Some(at) => tokio::select! {
-                    // What is queued already joins the batch before the deadline is looked at.
-                    biased;
-                    command = self.queue.recv() => Next::Command(command),
-                    () = tokio::time::sleep_until(at) => Next::Deadline,
-                },
-                None => Next::Command(self.queue.recv().await),
-            };
-            let Next::Command(command) = next else {
-                self.write(&mut batch, &mut flushes).await;
-                deadline = None;
-                continue;
+            let command = tokio::select! {
+                biased;
+                command = self.commands.recv() => Some(command),
+                () = self.shared.wake.notified() => None,
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
+                    if deadline.is_some() => None,
             };
             match command {
-                Some(Command::Record(record)) => {
-                    if batch.is_empty() {
-                        deadline = Some(Instant::now() + self.max_delay);
-                    }
-                    batch.push(record);
-                    if batch.len() < self.max_batch {
-                        continue;
-                    }
-                }
-                Some(Command::Flush(ack)) => flushes.push(ack),
-                Some(Command::Stop) => {
-                    // Refuses new records from now on; those already queued still arrive.
-                    self.queue.close();
-                    self.stopping = true;
-                    continue;
-                }
-                None => {
-                    self.write(&mut batch, &mut flushes).await;
-                    return;
-                }
+                Some(Some(Control::Flush(target, ack))) => flushes.push((target, ack)),
+                // Stopped, or every writer and the task handle are gone.
+                Some(Some(Control::Stop) | None) => break,
+                None => {}
             }
-            self.write(&mut batch, &mut flushes).await;
-            deadline = None;
+            let due = deadline.is_some_and(|at| at <= Instant::now());
+            let wanted = flushes.iter().map(|(target, _)| *target).max();
+            self.write_what_is_due(due, wanted).await;
+            let (answered, waiting) = std::mem::take(&mut flushes)
+                .into_iter()
+                .partition(|(target, _)| *target <= self.taken);
+            flushes = waiting;
+            answer(answered.into_iter().map(|(_, ack)| ack));
+            let buffered = !self.shared.buffer().records.is_empty();
+            deadline = match deadline {
+                _ if !buffered => None,
+                Some(at) if !due => Some(at),
+                _ => Some(Instant::now() + self.max_delay),
+            };
+        }
+        self.stop(flushes).await;
+    }
+
+    /// Writes the batches that should not wait: those a flush waits for, full ones, and once
+    /// `due`, the oldest partial one.
+    async fn write_what_is_due(&mut self, due: bool, wanted: Option<u64>) {
+        let mut due = due;
+        loop {
+            let buffered = self.shared.buffer().records.len();
+            let flushing = wanted.is_some_and(|target| target > self.taken);
+            if buffered == 0 || !(flushing || due || buffered >= self.shared.max_batch) {
+                return;
+            }
+            self.write_batch().await;
+            due = false;
         }
     }
 
-    /// Stores the batch (if any), then answers the flushes waiting for it.
-    async fn write(&self, batch: &mut Vec<UsageRecord>, flushes: &mut Vec<oneshot::Sender<()>>) {
-        if !batch.is_empty() {
-            let records = std::mem::replace(batch, Vec::with_capacity(self.max_batch));
-            self.store(records).await;
+    /// Closes the buffer, writes what is in it, and answers every flush, late ones included.
+    async fn stop(mut self, flushes: Vec<(u64, oneshot::Sender<()>)>) {
+        self.stopping = true;
+        self.shared.buffer().closed = true;
+        self.commands.close();
+        while self.write_batch().await {}
+        let mut acks: Vec<_> = flushes.into_iter().map(|(_, ack)| ack).collect();
+        while let Ok(command) = self.commands.try_recv() {
+            if let Control::Flush(_, ack) = command {
+                acks.push(ack);
+            }
         }
-        for ack in flushes.drain(..) {
-            // The flusher may have stopped waiting.
-            let _ = ack.send(());
+        answer(acks);
+    }
+
+    /// Takes the next batch and writes it; false when there was nothing to take.
+    async fn write_batch(&mut self) -> bool {
+        let batch = self.shared.take_batch();
+        if batch.is_empty() {
+            return false;
         }
+        self.taken += u64::try_from(batch.len()).unwrap_or(u64::MAX);
+        self.store(batch).await;
+        true
     }
 
     async fn store(&self, records: Vec<UsageRecord>) {
         // At shutdown one attempt per batch: a database that is down must not hold the
-        // process up for the whole backoff of every queued batch.
+        // process up for the whole backoff of every buffered batch.
         let retries = if self.stopping {
             &[][..]
         } else {
@@ -315,11 +386,11 @@ impl Worker {
                 Err(error) => error,
             };
             let Some(&delay) = retries.next() else {
-                self.drops.add(records.len());
+                self.shared.drops.add(records.len());
                 tracing::error!(
                     error = format!("{error:#}"),
                     records = records.len(),
-                    dropped_total = self.drops.count.load(Ordering::Relaxed),
+                    dropped_total = self.shared.drops.count.load(Ordering::Relaxed),
                     "writing usage records failed; the batch is dropped"
                 );
                 return;
@@ -332,6 +403,13 @@ impl Worker {
             );
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// Tells flushers their records are written. A flusher may have stopped waiting.
+fn answer(acks: impl IntoIterator<Item = oneshot::Sender<()>>) {
+    for ack in acks {
+        let _ = ack.send(());
     }
 }
 
@@ -500,8 +578,8 @@ mod tests {
         let repo = Memory::failing(0);
         let (writer, task) =
             BatchedUsageWriter::start(repo.clone(), options(500, Duration::from_secs(3600)));
-        let UsageWriterTask { queue, handle } = task;
-        drop(queue);
+        let UsageWriterTask { control, handle } = task;
+        drop(control);
         writer.record(record(1));
         drop(writer);
         handle.await.unwrap();

@@ -30,9 +30,8 @@ impl ProxyRouterClient {
     }
 
     async fn chat_once(&self, call: &ChatCall) -> Result<ChatReply, Failure> {
-        let url = self.url("/v1/chat/completions")?;
         let mut rb = self
-            .request(Method::POST, url)
+            .request(Method::POST, self.inner.chat_url.clone())
             .header("session_id", call.session.as_str())
             .header(CONTENT_TYPE, "application/json")
             .header(

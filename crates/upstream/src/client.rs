@@ -30,9 +30,11 @@ pub struct ProxyRouterClient {
 }
 
 pub(crate) struct Inner {
-    pub http: reqwest::Client,
+    pub http: transport::ClientPerThread,
     /// `scheme://host[:port][/prefix]`, without credentials or trailing slash.
     pub base: String,
+    /// The chat endpoint, parsed once: it is on every request's path.
+    pub chat_url: Url,
     /// `Basic …`, marked sensitive so it never shows in debug output.
     pub auth: Option<HeaderValue>,
     pub config: ProxyRouterConfig,
@@ -62,7 +64,8 @@ impl ProxyRouterClient {
                 password.as_deref().unwrap_or(""),
             )?),
         };
-        let http = transport::build_client(config.connect_timeout)?;
+        let http = transport::ClientPerThread::new(config.connect_timeout)?;
+        let chat_url = Url::parse(&format!("{}/v1/chat/completions", base.base))?;
         let mut config = config;
         // Keep no copy of the credentials beyond the header value.
         config.base_url = base.base.clone();
@@ -71,6 +74,7 @@ impl ProxyRouterClient {
             inner: Arc::new(Inner {
                 http,
                 base: base.base,
+                chat_url,
                 auth,
                 config,
                 handed_out: Mutex::new(HandedOut::default()),
@@ -88,7 +92,7 @@ impl ProxyRouterClient {
 
     /// A request with Basic auth (when configured).
     pub(crate) fn request(&self, method: Method, url: Url) -> RequestBuilder {
-        let rb = self.inner.http.request(method, url);
+        let rb = self.inner.http.get().request(method, url);
         match &self.inner.auth {
             Some(auth) => rb.header(AUTHORIZATION, auth.clone()),
             None => rb,
@@ -210,7 +214,7 @@ impl Marketplace for ProxyRouterClient {
         // The only call without credentials: the node does not ask for them here.
         let url = self.url("/healthcheck").map_err(|f| f.error)?;
         transport::read_with_retries(
-            || self.inner.http.get(url.clone()),
+            || self.inner.http.get().get(url.clone()),
             self.admin_limits(),
             false,
         )

@@ -49,6 +49,14 @@ fn accepted(value: &HeaderValue) -> Option<String> {
     ok.then(|| String::from_utf8_lossy(bytes).into_owned())
 }
 
+/// A random (version 4) UUID from the thread's CSPRNG: `Uuid::new_v4` would ask the kernel
+/// for every one, a system call on each request.
+fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
+}
+
 /// The middleware (`actix_web::middleware::from_fn(request_context::observe)`).
 pub async fn observe(
     req: ServiceRequest,
@@ -59,7 +67,7 @@ pub async fn observe(
         .headers()
         .get(&REQUEST_ID_HEADER)
         .and_then(accepted)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(id.clone()));
     let metrics = req
         .app_data::<web::Data<AppState>>()
@@ -136,5 +144,16 @@ mod tests {
         assert_eq!(accepted(&HeaderValue::from_str(&long).unwrap()), None);
         let max = "a".repeat(128);
         assert_eq!(accepted(&HeaderValue::from_str(&max).unwrap()), Some(max));
+    }
+
+    #[test]
+    fn generated_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            let uuid = uuid::Uuid::parse_str(id).expect("a UUID");
+            assert_eq!(uuid.get_version_num(), 4);
+            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122);
+        }
     }
 }

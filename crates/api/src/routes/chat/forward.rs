@@ -141,12 +141,65 @@ pub fn request_id(http: &HttpRequest) -> Option<String> {
     crate::request_context::RequestId::of(http)
 }
 
-/// The upstream's completion with `model` set to what the client asked for.
+/// The upstream's completion with `model` set to what the client asked for. The value is
+/// replaced in place: every other byte of the provider's answer (key order, spacing, numbers)
+/// passes through as it came.
 pub fn with_model(body: &[u8], model: &str) -> Option<Bytes> {
-    let name = RawValue::from_string(serde_json::to_string(model).ok()?).ok()?;
-    let mut object = raw_object(body)?;
-    object.insert("model".to_owned(), &name);
-    serde_json::to_vec(&object).ok().map(Bytes::from)
+    let name = serde_json::to_vec(model).ok()?;
+    let spans: ModelSpans<'_> = serde_json::from_slice(body).ok()?;
+    let mut spans = spans.0.into_iter().map(|value| {
+        let start = (value.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+        Some(start..start + value.get().len())
+    });
+    let Some(first) = spans.next() else {
+        // No `model` member at all: add one.
+        let mut object = raw_object(body)?;
+        let name = RawValue::from_string(String::from_utf8(name).ok()?).ok()?;
+        object.insert("model".to_owned(), &name);
+        return serde_json::to_vec(&object).ok().map(Bytes::from);
+    };
+    let mut out = Vec::with_capacity(body.len() + name.len());
+    let mut copied = 0;
+    for span in std::iter::once(first).chain(spans) {
+        let span = span.filter(|s| s.start >= copied && s.end <= body.len())?;
+        out.extend_from_slice(&body[copied..span.start]);
+        out.extend_from_slice(&name);
+        copied = span.end;
+    }
+    out.extend_from_slice(&body[copied..]);
+    Some(Bytes::from(out))
+}
+
+/// The raw values of a JSON object's top-level `model` members (borrowed from the input, so
+/// their position in it is known).
+struct ModelSpans<'a>(Vec<&'a RawValue>);
+
+impl<'de> serde::Deserialize<'de> for ModelSpans<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = ModelSpans<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut found = Vec::new();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    if key == "model" {
+                        found.push(value);
+                    }
+                }
+                Ok(ModelSpans(found))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
 }
 
 #[cfg(test)]
@@ -174,5 +227,22 @@ mod tests {
         assert_eq!(rewritten["model"], "llama");
         assert_eq!(rewritten["id"], "c1");
         assert!(with_model(b"not json", "llama").is_none());
+    }
+
+    #[test]
+    fn only_the_top_level_model_value_changes_byte_for_byte() {
+        let body = br#"{ "id":"c1" , "model" : "provider/internal","choices":[{"model":"inner"}],"n":1.50}"#;
+        let rewritten = with_model(body, "llama \"3\"").unwrap();
+        assert_eq!(
+            std::str::from_utf8(&rewritten).unwrap(),
+            r#"{ "id":"c1" , "model" : "llama \"3\"","choices":[{"model":"inner"}],"n":1.50}"#
+        );
+        let escaped_key = br#"{"mod\u0065l":"x","id":"c"}"#;
+        let rewritten: Value =
+            serde_json::from_slice(&with_model(escaped_key, "llama").unwrap()).unwrap();
+        assert_eq!(rewritten["model"], "llama");
+        let without: Value =
+            serde_json::from_slice(&with_model(br#"{"id":"c"}"#, "llama").unwrap()).unwrap();
+        assert_eq!(without, serde_json::json!({"id": "c", "model": "llama"}));
     }
 }

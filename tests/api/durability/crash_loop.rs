@@ -2,15 +2,14 @@
 //! WAL mode; after each crash the file must be intact and every acknowledged write present.
 //! (F2 runs the same loop on PostgreSQL.)
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use morpheus_gateway::configuration::Settings;
 
-use super::store::Store;
-use super::workload::{WORKLOAD_ENV, lost_writes, run_writers};
 use super::env_number;
+use super::store::Store;
+use super::workload::{Steering, WORKLOAD_ENV, lost_writes, run_writers};
 use crate::process::GatewayProcess;
 
 /// How many writers the guide asks for.
@@ -51,16 +50,24 @@ pub async fn crash_loop(store: &Store, cycles: usize, extra_env: &[(&str, &str)]
     let mut report = CrashReport::default();
     for cycle in 1..=cycles {
         let mut gateway = GatewayProcess::start(&settings, &env).await;
-        let stop = Arc::new(AtomicBool::new(false));
+        let steering = Steering::default();
         let writers = tokio::spawn({
-            let (base, stop) = (gateway.address.clone(), stop.clone());
-            async move { run_writers(&base, WRITERS, stop).await }
+            let (base, steering) = (gateway.address.clone(), steering.clone());
+            async move { run_writers(&base, WRITERS, steering).await }
         });
+        // The clock starts once every writer has its first account: before that the load is
+        // all password hashing, and a short run would crash little else.
+        let warming = Instant::now();
+        while steering.warmed_up.load(Ordering::Relaxed) < WRITERS
+            && warming.elapsed() < Duration::from_secs(30)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let kill_after = random_between(Duration::from_millis(500), kill_max);
         tokio::time::sleep(kill_after).await;
         gateway.child.kill().expect("SIGKILL");
         gateway.child.wait().expect("the gateway is reaped");
-        stop.store(true, Ordering::Relaxed);
+        steering.stop.store(true, Ordering::Relaxed);
         let ledgers = writers.await.expect("the writers finish");
         report.crashes += 1;
 
@@ -70,7 +77,7 @@ pub async fn crash_loop(store: &Store, cycles: usize, extra_env: &[(&str, &str)]
         let lost = lost_writes(&restarted.address, store, &ledgers).await;
         let acknowledged: usize = ledgers.iter().map(|u| u.acknowledged()).sum();
         println!(
-            "cycle {cycle}: killed after {kill_after:?}, {} users, {acknowledged} acknowledged \
+            "cycle {cycle}: killed {kill_after:?} into the mixed load, {} users, {acknowledged} acknowledged \
              writes, {} lost, {} corrupt (checked in {:?})",
             ledgers.len(),
             lost.len(),

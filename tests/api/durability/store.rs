@@ -84,7 +84,11 @@ impl Store {
             )
             .load(&mut conn)
             .expect("foreign_key_check runs");
-            found.extend(orphans.into_iter().map(|l| format!("foreign key: {}", l.line)));
+            found.extend(
+                orphans
+                    .into_iter()
+                    .map(|l| format!("foreign key: {}", l.line)),
+            );
         }
         for (what, query) in INVARIANTS {
             let n = self.count(query);

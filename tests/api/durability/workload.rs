@@ -3,7 +3,7 @@
 //! client-side ledger of what the gateway acknowledged, and the check of that ledger.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures_util::StreamExt;
 use reqwest::{Client, StatusCode};
@@ -55,11 +55,19 @@ impl UserLedger {
     }
 }
 
-/// `writers` concurrent writers against `base` until `stop` is set; their ledgers.
-pub async fn run_writers(base: &str, writers: usize, stop: Arc<AtomicBool>) -> Vec<UserLedger> {
+/// How a run of writers is steered: `stop` ends it; `warmed_up` counts the writers past their
+/// first registration and login (the argon2-bound part), after which every kind of write runs.
+#[derive(Clone, Default)]
+pub struct Steering {
+    pub stop: Arc<AtomicBool>,
+    pub warmed_up: Arc<AtomicUsize>,
+}
+
+/// `writers` concurrent writers against `base` until told to stop; their ledgers.
+pub async fn run_writers(base: &str, writers: usize, steering: Steering) -> Vec<UserLedger> {
     let client = http_client();
     let tasks: Vec<_> = (0..writers)
-        .map(|_| tokio::spawn(writer(client.clone(), base.to_owned(), stop.clone())))
+        .map(|_| tokio::spawn(writer(client.clone(), base.to_owned(), steering.clone())))
         .collect();
     let mut ledgers = Vec::new();
     for task in tasks {
@@ -68,14 +76,19 @@ pub async fn run_writers(base: &str, writers: usize, stop: Arc<AtomicBool>) -> V
     ledgers
 }
 
-async fn writer(client: Client, base: String, stop: Arc<AtomicBool>) -> Vec<UserLedger> {
+async fn writer(client: Client, base: String, steering: Steering) -> Vec<UserLedger> {
+    let Steering { stop, warmed_up } = steering;
     let mut users = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let Some(mut user) = register(&client, &base).await else {
             // The gateway is gone or refused; nothing of this user to check.
             continue;
         };
-        if let Some(access) = login(&client, &base, &mut user).await {
+        let access = login(&client, &base, &mut user).await;
+        if users.is_empty() {
+            warmed_up.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(access) = access {
             for _ in 0..ROUNDS_PER_USER {
                 if stop.load(Ordering::Relaxed) || !round(&client, &base, &access, &mut user).await
                 {
@@ -99,7 +112,12 @@ async fn send(request: reqwest::RequestBuilder) -> Option<Value> {
 async fn register(client: &Client, base: &str) -> Option<UserLedger> {
     let email = unique_email();
     let body = json!({"email": email, "password": PASSWORD});
-    let user = send(client.post(format!("{base}/api/v1/auth/register")).json(&body)).await?;
+    let user = send(
+        client
+            .post(format!("{base}/api/v1/auth/register"))
+            .json(&body),
+    )
+    .await?;
     Some(UserLedger {
         email,
         id: user["id"].as_i64()?,
@@ -120,7 +138,10 @@ async fn login(client: &Client, base: &str, user: &mut UserLedger) -> Option<Str
 /// One key, one revocation, one rotation, one wallet write; false once one went unanswered.
 async fn round(client: &Client, base: &str, access: &str, user: &mut UserLedger) -> bool {
     let keys = format!("{base}/api/v1/auth/keys");
-    let create = client.post(&keys).bearer_auth(access).json(&json!({"name": "d"}));
+    let create = client
+        .post(&keys)
+        .bearer_auth(access)
+        .json(&json!({"name": "d"}));
     let Some(key) = send(create).await else {
         return false;
     };
@@ -149,7 +170,10 @@ async fn revoke_oldest(client: &Client, keys: &str, access: &str, user: &mut Use
         return false;
     };
     let (_, secret) = user.live_keys.remove(0);
-    if send(client.delete(format!("{keys}/{id}")).bearer_auth(access)).await.is_none() {
+    if send(client.delete(format!("{keys}/{id}")).bearer_auth(access))
+        .await
+        .is_none()
+    {
         // Revoked or not: both are right for an unanswered revocation.
         return false;
     }
@@ -157,7 +181,12 @@ async fn revoke_oldest(client: &Client, keys: &str, access: &str, user: &mut Use
     true
 }
 
-async fn rotate_and_store(client: &Client, base: &str, access: &str, user: &mut UserLedger) -> bool {
+async fn rotate_and_store(
+    client: &Client,
+    base: &str,
+    access: &str,
+    user: &mut UserLedger,
+) -> bool {
     let current = user.refresh_chain.last().cloned().unwrap_or_default();
     let refresh = client
         .post(format!("{base}/api/v1/auth/refresh"))
@@ -201,7 +230,12 @@ async fn status(request: reqwest::RequestBuilder) -> StatusCode {
 async fn check_user(client: &Client, base: &str, store: &Store, user: &UserLedger) -> Vec<String> {
     let mut lost = Vec::new();
     let login = json!({"email": user.email, "password": PASSWORD});
-    let logged_in = status(client.post(format!("{base}/api/v1/auth/login")).json(&login)).await;
+    let logged_in = status(
+        client
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&login),
+    )
+    .await;
     if logged_in != StatusCode::OK {
         lost.push(format!("{}: login {logged_in}", user.email));
     }
@@ -209,7 +243,10 @@ async fn check_user(client: &Client, base: &str, store: &Store, user: &UserLedge
     for (prefix, key) in &user.live_keys {
         let used = status(client.get(&settings).bearer_auth(key)).await;
         if used != StatusCode::OK {
-            lost.push(format!("{}: created key {prefix} answers {used}", user.email));
+            lost.push(format!(
+                "{}: created key {prefix} answers {used}",
+                user.email
+            ));
         }
     }
     for key in &user.revoked_keys {
@@ -224,13 +261,19 @@ async fn check_user(client: &Client, base: &str, store: &Store, user: &UserLedge
         if !user.rotation_in_doubt {
             let live = status(client.post(&refresh).json(&json!({"refresh_token": last}))).await;
             if live != StatusCode::OK {
-                lost.push(format!("{}: the live refresh token answers {live}", user.email));
+                lost.push(format!(
+                    "{}: the live refresh token answers {live}",
+                    user.email
+                ));
             }
         }
         for old in rotated_away {
             let reused = status(client.post(&refresh).json(&json!({"refresh_token": old}))).await;
             if reused != StatusCode::UNAUTHORIZED {
-                lost.push(format!("{}: a rotated-away token answers {reused}", user.email));
+                lost.push(format!(
+                    "{}: a rotated-away token answers {reused}",
+                    user.email
+                ));
             }
         }
     }

@@ -74,13 +74,12 @@ async fn write_until(app: &TestApp, mut user: Seeded, deadline: Instant) -> Vec<
                 .json(&json!({"refresh_token": user.refresh})),
         )
         .await;
-        if let Ok(tokens) = serde_json::from_str::<Value>(&rotated.body) {
-            if let (Some(access), Some(refresh)) = (
-                tokens["access_token"].as_str(),
-                tokens["refresh_token"].as_str(),
-            ) {
-                (user.access, user.refresh) = (access.to_owned(), refresh.to_owned());
-            }
+        let tokens = serde_json::from_str::<Value>(&rotated.body).unwrap_or_default();
+        if let (Some(access), Some(refresh)) = (
+            tokens["access_token"].as_str(),
+            tokens["refresh_token"].as_str(),
+        ) {
+            (user.access, user.refresh) = (access.to_owned(), refresh.to_owned());
         }
         writes.push(rotated);
         writes.push(

@@ -76,30 +76,37 @@ async fn api_key(client: &Client, base: &str) -> String {
     key["key"].as_str().unwrap().to_owned()
 }
 
-/// Every 100 ms, a write that needs the database (the key itself is checked from memory):
-/// `PUT /automation/settings`.
+/// Every 100 ms, without waiting for the previous answer, a write that needs the database
+/// (the key itself is checked from memory): `PUT /automation/settings`.
 fn probe_every_100ms(base: String, key: String, stop: Arc<AtomicBool>) -> JoinHandle<Vec<Probe>> {
     tokio::spawn(async move {
         let client = http_client();
-        let mut probes = Vec::new();
+        let mut sent_probes = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            let sent = Instant::now();
-            let r = client
+            let request = client
                 .put(format!("{base}/api/v1/automation/settings"))
                 .bearer_auth(&key)
-                .json(&json!({"is_enabled": true}))
-                .send()
-                .await
-                .expect("the gateway answers while the database is down");
-            let status = r.status().as_u16();
-            let body: Value = r.json().await.unwrap_or(Value::Null);
-            probes.push(Probe {
-                sent,
-                took: sent.elapsed(),
-                status,
-                detail: body["detail"].is_string(),
-            });
+                .json(&json!({"is_enabled": true}));
+            sent_probes.push(tokio::spawn(async move {
+                let sent = Instant::now();
+                let r = request
+                    .send()
+                    .await
+                    .expect("the gateway answers while the database is down");
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                Probe {
+                    sent,
+                    took: sent.elapsed(),
+                    status,
+                    detail: body["detail"].is_string(),
+                }
+            }));
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut probes = Vec::new();
+        for probe in sent_probes {
+            probes.push(probe.await.expect("a probe panicked"));
         }
         probes
     })
@@ -138,10 +145,16 @@ async fn a_postgres_crash_gives_fast_503s_and_the_gateway_recovers_by_itself() {
     let prober = probe_every_100ms(base.clone(), key, stop.clone());
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
+    // Liveness and readiness early in the outage, without delaying the restart: `/ready` may
+    // wait the pool timeout for a connection, and must not see the database come back.
+    let outage = Duration::from_secs(env_number("DURABILITY_PG_OUTAGE_SECONDS", 3));
+    let early = Duration::from_millis(500);
+    assert!(
+        outage > early + POOL_TIMEOUT,
+        "an outage of {outage:?} is too short to observe"
+    );
     cluster.crash();
     let crashed = Instant::now();
-    let outage = Duration::from_secs(env_number("DURABILITY_PG_OUTAGE_SECONDS", 3));
-    // Liveness and readiness halfway through the outage, without delaying the restart.
     let during = tokio::spawn({
         let (client, health, ready) = (
             client.clone(),
@@ -149,11 +162,9 @@ async fn a_postgres_crash_gives_fast_503s_and_the_gateway_recovers_by_itself() {
             gateway.url("/ready"),
         );
         async move {
-            tokio::time::sleep(outage / 2).await;
-            (
-                status_of(&client, &health).await,
-                status_of(&client, &ready).await,
-            )
+            tokio::time::sleep(early).await;
+            // Together: each may wait the pool timeout.
+            tokio::join!(status_of(&client, &health), status_of(&client, &ready))
         }
     });
     tokio::time::sleep(outage.saturating_sub(crashed.elapsed())).await;

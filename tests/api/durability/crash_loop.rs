@@ -34,7 +34,7 @@ pub fn process_settings(store: &Store, data_dir: &std::path::Path) -> Settings {
 }
 
 /// A pseudo-random duration in `[min, max]`: where in the load the kill lands.
-pub fn random_between(min: Duration, max: Duration) -> Duration {
+fn random_between(min: Duration, max: Duration) -> Duration {
     let spread = max.saturating_sub(min).as_millis().max(1);
     let random = uuid::Uuid::new_v4().as_u128() % spread;
     min + Duration::from_millis(u64::try_from(random).unwrap_or(0))

@@ -7,7 +7,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
 
 /// The database a durability check runs the gateway on.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Store {
     Sqlite(PathBuf),
     Postgres(String),

@@ -42,7 +42,8 @@ impl GatewayProcess {
             .env("MORPHEUS_WORKERS", "1")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            // Only a panic writes there: it belongs in the test's output.
+            .stderr(Stdio::inherit());
         if let Some(url) = &settings.proxy_router_url {
             command
                 .env("MORPHEUS_PROXY_ROUTER_URL", url)

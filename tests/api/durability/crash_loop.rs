@@ -72,9 +72,16 @@ pub async fn crash_loop(store: &Store, cycles: usize, extra_env: &[(&str, &str)]
         report.crashes += 1;
 
         let corrupt = store.corruption();
-        let restarted = GatewayProcess::start(&settings, &env).await;
+        let mut restarted = GatewayProcess::start(&settings, &env).await;
         let checked = Instant::now();
-        let lost = lost_writes(&restarted.address, store, &ledgers).await;
+        let mut lost = lost_writes(&restarted.address, store, &ledgers).await;
+        if let Some(exit) = restarted.child.try_wait().expect("try_wait") {
+            let logs = restarted.drain_logs();
+            let last = &logs[logs.len().saturating_sub(20)..];
+            lost.push(format!(
+                "the restarted gateway exited ({exit}); its last logs: {last:#?}"
+            ));
+        }
         let acknowledged: usize = ledgers.iter().map(|u| u.acknowledged()).sum();
         println!(
             "cycle {cycle}: killed {kill_after:?} into the mixed load, {} users, {acknowledged} acknowledged \

@@ -223,8 +223,25 @@ pub async fn lost_writes(base: &str, store: &Store, ledgers: &[UserLedger]) -> V
         .await
 }
 
-async fn status(request: reqwest::RequestBuilder) -> StatusCode {
-    request.send().await.expect("the gateway answers").status()
+/// A status, or none when the gateway did not answer (that fails the check, with the
+/// restarted process's fate reported by the caller).
+#[derive(PartialEq, Eq)]
+struct Answer(Option<StatusCode>);
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(status) => write!(f, "{status}"),
+            None => f.write_str("no answer"),
+        }
+    }
+}
+
+const OK: Answer = Answer(Some(StatusCode::OK));
+const UNAUTHORIZED: Answer = Answer(Some(StatusCode::UNAUTHORIZED));
+
+async fn status(request: reqwest::RequestBuilder) -> Answer {
+    Answer(request.send().await.ok().map(|r| r.status()))
 }
 
 async fn check_user(client: &Client, base: &str, store: &Store, user: &UserLedger) -> Vec<String> {
@@ -236,13 +253,13 @@ async fn check_user(client: &Client, base: &str, store: &Store, user: &UserLedge
             .json(&login),
     )
     .await;
-    if logged_in != StatusCode::OK {
+    if logged_in != OK {
         lost.push(format!("{}: login {logged_in}", user.email));
     }
     let settings = format!("{base}/api/v1/automation/settings");
     for (prefix, key) in &user.live_keys {
         let used = status(client.get(&settings).bearer_auth(key)).await;
-        if used != StatusCode::OK {
+        if used != OK {
             lost.push(format!(
                 "{}: created key {prefix} answers {used}",
                 user.email
@@ -251,7 +268,7 @@ async fn check_user(client: &Client, base: &str, store: &Store, user: &UserLedge
     }
     for key in &user.revoked_keys {
         let used = status(client.get(&settings).bearer_auth(key)).await;
-        if used != StatusCode::UNAUTHORIZED {
+        if used != UNAUTHORIZED {
             lost.push(format!("{}: a revoked key answers {used}", user.email));
         }
     }
@@ -260,7 +277,7 @@ async fn check_user(client: &Client, base: &str, store: &Store, user: &UserLedge
         // The live token first: presenting a rotated-away one revokes the whole login.
         if !user.rotation_in_doubt {
             let live = status(client.post(&refresh).json(&json!({"refresh_token": last}))).await;
-            if live != StatusCode::OK {
+            if live != OK {
                 lost.push(format!(
                     "{}: the live refresh token answers {live}",
                     user.email
@@ -269,7 +286,7 @@ async fn check_user(client: &Client, base: &str, store: &Store, user: &UserLedge
         }
         for old in rotated_away {
             let reused = status(client.post(&refresh).json(&json!({"refresh_token": old}))).await;
-            if reused != StatusCode::UNAUTHORIZED {
+            if reused != UNAUTHORIZED {
                 lost.push(format!(
                     "{}: a rotated-away token answers {reused}",
                     user.email

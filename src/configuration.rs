@@ -31,6 +31,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// SQLite's `synchronous` under WAL (see README "Durability checks"): `normal` may lose the
+/// last commits on power loss, `full` fsyncs every commit. Neither loses any on a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    #[default]
+    Normal,
+    Full,
+}
+
+impl From<SqliteSynchronous> for morpheus_storage::SqliteSynchronous {
+    fn from(setting: SqliteSynchronous) -> Self {
+        match setting {
+            SqliteSynchronous::Normal => morpheus_storage::SqliteSynchronous::Normal,
+            SqliteSynchronous::Full => morpheus_storage::SqliteSynchronous::Full,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
@@ -55,6 +74,7 @@ pub struct Settings {
     pub refresh_token_days: i64,
     pub db_pool_size: u32,
     pub db_connect_timeout_ms: u64,
+    pub sqlite_synchronous: SqliteSynchronous,
     /// HTTP worker threads; 0 = one per CPU.
     pub workers: usize,
     /// Concurrent argon2 computations; 0 = one per CPU.
@@ -135,6 +155,7 @@ impl Default for Settings {
             refresh_token_days: 7,
             db_pool_size: 10,
             db_connect_timeout_ms: 2000,
+            sqlite_synchronous: SqliteSynchronous::Normal,
             workers: 0,
             password_hash_concurrency: 0,
             password_hash_queue_ms: 2000,
@@ -191,6 +212,7 @@ const ENV_KEYS: &[&str] = &[
     "refresh_token_days",
     "db_pool_size",
     "db_connect_timeout_ms",
+    "sqlite_synchronous",
     "workers",
     "password_hash_concurrency",
     "password_hash_queue_ms",
@@ -297,12 +319,14 @@ mod tests {
             jail.create_file("gateway.toml", "bind = \"127.0.0.1:1\"\nworkers = 3\n")?;
             jail.set_env("MORPHEUS_DATA_DIR", "/tmp/elsewhere");
             jail.set_env("MORPHEUS_WORKERS", "5");
+            jail.set_env("MORPHEUS_SQLITE_SYNCHRONOUS", "full");
             jail.set_env("MORPHEUS_TEST_DATABASE_URL", "ignored: not a setting");
             jail.set_env("DATABASE_URL", "postgres://db/x");
             let cli = Cli::parse_from(["gw", "--config", "gateway.toml", "--bind", "0.0.0.0:9"]);
             let s = Settings::load(&cli).map_err(|e| e.to_string())?;
             assert_eq!(s.data_dir, PathBuf::from("/tmp/elsewhere"));
             assert_eq!(s.workers, 5);
+            assert_eq!(s.sqlite_synchronous, SqliteSynchronous::Full);
             assert_eq!(s.bind, "0.0.0.0:9");
             assert_eq!(s.database_url, "postgres://db/x");
             Ok(())

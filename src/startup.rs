@@ -379,6 +379,7 @@ async fn connect(settings: &Settings) -> anyhow::Result<Database> {
     let options = PoolOptions {
         max_size: settings.db_pool_size,
         connection_timeout: Duration::from_millis(settings.db_connect_timeout_ms),
+        sqlite_synchronous: settings.sqlite_synchronous.into(),
     };
     let database = Database::connect(&url, options)?;
     database.migrate().await.context("applying migrations")?;

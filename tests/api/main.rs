@@ -8,6 +8,7 @@ mod chat;
 mod contract;
 mod contract_diff;
 mod delegations;
+mod durability;
 mod errors;
 mod helpers;
 mod log_capture;

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use morpheus_gateway::configuration::Settings;
 use serde_json::Value;
 
 use crate::helpers::{JWT_SECRET, MASTER_KEY_HEX, PEPPER, TestApp};
@@ -20,7 +21,12 @@ impl GatewayProcess {
     /// Starts the binary on the same database, secrets and proxy-router as `app`, on a port of
     /// its own, and waits until it listens.
     pub async fn beside(app: &TestApp, extra_env: &[(&str, &str)]) -> GatewayProcess {
-        let settings = &app.settings;
+        GatewayProcess::start(&app.settings, extra_env).await
+    }
+
+    /// Starts the binary on the database, data directory and proxy-router of `settings`, with
+    /// the test secrets, and waits until it listens.
+    pub async fn start(settings: &Settings, extra_env: &[(&str, &str)]) -> GatewayProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_morpheus-gateway"));
         command
             .arg("serve")
@@ -36,7 +42,8 @@ impl GatewayProcess {
             .env("MORPHEUS_WORKERS", "1")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            // Only a panic writes there: it belongs in the test's output.
+            .stderr(Stdio::inherit());
         if let Some(url) = &settings.proxy_router_url {
             command
                 .env("MORPHEUS_PROXY_ROUTER_URL", url)

@@ -4,6 +4,7 @@ use morpheus_domain::ports::StorageUnavailable;
 
 use crate::connection::AnyConnection;
 use crate::database::Database;
+use crate::unavailable::MarkOutage;
 
 impl Database {
     /// Runs `f` with a pooled connection on tokio's blocking pool, so neither waiting for a
@@ -13,13 +14,14 @@ impl Database {
     /// The caller's span is re-entered on the blocking thread, so diesel's and our events keep
     /// the request's context; a panic in `f` is re-raised in the caller, as if `f` ran inline.
     /// `E` is `anyhow::Error` or a port's error enum with an `Unknown(anyhow::Error)` variant.
-    /// When no connection can be had in time (database down, pool exhausted) the error's root
-    /// is [`StorageUnavailable`], which the HTTP layer answers with 503 rather than 500.
+    /// When no connection can be had in time (database down, pool exhausted), or the query
+    /// fails for a passing reason (server gone, disk full, lock timeout), the error's root is
+    /// [`StorageUnavailable`], which the HTTP layer answers with 503 rather than 500.
     pub(crate) async fn run<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
-        E: From<anyhow::Error> + Send + 'static,
+        E: From<anyhow::Error> + MarkOutage + Send + 'static,
     {
         let pool = self.pool.clone();
         let span = tracing::Span::current();
@@ -33,7 +35,7 @@ impl Database {
                         "taking a connection from the database pool: {pool_error}"
                     ))
                 })?;
-                f(&mut conn)
+                f(&mut conn).map_err(MarkOutage::mark_outage)
             })
         });
         match task.await {
@@ -78,6 +80,7 @@ mod tests {
             PoolOptions {
                 max_size: 1,
                 connection_timeout: Duration::from_millis(200),
+                ..PoolOptions::default()
             },
         );
         let _only_connection = db.pool.get().unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use diesel::r2d2::{ManageConnection, Pool};
 
-use crate::connection::{AnyConnection, Manager, enable_wal};
+use crate::connection::{AnyConnection, Manager, SqliteSynchronous, enable_wal};
 use crate::url::DatabaseUrl;
 
 /// How many connections to keep and how long a caller waits for one.
@@ -16,6 +16,8 @@ pub struct PoolOptions {
     /// How long to wait for a free connection, and for a new one to open: with the database
     /// down, requests fail after this instead of piling up.
     pub connection_timeout: Duration,
+    /// How hard SQLite pushes each commit to disk; PostgreSQL ignores it.
+    pub sqlite_synchronous: SqliteSynchronous,
 }
 
 impl Default for PoolOptions {
@@ -23,6 +25,7 @@ impl Default for PoolOptions {
         Self {
             max_size: 10,
             connection_timeout: Duration::from_secs(2),
+            sqlite_synchronous: SqliteSynchronous::Normal,
         }
     }
 }
@@ -68,7 +71,7 @@ impl Database {
                 Backend::Sqlite
             }
         };
-        let manager = Manager::new(url, options.connection_timeout)?;
+        let manager = Manager::new(url, options.connection_timeout, options.sqlite_synchronous)?;
         // One connection by hand first: r2d2 would only report "timed out" after waiting, while
         // this fails at once with the database's own reason. It also sets WAL, which persists.
         let mut first = manager

@@ -18,10 +18,11 @@ mod database;
 mod migrations;
 mod repositories;
 mod schema;
+mod unavailable;
 mod url;
 mod usage_writer;
 
-pub use connection::AnyConnection;
+pub use connection::{AnyConnection, SqliteSynchronous};
 pub use database::{Database, PoolOptions};
 pub use url::DatabaseUrl;
 pub use usage_writer::{BatchedUsageWriter, UsageWriterOptions, UsageWriterTask};

@@ -9,6 +9,7 @@ mod api_keys;
 mod automation;
 mod connecting;
 mod delegations;
+mod migrations_redo;
 mod refresh_tokens;
 mod sessions;
 mod usage;

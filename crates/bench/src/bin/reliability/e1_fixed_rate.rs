@@ -28,11 +28,11 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
     let mut rig = Rig::start(ctx, "e1", &[]).await?;
     let body = morpheus_bench::stack::chat_body(rig.model(), WORDS, WORDS + 1, false);
     let (direct, gateway) = (rig.direct()?, rig.gateway()?);
-    let seconds = if ctx.long { 60 } else { 5 };
+    let seconds = if ctx.long { 60 } else { 4 };
     let rate = |rps| Rate {
         rps,
         conns: CONNS,
-        warmup: Duration::from_secs(1),
+        warmup: Duration::from_millis(500),
         measure: Duration::from_secs(seconds),
         timeout: Duration::from_secs(5),
     };
@@ -53,7 +53,7 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
             judged_overhead = overhead(99.0);
         }
         out.figure(
-            &format!("{rps} RPS"),
+            &format!("rps_{rps}"),
             json!({
                 "direct": d.json(),
                 "gateway": g.json(),
@@ -61,7 +61,7 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
                 "gateway_cpu_percent": cpu,
             }),
         );
-        out.figure(&format!("{rps} RPS summary"), summary(&d, &g, cpu));
+        out.line(format!("{rps} RPS: {}", summary(&d, &g, cpu)));
         rig.alive()?;
     }
     out.criterion(

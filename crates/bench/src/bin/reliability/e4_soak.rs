@@ -104,8 +104,7 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
         .filter(|(s, _)| **s >= 500)
         .map(|(_, n)| n)
         .sum();
-    out.figure(
-        "summary",
+    out.line(
         format!(
             "{} requests ({} chats, {} streams, {} key operations, {} logins); {five_xx} 5xx, {} other non-2xx, {} socket errors; RSS start {} / warm {} / end {} MiB, slope {slope_per_10_min} MiB per 10 min; fds {} → {} (worst {:.1} %); WAL ≤ {} KiB",
             tally.requests,

@@ -74,8 +74,7 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
     let rejected_p99 = ms(percentile_us(&logins.rejected, 99.0));
     let per_second = logins.ok as f64 / storm_for.as_secs_f64();
     let other_login_failures = logins.sent - logins.ok - rejected;
-    out.figure(
-        "summary",
+    out.line(
         format!(
             "chat p99 {p99_before} ms before, {p99_during} ms during; /health p99 {health_p99} ms; logins {:.1}/s ({} ok, {rejected} turned away with p99 {rejected_p99} ms, {other_login_failures} other failures); RSS {} → peak {} MiB",
             per_second,

@@ -71,6 +71,7 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
         streams::run(
             &stream_target,
             &bodies,
+            Duration::ZERO,
             Duration::from_secs(grace_s * 3 + 10),
         )
         .await
@@ -131,8 +132,7 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
         streams.count(|e| matches!(e, End::ErrorEvent(p) if p.contains("gateway_shutting_down")));
     let cut = STREAMS - done - told;
     let in_flight_failed = in_flight.failures();
-    out.figure(
-        "summary",
+    out.line(
         format!(
             "{} chats sent before SIGTERM, {in_flight_failed} failed; streams: {done} finished, {told} told gateway_shutting_down, {cut} cut otherwise; idle keep-alive closed {idle_closed}/{IDLE_CONNS}; new connection refused: {refused}; exit {}",
             in_flight.sent,

@@ -136,7 +136,9 @@ pub async fn fixed_rate(t: &Target, body: &Bytes, rate: Rate) -> Result<RateRun>
                         break;
                     }
                     tokio::time::sleep_until(intended).await;
-                    if broken {
+                    // A server may close a connection after an answer (`Connection: close`,
+                    // e.g. after turning a request away unread): a client simply reconnects.
+                    if broken || conn.is_closed() {
                         match Conn::open(t.addr).await {
                             Ok(c) => {
                                 conn = c;

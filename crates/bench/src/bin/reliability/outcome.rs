@@ -13,8 +13,10 @@ pub struct Criterion {
 pub struct Outcome {
     pub id: &'static str,
     pub title: &'static str,
-    /// Report figures in the order they were recorded.
+    /// Report figures, for the JSON file.
     figures: Map<String, Value>,
+    /// What the terminal shows of them, in order.
+    lines: Vec<String>,
     criteria: Vec<Criterion>,
     /// The check could not run to its end (a child died, set-up failed): it fails.
     pub error: Option<String>,
@@ -26,13 +28,20 @@ impl Outcome {
             id,
             title,
             figures: Map::new(),
+            lines: Vec::new(),
             criteria: Vec::new(),
             error: None,
         }
     }
 
+    /// A figure for the JSON file.
     pub fn figure(&mut self, key: &str, value: impl Into<Value>) {
         self.figures.insert(key.to_owned(), value.into());
+    }
+
+    /// A line of the report on the terminal (and in the JSON file's `report`).
+    pub fn line(&mut self, text: impl Into<String>) {
+        self.lines.push(text.into());
     }
 
     pub fn criterion(&mut self, what: &str, measured: impl Into<String>, target: &str, pass: bool) {
@@ -55,12 +64,8 @@ impl Outcome {
             self.id.to_uppercase(),
             self.title
         );
-        for (key, value) in &self.figures {
-            let shown = match value {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            out += &format!("   {key}: {shown}\n");
+        for line in &self.lines {
+            out += &format!("   {line}\n");
         }
         for c in &self.criteria {
             let mark = if c.pass { "met    " } else { "NOT MET" };
@@ -80,6 +85,7 @@ impl Outcome {
             "id": self.id,
             "title": self.title,
             "passed": self.passed(),
+            "report": self.lines,
             "figures": self.figures,
             "criteria": self.criteria.iter().map(|c| json!({
                 "what": c.what, "measured": c.measured, "target": c.target, "pass": c.pass,

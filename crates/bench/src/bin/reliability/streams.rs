@@ -56,8 +56,15 @@ struct One {
     content: u32,
 }
 
-/// Opens `bodies.len()` connections, then starts one stream on each at the same moment.
-pub async fn run(t: &Target, bodies: &[Bytes], timeout: Duration) -> Result<StreamsRun> {
+/// Opens `bodies.len()` connections, then starts one stream on each, the starts spread
+/// evenly over `ramp` (zero: all at the same moment).
+pub async fn run(
+    t: &Target,
+    bodies: &[Bytes],
+    ramp: Duration,
+    timeout: Duration,
+) -> Result<StreamsRun> {
+    let n = bodies.len().max(1);
     let mut conns = Vec::with_capacity(bodies.len());
     for _ in bodies {
         conns.push(Conn::open(t.addr).await?);
@@ -66,10 +73,13 @@ pub async fn run(t: &Target, bodies: &[Bytes], timeout: Duration) -> Result<Stre
     let tasks: Vec<_> = conns
         .into_iter()
         .zip(bodies.iter().cloned())
-        .map(|(mut conn, body)| {
+        .enumerate()
+        .map(|(i, (mut conn, body))| {
             let (t, mut go) = (t.clone(), go_rx.clone());
+            let delay = ramp.mul_f64(i as f64 / n as f64);
             tokio::spawn(async move {
                 let _ = go.wait_for(|go| *go).await;
+                tokio::time::sleep(delay).await;
                 let mut one = One {
                     end: End::Failed(String::new()),
                     first_event: None,

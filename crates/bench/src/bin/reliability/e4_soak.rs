@@ -58,11 +58,11 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let load = tokio::spawn(mix.clone().run(rps, total));
     let (pid, db) = (rig.gw_pid(), rig.db_file());
-    let mut samples = vec![Sample::take(pid, started, &db)];
+    let mut samples = vec![Sample::take(pid, started, &db).await];
     while started.elapsed() + SAMPLE_EVERY / 2 < total {
         tokio::time::sleep(SAMPLE_EVERY).await;
         rig.alive()?;
-        let s = Sample::take(pid, started, &db);
+        let s = Sample::take(pid, started, &db).await;
         progress(format!(
             "E4 {:.0} s: RSS {} MiB, {} fds, {} threads, WAL {} KiB",
             s.at_seconds,
@@ -73,10 +73,10 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
         ));
         samples.push(s);
     }
+    // Every sample was taken under load; the last one is the end of the run.
     let tally = load.await??;
     rig.alive()?;
     let last = *samples.last().context("no samples")?;
-    samples.push(Sample::take(pid, started, &db));
 
     let warm = *samples
         .iter()

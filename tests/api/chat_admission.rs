@@ -16,6 +16,9 @@ const MODEL: &str = "llama-3.3-70b";
 /// with at 1 ms of lateness.
 const CLIENTS: usize = 64;
 
+/// A turned-away answer: its `Retry-After` and its body.
+type Shed = (Option<String>, Value);
+
 #[tokio::test]
 async fn an_overloaded_worker_turns_chats_away_at_once_then_serves_them_again() {
     let app = spawn_market_app_with(|s| s.chat_shed_lateness_ms = 1).await;
@@ -30,7 +33,7 @@ async fn an_overloaded_worker_turns_chats_away_at_once_then_serves_them_again() 
 
     let url = app.url("/api/v1/chat/completions");
     let shed = Arc::new(AtomicBool::new(false));
-    let first_shed: Arc<Mutex<Option<(Option<String>, Value)>>> = Arc::default();
+    let first_shed: Arc<Mutex<Option<Shed>>> = Arc::default();
     let deadline = Instant::now() + Duration::from_secs(20);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {

@@ -1,6 +1,5 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{
@@ -19,19 +18,11 @@ const LANES: u32 = 1;
 
 /// argon2id on the blocking pool, at most `concurrency` hashes at a time. Each hash costs tens
 /// of milliseconds of CPU and 19 MiB: without the bound, a login storm would occupy every
-/// blocking thread and all memory; with it, excess logins wait briefly and then get a 503 —
-/// at once when the queue ahead of them is already longer than the slots can clear within
-/// the queue timeout (they would get the 503 anyway, only seconds later, holding a
-/// connection all along).
+/// blocking thread and all memory; with it, excess logins wait briefly and then get a 503.
 #[derive(Clone)]
 pub struct Argon2Hasher {
     permits: Arc<Semaphore>,
-    concurrency: u64,
     queue_timeout: Duration,
-    /// Requests waiting for a slot.
-    waiting: Arc<AtomicU64>,
-    /// How long one hash takes here, smoothed (µs), to know how long a queue is.
-    hash_micros: Arc<AtomicU64>,
     /// Verified against when the account does not exist, so that case costs the same.
     dummy: Arc<String>,
 }
@@ -40,69 +31,31 @@ impl Argon2Hasher {
     /// # Errors
     /// If hashing the dummy password fails (it cannot with valid parameters).
     pub fn new(concurrency: usize, queue_timeout: Duration) -> anyhow::Result<Self> {
-        let started = Instant::now();
         let dummy = hash_blocking("not a real password; used for timing parity")?;
-        let concurrency = concurrency.max(1);
         Ok(Self {
-            permits: Arc::new(Semaphore::new(concurrency)),
-            concurrency: concurrency as u64,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
             queue_timeout,
-            waiting: Arc::new(AtomicU64::new(0)),
-            hash_micros: Arc::new(AtomicU64::new(micros(started.elapsed()))),
             dummy: Arc::new(dummy),
         })
-    }
-
-    /// Whether `ahead` requests already waiting would take longer than the queue timeout.
-    fn hopeless(&self, ahead: u64) -> bool {
-        let clears_in = self.hash_micros.load(Ordering::Relaxed) * (ahead / self.concurrency);
-        Duration::from_micros(clears_in) > self.queue_timeout
     }
 
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, HashingError> {
-        let ahead = self.waiting.fetch_add(1, Ordering::AcqRel);
-        let queued = Queued(&self.waiting);
-        if self.hopeless(ahead) {
-            return Err(HashingError::Busy);
-        }
         let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| HashingError::Busy)?
             .map_err(|e| HashingError::Unknown(e.into()))?;
-        drop(queued);
         let span = tracing::Span::current();
-        let hash_micros = self.hash_micros.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let started = Instant::now();
-            let done = span.in_scope(work);
-            let took = micros(started.elapsed());
-            // An average over about eight hashes follows the machine's load.
-            let _ = hash_micros.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |avg| {
-                Some(avg - avg / 8 + took / 8)
-            });
-            done
+            span.in_scope(work)
         })
         .await
         .map_err(|e| HashingError::Unknown(e.into()))?
         .map_err(HashingError::Unknown)
     }
-}
-
-/// A place in the queue for a hashing slot, given up when dropped.
-struct Queued<'a>(&'a AtomicU64);
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn argon2() -> Argon2<'static> {
@@ -232,31 +185,6 @@ mod tests {
                 .await
                 .unwrap(),
             Verification::Match { needs_rehash: true }
-        );
-    }
-
-    #[tokio::test]
-    async fn a_queue_longer_than_the_timeout_is_refused_at_once() {
-        let h = Argon2Hasher::new(1, Duration::from_millis(100)).unwrap();
-        h.hash_micros.store(25_000, Ordering::Relaxed);
-        assert!(!h.hopeless(0));
-        assert!(!h.hopeless(4), "4 × 25 ms is within 100 ms");
-        assert!(h.hopeless(5));
-        let _held = h.permits.clone().acquire_owned().await.unwrap();
-        h.waiting.store(10, Ordering::Relaxed);
-        let started = Instant::now();
-        assert!(matches!(
-            h.hash(&pw("correct horse battery")).await,
-            Err(HashingError::Busy)
-        ));
-        assert!(
-            started.elapsed() < Duration::from_millis(50),
-            "not after the timeout"
-        );
-        assert_eq!(
-            h.waiting.load(Ordering::Relaxed),
-            10,
-            "its place is given up"
         );
     }
 

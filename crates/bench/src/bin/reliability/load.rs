@@ -42,9 +42,22 @@ pub struct RateRun {
     /// 429 and 503 answers, from the actual send time: how fast the excess is turned away.
     pub rejected_latency: Histogram<u64>,
     pub first_error: Option<String>,
+    /// When each counted request actually left, and whether it got a 2xx.
+    pub sends: Vec<(Instant, bool)>,
 }
 
 impl RateRun {
+    /// Requests that actually left before `t`, and how many of those failed.
+    pub fn sent_before(&self, t: Instant) -> (u64, u64) {
+        let before = self.sends.iter().filter(|(at, _)| *at < t);
+        let (mut sent, mut failed) = (0, 0);
+        for (_, ok) in before {
+            sent += 1;
+            failed += u64::from(!ok);
+        }
+        (sent, failed)
+    }
+
     pub fn non_2xx(&self) -> u64 {
         self.statuses.values().sum()
     }
@@ -147,6 +160,7 @@ pub async fn fixed_rate(t: &Target, body: &Bytes, rate: Rate) -> Result<RateRun>
                             Err(e) => {
                                 if intended >= from {
                                     run.sent += 1;
+                                    run.sends.push((Instant::now(), false));
                                     run.socket_errors += 1;
                                     run.first_error.get_or_insert(format!("{e:#}"));
                                 }
@@ -162,6 +176,8 @@ pub async fn fixed_rate(t: &Target, body: &Bytes, rate: Rate) -> Result<RateRun>
                         continue;
                     }
                     run.sent += 1;
+                    let ok = matches!(outcome, Outcome::Status(s) if (200..300).contains(&s));
+                    run.sends.push((sent_at, ok));
                     match outcome {
                         Outcome::Status(s) if (200..300).contains(&s) => {
                             run.ok += 1;
@@ -203,6 +219,7 @@ pub async fn fixed_rate(t: &Target, body: &Bytes, rate: Rate) -> Result<RateRun>
         total.timeouts += run.timeouts;
         total.ok_latency.add(run.ok_latency)?;
         total.rejected_latency.add(run.rejected_latency)?;
+        total.sends.extend(run.sends);
         if total.first_error.is_none() {
             total.first_error = run.first_error;
         }
@@ -221,5 +238,6 @@ fn empty(rps: f64) -> RateRun {
         ok_latency: histogram(),
         rejected_latency: histogram(),
         first_error: None,
+        sends: Vec::new(),
     }
 }

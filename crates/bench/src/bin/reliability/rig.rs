@@ -39,12 +39,15 @@ impl Rig {
         let dir = ctx.tmp.path().join(name);
         std::fs::create_dir_all(&dir)?;
         let (sim, sim_addr) = stack::start_sim(&ctx.bins, &dir, ctx.cores.map(|c| c.0))?;
+        // Start-up and shutdown events in the log: a gateway that stops says why.
+        let mut env = env.to_vec();
+        env.push(("RUST_LOG", "warn,morpheus_gateway=info".to_owned()));
         let gw = stack::start_gateway(
             &ctx.bins,
             &dir.join("gateway"),
             sim_addr,
             ctx.cores.map(|c| c.1),
-            env,
+            &env,
         )?;
         let ready = setup::run(gw.addr, sim_addr).await?;
         Ok(Self {

@@ -59,7 +59,9 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
     let load = tokio::spawn(mix.clone().run(rps, total));
     let (pid, db) = (rig.gw_pid(), rig.db_file());
     let mut samples = vec![Sample::take(pid, started, &db).await];
-    while started.elapsed() + SAMPLE_EVERY / 2 < total {
+    // The last sample comes a couple of seconds before the load stops, so every one is
+    // taken under load (the connections close at the end).
+    while started.elapsed() + SAMPLE_EVERY + Duration::from_secs(2) <= total {
         tokio::time::sleep(SAMPLE_EVERY).await;
         rig.alive()?;
         let s = Sample::take(pid, started, &db).await;

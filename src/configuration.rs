@@ -170,7 +170,7 @@ impl Default for Settings {
             chat_max_tools: 128,
             sse_keep_alive_seconds: 15,
             chat_max_body_bytes: 4 * 1024 * 1024,
-            chat_shed_lateness_ms: 5,
+            chat_shed_lateness_ms: 20,
             metrics_token: None,
             metrics_bind: None,
             shutdown_grace_seconds: 30,

@@ -125,6 +125,9 @@ pub struct Settings {
     pub sse_keep_alive_seconds: u64,
     /// The largest chat request body (images and audio travel inside it).
     pub chat_max_body_bytes: usize,
+    /// A worker running later than this (its ready tasks waiting this long for the CPU)
+    /// answers new chats 503 `gateway_overloaded`; 0 = never.
+    pub chat_shed_lateness_ms: u64,
     /// When set, `GET /metrics` on the main listener requires `Authorization: Bearer <token>`.
     pub metrics_token: Option<SecretString>,
     /// When set, metrics are served on their own listener at this address (no token), and the
@@ -188,6 +191,7 @@ impl Default for Settings {
             chat_max_tools: 128,
             sse_keep_alive_seconds: 15,
             chat_max_body_bytes: 4 * 1024 * 1024,
+            chat_shed_lateness_ms: 20,
             metrics_token: None,
             metrics_bind: None,
             shutdown_grace_seconds: 30,
@@ -245,6 +249,7 @@ const ENV_KEYS: &[&str] = &[
     "chat_max_tools",
     "sse_keep_alive_seconds",
     "chat_max_body_bytes",
+    "chat_shed_lateness_ms",
     "metrics_token",
     "metrics_bind",
     "shutdown_grace_seconds",

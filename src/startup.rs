@@ -10,6 +10,7 @@ use anyhow::Context;
 use morpheus_api::auth::{
     Argon2Hasher, AuthThrottleSettings, GovernorAuthThrottle, JwtCodec, JwtSettings,
 };
+use morpheus_api::chat_admission::ChatAdmission;
 use morpheus_api::extract::{BodyLimit, ForwardedBodyLimit};
 use morpheus_api::instrumented_marketplace::InstrumentedMarketplace;
 use morpheus_api::lifecycle::Lifecycle;
@@ -472,6 +473,7 @@ pub fn build_state(
         chat: ChatService::new(sessions.clone()),
         sessions,
         usage: Arc::new(usage),
+        chat_admission: ChatAdmission::new(Duration::from_millis(settings.chat_shed_lateness_ms)),
         chat_limits: ChatLimits {
             max_tokens: settings.chat_max_tokens,
             max_choices: settings.chat_max_choices,

@@ -76,6 +76,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         api_key_pepper: Some(secret(PEPPER)),
         wallet_master_key: Some(secret(MASTER_KEY_HEX)),
         workers: 1,
+        // A debug build on a busy CI machine runs late enough to shed the suite's own bursts;
+        // `chat_admission` tests shedding with its own setting.
+        chat_shed_lateness_ms: 0,
         db_pool_size: 4,
         ..Settings::default()
     };

@@ -5,6 +5,7 @@ mod accounts;
 mod api_keys;
 mod automation;
 mod chat;
+mod chat_admission;
 mod contract;
 mod contract_diff;
 mod delegations;

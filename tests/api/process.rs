@@ -40,6 +40,8 @@ impl GatewayProcess {
             .env("MORPHEUS_WALLET_MASTER_KEY", MASTER_KEY_HEX)
             .env("MORPHEUS_LOG_FORMAT", "json")
             .env("MORPHEUS_WORKERS", "1")
+            // As in the in-process harness: no load shedding in a debug build's tests.
+            .env("MORPHEUS_CHAT_SHED_LATENESS_MS", "0")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             // Only a panic writes there: it belongs in the test's output.

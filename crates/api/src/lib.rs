@@ -2,6 +2,7 @@
 //! annotated for utoipa so the served document can be compared with the contract.
 
 pub mod auth;
+pub mod chat_admission;
 pub mod dto;
 pub mod error;
 pub mod extract;

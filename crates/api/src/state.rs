@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use morpheus_domain::ports::{HealthProbe, UsageSink};
 
+use crate::chat_admission::ChatAdmission;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, MetricsAccess};
 use morpheus_domain::services::{
@@ -30,6 +31,8 @@ pub struct AppState {
     /// Where chat requests leave their usage records (batched, off the request path).
     pub usage: Arc<dyn UsageSink>,
     pub chat_limits: ChatLimits,
+    /// Load shedding: when a worker is too late to take more chats.
+    pub chat_admission: ChatAdmission,
     /// A `: keep-alive` comment goes out on a stream quiet for this long.
     pub sse_keep_alive: std::time::Duration,
     /// `false` when no proxy-router is configured: marketplace routes answer 503 saying so.

@@ -43,6 +43,11 @@ impl Conn {
         Ok(Self { tx, driver })
     }
 
+    /// The server closed the connection (or it broke).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Sends a request and returns the response head; the body is still to be read.
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>> {
         self.tx.ready().await.context("connection closed")?;
@@ -118,6 +123,30 @@ impl Target {
     }
 }
 
+/// A request with an optional JSON body, ready to send.
+pub fn request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&'static str, String)],
+    body: Option<&serde_json::Value>,
+) -> Result<Request<Full<Bytes>>> {
+    let mut req = Request::new(Full::new(
+        body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+    ));
+    *req.method_mut() = method;
+    *req.uri_mut() = path.parse()?;
+    let h = req.headers_mut();
+    h.insert(HOST, HeaderValue::from_str(&addr.to_string())?);
+    if body.is_some() {
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    for (name, value) in headers {
+        h.insert(HeaderName::from_static(name), HeaderValue::from_str(value)?);
+    }
+    Ok(req)
+}
+
 /// A one-off call on a fresh connection (set-up only), its status and whole body.
 pub async fn call(
     addr: SocketAddr,
@@ -129,19 +158,7 @@ pub async fn call(
     let what = format!("{method} {path}");
     tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut conn = Conn::open(addr).await?;
-        let mut req = Request::new(Full::new(
-            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
-        ));
-        *req.method_mut() = method;
-        *req.uri_mut() = path.parse()?;
-        let h = req.headers_mut();
-        h.insert(HOST, HeaderValue::from_str(&addr.to_string())?);
-        if body.is_some() {
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        for (name, value) in headers {
-            h.insert(HeaderName::from_static(name), HeaderValue::from_str(value)?);
-        }
+        let req = request(addr, method, path, headers, body)?;
         let resp = conn.send(req).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();

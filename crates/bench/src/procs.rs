@@ -38,6 +38,21 @@ impl ChildGuard {
     pub fn log_tail(&self, lines: usize) -> String {
         log_tail(&self.log, lines)
     }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
+    pub fn signal(&self, signal: libc::c_int) -> Result<()> {
+        let pid = libc::pid_t::try_from(self.pid())?;
+        // SAFETY: kill(2) with our own child's pid; it has not been reaped (we hold it).
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("kill");
+        }
+        Ok(())
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn try_exit(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
 }
 
 impl Drop for ChildGuard {
@@ -132,6 +147,37 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
     let v = status_field(pid, "VmRSS:").with_context(|| format!("no VmRSS for pid {pid}"))?;
     let kib = v.trim_end_matches("kB").trim();
     Ok(kib.parse()?)
+}
+
+/// Open file descriptors of a process (entries of `/proc/<pid>/fd`).
+pub fn fd_count(pid: u32) -> Result<u64> {
+    let dir = fs::read_dir(format!("/proc/{pid}/fd")).with_context(|| format!("fds of {pid}"))?;
+    Ok(dir.count() as u64)
+}
+
+/// Threads of a process.
+pub fn threads(pid: u32) -> Result<u64> {
+    let v = status_field(pid, "Threads:").with_context(|| format!("no Threads for pid {pid}"))?;
+    Ok(v.parse()?)
+}
+
+/// CPU time a process has used so far (user + system, `/proc/<pid>/stat`).
+pub fn cpu_time(pid: u32) -> Result<std::time::Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; the fields after its `)` are plain.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, a)| a)
+        .context("odd /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
+        + fields.get(12).context("no stime")?.parse::<u64>()?;
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    Ok(std::time::Duration::from_secs_f64(
+        ticks as f64 / per_second.max(1) as f64,
+    ))
 }
 
 fn status_field(pid: u32, field: &str) -> Option<String> {

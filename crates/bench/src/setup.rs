@@ -15,10 +15,12 @@ use crate::http::call;
 
 pub const SIM_USER: &str = "morpheus";
 pub const SIM_PASSWORD: &str = "sim-password";
-const EMAIL: &str = "bench@example.com";
-const PASSWORD: &str = "bench: correct horse battery staple";
+pub const EMAIL: &str = "bench@example.com";
+pub const PASSWORD: &str = "bench: correct horse battery staple";
 
 pub struct Ready {
+    /// An access token of the set-up user (30 minutes).
+    pub jwt: String,
     /// `sk-…`, automation on, its session opened by the first chat.
     pub api_key: String,
     /// The gateway's name for the model (`GET /api/v1/models`, first entry).
@@ -143,6 +145,7 @@ pub async fn run(gw: SocketAddr, sim: SocketAddr) -> Result<Ready> {
     )?;
 
     Ok(Ready {
+        jwt,
         api_key,
         model,
         blockchain_id,

@@ -18,6 +18,8 @@ pub struct SseScan {
     pub content_events: u32,
     /// `data: [DONE]` was seen.
     pub done: bool,
+    /// The payload of an error event (`data: {"error":…}`), the last one seen.
+    pub error: Option<String>,
 }
 
 impl SseScan {
@@ -50,6 +52,8 @@ impl SseScan {
         self.data_events += 1;
         if payload == b"[DONE]" {
             self.done = true;
+        } else if payload.starts_with(b"{\"error\"") {
+            self.error = Some(String::from_utf8_lossy(payload).into_owned());
         } else if has_content(payload) {
             fed.content += 1;
             self.content_events += 1;
@@ -110,6 +114,22 @@ mod tests {
             assert_eq!(s.content_events, 2, "cut at {cut}");
             assert!(s.done);
         }
+    }
+
+    #[test]
+    fn an_error_event_is_kept() {
+        let mut s = SseScan::default();
+        s.feed(
+            format!("{WORD}\n\ndata: {{\"error\":{{\"code\":\"gateway_shutting_down\"}}}}\n\n")
+                .as_bytes(),
+        );
+        assert!(
+            s.error
+                .as_deref()
+                .unwrap()
+                .contains("gateway_shutting_down")
+        );
+        assert!(!s.done);
     }
 
     #[test]

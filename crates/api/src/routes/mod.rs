@@ -46,7 +46,11 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(models::get_all_models::get_all_models)
             .service(models::get_rated_bids::get_rated_bids),
     )
-    .service(scope("/api/v1/chat").service(chat::create_chat_completion::create_chat_completion))
+    .service(
+        scope("/api/v1/chat")
+            .wrap(actix_web::middleware::from_fn(crate::chat_admission::admit))
+            .service(chat::create_chat_completion::create_chat_completion),
+    )
     .service(
         scope("/api/v1/session")
             .service(session::approve_spending::approve_spending)

@@ -36,7 +36,7 @@ use crate::routes::session::owner;
         (status = 429, description = "The provider is rate limiting", body = OpenAiErrorBody),
         (status = 500, description = "Unexpected server error (details are logged, not returned)", body = OpenAiErrorBody),
         (status = 502, description = "The marketplace failed or cannot be reached", body = OpenAiErrorBody),
-        (status = 503, description = "No proxy-router is configured, the model list is not loaded yet, or the database is unavailable", body = OpenAiErrorBody),
+        (status = 503, description = "No proxy-router is configured, the model list is not loaded yet, the database is unavailable, or the gateway is overloaded (`gateway_overloaded`)", body = OpenAiErrorBody),
         (status = 504, description = "The marketplace did not answer in time", body = OpenAiErrorBody),
     ),
     security(("APIKeyAuth" = []))

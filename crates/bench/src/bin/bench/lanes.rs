@@ -14,9 +14,9 @@ use hdrhistogram::Histogram;
 use http_body_util::BodyExt as _;
 use hyper::StatusCode;
 
-use crate::http::{Conn, Target};
-use crate::sse::SseScan;
-use crate::stats::{self, histogram, record};
+use morpheus_bench::http::{Conn, Target};
+use morpheus_bench::sse::SseScan;
+use morpheus_bench::stats::{self, histogram, record};
 
 /// A run stops (as an error) after this many failed requests: something is broken.
 const MAX_ERRORS: u64 = 100;

@@ -2,26 +2,21 @@
 //! against `morpheus-router-sim`. Run it with `bench/run` (it builds the binaries first).
 //! See crates/bench/README.md for the method.
 
-mod http;
 mod lanes;
-mod procs;
 mod report;
-mod setup;
-mod sse;
-mod stats;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use bytes::Bytes;
 use clap::Parser;
+use morpheus_bench::http::Target;
+use morpheus_bench::procs::{self, Machine};
+use morpheus_bench::setup;
+use morpheus_bench::stack::{self, Bins, chat_body};
 use serde_json::json;
 
-use crate::http::{Target, probe_200};
-use crate::procs::{ChildGuard, Machine};
 use crate::report::{Pinning, Results, Round};
 
 /// Measures the latency, throughput, time to first token, stream capacity, memory and
@@ -121,48 +116,16 @@ fn main() -> ExitCode {
     }
 }
 
-struct Bins {
-    gateway: PathBuf,
-    sim: PathBuf,
-}
-
-fn locate_bins(args: &Args) -> Result<Bins> {
-    let dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(Path::to_path_buf)
-            .context("this binary's directory")?,
-    };
-    let find = |name: &str| {
-        let p = dir.join(name);
-        if p.is_file() {
-            Ok(p)
-        } else {
-            bail!(
-                "{} is missing: run bench/run (it builds morpheus-gateway, morpheus-router-sim \
-                 and morpheus-bench in release mode first)",
-                p.display()
-            )
-        }
-    };
-    Ok(Bins {
-        gateway: find("morpheus-gateway")?,
-        sim: find("morpheus-router-sim")?,
-    })
-}
-
 fn run(args: &Args) -> Result<()> {
     let plan = Plan::new(args);
-    let bins = locate_bins(args)?;
+    let bins = Bins::locate(
+        args.bin_dir.as_deref(),
+        "run bench/run (it builds morpheus-gateway, morpheus-router-sim and morpheus-bench \
+         in release mode first)",
+    )?;
     let out = match &args.out {
         Some(p) => p.clone(),
-        None => bins
-            .gateway
-            .parent()
-            .and_then(Path::parent)
-            .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
-            .join("bench/results.json"),
+        None => bins.target_dir().join("bench/results.json"),
     };
     let nofile = procs::raise_nofile()?;
     let need = plan.many_streams as u64 * 3 + 1000;
@@ -206,95 +169,6 @@ fn progress(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
 }
 
-fn gateway_env(dir: &Path, bind: SocketAddr, sim: SocketAddr) -> Vec<(&'static str, String)> {
-    vec![
-        ("MORPHEUS_BIND", bind.to_string()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.join("bench.db").display()),
-        ),
-        ("MORPHEUS_DATA_DIR", dir.display().to_string()),
-        ("MORPHEUS_PROXY_ROUTER_URL", format!("http://{sim}")),
-        ("MORPHEUS_PROXY_ROUTER_USER", setup::SIM_USER.to_owned()),
-        (
-            "MORPHEUS_PROXY_ROUTER_PASSWORD",
-            setup::SIM_PASSWORD.to_owned(),
-        ),
-        ("MORPHEUS_WORKERS", "1".to_owned()),
-        ("RUST_LOG", "warn".to_owned()),
-    ]
-}
-
-/// Starts a gateway on a fresh, empty data directory and waits for its first healthy
-/// `GET /health`, polled about every millisecond. Returns it and the time that took.
-fn start_gateway(
-    bins: &Bins,
-    dir: &Path,
-    sim: SocketAddr,
-    cpu: Option<usize>,
-) -> Result<(ChildGuard, SocketAddr, Duration)> {
-    std::fs::create_dir_all(dir)?;
-    let bind = procs::free_addr()?;
-    let env = gateway_env(dir, bind, sim);
-    let started = Instant::now();
-    let mut gw = procs::spawn(
-        "morpheus-gateway",
-        &bins.gateway,
-        &["serve"],
-        &env,
-        cpu,
-        dir.join("gateway.log"),
-    )?;
-    let deadline = started + Duration::from_secs(30);
-    loop {
-        if probe_200(bind, "/health") {
-            return Ok((gw, bind, started.elapsed()));
-        }
-        gw.check_running()?;
-        if Instant::now() > deadline {
-            bail!(
-                "the gateway was not healthy within 30 s; its log:\n{}",
-                gw.log_tail(30)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn start_sim(bins: &Bins, dir: &Path, cpu: Option<usize>) -> Result<(ChildGuard, SocketAddr)> {
-    let bind = procs::free_addr()?;
-    let mut sim = procs::spawn(
-        "morpheus-router-sim",
-        &bins.sim,
-        &["--bind", &bind.to_string(), "--chunk-delay-ms", "0"],
-        &[],
-        cpu,
-        dir.join("router-sim.log"),
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !probe_200(bind, "/healthcheck") {
-        sim.check_running()?;
-        if Instant::now() > deadline {
-            bail!("the simulator did not answer /healthcheck within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok((sim, bind))
-}
-
-fn chat_body(model: &str, words: u32, max_tokens: u32, stream: bool) -> Bytes {
-    let text: Vec<String> = (1..=words).map(|i| format!("word{i}")).collect();
-    let mut body = json!({
-        "model": model,
-        "messages": [{"role": "user", "content": text.join(" ")}],
-        "max_tokens": max_tokens,
-    });
-    if stream {
-        body["stream"] = json!(true);
-    }
-    Bytes::from(body.to_string())
-}
-
 async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> Result<Results> {
     let tmp = tempfile::Builder::new()
         .prefix("morpheus-bench-")
@@ -305,14 +179,15 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
         (None, None)
     };
     progress(format!("machine: {}", machine.one_line()));
-    let (sim, sim_addr) = start_sim(bins, tmp.path(), core_lg)?;
+    let (sim, sim_addr) = stack::start_sim(bins, tmp.path(), core_lg)?;
     progress(format!("simulator on {sim_addr} (pid {})", sim.pid()));
 
     // 6. Start-up, each on a fresh, empty SQLite database and data directory.
     let mut startup_ms = Vec::new();
     for i in 0..plan.startup_runs {
         let dir = tmp.path().join(format!("startup-{i}"));
-        let (gw, _, took) = start_gateway(bins, &dir, sim_addr, core_gw)?;
+        let gw = stack::start_gateway(bins, &dir, sim_addr, core_gw, &[])?;
+        let took = gw.startup;
         drop(gw);
         startup_ms.push(took.as_secs_f64() * 1000.0);
         progress(format!(
@@ -322,7 +197,11 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
         ));
     }
 
-    let (mut gw, gw_addr, _) = start_gateway(bins, &tmp.path().join("gateway"), sim_addr, core_gw)?;
+    let stack::Gateway {
+        child: mut gw,
+        addr: gw_addr,
+        ..
+    } = stack::start_gateway(bins, &tmp.path().join("gateway"), sim_addr, core_gw, &[])?;
     let gw_pid = gw.pid();
     let pinning = pinning.observed(std::process::id(), sim.pid(), gw_pid);
     progress(format!(

@@ -4,8 +4,8 @@ use serde_json::{Value, json};
 
 use crate::Plan;
 use crate::lanes::{Latency, Many, Throughput, Ttft};
-use crate::procs::{self, Machine};
-use crate::stats::{Spread, differences, percentile_us, ratios};
+use morpheus_bench::procs::{self, Machine};
+use morpheus_bench::stats::{Spread, differences, percentile_us, ratios};
 
 /// Whether the processes were pinned to cores, and where the kernel says they may run.
 pub struct Pinning {

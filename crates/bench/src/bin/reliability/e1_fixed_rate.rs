@@ -70,7 +70,7 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
         "0",
         failures == 0,
     );
-    out.criterion(
+    out.target(
         "gateway overhead p99 at 500 RPS",
         format!("{judged_overhead} ms"),
         &format!("≤ {OVERHEAD_P99_MS} ms"),

@@ -88,7 +88,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Outcome> {
     out.line(format!("what failed first: {failed_first}"));
     out.figure("failed_first", failed_first);
     let Some((knee_rps, knee_p99)) = knee else {
-        out.criterion(
+        out.target(
             "knee",
             format!("none: the first step ({}) failed", steps_first(ctx)),
             "≥ 1000 RPS",
@@ -100,7 +100,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Outcome> {
     out.line(format!("knee: {knee_rps} RPS, p99 {knee_p99} ms"));
     out.figure("knee_rps", knee_rps);
     out.figure("knee_p99_ms", knee_p99);
-    out.criterion(
+    out.target(
         "knee",
         format!("{knee_rps} RPS (p99 {knee_p99} ms)"),
         &format!("≥ {KNEE_FLOOR_RPS} RPS"),
@@ -143,7 +143,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Outcome> {
         "0",
         others == 0,
     );
-    out.criterion(
+    out.target(
         "overload: turned-away answers p99",
         if over.rejected() == 0 {
             "none turned away".to_owned()
@@ -153,7 +153,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Outcome> {
         &format!("< {FAST_REJECTION_MS} ms"),
         over.rejected() == 0 || rejected_p99 < FAST_REJECTION_MS,
     );
-    out.criterion(
+    out.target(
         "overload: accepted requests p99",
         format!("{accepted_p99} ms"),
         &format!("≤ 2 × knee p99 = {} ms", knee_p99 * 2.0),

@@ -143,19 +143,19 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
         "0",
         tally.socket_errors == 0,
     );
-    out.criterion(
+    out.target(
         "RSS slope after warm-up",
         format!("{slope_per_10_min} MiB per 10 min"),
         &format!("< {SLOPE_MIB_PER_10_MIN} MiB per 10 min"),
         slope_per_10_min < SLOPE_MIB_PER_10_MIN,
     );
-    out.criterion(
+    out.target(
         "final RSS",
         format!("{} MiB", mib(end.rss_kib)),
         &format!("≤ warm + 10 % = {} MiB", mib(warm.rss_kib * 11 / 10)),
         end.rss_kib * 10 <= warm.rss_kib * 11,
     );
-    out.criterion(
+    out.target(
         "fd count after warm-up",
         format!(
             "{} at warm-up, worst {:.1} % away",

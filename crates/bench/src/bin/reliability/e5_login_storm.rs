@@ -100,7 +100,7 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
     out.figure("rss_baseline_mib", mib(rss_baseline));
     out.figure("rss_peak_mib", mib(rss_peak));
     out.figure("hash_slots", hash_slots);
-    out.criterion(
+    out.target(
         "chat p99 during the storm",
         format!("{p99_during} ms (before {p99_before} ms)"),
         &format!("< 2 × before = {} ms", p99_before * 2.0),
@@ -112,13 +112,13 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
         "0",
         during.failures() == 0 && before.failures() == 0,
     );
-    out.criterion(
+    out.target(
         "/health p99 during the storm",
         format!("{health_p99} ms ({} failed)", health_during.failures),
         "< 50 ms, none failed",
         health_p99 < 50.0 && health_during.failures == 0,
     );
-    out.criterion(
+    out.target(
         "excess logins turned away fast (429/503)",
         format!(
             "{rejected} turned away, p99 {rejected_p99} ms; {other_login_failures} other failures"
@@ -126,7 +126,7 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
         &format!("p99 < {FAST_REJECTION_MS} ms, no other failures"),
         other_login_failures == 0 && (rejected == 0 || rejected_p99 < FAST_REJECTION_MS),
     );
-    out.criterion(
+    out.target(
         "RSS peak",
         format!("{} MiB", mib(rss_peak)),
         &format!(

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::client::ProxyRouterClient;
 use crate::errors::Failure;
 use crate::transport::{self, Limits};
-use crate::{sse, usage};
+use crate::{members, sse, usage};
 
 /// Pause before the single re-send after a refused connection.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
@@ -67,19 +67,20 @@ impl ProxyRouterClient {
         };
         let answer = transport::exchange(rb, limits).await?;
         transport::require_json(&answer)?;
-        let object = match serde_json::from_slice::<serde_json::Value>(&answer.body) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => return Err(Failure::invalid("the completion is not a JSON object")),
+        let Ok([error, usage, choices]) =
+            members::pick(&answer.body, ["error", "usage", "choices"])
+        else {
+            return Err(Failure::invalid("the completion is not a JSON object"));
         };
         // Some providers report a failure inside a 200; treat it like the error status it is.
-        if object.contains_key("error") && !object.contains_key("choices") {
+        if error.is_some() && choices.is_none() {
             return Err(crate::errors::from_status(
                 reqwest::StatusCode::BAD_GATEWAY,
                 &answer.headers,
                 &answer.body,
             ));
         }
-        let usage = usage::usage_of(&object);
+        let usage = usage::usage_in(usage);
         Ok(ChatReply::Complete {
             body: answer.body,
             usage,

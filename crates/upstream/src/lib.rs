@@ -17,6 +17,7 @@ mod client;
 mod config;
 mod errors;
 mod feed;
+mod members;
 mod numbers;
 mod open_recovery;
 mod retry;

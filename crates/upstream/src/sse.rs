@@ -14,10 +14,13 @@ use futures_core::Stream;
 use futures_util::StreamExt as _;
 use futures_util::stream;
 use morpheus_domain::ports::{ChatEvent, StreamFault};
-use serde_json::{Map, Value};
+use serde::de::IgnoredAny;
+use serde_json::Value;
+use serde_json::value::RawValue;
 
+use crate::members;
 use crate::sanitize::sanitize;
-use crate::usage::usage_of;
+use crate::usage::usage_in;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StreamLimits {
@@ -177,37 +180,40 @@ fn inspect(event_type: &str, data: &str) -> Result<Seen, StreamFault> {
             &serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_owned())),
         )));
     }
-    let object: Map<String, Value> = match serde_json::from_str(data) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => {
-            return Err(StreamFault::Malformed(
-                "an event is not a JSON object".into(),
-            ));
-        }
-        Err(_) => return Err(StreamFault::Malformed("an event is not JSON".into())),
+    let Ok([error, usage, choices]) = members::pick(data.as_bytes(), ["error", "usage", "choices"])
+    else {
+        return Err(StreamFault::Malformed(
+            if serde_json::from_str::<IgnoredAny>(data).is_ok() {
+                "an event is not a JSON object"
+            } else {
+                "an event is not JSON"
+            }
+            .into(),
+        ));
     };
-    if let Some(error) = object.get("error").filter(|e| !e.is_null()) {
-        return Err(StreamFault::Upstream(error_message(error)));
+    if let Some(error) = error.filter(|e| members::present(Some(e))) {
+        let error = serde_json::from_str(error.get()).unwrap_or(Value::Null);
+        return Err(StreamFault::Upstream(error_message(&error)));
     }
-    let usage = usage_of(&object);
+    let usage = usage_in(usage);
     let mut seen = Seen {
         usage,
         final_usage: false,
         choices: Vec::new(),
     };
-    match object.get("choices") {
-        Some(Value::Array(choices)) if choices.is_empty() => seen.final_usage = usage.is_some(),
-        Some(Value::Array(choices)) => {
+    // Only an array of choices says anything; each is read for its index and finish_reason.
+    match choices.and_then(|c| serde_json::from_str::<Vec<&RawValue>>(c.get()).ok()) {
+        Some(choices) if choices.is_empty() => seen.final_usage = usage.is_some(),
+        Some(choices) => {
             for (position, choice) in choices.iter().enumerate() {
-                let index = choice
-                    .get("index")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(position as u64);
-                let finished = choice.get("finish_reason").is_some_and(|r| !r.is_null());
-                seen.choices.push((index, finished));
+                let [index, finish_reason] =
+                    members::pick(choice.get().as_bytes(), ["index", "finish_reason"])
+                        .unwrap_or([None, None]);
+                let index = index.and_then(members::as_u64).unwrap_or(position as u64);
+                seen.choices.push((index, members::present(finish_reason)));
             }
         }
-        _ => {}
+        None => {}
     }
     Ok(seen)
 }

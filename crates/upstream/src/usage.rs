@@ -2,14 +2,16 @@
 //! fractional, a string, absurdly large) is dropped rather than clamped or trusted.
 
 use morpheus_domain::TokenUsage;
-use serde_json::Value;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 /// The largest count believed for one completion.
 pub(crate) const MAX_TOKENS: u64 = 10_000_000;
 
-/// Reads `usage.prompt_tokens` and `usage.completion_tokens` from a completion or chunk object.
-pub(crate) fn usage_of(object: &serde_json::Map<String, Value>) -> Option<TokenUsage> {
-    let usage = object.get("usage")?.as_object()?;
+/// Reads `prompt_tokens` and `completion_tokens` from a completion's or chunk's `usage` member
+/// (see `members::pick`).
+pub(crate) fn usage_in(usage: Option<&RawValue>) -> Option<TokenUsage> {
+    let usage: Map<String, Value> = serde_json::from_str(usage?.get()).ok()?;
     Some(TokenUsage {
         prompt_tokens: count(usage.get("prompt_tokens")?)?,
         completion_tokens: count(usage.get("completion_tokens")?)?,
@@ -27,8 +29,8 @@ mod tests {
     use super::*;
 
     fn of(json: &str) -> Option<TokenUsage> {
-        let v: Value = serde_json::from_str(json).unwrap();
-        usage_of(v.as_object().unwrap())
+        let [usage] = crate::members::pick(json.as_bytes(), ["usage"]).unwrap();
+        usage_in(usage)
     }
 
     #[test]

@@ -383,6 +383,26 @@ async fn requests_over_the_caps_are_refused_before_anything_is_spent() {
     assert_eq!(app.sim.counters().sessions_opened, 0);
 }
 
+/// The body goes upstream as the client wrote it, so a repeated member must not slip a second
+/// value past the caps: the gateway refuses a body that names a field twice.
+#[tokio::test]
+async fn a_field_given_twice_is_refused_not_forwarded() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let body = r#"{"model":"llama-3.3-70b","messages":[{"role":"user","content":"hi"}],"max_tokens":16,"max_tokens":1000000}"#;
+    let r = app
+        .client
+        .post(app.url("/api/v1/chat/completions"))
+        .bearer_auth(&user.api_key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(app.sim.counters().sessions_opened, 0);
+}
+
 #[tokio::test]
 async fn invalid_requests_are_422_with_located_errors() {
     let app = spawn_market_app().await;

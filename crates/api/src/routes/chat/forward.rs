@@ -3,7 +3,9 @@
 use actix_web::HttpRequest;
 use actix_web::web::Bytes;
 use morpheus_domain::services::ChatShape;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use serde_json::value::RawValue;
 
@@ -11,16 +13,111 @@ use crate::dto::ChatCompletionRequest;
 use crate::error::{ApiError, FieldError, LocItem};
 
 /// The client's body without the gateway-only `session_id` and without `model` (the session
-/// decides the model; providers substitute their own name). Every other field, known to the
-/// gateway or not, goes through untouched: values are kept as raw JSON text, not re-encoded.
+/// decides the model; providers substitute their own name). Every other member, known to the
+/// gateway or not, goes through as the client wrote it: in its order, values not re-encoded.
 pub fn upstream_body(raw: &[u8]) -> Result<Bytes, ApiError> {
-    let mut object = raw_object(raw)
+    let members = members(raw)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("re-reading a validated body")))?;
-    object.remove("session_id");
-    object.remove("model");
-    serde_json::to_vec(&object)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::Internal(e.into()))
+    let dropped = |m: &&Member<'_>| m.key == "session_id" || m.key == "model";
+    if !members.iter().any(|m| dropped(&m)) {
+        return Ok(Bytes::copy_from_slice(raw));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    out.push(b'{');
+    for (i, member) in members.iter().filter(|m| !dropped(m)).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&raw[member.span.clone()]);
+    }
+    out.push(b'}');
+    Ok(Bytes::from(out))
+}
+
+/// One member of a JSON object: its name and where `"name": value` is in the text.
+struct Member<'a> {
+    key: Cow<'a, str>,
+    span: Range<usize>,
+}
+
+/// The members of a JSON object, in order, located in its text.
+fn members(json: &[u8]) -> Option<Vec<Member<'_>>> {
+    let values: AllMembers<'_> = serde_json::from_slice(json).ok()?;
+    values
+        .0
+        .into_iter()
+        .map(|(key, value)| {
+            let start = offset_in(json, value)?;
+            let key_start = key_start(json, start)?;
+            Some(Member {
+                key,
+                span: key_start..start + value.get().len(),
+            })
+        })
+        .collect()
+}
+
+/// Where a value borrowed from `json` starts in it.
+fn offset_in(json: &[u8], value: &RawValue) -> Option<usize> {
+    let start = (value.get().as_ptr() as usize).checked_sub(json.as_ptr() as usize)?;
+    (start + value.get().len() <= json.len()).then_some(start)
+}
+
+/// The opening quote of the name of the member whose value starts at `value_start`: back over
+/// `"name" :`, to the nearest earlier quote that is not escaped (a name cannot hold a bare one).
+fn key_start(json: &[u8], value_start: usize) -> Option<usize> {
+    let skip_space = |mut i: usize| {
+        while i > 0 && matches!(json[i - 1], b' ' | b'\t' | b'\n' | b'\r') {
+            i -= 1;
+        }
+        i
+    };
+    let colon = skip_space(value_start).checked_sub(1)?;
+    let closing = skip_space(colon).checked_sub(1)?;
+    if json[colon] != b':' || json[closing] != b'"' {
+        return None;
+    }
+    let mut before = closing;
+    loop {
+        let quote = json[..before].iter().rposition(|&b| b == b'"')?;
+        let backslashes = json[..quote]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
+        if backslashes % 2 == 0 {
+            return Some(quote);
+        }
+        before = quote;
+    }
+}
+
+/// Every member of a JSON object as (name, raw value), in order.
+struct AllMembers<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for AllMembers<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = AllMembers<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    members.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(AllMembers(members))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
 }
 
 /// A JSON object's members with their values left as raw text.
@@ -218,6 +315,23 @@ mod tests {
             "x_vendor": {"deep": [1, 2.5, null]}
         });
         assert_eq!(forwarded, expected);
+    }
+
+    #[test]
+    fn the_upstream_body_keeps_the_clients_bytes_and_order() {
+        let raw = br#"{ "z":1, "model" : "m","messages":[{"role":"user","content":"a \"q\" \\"}],
+            "session_id":"0x1", "x\"y":2.50 ,"a":{"model":1}}"#;
+        let forwarded = upstream_body(raw).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&forwarded).unwrap(),
+            r#"{"z":1,"messages":[{"role":"user","content":"a \"q\" \\"}],"x\"y":2.50,"a":{"model":1}}"#
+        );
+        let untouched = br#"{"messages":[], "n":1}"#;
+        assert_eq!(&upstream_body(untouched).unwrap()[..], &untouched[..]);
+        assert_eq!(
+            &upstream_body(br#"{"model":"m","session_id":"s"}"#).unwrap()[..],
+            b"{}"
+        );
     }
 
     #[test]

@@ -3,11 +3,11 @@
 use actix_web::HttpRequest;
 use actix_web::web::Bytes;
 use morpheus_domain::services::ChatShape;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::ops::Range;
 
 use serde_json::value::RawValue;
+
+use super::json_members;
 
 use crate::dto::ChatCompletionRequest;
 use crate::error::{ApiError, FieldError, LocItem};
@@ -16,108 +16,9 @@ use crate::error::{ApiError, FieldError, LocItem};
 /// decides the model; providers substitute their own name). Every other member, known to the
 /// gateway or not, goes through as the client wrote it: in its order, values not re-encoded.
 pub fn upstream_body(raw: &[u8]) -> Result<Bytes, ApiError> {
-    let members = members(raw)
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("re-reading a validated body")))?;
-    let dropped = |m: &&Member<'_>| m.key == "session_id" || m.key == "model";
-    if !members.iter().any(|m| dropped(&m)) {
-        return Ok(Bytes::copy_from_slice(raw));
-    }
-    let mut out = Vec::with_capacity(raw.len());
-    out.push(b'{');
-    for (i, member) in members.iter().filter(|m| !dropped(m)).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&raw[member.span.clone()]);
-    }
-    out.push(b'}');
-    Ok(Bytes::from(out))
-}
-
-/// One member of a JSON object: its name and where `"name": value` is in the text.
-struct Member<'a> {
-    key: Cow<'a, str>,
-    span: Range<usize>,
-}
-
-/// The members of a JSON object, in order, located in its text.
-fn members(json: &[u8]) -> Option<Vec<Member<'_>>> {
-    let values: AllMembers<'_> = serde_json::from_slice(json).ok()?;
-    values
-        .0
-        .into_iter()
-        .map(|(key, value)| {
-            let start = offset_in(json, value)?;
-            let key_start = key_start(json, start)?;
-            Some(Member {
-                key,
-                span: key_start..start + value.get().len(),
-            })
-        })
-        .collect()
-}
-
-/// Where a value borrowed from `json` starts in it.
-fn offset_in(json: &[u8], value: &RawValue) -> Option<usize> {
-    let start = (value.get().as_ptr() as usize).checked_sub(json.as_ptr() as usize)?;
-    (start + value.get().len() <= json.len()).then_some(start)
-}
-
-/// The opening quote of the name of the member whose value starts at `value_start`: back over
-/// `"name" :`, to the nearest earlier quote that is not escaped (a name cannot hold a bare one).
-fn key_start(json: &[u8], value_start: usize) -> Option<usize> {
-    let skip_space = |mut i: usize| {
-        while i > 0 && matches!(json[i - 1], b' ' | b'\t' | b'\n' | b'\r') {
-            i -= 1;
-        }
-        i
-    };
-    let colon = skip_space(value_start).checked_sub(1)?;
-    let closing = skip_space(colon).checked_sub(1)?;
-    if json[colon] != b':' || json[closing] != b'"' {
-        return None;
-    }
-    let mut before = closing;
-    loop {
-        let quote = json[..before].iter().rposition(|&b| b == b'"')?;
-        let backslashes = json[..quote]
-            .iter()
-            .rev()
-            .take_while(|&&b| b == b'\\')
-            .count();
-        if backslashes % 2 == 0 {
-            return Some(quote);
-        }
-        before = quote;
-    }
-}
-
-/// Every member of a JSON object as (name, raw value), in order.
-struct AllMembers<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for AllMembers<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = AllMembers<'de>;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut members = Vec::new();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    members.push((key, map.next_value::<&'de RawValue>()?));
-                }
-                Ok(AllMembers(members))
-            }
-        }
-        deserializer.deserialize_map(Visit)
-    }
+    json_members::without(raw, &["session_id", "model"])
+        .map(|body| body.map_or_else(|| Bytes::copy_from_slice(raw), Bytes::from))
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("re-reading a validated body")))
 }
 
 /// A JSON object's members with their values left as raw text.
@@ -243,60 +144,14 @@ pub fn request_id(http: &HttpRequest) -> Option<String> {
 /// passes through as it came.
 pub fn with_model(body: &[u8], model: &str) -> Option<Bytes> {
     let name = serde_json::to_vec(model).ok()?;
-    let spans: ModelSpans<'_> = serde_json::from_slice(body).ok()?;
-    let mut spans = spans.0.into_iter().map(|value| {
-        let start = (value.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-        Some(start..start + value.get().len())
-    });
-    let Some(first) = spans.next() else {
-        // No `model` member at all: add one.
-        let mut object = raw_object(body)?;
-        let name = RawValue::from_string(String::from_utf8(name).ok()?).ok()?;
-        object.insert("model".to_owned(), &name);
-        return serde_json::to_vec(&object).ok().map(Bytes::from);
-    };
-    let mut out = Vec::with_capacity(body.len() + name.len());
-    let mut copied = 0;
-    for span in std::iter::once(first).chain(spans) {
-        let span = span.filter(|s| s.start >= copied && s.end <= body.len())?;
-        out.extend_from_slice(&body[copied..span.start]);
-        out.extend_from_slice(&name);
-        copied = span.end;
+    if let Some(replaced) = json_members::replace_values(body, "model", &name) {
+        return replaced.map(Bytes::from);
     }
-    out.extend_from_slice(&body[copied..]);
-    Some(Bytes::from(out))
-}
-
-/// The raw values of a JSON object's top-level `model` members (borrowed from the input, so
-/// their position in it is known).
-struct ModelSpans<'a>(Vec<&'a RawValue>);
-
-impl<'de> serde::Deserialize<'de> for ModelSpans<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Members;
-        impl<'de> serde::de::Visitor<'de> for Members {
-            type Value = ModelSpans<'de>;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut found = Vec::new();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    let value: &'de RawValue = map.next_value()?;
-                    if key == "model" {
-                        found.push(value);
-                    }
-                }
-                Ok(ModelSpans(found))
-            }
-        }
-        deserializer.deserialize_map(Members)
-    }
+    // No `model` member at all: add one.
+    let mut object = raw_object(body)?;
+    let name = RawValue::from_string(String::from_utf8(name).ok()?).ok()?;
+    object.insert("model".to_owned(), &name);
+    serde_json::to_vec(&object).ok().map(Bytes::from)
 }
 
 #[cfg(test)]

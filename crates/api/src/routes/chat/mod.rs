@@ -1,3 +1,4 @@
 pub mod create_chat_completion;
 mod forward;
+mod json_members;
 mod sse;

@@ -43,6 +43,15 @@ impl Conn {
         Ok(Self { tx, driver })
     }
 
+    /// `n` keep-alive connections, all opened before any clock starts.
+    pub async fn open_many(addr: SocketAddr, n: usize) -> Result<Vec<Self>> {
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            conns.push(Self::open(addr).await?);
+        }
+        Ok(conns)
+    }
+
     /// The server closed the connection (or it broke).
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()

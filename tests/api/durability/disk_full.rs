@@ -14,7 +14,7 @@ use super::crash_loop::process_settings;
 use super::http_client;
 use super::store::Store;
 use super::workload::WORKLOAD_ENV;
-use crate::helpers::{PASSWORD, unique_email};
+use crate::helpers::seed_user_at;
 use crate::process::GatewayProcess;
 
 /// A 4 MiB tmpfs, unmounted when dropped, even after a failed assertion.
@@ -70,46 +70,6 @@ fn fill(path: &Path) {
     {}
 }
 
-struct Account {
-    access: String,
-    key: String,
-}
-
-async fn account(client: &Client, base: &str) -> Account {
-    let body = json!({"email": unique_email(), "password": PASSWORD});
-    let r = client
-        .post(format!("{base}/api/v1/auth/register"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let tokens: Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = tokens["access_token"].as_str().unwrap().to_owned();
-    let key: Value = client
-        .post(format!("{base}/api/v1/auth/keys"))
-        .bearer_auth(&access)
-        .json(&json!({"name": "enospc"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    Account {
-        access,
-        key: key["key"].as_str().unwrap().to_owned(),
-    }
-}
-
 /// A write that grows the WAL each time: the automation settings, through the API key.
 async fn write(client: &Client, base: &str, key: &str) -> (u16, Value) {
     let r = client
@@ -132,15 +92,15 @@ async fn a_full_disk_refuses_writes_with_503_keeps_reads_and_recovers() {
         GatewayProcess::start(&process_settings(&store, data_dir.path()), WORKLOAD_ENV).await;
     let base = gateway.address.clone();
     let client = http_client();
-    let user = account(&client, &base).await;
-    assert_eq!(write(&client, &base, &user.key).await.0, 200);
+    let user = seed_user_at(&client, &base).await;
+    assert_eq!(write(&client, &base, &user.api_key).await.0, 200);
 
     let filler: PathBuf = disk.path().join("filler");
     fill(&filler);
     // The WAL reuses the room it already has before it must grow: write until it must.
     let mut refused = None;
     for _ in 0..5_000 {
-        let (status, body) = write(&client, &base, &user.key).await;
+        let (status, body) = write(&client, &base, &user.api_key).await;
         if status != 200 {
             refused = Some((status, body));
             break;
@@ -177,7 +137,7 @@ async fn a_full_disk_refuses_writes_with_503_keeps_reads_and_recovers() {
     let freed = Instant::now();
     let mut resumed = None;
     while freed.elapsed() < Duration::from_secs(10) {
-        if write(&client, &base, &user.key).await.0 == 200 {
+        if write(&client, &base, &user.api_key).await.0 == 200 {
             resumed = Some(freed.elapsed());
             break;
         }

@@ -16,7 +16,7 @@ use super::pg_cluster::PgCluster;
 use super::store::Store;
 use super::workload::{Steering, WORKLOAD_ENV, lost_writes, run_writers};
 use super::{env_number, http_client};
-use crate::helpers::{PASSWORD, unique_email};
+use crate::helpers::seed_user_at;
 use crate::process::GatewayProcess;
 
 /// The pool's wait for a connection (`MORPHEUS_DB_CONNECT_TIMEOUT_MS`, default 2000): the
@@ -41,39 +41,6 @@ struct Probe {
     status: u16,
     /// The body is the documented error shape, `{"detail": …}`.
     detail: bool,
-}
-
-/// A user's API key, made through the gateway.
-async fn api_key(client: &Client, base: &str) -> String {
-    let email = unique_email();
-    let account = json!({"email": email, "password": PASSWORD});
-    let r = client
-        .post(format!("{base}/api/v1/auth/register"))
-        .json(&account)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let tokens: Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&account)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key: Value = client
-        .post(format!("{base}/api/v1/auth/keys"))
-        .bearer_auth(tokens["access_token"].as_str().unwrap())
-        .json(&json!({"name": "prober"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    key["key"].as_str().unwrap().to_owned()
 }
 
 /// Every 100 ms, without waiting for the previous answer, a write that needs the database
@@ -133,7 +100,7 @@ async fn a_postgres_crash_gives_fast_503s_and_the_gateway_recovers_by_itself() {
     let gateway = GatewayProcess::start(&settings, WORKLOAD_ENV).await;
     let base = gateway.address.clone();
     let client = http_client();
-    let key = api_key(&client, &base).await;
+    let key = seed_user_at(&client, &base).await.api_key;
     assert_eq!(status_of(&client, &gateway.url("/ready")).await.0, 200);
 
     let steering = Steering::default();

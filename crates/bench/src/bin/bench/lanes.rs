@@ -70,10 +70,7 @@ pub async fn throughput(
     warmup: Duration,
     measure: Duration,
 ) -> Result<Throughput> {
-    let mut opened = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        opened.push(Conn::open(t.addr).await?);
-    }
+    let opened = Conn::open_many(t.addr, conns).await?;
     let from = Instant::now() + warmup;
     let until = from + measure;
     let tasks: Vec<_> = opened
@@ -246,10 +243,7 @@ pub async fn many_streams(
     expect_content: u32,
     timeout: Duration,
 ) -> Result<Many> {
-    let mut conns = Vec::with_capacity(n);
-    for _ in 0..n {
-        conns.push(Conn::open(t.addr).await?);
-    }
+    let conns = Conn::open_many(t.addr, n).await?;
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
     let open = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));

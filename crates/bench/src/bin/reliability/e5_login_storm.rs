@@ -162,10 +162,7 @@ async fn login_storm(gw: std::net::SocketAddr, span: Duration) -> Result<Logins>
         json!({"email": morpheus_bench::setup::EMAIL, "password": morpheus_bench::setup::PASSWORD})
             .to_string(),
     );
-    let mut conns = Vec::with_capacity(LOGINS);
-    for _ in 0..LOGINS {
-        conns.push(Conn::open(gw).await?);
-    }
+    let conns = Conn::open_many(gw, LOGINS).await?;
     let until = Instant::now() + span;
     let tasks: Vec<_> = conns
         .into_iter()

@@ -125,10 +125,7 @@ async fn exchange(conn: &mut Conn, t: &Target, body: &Bytes, timeout: Duration) 
 
 /// Sends `body` to `t` at `rate.rps` for `warmup + measure`.
 pub async fn fixed_rate(t: &Target, body: &Bytes, rate: Rate) -> Result<RateRun> {
-    let mut conns = Vec::with_capacity(rate.conns);
-    for _ in 0..rate.conns {
-        conns.push(Conn::open(t.addr).await?);
-    }
+    let conns = Conn::open_many(t.addr, rate.conns).await?;
     // Each connection sends every `interval`, the connections evenly staggered.
     let interval = Duration::from_secs_f64(rate.conns as f64 / rate.rps);
     let start = Instant::now() + Duration::from_millis(20);

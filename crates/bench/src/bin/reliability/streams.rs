@@ -65,10 +65,7 @@ pub async fn run(
     timeout: Duration,
 ) -> Result<StreamsRun> {
     let n = bodies.len().max(1);
-    let mut conns = Vec::with_capacity(bodies.len());
-    for _ in bodies {
-        conns.push(Conn::open(t.addr).await?);
-    }
+    let conns = Conn::open_many(t.addr, bodies.len()).await?;
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
     let tasks: Vec<_> = conns
         .into_iter()

@@ -83,14 +83,19 @@ pub trait ApiKeyRepository: Send + Sync {
 #[async_trait]
 pub trait RefreshTokenRepository: Send + Sync {
     async fn insert_refresh_token(&self, record: NewRefreshRecord) -> anyhow::Result<()>;
-    /// Atomically marks the token used. Exactly one of any number of concurrent callers gets
-    /// [`RefreshConsumption::Consumed`].
-    async fn consume_refresh_token(
+    /// Marks the token used and stores its successor, in one transaction: both happen or
+    /// neither, so a failure in between can neither spend a token without a successor (the
+    /// user's retry would then look like a replay) nor leave a successor outside its family's
+    /// revocation. Exactly one of any number of concurrent callers gets
+    /// [`RefreshConsumption::Consumed`]; the others store nothing.
+    async fn rotate_refresh_token(
         &self,
         token_id: &str,
         at: DateTime<Utc>,
+        successor: NewRefreshRecord,
     ) -> anyhow::Result<RefreshConsumption>;
-    /// Revokes every token of the family; returns how many records it touched.
+    /// Revokes every token of the family, including a successor whose rotation commits while
+    /// this runs; returns how many records it revoked.
     async fn revoke_refresh_family(&self, family_id: &str) -> anyhow::Result<u64>;
     /// Deletes the records of tokens that expired before `before` (their JWTs are refused on
     /// expiry anyway, so nothing is left to detect); returns how many.

@@ -58,7 +58,7 @@ pub struct NewRefreshRecord {
 /// What happened when a refresh token was presented for rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefreshConsumption {
-    /// It was unused and is now used: issue the successor.
+    /// It was unused and is now used, and its successor is stored.
     Consumed,
     /// It was used before (or its family revoked): someone replayed it.
     Reused,

@@ -206,23 +206,24 @@ impl AccountService {
             .decode(refresh_token, TokenKind::Refresh)
             .map_err(|_| RefreshError::Invalid)?;
         let family = claims.family_id.clone().ok_or(RefreshError::Invalid)?;
+        let user = match self.users.find_user(claims.user_id).await? {
+            Some(user) if user.is_active => user,
+            _ => return Err(RefreshError::Invalid),
+        };
+        let (pair, successor) = self.mint_pair(user.id, family.clone())?;
         match self
             .refresh_tokens
-            .consume_refresh_token(&claims.token_id, Utc::now())
+            .rotate_refresh_token(&claims.token_id, Utc::now(), successor)
             .await?
         {
-            RefreshConsumption::Consumed => {}
+            RefreshConsumption::Consumed => Ok(pair),
             RefreshConsumption::Reused => {
                 // Either the thief or the victim is replaying; we cannot tell which, so the
                 // whole family dies and the user signs in again.
                 self.refresh_tokens.revoke_refresh_family(&family).await?;
-                return Err(RefreshError::Invalid);
+                Err(RefreshError::Invalid)
             }
-            RefreshConsumption::Unknown => return Err(RefreshError::Invalid),
-        }
-        match self.users.find_user(claims.user_id).await? {
-            Some(user) if user.is_active => Ok(self.issue_pair(user.id, family).await?),
-            _ => Err(RefreshError::Invalid),
+            RefreshConsumption::Unknown => Err(RefreshError::Invalid),
         }
     }
 
@@ -260,6 +261,18 @@ impl AccountService {
     }
 
     async fn issue_pair(&self, user: UserId, family: String) -> anyhow::Result<TokenPair> {
+        let (pair, record) = self.mint_pair(user, family)?;
+        self.refresh_tokens.insert_refresh_token(record).await?;
+        Ok(pair)
+    }
+
+    /// Signs a new access and refresh token, and describes the refresh token's record; the
+    /// tokens are valid only once that record is stored.
+    fn mint_pair(
+        &self,
+        user: UserId,
+        family: String,
+    ) -> anyhow::Result<(TokenPair, NewRefreshRecord)> {
         let now = Utc::now();
         let access = TokenClaims {
             user_id: user,
@@ -277,18 +290,17 @@ impl AccountService {
             issued_at: now,
             expires_at: now + self.lifetimes.refresh,
         };
-        self.refresh_tokens
-            .insert_refresh_token(NewRefreshRecord {
-                token_id: refresh.token_id.clone(),
-                family_id: family,
-                user_id: user,
-                issued_at: now,
-                expires_at: refresh.expires_at,
-            })
-            .await?;
-        Ok(TokenPair {
+        let pair = TokenPair {
             access_token: self.tokens.encode(&access)?,
             refresh_token: self.tokens.encode(&refresh)?,
-        })
+        };
+        let record = NewRefreshRecord {
+            token_id: refresh.token_id,
+            family_id: family,
+            user_id: user,
+            issued_at: now,
+            expires_at: refresh.expires_at,
+        };
+        Ok((pair, record))
     }
 }

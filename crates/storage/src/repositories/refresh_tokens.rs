@@ -9,6 +9,10 @@ use super::to_u64;
 use crate::database::Database;
 use crate::schema::refresh_tokens;
 
+/// A family's rotations are one at a time (each consumes the token the previous one stored),
+/// so a pass can miss at most the one successor in flight; the extra passes are margin.
+const MAX_REVOCATION_PASSES: usize = 4;
+
 #[derive(Insertable)]
 #[diesel(table_name = refresh_tokens)]
 struct NewRefreshTokenRow {
@@ -51,34 +55,43 @@ impl RefreshTokenRepository for Database {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn consume_refresh_token(
+    async fn rotate_refresh_token(
         &self,
         token_id: &str,
         at: DateTime<Utc>,
+        successor: NewRefreshRecord,
     ) -> anyhow::Result<RefreshConsumption> {
         let token_id = token_id.to_owned();
+        let successor = NewRefreshTokenRow::from(successor);
         self.run(move |conn| {
-            // One conditional UPDATE: the database serialises concurrent ones on the row, and
-            // only the first still finds `used_at IS NULL`.
-            let consumed = diesel::update(
-                refresh_tokens::table
-                    .find(&token_id)
-                    .filter(refresh_tokens::used_at.is_null())
-                    .filter(refresh_tokens::revoked.eq(false)),
-            )
-            .set(refresh_tokens::used_at.eq(Some(at.naive_utc())))
-            .execute(conn)
-            .context("consuming a refresh token")?;
-            if consumed == 1 {
-                return Ok(RefreshConsumption::Consumed);
-            }
-            let known = diesel::select(diesel::dsl::exists(refresh_tokens::table.find(&token_id)))
-                .get_result::<bool>(conn)
-                .context("looking up a refresh token that could not be consumed")?;
-            Ok(if known {
-                RefreshConsumption::Reused
-            } else {
-                RefreshConsumption::Unknown
+            conn.transaction(|conn| {
+                // One conditional UPDATE: the database serialises concurrent ones on the row,
+                // and only the first still finds `used_at IS NULL`.
+                let consumed = diesel::update(
+                    refresh_tokens::table
+                        .find(&token_id)
+                        .filter(refresh_tokens::used_at.is_null())
+                        .filter(refresh_tokens::revoked.eq(false)),
+                )
+                .set(refresh_tokens::used_at.eq(Some(at.naive_utc())))
+                .execute(conn)
+                .context("consuming a refresh token")?;
+                if consumed == 1 {
+                    diesel::insert_into(refresh_tokens::table)
+                        .values(&successor)
+                        .execute(conn)
+                        .context("storing the successor of a refresh token")?;
+                    return Ok(RefreshConsumption::Consumed);
+                }
+                let known =
+                    diesel::select(diesel::dsl::exists(refresh_tokens::table.find(&token_id)))
+                        .get_result::<bool>(conn)
+                        .context("looking up a refresh token that could not be consumed")?;
+                Ok(if known {
+                    RefreshConsumption::Reused
+                } else {
+                    RefreshConsumption::Unknown
+                })
             })
         })
         .await
@@ -88,11 +101,27 @@ impl RefreshTokenRepository for Database {
     async fn revoke_refresh_family(&self, family_id: &str) -> anyhow::Result<u64> {
         let family_id = family_id.to_owned();
         self.run(move |conn| {
-            diesel::update(refresh_tokens::table.filter(refresh_tokens::family_id.eq(family_id)))
+            // Each statement sees the rows committed when it starts (PostgreSQL, READ
+            // COMMITTED). A rotation in the family that is in flight holds its consumed row,
+            // so the first UPDATE waits for it to commit, but does not see the successor that
+            // rotation inserted; the next statement does. Repeat until nothing is left live.
+            let mut revoked = 0;
+            for _ in 0..MAX_REVOCATION_PASSES {
+                let pass = diesel::update(
+                    refresh_tokens::table
+                        .filter(refresh_tokens::family_id.eq(&family_id))
+                        .filter(refresh_tokens::revoked.eq(false)),
+                )
                 .set(refresh_tokens::revoked.eq(true))
                 .execute(conn)
                 .map(to_u64)
-                .context("revoking a refresh token family")
+                .context("revoking a refresh token family")?;
+                if pass == 0 {
+                    break;
+                }
+                revoked += pass;
+            }
+            Ok(revoked)
         })
         .await
     }

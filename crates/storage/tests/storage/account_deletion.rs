@@ -174,7 +174,19 @@ async fn deleting_an_account_removes_everything_it_owned_and_says_what() {
         }
         // The refresh tokens went with the account.
         assert_eq!(
-            t.db.consume_refresh_token("1-0", now()).await.unwrap(),
+            t.db.rotate_refresh_token(
+                "1-0",
+                now(),
+                NewRefreshRecord {
+                    token_id: "1-0-next".into(),
+                    family_id: "f".into(),
+                    user_id: alice.id,
+                    issued_at: now(),
+                    expires_at: now() + Duration::days(7),
+                },
+            )
+            .await
+            .unwrap(),
             RefreshConsumption::Unknown
         );
 

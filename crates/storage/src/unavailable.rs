@@ -12,12 +12,18 @@ use morpheus_domain::ports::{
 /// Diesel reports both as `DatabaseErrorKind::Unknown` with SQLite's own text.
 const TRANSIENT_SQLITE_MESSAGES: &[&str] = &["database or disk is full", "database is locked"];
 
+/// The end of PostgreSQL's message when a data file cannot grow (SQLSTATE 53100, e.g.
+/// `could not extend file "base/16384/2619": No space left on device`). Diesel exposes no
+/// SQLSTATE, and the message is the OS's `strerror` text, so it is matched as a suffix.
+const POSTGRES_DISK_FULL_SUFFIX: &str = "No space left on device";
+
 fn is_outage(error: &Error) -> bool {
     match error {
         // The server went away mid-session (PostgreSQL restarted or crashed).
         Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
         Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
             TRANSIENT_SQLITE_MESSAGES.contains(&info.message())
+                || info.message().ends_with(POSTGRES_DISK_FULL_SUFFIX)
         }
         _ => false,
     }
@@ -116,6 +122,13 @@ mod tests {
         assert!(format!("{full:#}").contains("inserting a user"), "{full:#}");
         assert!(is_marked(
             &failed(DatabaseErrorKind::Unknown, "database is locked").mark_outage()
+        ));
+        assert!(is_marked(
+            &failed(
+                DatabaseErrorKind::Unknown,
+                "could not extend file \"base/16384/2619\": No space left on device"
+            )
+            .mark_outage()
         ));
         assert!(is_marked(
             &failed(

@@ -265,3 +265,27 @@ async fn the_number_of_active_keys_is_capped() {
         .await;
     error_body(r, 409).await;
 }
+
+/// The cap holds under concurrency: with one slot left, of 16 creations at once exactly one
+/// gets it (a count followed by an insert would let several through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creations_cannot_exceed_the_cap() {
+    let app = crate::helpers::spawn_app_with(|s| s.max_api_keys_per_user = 3).await;
+    let user = app.seed_user().await;
+    app.create_key(&user.access, "second").await;
+
+    let body = json!({});
+    let statuses = futures_util::future::join_all(
+        (0..16).map(|_| app.authed(Method::POST, "/api/v1/auth/keys", &user.access, Some(&body))),
+    )
+    .await
+    .into_iter()
+    .map(|r| r.status().as_u16())
+    .collect::<Vec<_>>();
+
+    let created = statuses.iter().filter(|&&s| s == 201 || s == 200).count();
+    let refused = statuses.iter().filter(|&&s| s == 409).count();
+    assert_eq!((created, refused), (1, 15), "{statuses:?}");
+    let keys = app.get_json("/api/v1/auth/keys", &user.access).await;
+    assert_eq!(keys.as_array().unwrap().len(), 3, "{keys}");
+}

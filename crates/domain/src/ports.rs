@@ -56,16 +56,25 @@ pub enum InsertApiKeyError {
     /// The random prefix or id collided with an existing key: draw again.
     #[error("api key prefix or id already taken")]
     Collision,
+    /// The user already has the most active keys allowed.
+    #[error("too many active api keys")]
+    LimitReached,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
 
 #[async_trait]
 pub trait ApiKeyRepository: Send + Sync {
-    async fn insert_api_key(&self, key: NewApiKey) -> Result<ApiKey, InsertApiKeyError>;
+    /// Stores the key unless its user already has `max_active` active keys. The count and the
+    /// insert are one transaction, serialised per user, so keys created at the same moment
+    /// cannot pass the limit together.
+    async fn insert_api_key(
+        &self,
+        key: NewApiKey,
+        max_active: u64,
+    ) -> Result<ApiKey, InsertApiKeyError>;
     /// The user's keys, newest first, revoked ones included.
     async fn list_api_keys(&self, user: UserId) -> anyhow::Result<Vec<ApiKey>>;
-    async fn count_active_api_keys(&self, user: UserId) -> anyhow::Result<u64>;
     /// Marks the key inactive if it belongs to `user`; `None` otherwise.
     async fn deactivate_api_key(
         &self,

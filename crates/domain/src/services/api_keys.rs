@@ -93,9 +93,6 @@ impl ApiKeyService {
         user: UserId,
         name: Option<String>,
     ) -> Result<(ApiKey, ApiKeySecret), CreateApiKeyError> {
-        if self.keys.count_active_api_keys(user).await? >= self.max_active_per_user {
-            return Err(CreateApiKeyError::TooManyKeys(self.max_active_per_user));
-        }
         for _ in 0..MAX_DRAWS {
             let secret = ApiKeySecret::generate();
             let new = NewApiKey {
@@ -106,9 +103,16 @@ impl ApiKeyService {
                 name: name.clone(),
                 created_at: Utc::now(),
             };
-            match self.keys.insert_api_key(new).await {
+            match self
+                .keys
+                .insert_api_key(new, self.max_active_per_user)
+                .await
+            {
                 Ok(key) => return Ok((key, secret)),
                 Err(InsertApiKeyError::Collision) => continue,
+                Err(InsertApiKeyError::LimitReached) => {
+                    return Err(CreateApiKeyError::TooManyKeys(self.max_active_per_user));
+                }
                 Err(InsertApiKeyError::Unknown(e)) => return Err(e.into()),
             }
         }
@@ -254,7 +258,11 @@ mod tests {
 
     #[async_trait]
     impl ApiKeyRepository for OneKey {
-        async fn insert_api_key(&self, key: NewApiKey) -> Result<ApiKey, InsertApiKeyError> {
+        async fn insert_api_key(
+            &self,
+            key: NewApiKey,
+            _: u64,
+        ) -> Result<ApiKey, InsertApiKeyError> {
             let api_key = ApiKey {
                 id: key.id,
                 user_id: key.user_id,
@@ -273,9 +281,6 @@ mod tests {
         }
         async fn list_api_keys(&self, _: UserId) -> anyhow::Result<Vec<ApiKey>> {
             Ok(vec![])
-        }
-        async fn count_active_api_keys(&self, _: UserId) -> anyhow::Result<u64> {
-            Ok(0)
         }
         async fn deactivate_api_key(
             &self,

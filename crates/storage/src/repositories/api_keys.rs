@@ -84,30 +84,74 @@ fn load_key(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<ApiKey>> {
         .map(|row| row.map(ApiKey::from))
 }
 
+/// Why a key was not inserted, inside the transaction (which needs a type that diesel's errors
+/// convert into).
+enum Refusal {
+    LimitReached,
+    Collision,
+    Failed(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for Refusal {
+    fn from(error: diesel::result::Error) -> Self {
+        Refusal::Failed(error)
+    }
+}
+
+/// Counts the user's active keys and inserts the new one if there is room; run in a write
+/// transaction. SQLite's `BEGIN IMMEDIATE` already admits one writer at a time; PostgreSQL
+/// needs the user's row locked, or concurrent transactions would each count the same keys.
+fn insert_within_limit(
+    conn: &mut AnyConnection,
+    row: &NewApiKeyRow,
+    max_active: u64,
+) -> Result<Option<ApiKey>, Refusal> {
+    if let AnyConnection::Postgresql(pg) = conn {
+        users::table
+            .find(row.user_id)
+            .select(users::id)
+            .for_update()
+            .first::<i64>(pg)
+            .optional()?;
+    }
+    let active: i64 = api_keys::table
+        .filter(api_keys::user_id.eq(row.user_id))
+        .filter(api_keys::is_active.eq(true))
+        .count()
+        .get_result(conn)?;
+    if u64::try_from(active).unwrap_or(0) >= max_active {
+        return Err(Refusal::LimitReached);
+    }
+    match diesel::insert_into(api_keys::table)
+        .values(row)
+        .execute(conn)
+    {
+        Ok(_) => {}
+        // Id, prefix and digest are all random; whichever clashed, the caller draws a new key.
+        Err(error) if is_unique_violation(&error) => return Err(Refusal::Collision),
+        Err(error) => return Err(error.into()),
+    }
+    Ok(load_key(conn, row.id)?)
+}
+
 #[async_trait]
 impl ApiKeyRepository for Database {
     #[tracing::instrument(skip_all, fields(user_id = %key.user_id, api_key_id = %key.id))]
-    async fn insert_api_key(&self, key: NewApiKey) -> Result<ApiKey, InsertApiKeyError> {
+    async fn insert_api_key(
+        &self,
+        key: NewApiKey,
+        max_active: u64,
+    ) -> Result<ApiKey, InsertApiKeyError> {
         let row = NewApiKeyRow::from(key);
         self.run(move |conn| {
-            match diesel::insert_into(api_keys::table)
-                .values(&row)
-                .execute(conn)
-            {
-                Ok(_) => {}
-                // Id, prefix and digest are all random; whichever clashed, the caller draws a
-                // new key.
-                Err(error) if is_unique_violation(&error) => {
-                    return Err(InsertApiKeyError::Collision);
-                }
-                Err(error) => {
-                    return Err(anyhow::Error::new(error)
+            conn.write_transaction(|conn| insert_within_limit(conn, &row, max_active))
+                .map_err(|refusal| match refusal {
+                    Refusal::LimitReached => InsertApiKeyError::LimitReached,
+                    Refusal::Collision => InsertApiKeyError::Collision,
+                    Refusal::Failed(error) => anyhow::Error::new(error)
                         .context("inserting an API key")
-                        .into());
-                }
-            }
-            load_key(conn, row.id)
-                .context("reading back a new API key")?
+                        .into(),
+                })?
                 .context("a new API key vanished before it could be read back")
                 .map_err(InsertApiKeyError::from)
         })
@@ -125,20 +169,6 @@ impl ApiKeyRepository for Database {
                 .load(conn)
                 .map(|rows| rows.into_iter().map(ApiKey::from).collect())
                 .context("listing API keys")
-        })
-        .await
-    }
-
-    #[tracing::instrument(skip_all, fields(user_id = %user))]
-    async fn count_active_api_keys(&self, user: UserId) -> anyhow::Result<u64> {
-        self.run(move |conn| {
-            let count: i64 = api_keys::table
-                .filter(api_keys::user_id.eq(user.0))
-                .filter(api_keys::is_active.eq(true))
-                .count()
-                .get_result(conn)
-                .context("counting active API keys")?;
-            u64::try_from(count).context("the database returned a negative count")
         })
         .await
     }

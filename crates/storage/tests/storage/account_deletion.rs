@@ -15,14 +15,17 @@ async fn populate(t: &TestDb, user: &User, tag: u8) {
     for n in 0..2u8 {
         let prefix = format!("sk-{tag}{n}xxxx");
         let key =
-            t.db.insert_api_key(NewApiKey {
-                id: ApiKeyId::random(),
-                user_id: user.id,
-                prefix: KeyPrefix::from_trusted(prefix),
-                digest: ApiKeyDigest(vec![tag, n]),
-                name: None,
-                created_at: now(),
-            })
+            t.db.insert_api_key(
+                NewApiKey {
+                    id: ApiKeyId::random(),
+                    user_id: user.id,
+                    prefix: KeyPrefix::from_trusted(prefix),
+                    digest: ApiKeyDigest(vec![tag, n]),
+                    name: None,
+                    created_at: now(),
+                },
+                u64::MAX,
+            )
             .await
             .unwrap();
         t.db.insert_session(SessionRecord {

@@ -2,7 +2,14 @@ use chrono::Duration;
 use morpheus_domain::ports::{ApiKeyRepository, InsertApiKeyError};
 use morpheus_domain::{ApiKeyDigest, ApiKeyId, KeyPrefix, NewApiKey, User};
 
-use crate::harness::{each_backend, insert_user, now};
+use crate::harness::{TestDb, each_backend, insert_user, now};
+
+fn active_keys(t: &TestDb, user: &User) -> i64 {
+    t.count(&format!(
+        "SELECT COUNT(*) AS n FROM api_keys WHERE user_id = {} AND is_active = true",
+        user.id.0
+    ))
+}
 
 fn new_key(user: &User, prefix: &str, digest: u8) -> NewApiKey {
     NewApiKey {
@@ -22,24 +29,24 @@ async fn keys_are_listed_newest_first_and_counted_while_active() {
         let mut older = new_key(&alice, "sk-aaaaaa", 1);
         older.created_at = now() - Duration::minutes(5);
         let newer = new_key(&alice, "sk-bbbbbb", 2);
-        let stored = t.db.insert_api_key(older.clone()).await.unwrap();
+        let stored = t.db.insert_api_key(older.clone(), u64::MAX).await.unwrap();
         assert_eq!(stored.prefix, older.prefix);
         assert_eq!(stored.name, older.name);
         assert!(stored.is_active);
         assert_eq!(stored.created_at, older.created_at);
         assert_eq!(stored.last_used_at, None);
-        t.db.insert_api_key(newer.clone()).await.unwrap();
+        t.db.insert_api_key(newer.clone(), u64::MAX).await.unwrap();
 
         let listed = t.db.list_api_keys(alice.id).await.unwrap();
         let ids: Vec<_> = listed.iter().map(|k| k.id).collect();
         assert_eq!(ids, [newer.id, older.id]);
-        assert_eq!(t.db.count_active_api_keys(alice.id).await.unwrap(), 2);
+        assert_eq!(active_keys(t, &alice), 2);
 
         t.db.deactivate_api_key(alice.id, older.id)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(t.db.count_active_api_keys(alice.id).await.unwrap(), 1);
+        assert_eq!(active_keys(t, &alice), 1);
         // Revoked keys stay in the list.
         assert_eq!(t.db.list_api_keys(alice.id).await.unwrap().len(), 2);
     })
@@ -51,7 +58,7 @@ async fn a_clashing_prefix_id_or_digest_is_a_collision() {
     each_backend(async |t| {
         let alice = insert_user(&t.db, "alice@example.com").await;
         let first = new_key(&alice, "sk-aaaaaa", 1);
-        t.db.insert_api_key(first.clone()).await.unwrap();
+        t.db.insert_api_key(first.clone(), u64::MAX).await.unwrap();
 
         let same_prefix = new_key(&alice, "sk-aaaaaa", 2);
         let mut same_id = new_key(&alice, "sk-bbbbbb", 3);
@@ -59,7 +66,7 @@ async fn a_clashing_prefix_id_or_digest_is_a_collision() {
         let same_digest = new_key(&alice, "sk-cccccc", 1);
         for clash in [same_prefix, same_id, same_digest] {
             assert!(matches!(
-                t.db.insert_api_key(clash).await,
+                t.db.insert_api_key(clash, u64::MAX).await,
                 Err(InsertApiKeyError::Collision)
             ));
         }
@@ -72,7 +79,7 @@ async fn lookup_by_prefix_carries_the_digest_and_the_owners_state() {
     each_backend(async |t| {
         let alice = insert_user(&t.db, "alice@example.com").await;
         let key = new_key(&alice, "sk-aaaaaa", 7);
-        t.db.insert_api_key(key.clone()).await.unwrap();
+        t.db.insert_api_key(key.clone(), u64::MAX).await.unwrap();
 
         let found =
             t.db.find_api_key_by_prefix(&key.prefix)
@@ -112,7 +119,7 @@ async fn only_the_owner_can_deactivate_a_key() {
         let alice = insert_user(&t.db, "alice@example.com").await;
         let mallory = insert_user(&t.db, "mallory@example.com").await;
         let key = new_key(&alice, "sk-aaaaaa", 1);
-        t.db.insert_api_key(key.clone()).await.unwrap();
+        t.db.insert_api_key(key.clone(), u64::MAX).await.unwrap();
 
         assert!(
             t.db.deactivate_api_key(mallory.id, key.id)
@@ -126,7 +133,7 @@ async fn only_the_owner_can_deactivate_a_key() {
                 .unwrap()
                 .is_none()
         );
-        assert_eq!(t.db.count_active_api_keys(alice.id).await.unwrap(), 1);
+        assert_eq!(active_keys(t, &alice), 1);
 
         let revoked =
             t.db.deactivate_api_key(alice.id, key.id)
@@ -153,8 +160,8 @@ async fn touching_keys_records_their_last_use_in_one_batch() {
             new_key(&alice, "sk-aaaaaa", 1),
             new_key(&alice, "sk-bbbbbb", 2),
         );
-        t.db.insert_api_key(one.clone()).await.unwrap();
-        t.db.insert_api_key(two.clone()).await.unwrap();
+        t.db.insert_api_key(one.clone(), u64::MAX).await.unwrap();
+        t.db.insert_api_key(two.clone(), u64::MAX).await.unwrap();
         let at = now();
         let later = at + Duration::seconds(5);
         t.db.touch_api_keys(vec![(one.id, at), (two.id, later)])
@@ -181,7 +188,7 @@ async fn revoking_a_key_or_deleting_its_owner_logs_the_revocation() {
         );
         let b1 = new_key(&bob, "sk-bbbbbb", 3);
         for key in [&a1, &a2, &b1] {
-            t.db.insert_api_key(key.clone()).await.unwrap();
+            t.db.insert_api_key(key.clone(), u64::MAX).await.unwrap();
         }
         t.db.deactivate_api_key(alice.id, a1.id)
             .await
@@ -226,6 +233,39 @@ async fn revoking_a_key_or_deleting_its_owner_logs_the_revocation() {
             2
         );
         assert!(t.db.revocations_after(0, 100).await.unwrap().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_key_beyond_the_active_limit_is_refused_and_revoked_keys_free_their_place() {
+    each_backend(async |t| {
+        let alice = insert_user(&t.db, "alice@example.com").await;
+        let bob = insert_user(&t.db, "bob@example.com").await;
+        let first = new_key(&alice, "sk-aaaaaa", 1);
+        t.db.insert_api_key(first.clone(), 2).await.unwrap();
+        t.db.insert_api_key(new_key(&alice, "sk-bbbbbb", 2), 2)
+            .await
+            .unwrap();
+
+        assert!(matches!(
+            t.db.insert_api_key(new_key(&alice, "sk-cccccc", 3), 2)
+                .await,
+            Err(InsertApiKeyError::LimitReached)
+        ));
+        // Another user's keys are counted apart.
+        t.db.insert_api_key(new_key(&bob, "sk-dddddd", 4), 2)
+            .await
+            .unwrap();
+
+        t.db.deactivate_api_key(alice.id, first.id)
+            .await
+            .unwrap()
+            .unwrap();
+        t.db.insert_api_key(new_key(&alice, "sk-cccccc", 3), 2)
+            .await
+            .unwrap();
+        assert_eq!(active_keys(t, &alice), 2);
     })
     .await;
 }

@@ -20,14 +20,17 @@ fn model(n: u64) -> ModelId {
 }
 
 async fn new_key(t: &TestDb, user: &User, prefix: &str) -> ApiKey {
-    t.db.insert_api_key(NewApiKey {
-        id: ApiKeyId::random(),
-        user_id: user.id,
-        prefix: KeyPrefix::from_trusted(prefix.into()),
-        digest: ApiKeyDigest(prefix.as_bytes().to_vec()),
-        name: None,
-        created_at: now(),
-    })
+    t.db.insert_api_key(
+        NewApiKey {
+            id: ApiKeyId::random(),
+            user_id: user.id,
+            prefix: KeyPrefix::from_trusted(prefix.into()),
+            digest: ApiKeyDigest(prefix.as_bytes().to_vec()),
+            name: None,
+            created_at: now(),
+        },
+        u64::MAX,
+    )
     .await
     .unwrap()
 }

@@ -222,6 +222,9 @@ pub struct Machine {
     pub kernel: String,
     pub memory_mib: u64,
     pub load_at_start: String,
+    /// How an idle core waits, which sets the price of every cross-core wake-up (see
+    /// [`idle_policy`]).
+    pub idle_policy: String,
 }
 
 impl Machine {
@@ -253,14 +256,35 @@ impl Machine {
             kernel,
             memory_mib,
             load_at_start: load_average(),
+            idle_policy: idle_policy(),
         }
     }
 
     pub fn one_line(&self) -> String {
         format!(
-            "{} × {} cores, {}, {} MiB RAM, load average at start {}",
-            self.cpu_model, self.cores, self.kernel, self.memory_mib, self.load_at_start
+            "{} × {} cores, {}, {} MiB RAM, idle: {}, load average at start {}",
+            self.cpu_model,
+            self.cores,
+            self.kernel,
+            self.memory_mib,
+            self.idle_policy,
+            self.load_at_start
         )
+    }
+}
+
+/// The cpuidle driver and, under a hypervisor's `haltpoll` driver, how long an idle virtual
+/// core polls before it halts. At 0 every idle wait is a halt, so waking the core is an exit to
+/// the host: the gateway lane pays four such wake-ups per request at c=1 (load generator →
+/// gateway → simulator → gateway → load generator, across the pinned cores), the direct lane
+/// none. On our CI machines (`haltpoll.guest_halt_poll_ns=0`) that is most of the added p50.
+pub fn idle_policy() -> String {
+    let read = |path: &str| fs::read_to_string(path).ok().map(|v| v.trim().to_owned());
+    let driver =
+        read("/sys/devices/system/cpu/cpuidle/current_driver").unwrap_or_else(|| "none".to_owned());
+    match read("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+        Some(ns) if driver == "haltpoll" => format!("{driver}, guest_halt_poll_ns {ns}"),
+        _ => driver,
     }
 }
 

@@ -451,6 +451,7 @@ pub fn render(r: &Results) -> (String, Value) {
             "kernel": r.machine.kernel,
             "memory_mib": r.machine.memory_mib,
             "load_average_at_start": r.machine.load_at_start,
+            "idle_policy": r.machine.idle_policy,
             "load_average_at_end": procs::load_average(),
         },
         "pinning": {

@@ -160,6 +160,7 @@ fn run(args: &Args) -> Result<bool> {
         "machine": {
             "cpu": machine.cpu_model, "cores": machine.cores, "kernel": machine.kernel,
             "memory_mib": machine.memory_mib, "load_at_start": machine.load_at_start,
+            "idle_policy": machine.idle_policy,
             "load_at_end": procs::load_average(),
         },
         "pinned": cores.is_some(),

@@ -64,7 +64,7 @@ impl RefreshTokenRepository for Database {
         let token_id = token_id.to_owned();
         let successor = NewRefreshTokenRow::from(successor);
         self.run(move |conn| {
-            conn.transaction(|conn| {
+            conn.write_transaction(|conn| {
                 // One conditional UPDATE: the database serialises concurrent ones on the row,
                 // and only the first still finds `used_at IS NULL`.
                 let consumed = diesel::update(

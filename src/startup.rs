@@ -15,6 +15,7 @@ use morpheus_api::extract::{BodyLimit, ForwardedBodyLimit};
 use morpheus_api::instrumented_marketplace::InstrumentedMarketplace;
 use morpheus_api::lifecycle::Lifecycle;
 use morpheus_api::metrics::{Metrics, MetricsAccess, MetricsToken};
+use morpheus_api::readiness::ReadinessChecks;
 use morpheus_api::{ApiDoc, AppState, ServiceMeta, request_context};
 use morpheus_domain::EthAddress;
 use morpheus_domain::crypto::{ApiKeyHasher, WalletSealer};
@@ -483,6 +484,7 @@ pub fn build_state(
         sse_keep_alive: Duration::from_secs(settings.sse_keep_alive_seconds.max(1)),
         marketplace_configured: marketplace.configured,
         health: db,
+        readiness: ReadinessChecks::default(),
         metrics,
         metrics_access: metrics_access(settings)?,
         lifecycle: Lifecycle::new(),

@@ -65,7 +65,24 @@ async fn ready_needs_the_database_and_the_proxy_router_while_health_only_needs_t
     assert_eq!(body["database"], "healthy");
     assert_eq!(body["marketplace"], "healthy");
 
+    // A flood of probes is not passed on: they share one check, reused for a second.
+    let before = app.sim.counters().requests;
+    let statuses = futures_util::future::join_all(
+        (0..30).map(|_| async { app.client.get(app.url("/ready")).send().await.unwrap() }),
+    )
+    .await
+    .iter()
+    .map(|r| r.status().as_u16())
+    .collect::<Vec<_>>();
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let asked = app.sim.counters().requests - before;
+    // At most one check (the first probe may still be in its reuse window); one more
+    // request leaves room for a background call of the gateway's own.
+    assert!(asked <= 2, "30 probes asked the proxy-router {asked} times");
+
     app.sim.shutdown();
+    // The last check answers for up to a second.
+    tokio::time::sleep(morpheus_api::readiness::REUSE_FOR).await;
     let r = app.client.get(app.url("/ready")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();

@@ -10,6 +10,7 @@ pub mod instrumented_marketplace;
 pub mod lifecycle;
 pub mod metrics;
 mod openapi;
+pub mod readiness;
 pub mod request_context;
 mod routes;
 mod state;

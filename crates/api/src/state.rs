@@ -5,6 +5,7 @@ use morpheus_domain::ports::{HealthProbe, UsageSink};
 use crate::chat_admission::ChatAdmission;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, MetricsAccess};
+use crate::readiness::ReadinessChecks;
 use morpheus_domain::services::{
     AccountService, ApiKeyService, AutomationService, ChatLimits, ChatService, DelegationService,
     SessionService, WalletService,
@@ -38,6 +39,8 @@ pub struct AppState {
     /// `false` when no proxy-router is configured: marketplace routes answer 503 saying so.
     pub marketplace_configured: bool,
     pub health: Arc<dyn HealthProbe>,
+    /// `/ready`'s dependency checks, shared between probes.
+    pub readiness: ReadinessChecks,
     pub meta: ServiceMeta,
     pub metrics: Metrics,
     /// Who may read `GET /metrics` on the main listener.

@@ -5,6 +5,7 @@ use chrono::Utc;
 
 use crate::AppState;
 use crate::dto::{DatabaseState, MarketplaceState, ReadinessStatus, ReadyState};
+use crate::readiness::Dependencies;
 
 /// A dependency that does not answer within this is counted as down: readiness probes are
 /// frequent and must not hang.
@@ -13,7 +14,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Readiness: whether this replica should receive traffic. 200 when the database and the
 /// proxy-router answer; 503 (same body) when one does not, when no proxy-router is
 /// configured, or once shutdown has begun (`draining`). Compare `/health`, which only says
-/// the process is alive.
+/// the process is alive. Probes share their checks (see `crate::readiness`): a result is at
+/// most a second old.
 #[utoipa::path(
     operation_id = "readiness_check_ready_get",
     tag = "System",
@@ -25,6 +27,31 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 )]
 #[get("/ready")]
 pub async fn readiness_check(state: web::Data<AppState>) -> HttpResponse {
+    let Dependencies {
+        database,
+        marketplace,
+    } = state.readiness.current(check_dependencies(&state)).await;
+    let status = if state.lifecycle.is_draining() {
+        ReadyState::Draining
+    } else if database == DatabaseState::Healthy && marketplace == MarketplaceState::Healthy {
+        ReadyState::Ready
+    } else {
+        ReadyState::Unavailable
+    };
+    let mut response = match status {
+        ReadyState::Ready => HttpResponse::Ok(),
+        _ => HttpResponse::ServiceUnavailable(),
+    };
+    response.json(ReadinessStatus {
+        status,
+        timestamp: Utc::now(),
+        database,
+        marketplace,
+    })
+}
+
+/// Asks the database and the proxy-router, at the same time.
+async fn check_dependencies(state: &AppState) -> Dependencies {
     let database = async {
         match tokio::time::timeout(CHECK_TIMEOUT, state.health.ping()).await {
             Ok(Ok(())) => DatabaseState::Healthy,
@@ -55,21 +82,8 @@ pub async fn readiness_check(state: web::Data<AppState>) -> HttpResponse {
         }
     };
     let (database, marketplace) = tokio::join!(database, marketplace);
-    let status = if state.lifecycle.is_draining() {
-        ReadyState::Draining
-    } else if database == DatabaseState::Healthy && marketplace == MarketplaceState::Healthy {
-        ReadyState::Ready
-    } else {
-        ReadyState::Unavailable
-    };
-    let mut response = match status {
-        ReadyState::Ready => HttpResponse::Ok(),
-        _ => HttpResponse::ServiceUnavailable(),
-    };
-    response.json(ReadinessStatus {
-        status,
-        timestamp: Utc::now(),
+    Dependencies {
         database,
         marketplace,
-    })
+    }
 }

@@ -101,13 +101,19 @@ impl Rig {
     }
 }
 
-/// Login limits raised far beyond what a check sends, so the hashing path is what is measured
-/// and not the per-account or per-client throttle (all load comes from one address).
+/// Login and registration limits raised far beyond what a check sends, so the hashing path is
+/// what is measured and not the per-account or per-client throttle (all load comes from one
+/// address; E4 registers a new key-operations user every 100 keys).
 pub fn raised_login_limits() -> Vec<(&'static str, String)> {
     vec![
         ("MORPHEUS_LOGIN_ATTEMPTS_PER_ACCOUNT", "1000000".to_owned()),
         ("MORPHEUS_LOGIN_ACCOUNT_REFILL_SECONDS", "1".to_owned()),
         ("MORPHEUS_LOGIN_ATTEMPTS_PER_CLIENT", "1000000".to_owned()),
         ("MORPHEUS_LOGIN_CLIENT_REFILL_SECONDS", "1".to_owned()),
+        ("MORPHEUS_REGISTRATIONS_PER_CLIENT", "1000000".to_owned()),
+        (
+            "MORPHEUS_REGISTRATION_CLIENT_REFILL_SECONDS",
+            "1".to_owned(),
+        ),
     ]
 }

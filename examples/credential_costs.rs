@@ -12,7 +12,9 @@ use morpheus_domain::crypto::ApiKeyHasher;
 use morpheus_domain::ports::{PasswordHasher, UserRepository};
 use morpheus_domain::services::ApiKeyService;
 use morpheus_domain::{ApiKeySecret, Email, NewUser, Password, UserId};
-use morpheus_storage::{Database, DatabaseUrl, PoolOptions};
+use morpheus_gateway::configuration::Settings;
+use morpheus_gateway::startup::pool_options;
+use morpheus_storage::{Database, DatabaseUrl};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -47,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let db = Database::connect(
         &DatabaseUrl::parse(&dir.path().join("bench.db").display().to_string())?,
-        PoolOptions::default(),
+        pool_options(&Settings::default()),
     )?;
     db.migrate().await?;
     let db = Arc::new(db);

@@ -2,31 +2,23 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::configuration::SettingFlags;
+
 /// OpenAI-compatible API gateway for the Morpheus inference marketplace.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Address to listen on [env: MORPHEUS_BIND] [default: 127.0.0.1:8000]
-    #[arg(long, global = true)]
-    pub bind: Option<String>,
-    /// postgres://…, sqlite://PATH or a file path [env: DATABASE_URL] [default: sqlite://data/morpheus.db]
-    #[arg(long, global = true)]
-    pub database_url: Option<String>,
-    /// A TOML file with settings (env vars override it) [env: MORPHEUS_CONFIG]
+    /// A TOML file with settings (env vars override it)
     #[arg(long, global = true, env = "MORPHEUS_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The Morpheus proxy-router, e.g. http://127.0.0.1:8082 [env: MORPHEUS_PROXY_ROUTER_URL]
-    #[arg(long, global = true)]
-    pub proxy_router_url: Option<String>,
-    /// Demo mode: run a simulated marketplace in-process and use it (never in production)
-    /// [env: MORPHEUS_SIMULATE_MARKETPLACE]
-    #[arg(long, global = true)]
-    pub simulate_marketplace: bool,
+    /// The settings declared with a command-line flag (`--bind`, `--database-url`, …).
+    #[command(flatten)]
+    pub settings: SettingFlags,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Run the gateway (the default).
     Serve,
@@ -36,4 +28,11 @@ pub enum Command {
     /// new MORPHEUS_WALLET_MASTER_KEY and the old one in MORPHEUS_WALLET_PREVIOUS_MASTER_KEYS),
     /// then exit. Safe while the gateway runs.
     ResealWalletKeys,
+    /// Print the effective configuration: every setting's value (secrets redacted) and where
+    /// it came from (default, file, env, command line).
+    Config {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -1,44 +1,54 @@
-//! Settings, layered: built-in defaults < TOML file (`--config`) < environment < command line.
+//! The gateway's settings, each declared once below: name, type, default, environment
+//! variable, command-line flag, bounds, checks and a one-line description (its doc comment).
+//! The `Settings` struct, its `Default`, parsing, validation, the command-line flags, README's
+//! settings table (checked by a test) and `morpheus-gateway config` are all made from these
+//! declarations (see `configuration/declare.rs` for the syntax).
 //!
-//! | setting | env | default |
-//! |---|---|---|
-//! | see README.md "Configuration" | | |
-//!
-//! Every key is documented in README.md; unknown keys in the file are an error.
+//! Values are layered: defaults < TOML file (`--config`, `MORPHEUS_CONFIG`) < environment <
+//! command line. A key of the file that is not a setting stops the start; an unknown
+//! `MORPHEUS_*` variable is reported at start-up with the closest setting's name, and ignored
+//! (orchestrators set variables of their own under a service's name, such as Kubernetes'
+//! `MORPHEUS_PORT` for a service called `morpheus`).
+
+pub mod declare;
+mod flags;
+mod load;
+mod render;
+mod types;
 
 use std::path::{Path, PathBuf};
 
-use figment::Figment;
-use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
-use serde::Deserialize;
 
-use crate::cli::Cli;
+use declare::settings;
+pub use flags::SettingFlags;
+pub use load::{Loaded, Origin, Sources, load_from};
+pub use render::{effective_json, effective_rows, readme_table};
+use types::choice_setting;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Environment {
-    #[default]
-    Development,
-    Production,
+/// `MORPHEUS_*` variables the project reads that are not settings (so they are not reported
+/// as unknown). Add yours here with what it is for.
+pub const OTHER_VARIABLES: &[(&str, &str)] = &[
+    ("MORPHEUS_CONFIG", "the TOML file of settings (`--config`)"),
+    (
+        "MORPHEUS_TEST_DATABASE_URL",
+        "the test suite: run it against this PostgreSQL server",
+    ),
+];
+
+choice_setting! {
+    /// `development` generates missing secrets; `production` refuses to start without them.
+    Environment { Development => "development", Production => "production" } default Development
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Pretty,
-    Json,
+choice_setting! {
+    LogFormat { Pretty => "pretty", Json => "json" } default Pretty
 }
 
-/// SQLite's `synchronous` under WAL (see README "Durability checks"): `normal` may lose the
-/// last commits on power loss, `full` fsyncs every commit. Neither loses any on a crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SqliteSynchronous {
-    #[default]
-    Normal,
-    Full,
+choice_setting! {
+    /// SQLite's `synchronous` under WAL (see README "Durability checks"): `normal` may lose the
+    /// last commits on power loss, `full` fsyncs every commit. Neither loses any on a crash.
+    SqliteSynchronous { Normal => "normal", Full => "full" } default Normal
 }
 
 impl From<SqliteSynchronous> for morpheus_storage::SqliteSynchronous {
@@ -50,241 +60,181 @@ impl From<SqliteSynchronous> for morpheus_storage::SqliteSynchronous {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Settings {
-    /// `development` generates missing secrets; `production` refuses to start without them.
-    pub env: Environment,
-    pub bind: String,
-    pub database_url: String,
-    /// Where development secrets and the default SQLite database live.
-    pub data_dir: PathBuf,
-    /// HS256 signing key for JWTs, at least 32 bytes.
-    pub jwt_secret: Option<SecretString>,
-    /// Retired JWT keys, comma-separated: tokens they signed stay valid until they expire.
-    pub jwt_previous_secrets: Option<SecretString>,
-    /// HMAC key for API-key digests, at least 32 bytes.
-    pub api_key_pepper: Option<SecretString>,
-    /// AES-256 key sealing wallet private keys: 64 hex digits.
-    pub wallet_master_key: Option<SecretString>,
-    /// Retired master keys, comma-separated (64 hex digits each): they only open what they
-    /// sealed, until `reseal-wallet-keys` has moved those keys to the current one.
-    pub wallet_previous_master_keys: Option<SecretString>,
-    pub access_token_minutes: i64,
-    pub refresh_token_days: i64,
-    pub db_pool_size: u32,
-    pub db_connect_timeout_ms: u64,
-    pub sqlite_synchronous: SqliteSynchronous,
-    /// HTTP worker threads; 0 = one per CPU.
-    pub workers: usize,
-    /// Concurrent argon2 computations; 0 = one per CPU.
-    pub password_hash_concurrency: usize,
-    /// How long a login waits for a hashing slot before answering 503.
-    pub password_hash_queue_ms: u64,
-    pub login_attempts_per_account: u32,
-    pub login_account_refill_seconds: u64,
-    pub login_attempts_per_client: u32,
-    pub login_client_refill_seconds: u64,
-    pub registrations_per_client: u32,
-    pub registration_client_refill_seconds: u64,
-    pub max_api_keys_per_user: u64,
-    /// When set, delegations must be granted to this address.
-    pub gateway_delegate_address: Option<String>,
-    pub log_format: LogFormat,
-    /// The Morpheus proxy-router (`http://host:8082`); without one, marketplace routes
-    /// answer 503 saying what to configure.
-    pub proxy_router_url: Option<String>,
-    pub proxy_router_user: Option<String>,
-    pub proxy_router_password: Option<SecretString>,
-    pub proxy_router_connect_timeout_ms: u64,
-    /// Longest wait for the head of an answer (chat included).
-    pub proxy_router_first_byte_timeout_ms: u64,
-    /// Longest quiet gap inside a streamed answer.
-    pub proxy_router_idle_timeout_ms: u64,
-    /// Longest whole exchange for the non-chat calls (models, sessions, approve).
-    pub proxy_router_request_timeout_ms: u64,
-    /// Runs an in-process marketplace simulator and uses it as the proxy-router: a local
-    /// demo, refused in production.
-    pub simulate_marketplace: bool,
-    /// An optional feed of the models to offer (`{"models":[…]}`, the chain's shape).
-    pub active_models_url: Option<String>,
-    pub models_refresh_seconds: u64,
-    /// The model used when a request names none (name or 0x id).
-    pub default_model: Option<String>,
-    /// Extra model names: `alias=model,alias2=0x…`.
-    pub model_aliases: Option<String>,
-    /// The spender `POST /session/approve` approves (the Diamond contract).
-    pub diamond_contract_address: Option<String>,
-    /// How often ended sessions are closed and records reconciled with the chain.
-    pub session_sweep_seconds: u64,
-    pub chat_max_tokens: u32,
-    pub chat_max_choices: u32,
-    pub chat_max_messages: usize,
-    pub chat_max_tools: usize,
-    /// A `: keep-alive` comment goes out on a stream quiet for this long.
-    pub sse_keep_alive_seconds: u64,
-    /// The largest chat request body (images and audio travel inside it).
-    pub chat_max_body_bytes: usize,
-    /// A worker running later than this (its ready tasks waiting this long for the CPU)
-    /// answers new chats 503 `gateway_overloaded`; 0 = never.
-    pub chat_shed_lateness_ms: u64,
-    /// When set, `GET /metrics` on the main listener requires `Authorization: Bearer <token>`.
-    pub metrics_token: Option<SecretString>,
-    /// When set, metrics are served on their own listener at this address (no token), and the
-    /// main listener's `/metrics` answers 404.
-    pub metrics_bind: Option<String>,
-    /// On SIGTERM or SIGINT: how long in-flight requests and streams get to finish. Streams
-    /// still running shortly before the end receive a terminal error event.
-    pub shutdown_grace_seconds: u64,
-    /// API keys kept in memory (authentication without a database round trip).
-    pub api_key_cache_capacity: usize,
-    /// A cached key is re-read from the database after this long in any case.
-    pub api_key_cache_seconds: u64,
+settings! {
+    /// `production` refuses to start without the three secrets below
+    env: Environment = Environment::Development;
+    /// listen address
+    bind: String = "127.0.0.1:8000".into(), cli = "bind";
+    /// `postgres://…`, `sqlite://PATH` or a file path
+    database_url: String = "sqlite://data/morpheus.db".into(),
+        env = "DATABASE_URL", cli = "database-url", check = checks::database_url,
+        shown = checks::database_url_shown;
+    /// where development secrets are kept
+    data_dir: PathBuf = PathBuf::from("data");
+    /// HS256 key, at least 32 bytes
+    jwt_secret: Option<SecretString> = None, default_doc = "generated in development";
+    /// retired HS256 keys, comma-separated: tokens they signed stay valid until they expire
+    jwt_previous_secrets: Option<SecretString> = None;
+    /// HMAC-SHA256 key for API-key digests, at least 32 bytes
+    api_key_pepper: Option<SecretString> = None, default_doc = "generated in development";
+    /// AES-256-GCM key for wallet keys, 64 hex digits
+    wallet_master_key: Option<SecretString> = None, default_doc = "generated in development";
+    /// retired master keys, comma-separated; they only open what they sealed (see rotation below)
+    wallet_previous_master_keys: Option<SecretString> = None;
+    /// access-token lifetime
+    access_token_minutes: i64 = 30, range = 1 ..= 1440;
+    /// refresh-token lifetime
+    refresh_token_days: i64 = 7, range = 1 ..= 365;
+    /// database connections
+    db_pool_size: u32 = 10, range = 1 ..= 1000;
+    /// wait for a pooled connection before answering 503
+    db_connect_timeout_ms: u64 = 2000, range = 1 ..= 600_000;
+    /// SQLite only: `full` also keeps the last commits through a power loss, at one fsync per
+    /// write ([Durability checks](#durability-checks))
+    sqlite_synchronous: SqliteSynchronous = SqliteSynchronous::Normal;
+    /// HTTP worker threads
+    workers: usize = 0, range = 0 ..= 1024, default_doc = "`0` (one per CPU)";
+    /// argon2 computations at once
+    password_hash_concurrency: usize = 0, range = 0 ..= 1024, default_doc = "`0` (one per CPU)";
+    /// wait for a hashing slot before answering 503
+    password_hash_queue_ms: u64 = 2000, range = 0 ..= 600_000;
+    /// login attempts per account in a burst…
+    login_attempts_per_account: u32 = 10, range = 1 ..= 1_000_000_000;
+    /// …and one more every this many seconds (10 per 15 min)
+    login_account_refill_seconds: u64 = 90, range = 1 ..= 86_400;
+    /// login attempts per client address in a burst…
+    login_attempts_per_client: u32 = 30, range = 1 ..= 1_000_000_000;
+    /// …and one more every this many seconds
+    login_client_refill_seconds: u64 = 2, range = 1 ..= 86_400;
+    /// registrations per client address in a burst…
+    registrations_per_client: u32 = 20, range = 1 ..= 1_000_000_000;
+    /// …and one more every this many seconds
+    registration_client_refill_seconds: u64 = 60, range = 1 ..= 86_400;
+    /// active keys per user (409 beyond)
+    max_api_keys_per_user: u64 = 100, range = 1 ..= 1_000_000;
+    /// when set, delegations must be granted to this address
+    gateway_delegate_address: Option<String> = None, check = checks::eth_address;
+    /// `json` for one JSON object per line
+    log_format: LogFormat = LogFormat::Pretty;
+    /// the Morpheus proxy-router, e.g. `http://127.0.0.1:8082`; unset → marketplace routes
+    /// answer 503
+    proxy_router_url: Option<String> = None, cli = "proxy-router-url",
+        shown = checks::url_shown;
+    /// its Basic-auth user
+    proxy_router_user: Option<String> = None;
+    /// its Basic-auth password
+    proxy_router_password: Option<SecretString> = None;
+    /// connecting to it (504 beyond)
+    proxy_router_connect_timeout_ms: u64 = 3_000, range = 1 ..= 600_000;
+    /// wait for the head of an answer, chat included (504 beyond)
+    proxy_router_first_byte_timeout_ms: u64 = 60_000, range = 1 ..= 3_600_000;
+    /// longest quiet gap inside a stream (then a terminal error event)
+    proxy_router_idle_timeout_ms: u64 = 60_000, range = 1 ..= 3_600_000;
+    /// whole non-chat calls (models, bids, sessions, approve)
+    proxy_router_request_timeout_ms: u64 = 30_000, range = 1 ..= 3_600_000;
+    /// a whole non-streamed chat completion (504 beyond)
+    proxy_router_chat_timeout_ms: u64 = 300_000, range = 1 ..= 3_600_000;
+    /// demo: run morpheus-router-sim in-process and use it; refused in production
+    simulate_marketplace: bool = false, cli = "simulate-marketplace";
+    /// a feed of the models to offer (`{"models":[…]}`, the chain's shape); default: the
+    /// chain's list
+    active_models_url: Option<String> = None, shown = checks::url_shown;
+    /// how often the model catalogue is refreshed
+    models_refresh_seconds: u64 = 60, range = 1 ..= 86_400;
+    /// model for requests that name none (else the one tagged `Default`)
+    default_model: Option<String> = None;
+    /// extra names, `alias=model,alias2=0x…`
+    model_aliases: Option<String> = None, check = checks::model_aliases;
+    /// the spender of `POST /session/approve` (503 while unset)
+    diamond_contract_address: Option<String> = None, check = checks::eth_address;
+    /// how often ended sessions are closed and records reconciled
+    session_sweep_seconds: u64 = 60, range = 1 ..= 86_400;
+    /// cap on `max_tokens` / `max_completion_tokens`
+    chat_max_tokens: u32 = 32_768, range = 1 ..= 100_000_000;
+    /// cap on `n`
+    chat_max_choices: u32 = 8, range = 1 ..= 128;
+    /// cap on messages per request
+    chat_max_messages: usize = 1_000, range = 1 ..= 1_000_000;
+    /// cap on tools per request
+    chat_max_tools: usize = 128, range = 0 ..= 100_000;
+    /// largest chat request (images and audio travel inside it; 413 beyond)
+    chat_max_body_bytes: usize = 4 * 1024 * 1024, range = 1024 ..= 1_073_741_824;
+    /// load shedding: a worker whose tasks wait longer than this for the CPU (smoothed over
+    /// ~40 ms) while it is busy with its own work answers new chats 503 `gateway_overloaded`
+    /// with `Retry-After: 1`; `0` = never
+    chat_shed_lateness_ms: u64 = 20, range = 0 ..= 60_000;
+    /// a `: keep-alive` comment goes out on a stream quiet this long
+    sse_keep_alive_seconds: u64 = 15, range = 1 ..= 3_600;
+    /// `GET /metrics` then needs `Authorization: Bearer <token>` (at least 16 characters)
+    metrics_token: Option<SecretString> = None, check = checks::metrics_token;
+    /// serve `/metrics` on this address only (no token); the main listener's `/metrics`
+    /// answers 404
+    metrics_bind: Option<String> = None;
+    /// on SIGTERM/SIGINT, how long in-flight requests and streams get to finish
+    shutdown_grace_seconds: u64 = 30, range = 0 ..= 3_600;
+    /// API keys kept in memory (authentication without a database round trip)
+    api_key_cache_capacity: usize = 10_000, range = 1 ..= 100_000_000;
+    /// a cached key is re-read from the database after this long in any case
+    api_key_cache_seconds: u64 = 60, range = 1 ..= 86_400;
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            env: Environment::Development,
-            bind: "127.0.0.1:8000".to_owned(),
-            database_url: "sqlite://data/morpheus.db".to_owned(),
-            data_dir: PathBuf::from("data"),
-            jwt_secret: None,
-            jwt_previous_secrets: None,
-            api_key_pepper: None,
-            wallet_master_key: None,
-            wallet_previous_master_keys: None,
-            access_token_minutes: 30,
-            refresh_token_days: 7,
-            db_pool_size: 10,
-            db_connect_timeout_ms: 2000,
-            sqlite_synchronous: SqliteSynchronous::Normal,
-            workers: 0,
-            password_hash_concurrency: 0,
-            password_hash_queue_ms: 2000,
-            login_attempts_per_account: 10,
-            login_account_refill_seconds: 90,
-            login_attempts_per_client: 30,
-            login_client_refill_seconds: 2,
-            registrations_per_client: 20,
-            registration_client_refill_seconds: 60,
-            max_api_keys_per_user: 100,
-            gateway_delegate_address: None,
-            log_format: LogFormat::Pretty,
-            proxy_router_url: None,
-            proxy_router_user: None,
-            proxy_router_password: None,
-            proxy_router_connect_timeout_ms: 3_000,
-            proxy_router_first_byte_timeout_ms: 60_000,
-            proxy_router_idle_timeout_ms: 60_000,
-            proxy_router_request_timeout_ms: 30_000,
-            simulate_marketplace: false,
-            active_models_url: None,
-            models_refresh_seconds: 60,
-            default_model: None,
-            model_aliases: None,
-            diamond_contract_address: None,
-            session_sweep_seconds: 60,
-            chat_max_tokens: 32_768,
-            chat_max_choices: 8,
-            chat_max_messages: 1_000,
-            chat_max_tools: 128,
-            sse_keep_alive_seconds: 15,
-            chat_max_body_bytes: 4 * 1024 * 1024,
-            chat_shed_lateness_ms: 20,
-            metrics_token: None,
-            metrics_bind: None,
-            shutdown_grace_seconds: 30,
-            api_key_cache_capacity: 10_000,
-            api_key_cache_seconds: 60,
+/// The `check` and `shown` functions of the declarations above.
+mod checks {
+    use secrecy::{ExposeSecret, SecretString};
+
+    pub fn database_url(url: &str) -> Result<(), String> {
+        morpheus_storage::DatabaseUrl::parse(url)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// A PostgreSQL password is shown as `***`.
+    pub fn database_url_shown(url: &str) -> Option<String> {
+        Some(match morpheus_storage::DatabaseUrl::parse(url) {
+            Ok(parsed) => parsed.to_string(),
+            Err(_) => "<invalid>".to_owned(),
+        })
+    }
+
+    /// Credentials in the URL's user-info are shown as `***`.
+    pub fn url_shown(url: &Option<String>) -> Option<String> {
+        let url = url.as_ref()?;
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Some(url.clone());
+        };
+        let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+        Some(match authority.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+            None => url.clone(),
+        })
+    }
+
+    pub fn eth_address(address: &Option<String>) -> Result<(), String> {
+        match address {
+            Some(a) => morpheus_domain::EthAddress::parse(a)
+                .map(|_| ())
+                .map_err(|_| format!("{a:?} is not 0x followed by 40 hex digits")),
+            None => Ok(()),
+        }
+    }
+
+    pub fn model_aliases(raw: &Option<String>) -> Result<(), String> {
+        super::parse_model_aliases(raw.as_deref())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn metrics_token(token: &Option<SecretString>) -> Result<(), String> {
+        match token {
+            Some(t) if t.expose_secret().len() < 16 => {
+                Err("the token must be at least 16 characters".to_owned())
+            }
+            _ => Ok(()),
         }
     }
 }
-
-/// Environment variables read, without their `MORPHEUS_` prefix (lower-cased they are the
-/// setting names). Other `MORPHEUS_*` variables (the test suite's, for instance) are ignored.
-const ENV_KEYS: &[&str] = &[
-    "env",
-    "bind",
-    "data_dir",
-    "jwt_secret",
-    "jwt_previous_secrets",
-    "api_key_pepper",
-    "wallet_master_key",
-    "wallet_previous_master_keys",
-    "access_token_minutes",
-    "refresh_token_days",
-    "db_pool_size",
-    "db_connect_timeout_ms",
-    "sqlite_synchronous",
-    "workers",
-    "password_hash_concurrency",
-    "password_hash_queue_ms",
-    "login_attempts_per_account",
-    "login_account_refill_seconds",
-    "login_attempts_per_client",
-    "login_client_refill_seconds",
-    "registrations_per_client",
-    "registration_client_refill_seconds",
-    "max_api_keys_per_user",
-    "gateway_delegate_address",
-    "log_format",
-    "proxy_router_url",
-    "proxy_router_user",
-    "proxy_router_password",
-    "proxy_router_connect_timeout_ms",
-    "proxy_router_first_byte_timeout_ms",
-    "proxy_router_idle_timeout_ms",
-    "proxy_router_request_timeout_ms",
-    "simulate_marketplace",
-    "active_models_url",
-    "models_refresh_seconds",
-    "default_model",
-    "model_aliases",
-    "diamond_contract_address",
-    "session_sweep_seconds",
-    "chat_max_tokens",
-    "chat_max_choices",
-    "chat_max_messages",
-    "chat_max_tools",
-    "sse_keep_alive_seconds",
-    "chat_max_body_bytes",
-    "chat_shed_lateness_ms",
-    "metrics_token",
-    "metrics_bind",
-    "shutdown_grace_seconds",
-    "api_key_cache_capacity",
-    "api_key_cache_seconds",
-];
 
 impl Settings {
-    /// # Errors
-    /// When the file cannot be read, a value has the wrong type, or a key is unknown.
-    pub fn load(cli: &Cli) -> anyhow::Result<Self> {
-        let mut figment = Figment::new();
-        if let Some(path) = &cli.config {
-            anyhow::ensure!(path.exists(), "config file {} not found", path.display());
-            figment = figment.merge(Toml::file(path));
-        }
-        figment = figment
-            // `k` is case-insensitive: `MORPHEUS_DATA_DIR` matches "data_dir".
-            .merge(Env::prefixed("MORPHEUS_").filter(|k| ENV_KEYS.iter().any(|known| k == *known)))
-            .merge(Env::raw().only(&["DATABASE_URL"]));
-        if let Some(bind) = &cli.bind {
-            figment = figment.merge(("bind", bind));
-        }
-        if let Some(url) = &cli.database_url {
-            figment = figment.merge(("database_url", url));
-        }
-        if let Some(url) = &cli.proxy_router_url {
-            figment = figment.merge(("proxy_router_url", url));
-        }
-        if cli.simulate_marketplace {
-            figment = figment.merge(("simulate_marketplace", true));
-        }
-        Ok(figment.extract()?)
-    }
-
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
@@ -294,74 +244,38 @@ impl Settings {
     /// # Errors
     /// When an entry has no `=` or an empty side.
     pub fn model_aliases(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let Some(raw) = &self.model_aliases else {
-            return Ok(vec![]);
-        };
-        raw.split(',')
-            .map(str::trim)
-            .filter(|entry| !entry.is_empty())
-            .map(|entry| match entry.split_once('=') {
-                Some((alias, model)) if !alias.trim().is_empty() && !model.trim().is_empty() => {
-                    Ok((alias.trim().to_owned(), model.trim().to_owned()))
-                }
-                _ => anyhow::bail!("MORPHEUS_MODEL_ALIASES entries are alias=model, got {entry:?}"),
-            })
-            .collect()
+        parse_model_aliases(self.model_aliases.as_deref())
     }
+}
+
+fn parse_model_aliases(raw: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(raw) = raw else {
+        return Ok(vec![]);
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| match entry.split_once('=') {
+            Some((alias, model)) if !alias.trim().is_empty() && !model.trim().is_empty() => {
+                Ok((alias.trim().to_owned(), model.trim().to_owned()))
+            }
+            _ => anyhow::bail!("entries are alias=model, got {entry:?}"),
+        })
+        .collect()
+}
+
+/// Loads the settings from the command line's `--config` file, the process environment and
+/// the command line's flags.
+///
+/// # Errors
+/// See [`load_from`].
+pub fn load(cli: &crate::cli::Cli) -> anyhow::Result<Loaded> {
+    load_from(Sources {
+        file: cli.config.as_deref(),
+        env: std::env::vars_os(),
+        command_line: cli.settings.0.clone(),
+    })
 }
 
 #[cfg(test)]
-// figment's `Jail` closures return its large error type; that is its API, not ours.
-#[expect(clippy::result_large_err)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[test]
-    fn env_overrides_the_file_and_the_command_line_overrides_env() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file("gateway.toml", "bind = \"127.0.0.1:1\"\nworkers = 3\n")?;
-            jail.set_env("MORPHEUS_DATA_DIR", "/tmp/elsewhere");
-            jail.set_env("MORPHEUS_WORKERS", "5");
-            jail.set_env("MORPHEUS_SQLITE_SYNCHRONOUS", "full");
-            jail.set_env("MORPHEUS_TEST_DATABASE_URL", "ignored: not a setting");
-            jail.set_env("DATABASE_URL", "postgres://db/x");
-            let cli = Cli::parse_from(["gw", "--config", "gateway.toml", "--bind", "0.0.0.0:9"]);
-            let s = Settings::load(&cli).map_err(|e| e.to_string())?;
-            assert_eq!(s.data_dir, PathBuf::from("/tmp/elsewhere"));
-            assert_eq!(s.workers, 5);
-            assert_eq!(s.sqlite_synchronous, SqliteSynchronous::Full);
-            assert_eq!(s.bind, "0.0.0.0:9");
-            assert_eq!(s.database_url, "postgres://db/x");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn model_aliases_are_pairs() {
-        let mut s = Settings {
-            model_aliases: Some(" gpt-4o = llama-3.3-70b ,fast=0xab ,".into()),
-            ..Settings::default()
-        };
-        assert_eq!(
-            s.model_aliases().unwrap(),
-            vec![
-                ("gpt-4o".to_owned(), "llama-3.3-70b".to_owned()),
-                ("fast".to_owned(), "0xab".to_owned())
-            ]
-        );
-        s.model_aliases = Some("nonsense".into());
-        assert!(s.model_aliases().is_err());
-    }
-
-    #[test]
-    fn unknown_keys_in_the_file_are_an_error() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file("gateway.toml", "bnid = \"127.0.0.1:1\"\n")?;
-            let cli = Cli::parse_from(["gw", "--config", "gateway.toml"]);
-            assert!(Settings::load(&cli).is_err());
-            Ok(())
-        });
-    }
-}
+mod tests;

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod configuration;
 pub mod marketplace;
+pub mod output;
 pub mod secrets;
 pub mod spec;
 pub mod startup;

@@ -1,15 +1,32 @@
-//! `morpheus-gateway`: serve the gateway (default) or apply database migrations.
+//! `morpheus-gateway`: serve the gateway (default), apply database migrations, show the
+//! configuration, or administer users, keys and sessions.
 
 use clap::Parser;
 use morpheus_gateway::cli::{Cli, Command};
-use morpheus_gateway::configuration::Settings;
-use morpheus_gateway::{startup, telemetry};
+use morpheus_gateway::configuration::{self, effective_json, effective_rows};
+use morpheus_gateway::{output, startup, telemetry};
 
 fn main() -> anyhow::Result<()> {
     return_large_blocks_to_the_os();
     let cli = Cli::parse();
-    let settings = Settings::load(&cli)?;
+    let loaded = match configuration::load(&cli) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            // One line per invalid setting, nothing else.
+            eprintln!("{error}");
+            std::process::exit(2);
+        }
+    };
+    let settings = loaded.settings.clone();
     telemetry::init(settings.log_format);
+    for warning in &loaded.warnings {
+        if matches!(cli.command, Some(Command::Config { .. })) {
+            // Not in the log: the configuration is printed on stdout.
+            eprintln!("warning: {warning}");
+        } else {
+            tracing::warn!("{warning}");
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -23,6 +40,15 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Migrate => startup::migrate(&settings).await,
             Command::ResealWalletKeys => startup::reseal_wallet_keys(&settings).await.map(|_| ()),
+            Command::Config { json } => {
+                if json {
+                    println!("{:#}", effective_json(&loaded));
+                } else {
+                    let rows = effective_rows(&loaded);
+                    print!("{}", output::table(["SETTING", "VALUE", "FROM"], &rows));
+                }
+                Ok(())
+            }
         }
     })
 }

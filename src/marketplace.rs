@@ -83,7 +83,9 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<MarketplaceWiring> {
         first_byte_timeout: Duration::from_millis(settings.proxy_router_first_byte_timeout_ms),
         idle_timeout: Duration::from_millis(settings.proxy_router_idle_timeout_ms),
         request_timeout: Duration::from_millis(settings.proxy_router_request_timeout_ms),
-        ..ProxyRouterConfig::default()
+        chat_timeout: Duration::from_millis(settings.proxy_router_chat_timeout_ms),
+        max_body_bytes: ProxyRouterConfig::MAX_BODY_BYTES,
+        max_event_bytes: ProxyRouterConfig::MAX_EVENT_BYTES,
     })?;
     Ok(MarketplaceWiring {
         market: Arc::new(client),

@@ -60,6 +60,7 @@ impl Application {
     /// # Errors
     /// Bad configuration, missing production secrets, an unreachable database, or a busy port.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
         let secrets = Secrets::resolve(&settings)?;
         let database = connect(&settings).await?;
         let marketplace = marketplace::connect(&settings).await?;
@@ -232,11 +233,11 @@ async fn start_marketplace_tasks(
         wiring.market.clone(),
         wiring.feed.clone(),
         catalogue,
-        Duration::from_secs(settings.models_refresh_seconds.max(1)),
+        Duration::from_secs(settings.models_refresh_seconds),
     );
     marketplace::spawn_session_janitor(
         janitor,
-        Duration::from_secs(settings.session_sweep_seconds.max(1)),
+        Duration::from_secs(settings.session_sweep_seconds),
     );
 }
 
@@ -378,14 +379,18 @@ fn wallet_sealer(secrets: &Secrets) -> anyhow::Result<WalletSealer> {
 async fn connect(settings: &Settings) -> anyhow::Result<Database> {
     let url = DatabaseUrl::parse(&settings.database_url)?;
     tracing::info!(database = %url, "connecting to the database");
-    let options = PoolOptions {
+    let database = Database::connect(&url, pool_options(settings))?;
+    database.migrate().await.context("applying migrations")?;
+    Ok(database)
+}
+
+/// The database pool the settings ask for.
+pub fn pool_options(settings: &Settings) -> PoolOptions {
+    PoolOptions {
         max_size: settings.db_pool_size,
         connection_timeout: Duration::from_millis(settings.db_connect_timeout_ms),
         sqlite_synchronous: settings.sqlite_synchronous.into(),
-    };
-    let database = Database::connect(&url, options)?;
-    database.migrate().await.context("applying migrations")?;
-    Ok(database)
+    }
 }
 
 fn workers(configured: usize) -> usize {
@@ -481,7 +486,7 @@ pub fn build_state(
             max_messages: settings.chat_max_messages,
             max_tools: settings.chat_max_tools,
         },
-        sse_keep_alive: Duration::from_secs(settings.sse_keep_alive_seconds.max(1)),
+        sse_keep_alive: Duration::from_secs(settings.sse_keep_alive_seconds),
         marketplace_configured: marketplace.configured,
         health: db,
         readiness: ReadinessChecks::default(),
@@ -508,11 +513,8 @@ pub fn build_state(
 fn metrics_access(settings: &Settings) -> anyhow::Result<MetricsAccess> {
     Ok(match (&settings.metrics_bind, &settings.metrics_token) {
         (Some(_), _) => MetricsAccess::Elsewhere,
+        // Its length is checked with the settings.
         (None, Some(token)) => {
-            anyhow::ensure!(
-                token.expose_secret().len() >= 16,
-                "MORPHEUS_METRICS_TOKEN must be at least 16 characters"
-            );
             MetricsAccess::Token(Box::new(MetricsToken::new(token.expose_secret())?))
         }
         (None, None) if settings.env == Environment::Production => {

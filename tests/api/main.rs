@@ -6,6 +6,7 @@ mod api_keys;
 mod automation;
 mod chat;
 mod chat_admission;
+mod configuration;
 mod contract;
 mod contract_diff;
 mod delegations;

@@ -56,7 +56,7 @@ mod tests {
 
     use morpheus_domain::ports::StorageUnavailable;
 
-    use crate::{Database, DatabaseUrl, PoolOptions};
+    use crate::{Database, DatabaseUrl, PoolOptions, SqliteSynchronous};
 
     fn sqlite(dir: &tempfile::TempDir, options: PoolOptions) -> Database {
         let path = dir.path().join("t.db");
@@ -68,7 +68,14 @@ mod tests {
     #[should_panic(expected = "boom in the closure")]
     async fn a_panic_in_the_closure_reaches_the_caller() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sqlite(&dir, PoolOptions::default());
+        let db = sqlite(
+            &dir,
+            PoolOptions {
+                max_size: 2,
+                connection_timeout: Duration::from_secs(2),
+                sqlite_synchronous: SqliteSynchronous::Normal,
+            },
+        );
         let _: anyhow::Result<()> = db.run(|_conn| panic!("boom in the closure")).await;
     }
 
@@ -80,7 +87,7 @@ mod tests {
             PoolOptions {
                 max_size: 1,
                 connection_timeout: Duration::from_millis(200),
-                ..PoolOptions::default()
+                sqlite_synchronous: SqliteSynchronous::Normal,
             },
         );
         let _only_connection = db.pool.get().unwrap();

@@ -20,16 +20,6 @@ pub struct PoolOptions {
     pub sqlite_synchronous: SqliteSynchronous,
 }
 
-impl Default for PoolOptions {
-    fn default() -> Self {
-        Self {
-            max_size: 10,
-            connection_timeout: Duration::from_secs(2),
-            sqlite_synchronous: SqliteSynchronous::Normal,
-        }
-    }
-}
-
 /// The database: implements every repository port of `morpheus_domain::ports`. Cloning is
 /// cheap and shares the pool.
 #[derive(Clone)]

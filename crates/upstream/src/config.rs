@@ -31,30 +31,12 @@ pub struct ProxyRouterConfig {
 }
 
 impl ProxyRouterConfig {
-    pub fn new(base_url: impl Into<String>) -> Self {
-        Self {
-            base_url: base_url.into(),
-            ..Self::default()
-        }
-    }
-}
-
-impl Default for ProxyRouterConfig {
-    /// Every limit at its default; `base_url` is empty and must be set.
-    fn default() -> Self {
-        Self {
-            base_url: String::new(),
-            user: None,
-            password: None,
-            connect_timeout: Duration::from_secs(3),
-            first_byte_timeout: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(30),
-            chat_timeout: Duration::from_secs(300),
-            max_body_bytes: 8 * 1024 * 1024,
-            max_event_bytes: 1024 * 1024,
-        }
-    }
+    /// The usual cap on a body read in full: far above any answer of the proxy-router's, low
+    /// enough that a broken one cannot exhaust memory. (The timeouts are the gateway's
+    /// settings; these caps are not.)
+    pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+    /// The usual cap on one server-sent event.
+    pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 }
 
 // By hand so that a URL with userinfo never reaches a log through `{:?}`.
@@ -161,8 +143,19 @@ mod tests {
 
     #[test]
     fn debug_never_shows_credentials() {
-        let mut cfg = ProxyRouterConfig::new("http://admin:hunter2@10.1.2.3:8082");
-        cfg.password = Some(SecretString::from("s3cr3t"));
+        let second = Duration::from_secs(1);
+        let cfg = ProxyRouterConfig {
+            base_url: "http://admin:hunter2@10.1.2.3:8082".to_owned(),
+            user: None,
+            password: Some(SecretString::from("s3cr3t")),
+            connect_timeout: second,
+            first_byte_timeout: second,
+            idle_timeout: second,
+            request_timeout: second,
+            chat_timeout: second,
+            max_body_bytes: ProxyRouterConfig::MAX_BODY_BYTES,
+            max_event_bytes: ProxyRouterConfig::MAX_EVENT_BYTES,
+        };
         let shown = format!("{cfg:?}");
         assert!(
             !shown.contains("hunter2") && !shown.contains("s3cr3t"),

@@ -20,21 +20,6 @@ pub struct AuthThrottleSettings {
     pub registrations_refill: Duration,
 }
 
-impl Default for AuthThrottleSettings {
-    /// Ten logins per account per fifteen minutes, thirty per client address per minute;
-    /// twenty registrations per client address, then one a minute.
-    fn default() -> Self {
-        Self {
-            per_account_burst: 10,
-            per_account_refill: Duration::from_secs(90),
-            per_client_burst: 30,
-            per_client_refill: Duration::from_secs(2),
-            registrations_burst: 20,
-            registrations_refill: Duration::from_secs(60),
-        }
-    }
-}
-
 /// In-memory keyed GCRA limiters (`governor`). Per process: replicas each keep their own count
 /// until the Redis-backed limiter lands. The client address is the TCP peer, never
 /// `X-Forwarded-For`, so a spoofed header cannot reset a counter.
@@ -112,6 +97,18 @@ impl AuthThrottle for GovernorAuthThrottle {
     }
 }
 
+/// The limits the tests count against (ten logins per account, thirty per client address,
+/// twenty registrations per client address).
+#[cfg(test)]
+const SETTINGS: AuthThrottleSettings = AuthThrottleSettings {
+    per_account_burst: 10,
+    per_account_refill: Duration::from_secs(90),
+    per_client_burst: 30,
+    per_client_refill: Duration::from_secs(2),
+    registrations_burst: 20,
+    registrations_refill: Duration::from_secs(60),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,7 +121,7 @@ mod tests {
     fn an_account_is_throttled_after_its_burst_whatever_the_client() {
         let t = GovernorAuthThrottle::new(AuthThrottleSettings {
             per_client_burst: 1000,
-            ..Default::default()
+            ..SETTINGS
         });
         let victim = email("victim@example.com");
         for i in 0..10u8 {
@@ -141,7 +138,7 @@ mod tests {
 
     #[test]
     fn a_client_is_throttled_across_accounts() {
-        let t = GovernorAuthThrottle::new(AuthThrottleSettings::default());
+        let t = GovernorAuthThrottle::new(SETTINGS);
         let ip = Some(IpAddr::from([127, 0, 0, 1]));
         for i in 0..30 {
             assert!(t.login(&email(&format!("u{i}@example.com")), ip).is_ok());
@@ -165,7 +162,7 @@ mod registration_tests {
     fn registrations_are_limited_per_client_address() {
         let t = GovernorAuthThrottle::new(AuthThrottleSettings {
             registrations_burst: 2,
-            ..Default::default()
+            ..SETTINGS
         });
         let ip = Some(IpAddr::from([192, 0, 2, 1]));
         assert!(t.registration(ip).is_ok());

@@ -39,16 +39,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for ValidatedJson<T> {
     }
 }
 
-/// The largest body forwarded to a provider (chat), in bytes (app data; 4 MiB when not set):
-/// larger than [`BodyLimit`] because requests carry images and audio as data URLs.
+/// The largest body forwarded to a provider (chat), in bytes (app data, from the
+/// `chat_max_body_bytes` setting; [`BodyLimit`] when not set): larger than [`BodyLimit`]
+/// because requests carry images and audio as data URLs.
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardedBodyLimit(pub usize);
-
-impl Default for ForwardedBodyLimit {
-    fn default() -> Self {
-        Self(4 * 1024 * 1024)
-    }
-}
 
 /// Like [`ValidatedJson`], and keeps the body's bytes too: for requests forwarded upstream as
 /// the client wrote them (fields the gateway does not model included). Its size limit is
@@ -67,7 +62,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonWithRaw<T> {
         let limit = req
             .app_data::<web::Data<ForwardedBodyLimit>>()
             .map(|l| l.get_ref().0)
-            .unwrap_or(ForwardedBodyLimit::default().0);
+            .unwrap_or(BodyLimit::default().0);
         let body = read_body(req, payload, BodyLimit(limit));
         Box::pin(async move {
             let raw = body.await?;

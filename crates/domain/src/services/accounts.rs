@@ -14,15 +14,6 @@ pub struct TokenLifetimes {
     pub refresh: Duration,
 }
 
-impl Default for TokenLifetimes {
-    fn default() -> Self {
-        Self {
-            access: Duration::minutes(30),
-            refresh: Duration::days(7),
-        }
-    }
-}
-
 /// Registration, login, token refresh and account deletion.
 #[derive(Clone)]
 pub struct AccountService {

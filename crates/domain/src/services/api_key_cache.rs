@@ -30,15 +30,6 @@ pub struct ApiKeyCacheOptions {
     pub max_age: Duration,
 }
 
-impl Default for ApiKeyCacheOptions {
-    fn default() -> Self {
-        Self {
-            capacity: 10_000,
-            max_age: Duration::from_secs(60),
-        }
-    }
-}
-
 #[derive(Clone)]
 struct Cached {
     stored: StoredApiKey,
@@ -235,6 +226,11 @@ mod tests {
     use super::*;
     use crate::ports::Revocation;
 
+    const OPTIONS: ApiKeyCacheOptions = ApiKeyCacheOptions {
+        capacity: 100,
+        max_age: Duration::from_secs(60),
+    };
+
     #[derive(Default)]
     struct Log(Mutex<Vec<Revocation>>);
 
@@ -299,7 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_is_served_before_the_log_has_been_read() {
-        let cache = ApiKeyCache::new(ApiKeyCacheOptions::default());
+        let cache = ApiKeyCache::new(OPTIONS);
         let key = stored("sk-aaaaaa", 1);
         let prefix = key.key.prefix.clone();
         cache.insert(cache.generation(), key);
@@ -315,7 +311,7 @@ mod tests {
     #[tokio::test]
     async fn a_logged_revocation_evicts_the_key_and_only_once() {
         let log = Arc::new(Log::default());
-        let cache = ApiKeyCache::new(ApiKeyCacheOptions::default());
+        let cache = ApiKeyCache::new(OPTIONS);
         let mut watcher = RevocationWatcher::new(log.clone(), cache.clone());
         let earlier = KeyPrefix::from_trusted("sk-zzzzzz".to_owned());
         log.push(7, &earlier);
@@ -345,7 +341,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lookup_that_raced_with_an_eviction_is_not_cached() {
-        let cache = ApiKeyCache::new(ApiKeyCacheOptions::default());
+        let cache = ApiKeyCache::new(OPTIONS);
         RevocationWatcher::new(Arc::new(Log::default()), cache.clone())
             .poll()
             .await

@@ -47,17 +47,6 @@ pub struct ChatLimits {
     pub max_tools: usize,
 }
 
-impl Default for ChatLimits {
-    fn default() -> Self {
-        Self {
-            max_tokens: 32_768,
-            max_choices: 8,
-            max_messages: 1_000,
-            max_tools: 128,
-        }
-    }
-}
-
 /// The numbers of a request that the caps apply to.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ChatShape {
@@ -230,7 +219,12 @@ mod tests {
 
     #[test]
     fn caps_name_the_field_over_its_limit() {
-        let limits = ChatLimits::default();
+        let limits = ChatLimits {
+            max_tokens: 100,
+            max_choices: 2,
+            max_messages: 10,
+            max_tools: 3,
+        };
         assert!(limits.check(&ChatShape::default()).is_ok());
         let shape = ChatShape {
             max_tokens: Some(u64::from(limits.max_tokens) + 1),

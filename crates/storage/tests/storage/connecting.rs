@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use morpheus_domain::ports::HealthProbe;
-use morpheus_storage::{AnyConnection, Database, DatabaseUrl, PoolOptions};
+use morpheus_storage::{AnyConnection, Database, DatabaseUrl, PoolOptions, SqliteSynchronous};
 
 use crate::harness::each_backend;
 
@@ -53,7 +53,12 @@ async fn a_sqlite_database_is_created_in_wal_mode_with_its_directory() {
 async fn an_unreachable_postgres_fails_fast_with_a_redacted_url() {
     let url = DatabaseUrl::parse("postgres://gw:s3cret@127.0.0.1:1/gw").unwrap();
     let started = Instant::now();
-    let error = Database::connect(&url, PoolOptions::default()).unwrap_err();
+    let options = PoolOptions {
+        max_size: 2,
+        connection_timeout: Duration::from_secs(2),
+        sqlite_synchronous: SqliteSynchronous::Normal,
+    };
+    let error = Database::connect(&url, options).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
     let shown = format!("{error:#}");
     assert!(shown.contains("127.0.0.1"), "{shown}");

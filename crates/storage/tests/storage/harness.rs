@@ -1,11 +1,12 @@
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use morpheus_domain::ports::UserRepository;
 use morpheus_domain::{Email, NewUser, PasswordHash, User, UserId};
-use morpheus_storage::{AnyConnection, Database, DatabaseUrl, PoolOptions};
+use morpheus_storage::{AnyConnection, Database, DatabaseUrl, PoolOptions, SqliteSynchronous};
 
 /// Set to a Postgres URL to run every test against Postgres as well.
 const POSTGRES_ENV: &str = "MORPHEUS_TEST_DATABASE_URL";
@@ -66,7 +67,8 @@ impl TestDb {
     async fn open(url: &DatabaseUrl, target: Target) -> TestDb {
         let options = PoolOptions {
             max_size: 4,
-            ..PoolOptions::default()
+            connection_timeout: Duration::from_secs(2),
+            sqlite_synchronous: SqliteSynchronous::Normal,
         };
         let db = Database::connect(url, options).expect("connecting to the test database");
         db.migrate().await.expect("migrating the test database");

@@ -2,6 +2,7 @@
 //! HTTP server. Business rules live in `morpheus-domain`, handlers in `morpheus-api`, SQL in
 //! `morpheus-storage`.
 
+pub mod background;
 pub mod cli;
 pub mod configuration;
 pub mod marketplace;
@@ -9,4 +10,5 @@ pub mod output;
 pub mod secrets;
 pub mod spec;
 pub mod startup;
+pub mod supervisor;
 pub mod telemetry;

@@ -1,5 +1,5 @@
 //! Wiring of the marketplace: the proxy-router client (or the demo simulator, or nothing), and
-//! the background tasks that keep the model catalogue and the session records fresh.
+//! the model catalogue's refresh (run by the `catalogue_refresh` background task).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use morpheus_domain::model::*;
 use morpheus_domain::ports::*;
-use morpheus_domain::services::{ModelCatalogue, SessionJanitor};
+use morpheus_domain::services::ModelCatalogue;
 use morpheus_router_sim::{SimConfig, SimHandle, Simulator};
 use morpheus_upstream::{ActiveModelsFeed, ProxyRouterClient, ProxyRouterConfig};
 use secrecy::SecretString;
@@ -113,42 +113,6 @@ pub async fn refresh_catalogue(
     );
     catalogue.replace(listed, all, Utc::now());
     Ok(())
-}
-
-pub fn spawn_catalogue_refresh(
-    market: Arc<dyn Marketplace>,
-    feed: Option<Arc<dyn ModelFeed>>,
-    catalogue: Arc<ModelCatalogue>,
-    every: Duration,
-) {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            if let Err(error) = refresh_catalogue(&*market, feed.as_deref(), &catalogue).await {
-                tracing::warn!(%error, "refreshing the model catalogue failed; keeping the last list");
-            }
-        }
-    });
-}
-
-pub fn spawn_session_janitor(janitor: SessionJanitor, every: Duration) {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            match janitor.run_once(Utc::now()).await {
-                Ok(report) if report != Default::default() => {
-                    tracing::info!(?report, "session sweep");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error.cause_chain = ?e, "session sweep failed"),
-            }
-        }
-    });
 }
 
 /// The marketplace when no proxy-router is configured: every call says so. The gateway never

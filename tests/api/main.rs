@@ -4,6 +4,7 @@
 mod accounts;
 mod api_keys;
 mod automation;
+mod background;
 mod chat;
 mod chat_admission;
 mod configuration;

@@ -3,6 +3,7 @@
 //! One [`Metrics`] per application (not a process-wide registry), so two gateways in one
 //! process — the test suite — count separately.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -45,6 +46,12 @@ pub struct PoolLabels {
     pub state: &'static str,
 }
 
+/// One of the supervised background tasks (`session_sweep`, `revocation_log`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub task: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The gateway's instruments. Cloning shares them.
@@ -61,11 +68,22 @@ pub struct Metrics {
     pub open_sessions: Gauge,
     pub db_connections: Family<PoolLabels, Gauge>,
     pub db_pool_max: Gauge,
+    /// When each background task last succeeded (Unix seconds).
+    pub task_last_success: Family<TaskLabels, Gauge<f64, AtomicU64>>,
+    pub task_failures: Family<TaskLabels, Counter>,
+    pub task_duration: HistogramFamily<TaskLabels>,
+    /// Runs of a singleton task skipped because another replica held it.
+    pub task_skipped: Family<TaskLabels, Counter>,
 }
 
 /// 0.5 ms … ~60 s, for whole requests and upstream calls.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_5, 2.0, 18))
+}
+
+/// 1 ms … ~9 min, for background tasks (a revocation-log read to a long session sweep).
+fn task_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
 }
 
 /// 10 µs … ~80 ms: the gateway's own share is meant to be tens of microseconds.
@@ -92,6 +110,10 @@ impl Metrics {
         let open_sessions = Gauge::default();
         let db_connections = Family::<PoolLabels, Gauge>::default();
         let db_pool_max = Gauge::default();
+        let task_last_success = Family::<TaskLabels, Gauge<f64, AtomicU64>>::default();
+        let task_failures = Family::<TaskLabels, Counter>::default();
+        let task_duration = HistogramFamily::<TaskLabels>::new_with_constructor(task_histogram);
+        let task_skipped = Family::<TaskLabels, Counter>::default();
 
         let mut registry = Registry::with_prefix("morpheus");
         registry.register(
@@ -142,6 +164,28 @@ impl Metrics {
             "Size limit of this replica's database pool",
             db_pool_max.clone(),
         );
+        registry.register_with_unit(
+            "task_last_success_timestamp",
+            "When each background task last succeeded on this replica (Unix time)",
+            Unit::Seconds,
+            task_last_success.clone(),
+        );
+        registry.register(
+            "task_failures",
+            "Failed runs of each background task on this replica",
+            task_failures.clone(),
+        );
+        registry.register_with_unit(
+            "task_duration",
+            "How long each run of a background task took",
+            Unit::Seconds,
+            task_duration.clone(),
+        );
+        registry.register(
+            "task_skipped",
+            "Runs of a singleton background task left to another replica that held it",
+            task_skipped.clone(),
+        );
         Self {
             registry: std::sync::Arc::new(registry),
             requests,
@@ -153,6 +197,10 @@ impl Metrics {
             open_sessions,
             db_connections,
             db_pool_max,
+            task_last_success,
+            task_failures,
+            task_duration,
+            task_skipped,
         }
     }
 

@@ -24,29 +24,39 @@ impl Database {
         E: From<anyhow::Error> + MarkOutage + Send + 'static,
     {
         let pool = self.pool.clone();
-        let span = tracing::Span::current();
-        let task = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                // Inside the closure: `get` blocks until a connection is free.
-                let mut conn = pool.get().map_err(|pool_error| {
-                    // The marker must be the root (the API looks for it in the chain); the
-                    // pool's reason, for the log, goes into the context.
-                    anyhow::Error::new(StorageUnavailable).context(format!(
-                        "taking a connection from the database pool: {pool_error}"
-                    ))
-                })?;
-                f(&mut conn).map_err(MarkOutage::mark_outage)
-            })
-        });
-        match task.await {
-            Ok(result) => result,
-            Err(join_error) if join_error.is_panic() => {
-                std::panic::resume_unwind(join_error.into_panic())
-            }
-            Err(join_error) => Err(anyhow::Error::new(join_error)
-                .context("the database task was cancelled")
-                .into()),
+        blocking(move || {
+            // Inside the closure: `get` blocks until a connection is free.
+            let mut conn = pool.get().map_err(|pool_error| {
+                // The marker must be the root (the API looks for it in the chain); the
+                // pool's reason, for the log, goes into the context.
+                anyhow::Error::new(StorageUnavailable).context(format!(
+                    "taking a connection from the database pool: {pool_error}"
+                ))
+            })?;
+            f(&mut conn).map_err(MarkOutage::mark_outage)
+        })
+        .await
+    }
+}
+
+/// Runs `f` on tokio's blocking pool, in the caller's span; a panic in `f` is re-raised in the
+/// caller. [`Database::run`] and the task locks' dedicated connection go through here.
+pub(crate) async fn blocking<T, E, F>(f: F) -> Result<T, E>
+where
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<anyhow::Error> + Send + 'static,
+{
+    let span = tracing::Span::current();
+    let task = tokio::task::spawn_blocking(move || span.in_scope(f));
+    match task.await {
+        Ok(result) => result,
+        Err(join_error) if join_error.is_panic() => {
+            std::panic::resume_unwind(join_error.into_panic())
         }
+        Err(join_error) => Err(anyhow::Error::new(join_error)
+            .context("the database task was cancelled")
+            .into()),
     }
 }
 

@@ -7,6 +7,7 @@ use anyhow::Context;
 use diesel::r2d2::{ManageConnection, Pool};
 
 use crate::connection::{AnyConnection, Manager, SqliteSynchronous, enable_wal};
+use crate::task_locks::TaskLocks;
 use crate::url::DatabaseUrl;
 
 /// How many connections to keep and how long a caller waits for one.
@@ -26,6 +27,7 @@ pub struct PoolOptions {
 pub struct Database {
     pub(crate) pool: Pool<Manager>,
     backend: Backend,
+    locks: TaskLocks,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +78,24 @@ impl Database {
             .connection_timeout(options.connection_timeout)
             .build(manager)
             .with_context(|| format!("opening a connection pool to {url}"))?;
-        Ok(Database { pool, backend })
+        let locks = match url {
+            DatabaseUrl::Sqlite(path) => TaskLocks::sqlite(path.clone()),
+            DatabaseUrl::Postgres(_) => TaskLocks::postgres(Manager::new(
+                url,
+                options.connection_timeout,
+                options.sqlite_synchronous,
+            )?),
+        };
+        Ok(Database {
+            pool,
+            backend,
+            locks,
+        })
+    }
+
+    /// The locks of singleton background tasks (see [`TaskLocks`]).
+    pub fn task_locks(&self) -> TaskLocks {
+        self.locks.clone()
     }
 
     /// `"sqlite"` or `"postgres"`, for logs and the health report.

@@ -18,11 +18,13 @@ mod database;
 mod migrations;
 mod repositories;
 mod schema;
+mod task_locks;
 mod unavailable;
 mod url;
 mod usage_writer;
 
 pub use connection::{AnyConnection, SqliteSynchronous};
 pub use database::{Database, PoolOptions};
+pub use task_locks::{TaskLockGuard, TaskLocks};
 pub use url::DatabaseUrl;
 pub use usage_writer::{BatchedUsageWriter, UsageWriterOptions, UsageWriterTask};

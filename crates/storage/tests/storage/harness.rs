@@ -75,6 +75,20 @@ impl TestDb {
         TestDb { db, target }
     }
 
+    /// Another pool on the same database: what a second replica would open.
+    pub fn second_replica(&self) -> Database {
+        let url = match &self.target {
+            Target::Sqlite { path, .. } => DatabaseUrl::Sqlite(path.clone()),
+            Target::Postgres { url, .. } => DatabaseUrl::Postgres(url.clone()),
+        };
+        let options = PoolOptions {
+            max_size: 2,
+            connection_timeout: Duration::from_secs(2),
+            sqlite_synchronous: SqliteSynchronous::Normal,
+        };
+        Database::connect(&url, options).expect("a second pool")
+    }
+
     /// A connection outside the pool, for checks the ports do not offer.
     pub fn raw(&self) -> AnyConnection {
         match &self.target {

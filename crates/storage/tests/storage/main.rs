@@ -12,6 +12,7 @@ mod delegations;
 mod migrations_redo;
 mod refresh_tokens;
 mod sessions;
+mod task_locks;
 mod usage;
 mod users;
 mod wallet_keys;

@@ -19,6 +19,13 @@ pub struct SimConfig {
     pub done_marker: bool,
     /// The node's wallet (`0x` + 40 hex): `GET /wallet` and the `User` of every session.
     pub wallet: String,
+    /// The methods `user` may call (`chat`, `get_models`, …, as in the node's whitelist);
+    /// others answer 403 `method not allowed`. `None`: every method, like a node user without
+    /// a whitelist.
+    pub permissions: Option<Vec<String>>,
+    /// What `GET /config` reports for `PROXY_STORE_CHAT_CONTEXT` (and the forward setting):
+    /// `true` is the node's default.
+    pub store_chat_context: bool,
 }
 
 /// The default node wallet.
@@ -33,6 +40,8 @@ impl Default for SimConfig {
             chunk_delay: Duration::ZERO,
             done_marker: false,
             wallet: DEFAULT_WALLET.to_owned(),
+            permissions: None,
+            store_chat_context: true,
         }
     }
 }

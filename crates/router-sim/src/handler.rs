@@ -93,6 +93,16 @@ pub(crate) async fn handle(
             &ctl,
         );
     }
+    if let (Some(method), Some(allowed)) = (route.permission(), &shared.permissions)
+        && !allowed.iter().any(|m| m == method || m == "*")
+    {
+        return respond(
+            Reply::error(StatusCode::FORBIDDEN, "method not allowed"),
+            fault.as_ref(),
+            &shared,
+            &ctl,
+        );
+    }
     let reply = routes::dispatch(&shared, route, &parts, body, fault.as_ref());
     respond(reply, fault.as_ref(), &shared, &ctl)
 }

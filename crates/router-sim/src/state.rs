@@ -22,6 +22,9 @@ pub(crate) struct Shared {
     /// `{"address":"0x…"}`, rendered once.
     pub wallet_json: Bytes,
     pub done_marker: bool,
+    /// `None`: every method allowed.
+    pub permissions: Option<Vec<String>>,
+    pub store_chat_context: bool,
     chunk_delay_ns: AtomicU64,
     /// Seconds the chain clock runs ahead of the wall clock.
     clock_offset_s: AtomicU64,
@@ -51,6 +54,8 @@ impl Shared {
             wallet: config.wallet,
             wallet_json,
             done_marker: config.done_marker,
+            permissions: config.permissions,
+            store_chat_context: config.store_chat_context,
             chunk_delay_ns: AtomicU64::new(duration_ns(config.chunk_delay)),
             clock_offset_s: AtomicU64::new(0),
             counters: CounterCells::default(),

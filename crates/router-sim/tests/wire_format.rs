@@ -296,3 +296,74 @@ async fn model_without_bids_accepts_no_session() {
         json!({"error": "no provider accepting session"})
     );
 }
+
+#[tokio::test]
+async fn a_user_lacking_a_method_gets_the_node_s_403() {
+    let sim = common::start_with(SimConfig {
+        permissions: Some(vec!["get_models".into(), "get_wallet".into()]),
+        ..SimConfig::default()
+    })
+    .await;
+    assert_eq!(
+        sim.get("/blockchain/models").send().await.unwrap().status(),
+        200
+    );
+    let resp = sim.post("/blockchain/approve").send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"error": "method not allowed"})
+    );
+    // The password is checked first.
+    let resp = sim
+        .http
+        .post(sim.url("/blockchain/approve"))
+        .basic_auth(USER, Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn config_reports_the_chat_storage_settings_as_the_node_does() {
+    let sim = common::start_with(SimConfig {
+        store_chat_context: false,
+        ..SimConfig::default()
+    })
+    .await;
+    let config: Value = sim
+        .get("/config")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        config["Config"]["Proxy"]["StoreChatContext"],
+        json!({"Bool": false})
+    );
+    let sim = common::start().await;
+    let config: Value = sim
+        .get("/config")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        config["Config"]["Proxy"]["StoreChatContext"],
+        json!({"Bool": true})
+    );
+    assert_eq!(
+        sim.http
+            .get(sim.url("/config"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}

@@ -20,6 +20,7 @@ use crate::state::Shared;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Route<'a> {
     Health,
+    Config,
     Wallet,
     Models,
     RatedBids(&'a str),
@@ -42,6 +43,7 @@ impl<'a> Route<'a> {
         match path {
             "/v1/chat/completions" if post => return Self::Chat,
             "/healthcheck" if get => return Self::Health,
+            "/config" if get => return Self::Config,
             "/wallet" if get => return Self::Wallet,
             "/blockchain/models" if get => return Self::Models,
             "/blockchain/approve" if post => return Self::Approve,
@@ -72,7 +74,25 @@ impl<'a> Route<'a> {
             Self::Models => FaultRoute::Models,
             Self::RatedBids(_) => FaultRoute::RatedBids,
             Self::Approve => FaultRoute::Approve,
-            Self::Health | Self::Wallet | Self::Bid(_) | Self::NotFound => return None,
+            Self::Health | Self::Config | Self::Wallet | Self::Bid(_) | Self::NotFound => {
+                return None;
+            }
+        })
+    }
+
+    /// The method a user needs in the node's whitelist (`system/auth.go` `CheckAuth`).
+    pub fn permission(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Chat => "chat",
+            Self::Models => "get_models",
+            Self::RatedBids(_) | Self::Bid(_) => "get_bids",
+            Self::ModelSession(_) | Self::BidSession(_) => "open_session",
+            Self::UserSessions | Self::Session(_) => "get_sessions",
+            Self::CloseSession(_) => "close_session",
+            Self::Approve => "approve",
+            Self::Wallet => "get_wallet",
+            Self::Config => "system_config",
+            Self::Health | Self::NotFound => return None,
         })
     }
 }
@@ -87,6 +107,7 @@ pub(crate) fn dispatch(
     let query = parts.uri.query().unwrap_or("");
     match route {
         Route::Health => node::health(shared),
+        Route::Config => node::config(shared),
         Route::Wallet => node::wallet(shared),
         Route::Models => Reply::json(hyper::StatusCode::OK, shared.catalog.models_json.clone()),
         Route::RatedBids(id) => catalog::rated_bids(shared, id),

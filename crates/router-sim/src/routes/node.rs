@@ -25,6 +25,18 @@ pub(crate) fn health(shared: &Shared) -> Reply {
     })
 }
 
+/// `GET /config`: the node's sanitised configuration, of which only the chat-storage settings
+/// are modelled. The node's `lib.Bool` has no JSON form of its own, hence `{"Bool":…}`.
+pub(crate) fn config(shared: &Shared) -> Reply {
+    let stored = serde_json::json!({ "Bool": shared.store_chat_context });
+    Reply::ok(&serde_json::json!({
+        "Version": concat!("sim-", env!("CARGO_PKG_VERSION")),
+        "Commit": "",
+        "DerivedConfig": { "WalletAddress": shared.wallet },
+        "Config": { "Proxy": { "StoreChatContext": stored, "ForwardChatContext": stored } },
+    }))
+}
+
 pub(crate) fn wallet(shared: &Arc<Shared>) -> Reply {
     Reply::json(StatusCode::OK, shared.wallet_json.clone())
 }

@@ -391,6 +391,10 @@ async fn deleting_an_account_revokes_everything_and_leaves_no_orphans() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["user_id"], a.id);
     assert_eq!(body["deleted_data"]["api_keys"], 1);
+    assert_eq!(
+        body["deleted_data"]["sessions"], 0,
+        "no marketplace session was opened"
+    );
     assert_eq!(body["deleted_data"]["private_key"], true);
     assert_eq!(body["deleted_data"]["automation_settings"], true);
 

@@ -340,6 +340,8 @@ async fn a_deleted_accounts_sessions_are_still_closed_at_their_end() {
         )
         .await;
     assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["deleted_data"]["sessions"], 1, "{body}");
     // Paid for on chain: the session stays on record, retired, until its end has passed.
     let state = |state: &str| {
         app.count(&format!(

@@ -100,7 +100,8 @@ pub struct AccountDeleted {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeletedData {
-    /// Marketplace sessions closed (none exist before the marketplace lands).
+    /// Marketplace sessions retired: no longer used for requests; each is still closed on
+    /// chain at its end, so its stake comes back.
     pub sessions: i64,
     pub api_keys: i64,
     pub private_key: bool,
@@ -113,7 +114,7 @@ impl AccountDeleted {
         Self {
             message: "User account successfully deleted".to_owned(),
             deleted_data: DeletedData {
-                sessions: 0,
+                sessions: i64::try_from(d.sessions).unwrap_or(i64::MAX),
                 api_keys: i64::try_from(d.api_keys).unwrap_or(i64::MAX),
                 private_key: d.private_key,
                 automation_settings: d.automation_settings,

@@ -150,7 +150,7 @@ impl UserRepository for Database {
                 // user's deletion cascades to the rest (refresh tokens). Sessions stay, retired:
                 // they are paid for on chain, and the sweep still has to close them after
                 // their end so the stake comes back.
-                diesel::update(
+                let retired = diesel::update(
                     sessions::table
                         .filter(sessions::user_id.eq(id))
                         .filter(sessions::state.eq(SessionState::Active.as_str())),
@@ -180,6 +180,7 @@ impl UserRepository for Database {
                 // nothing is reported; usage records a late batch wrote after an earlier
                 // deletion are cleaned up all the same.
                 Ok::<_, diesel::result::Error>((users > 0).then(|| AccountDeletion {
+                    sessions: to_u64(retired),
                     api_keys: to_u64(api_keys),
                     private_key: wallet_keys > 0,
                     automation_settings: automation > 0,

@@ -133,6 +133,7 @@ async fn deleting_an_account_removes_everything_it_owned_and_says_what() {
         assert_eq!(
             deleted,
             Some(AccountDeletion {
+                sessions: 2,
                 api_keys: 2,
                 private_key: true,
                 automation_settings: true,

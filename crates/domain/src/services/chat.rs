@@ -112,24 +112,17 @@ impl ChatLimits {
     }
 }
 
+/// How long to wait before the one retry after a transient upstream failure.
+const RETRY_DELAY: Duration = Duration::from_millis(100);
+
 #[derive(Clone)]
 pub struct ChatService {
     sessions: SessionService,
-    retry_delay: Duration,
 }
 
 impl ChatService {
     pub fn new(sessions: SessionService) -> Self {
-        Self {
-            sessions,
-            retry_delay: Duration::from_millis(100),
-        }
-    }
-
-    /// How long to wait before the one retry after a transient upstream failure.
-    pub fn with_retry_delay(mut self, delay: Duration) -> Self {
-        self.retry_delay = delay;
-        self
+        Self { sessions }
     }
 
     /// Resolves the model and the session, then asks the upstream. The meter learns the
@@ -194,7 +187,7 @@ impl ChatService {
                 Err(error) if !retried && is_transient(&error) => {
                     tracing::info!(session = %session.id, %error, "transient upstream failure; retrying once");
                     retried = true;
-                    tokio::time::sleep(self.retry_delay).await;
+                    tokio::time::sleep(RETRY_DELAY).await;
                 }
                 Err(error) => return Err(error.into()),
             }

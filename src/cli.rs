@@ -28,6 +28,9 @@ pub enum Command {
     /// new MORPHEUS_WALLET_MASTER_KEY and the old one in MORPHEUS_WALLET_PREVIOUS_MASTER_KEYS),
     /// then exit. Safe while the gateway runs.
     ResealWalletKeys,
+    /// Operators' tools: users, API keys, sessions, and `doctor` (same database and settings
+    /// as `serve`).
+    Admin(crate::admin::AdminArgs),
     /// Print the effective configuration: every setting's value (secrets redacted) and where
     /// it came from (default, file, env, command line).
     Config {

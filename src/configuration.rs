@@ -176,6 +176,9 @@ settings! {
     api_key_cache_capacity: usize = 10_000, range = 1 ..= 100_000_000;
     /// a cached key is re-read from the database after this long in any case
     api_key_cache_seconds: u64 = 60, range = 1 ..= 86_400;
+    /// Redis, `redis://[:password@]host:6379[/db]`: `admin doctor` checks that it answers;
+    /// nothing else uses it yet
+    redis_url: Option<String> = None, check = checks::redis_url, shown = checks::url_shown;
 }
 
 /// The `check` and `shown` functions of the declarations above.
@@ -207,6 +210,15 @@ mod checks {
             Some((_, host)) => format!("{scheme}://***@{host}{path}"),
             None => url.clone(),
         })
+    }
+
+    pub fn redis_url(url: &Option<String>) -> Result<(), String> {
+        match url {
+            Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => {
+                Err("a Redis URL starts with redis:// (or rediss://)".to_owned())
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn eth_address(address: &Option<String>) -> Result<(), String> {

@@ -2,6 +2,7 @@
 //! HTTP server. Business rules live in `morpheus-domain`, handlers in `morpheus-api`, SQL in
 //! `morpheus-storage`.
 
+pub mod admin;
 pub mod background;
 pub mod cli;
 pub mod configuration;

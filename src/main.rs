@@ -4,7 +4,7 @@
 use clap::Parser;
 use morpheus_gateway::cli::{Cli, Command};
 use morpheus_gateway::configuration::{self, effective_json, effective_rows};
-use morpheus_gateway::{output, startup, telemetry};
+use morpheus_gateway::{admin, output, startup, telemetry};
 
 fn main() -> anyhow::Result<()> {
     return_large_blocks_to_the_os();
@@ -18,10 +18,14 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let settings = loaded.settings.clone();
-    telemetry::init(settings.log_format);
+    // These commands' output is their stdout: logs go to stderr.
+    let prints = matches!(
+        cli.command,
+        Some(Command::Config { .. } | Command::Admin(_))
+    );
+    telemetry::init(settings.log_format, prints);
     for warning in &loaded.warnings {
-        if matches!(cli.command, Some(Command::Config { .. })) {
-            // Not in the log: the configuration is printed on stdout.
+        if prints {
             eprintln!("warning: {warning}");
         } else {
             tracing::warn!("{warning}");
@@ -40,6 +44,19 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Migrate => startup::migrate(&settings).await,
             Command::ResealWalletKeys => startup::reseal_wallet_keys(&settings).await.map(|_| ()),
+            Command::Admin(args) => {
+                let json = args.json;
+                let report = admin::run(&loaded, args).await?;
+                if json {
+                    println!("{:#}", report.json);
+                } else {
+                    print!("{}", report.text);
+                }
+                if report.failed {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
             Command::Config { json } => {
                 if json {
                     println!("{:#}", effective_json(&loaded));

@@ -75,7 +75,23 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<MarketplaceWiring> {
             simulator,
         });
     };
-    let client = ProxyRouterClient::new(ProxyRouterConfig {
+    let client = ProxyRouterClient::new(proxy_router_config(settings, base_url, user, password))?;
+    Ok(MarketplaceWiring {
+        market: Arc::new(client),
+        feed,
+        configured: true,
+        simulator,
+    })
+}
+
+/// The client's configuration: where the node is, its credentials, and the settings' limits.
+pub fn proxy_router_config(
+    settings: &Settings,
+    base_url: String,
+    user: Option<String>,
+    password: Option<SecretString>,
+) -> ProxyRouterConfig {
+    ProxyRouterConfig {
         base_url,
         user,
         password,
@@ -86,13 +102,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<MarketplaceWiring> {
         chat_timeout: Duration::from_millis(settings.proxy_router_chat_timeout_ms),
         max_body_bytes: ProxyRouterConfig::MAX_BODY_BYTES,
         max_event_bytes: ProxyRouterConfig::MAX_EVENT_BYTES,
-    })?;
-    Ok(MarketplaceWiring {
-        market: Arc::new(client),
-        feed,
-        configured: true,
-        simulator,
-    })
+    }
 }
 
 /// Loads the model list once. Failures keep the previous list (stale beats empty).

@@ -259,7 +259,11 @@ fn wallet_sealer(secrets: &Secrets) -> anyhow::Result<WalletSealer> {
     )
 }
 
-async fn connect(settings: &Settings) -> anyhow::Result<Database> {
+/// Opens the database and applies its migrations.
+///
+/// # Errors
+/// A bad URL, an unreachable database, or a failed migration.
+pub async fn connect(settings: &Settings) -> anyhow::Result<Database> {
     let url = DatabaseUrl::parse(&settings.database_url)?;
     tracing::info!(database = %url, "connecting to the database");
     let database = Database::connect(&url, pool_options(settings))?;

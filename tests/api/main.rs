@@ -2,6 +2,7 @@
 //! Run on SQLite by default and on PostgreSQL with `MORPHEUS_TEST_DATABASE_URL`.
 
 mod accounts;
+mod admin;
 mod api_keys;
 mod automation;
 mod background;

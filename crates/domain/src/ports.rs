@@ -49,6 +49,17 @@ pub trait UserRepository: Send + Sync {
     /// Deletes the user and, in the same transaction, everything they own. `None` if there was
     /// no such user.
     async fn delete_user(&self, id: UserId) -> anyhow::Result<Option<AccountDeletion>>;
+    /// Users, newest first, at most `limit`; only those whose email contains `email_contains`
+    /// when it is given (operators' listing).
+    async fn list_users(
+        &self,
+        email_contains: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<User>>;
+    /// Enables or disables the user, and logs the user's active API keys in the revocation
+    /// log in the same transaction, so that every replica's key cache forgets them (and reads
+    /// the owner's new state). `None` if there is no such user.
+    async fn set_user_active(&self, id: UserId, active: bool) -> anyhow::Result<Option<User>>;
 }
 
 #[derive(Debug, thiserror::Error)]

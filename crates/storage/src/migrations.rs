@@ -41,4 +41,26 @@ impl Database {
         }
         Ok(())
     }
+
+    /// The migrations not yet applied to this database (for `admin doctor`, which does not
+    /// apply them).
+    ///
+    /// # Errors
+    /// The database is unreachable, or its migration table cannot be read.
+    pub async fn pending_migrations(&self) -> anyhow::Result<Vec<String>> {
+        self.run(|conn| {
+            let pending = match conn {
+                AnyConnection::Sqlite(c) => c
+                    .pending_migrations(SQLITE_MIGRATIONS)
+                    .map(|m| m.iter().map(|m| m.name().to_string()).collect()),
+                AnyConnection::Postgresql(c) => c
+                    .pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|m| m.iter().map(|m| m.name().to_string()).collect()),
+            };
+            pending
+                .map_err(|e| anyhow::anyhow!(e))
+                .context("reading which migrations are applied")
+        })
+        .await
+    }
 }

@@ -15,6 +15,7 @@
 mod chat;
 mod client;
 mod config;
+mod diagnosis;
 mod errors;
 mod feed;
 mod members;
@@ -29,4 +30,7 @@ mod wire;
 
 pub use client::ProxyRouterClient;
 pub use config::ProxyRouterConfig;
+pub use diagnosis::{
+    ChatStorage, Credentials, NEEDED_PERMISSIONS, NodeDiagnosis, Permission, Reach,
+};
 pub use feed::ActiveModelsFeed;

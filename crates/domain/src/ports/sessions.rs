@@ -59,6 +59,16 @@ pub trait SessionRepository: Send + Sync {
         id: &SessionId,
         ends_at: DateTime<Utc>,
     ) -> anyhow::Result<()>;
+    /// The session with this id, whoever holds it (operators' tools).
+    async fn find_session(&self, id: &SessionId) -> anyhow::Result<Option<SessionRecord>>;
+    /// Sessions newest first, at most `limit`: the user's when given, closed ones only when
+    /// `include_closed` (operators' tools).
+    async fn list_sessions(
+        &self,
+        user: Option<UserId>,
+        include_closed: bool,
+        limit: u32,
+    ) -> anyhow::Result<Vec<SessionRecord>>;
 }
 
 #[async_trait]

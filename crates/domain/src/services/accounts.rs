@@ -70,6 +70,14 @@ pub enum AuthenticateError {
 }
 
 #[derive(Debug, thiserror::Error)]
+pub enum SetUserActiveError {
+    #[error("User not found")]
+    NotFound,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum DeleteAccountError {
     #[error("User not found")]
     NotFound,
@@ -249,6 +257,41 @@ impl AccountService {
             cache.evict_user(user);
         }
         Ok(deleted)
+    }
+
+    /// Operators: a user by id.
+    pub async fn find_user(&self, id: UserId) -> anyhow::Result<Option<User>> {
+        self.users.find_user(id).await
+    }
+
+    /// Operators: a user by email.
+    pub async fn find_user_by_email(&self, email: &Email) -> anyhow::Result<Option<User>> {
+        self.users.find_user_by_email(email).await
+    }
+
+    /// Operators: users, newest first.
+    pub async fn list_users(
+        &self,
+        email_contains: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<User>> {
+        self.users.list_users(email_contains, limit).await
+    }
+
+    /// Operators: enables or disables an account. A disabled user's tokens and API keys are
+    /// refused from the next request on: at once on this replica, and on the others within
+    /// the revocation log's delay (the keys' revocations are logged with the change).
+    pub async fn set_active(&self, user: UserId, active: bool) -> Result<User, SetUserActiveError> {
+        let updated = self
+            .users
+            .set_user_active(user, active)
+            .await?
+            .ok_or(SetUserActiveError::NotFound)?;
+        // Cached keys carry their owner's state: read it again.
+        if let Some(cache) = &self.api_key_cache {
+            cache.evict_user(user);
+        }
+        Ok(updated)
     }
 
     async fn issue_pair(&self, user: UserId, family: String) -> anyhow::Result<TokenPair> {

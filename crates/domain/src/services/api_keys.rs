@@ -150,6 +150,17 @@ impl ApiKeyService {
         Ok(revoked)
     }
 
+    /// Operators: revokes the key with this prefix, whoever holds it (as its holder would,
+    /// revocation log included).
+    pub async fn revoke_by_prefix(&self, prefix: &KeyPrefix) -> Result<ApiKey, RevokeApiKeyError> {
+        let stored = self
+            .keys
+            .find_api_key_by_prefix(prefix)
+            .await?
+            .ok_or(RevokeApiKeyError::NotFound)?;
+        self.revoke(stored.key.user_id, stored.key.id).await
+    }
+
     /// Checks a presented key: its prefix finds the row, then the digest of the *whole* key is
     /// compared in constant time. Revoked keys and keys of inactive users are refused.
     pub async fn authenticate(&self, presented: &str) -> Result<ApiKeyPrincipal, ApiKeyAuthError> {

@@ -481,6 +481,38 @@ impl SessionService {
         Ok(closed)
     }
 
+    /// Operators: a session, whoever holds it.
+    pub async fn find(&self, id: &SessionId) -> anyhow::Result<Option<SessionRecord>> {
+        self.sessions.find_session(id).await
+    }
+
+    /// Operators: sessions newest first, the user's when given, closed ones when asked.
+    pub async fn list_all(
+        &self,
+        user: Option<UserId>,
+        include_closed: bool,
+        limit: u32,
+    ) -> anyhow::Result<Vec<SessionRecord>> {
+        self.sessions
+            .list_sessions(user, include_closed, limit)
+            .await
+    }
+
+    /// Operators: closes a session as its key's holder would (on chain, then the record);
+    /// `false` when it was closed already.
+    pub async fn close_any(&self, id: &SessionId) -> Result<bool, CloseSessionError> {
+        let session = self
+            .sessions
+            .find_session(id)
+            .await?
+            .ok_or(CloseSessionError::NotFound)?;
+        let owner = SessionOwner {
+            key: session.api_key_id,
+            user: session.user_id,
+        };
+        Ok(!self.close(owner, Some(id)).await?.is_empty())
+    }
+
     /// `POST /session/pingsession`: asks the chain about the session (no tokens are spent, the
     /// original sent a real prompt).
     pub async fn ping(

@@ -293,4 +293,46 @@ impl SessionRepository for Database {
         })
         .await
     }
+
+    #[tracing::instrument(skip_all, fields(session = %id))]
+    async fn find_session(&self, id: &SessionId) -> anyhow::Result<Option<SessionRecord>> {
+        let id = id.as_str().to_owned();
+        self.run(move |conn| {
+            sessions::table
+                .find(id)
+                .select(SessionRow::as_select())
+                .first(conn)
+                .optional()
+                .context("looking up a session")?
+                .map(SessionRecord::try_from)
+                .transpose()
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_sessions(
+        &self,
+        user: Option<UserId>,
+        include_closed: bool,
+        limit: u32,
+    ) -> anyhow::Result<Vec<SessionRecord>> {
+        self.run(move |conn| {
+            let mut query = sessions::table.into_boxed();
+            if let Some(user) = user {
+                query = query.filter(sessions::user_id.eq(user.0));
+            }
+            if !include_closed {
+                query = query.filter(sessions::state.eq_any(open_states()));
+            }
+            let rows = query
+                .order((sessions::opened_at.desc(), sessions::id.desc()))
+                .limit(i64::from(limit))
+                .select(SessionRow::as_select())
+                .load(conn)
+                .context("listing sessions")?;
+            into_records(rows)
+        })
+        .await
+    }
 }

@@ -191,4 +191,68 @@ impl UserRepository for Database {
         })
         .await
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_users(
+        &self,
+        email_contains: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<User>> {
+        let pattern = email_contains.map(like_pattern);
+        self.run(move |conn| {
+            let mut query = users::table.into_boxed();
+            if let Some(pattern) = pattern {
+                query = query.filter(users::email.like(pattern).escape('\\'));
+            }
+            let rows = query
+                .order((users::created_at.desc(), users::id.desc()))
+                .limit(i64::from(limit))
+                .select(UserRow::as_select())
+                .load(conn)
+                .context("listing users")?;
+            Ok(rows.into_iter().map(User::from).collect())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %id, active))]
+    async fn set_user_active(&self, id: UserId, active: bool) -> anyhow::Result<Option<User>> {
+        let (id, now) = (id.0, Utc::now().naive_utc());
+        self.run(move |conn| {
+            conn.write_transaction(|c| {
+                let updated = diesel::update(users::table.find(id))
+                    .set((users::is_active.eq(active), users::updated_at.eq(now)))
+                    .execute(c)?;
+                if updated == 0 {
+                    return Ok(None);
+                }
+                // Every replica's cache holds the owner's state with each key: the log makes
+                // them read it again, so a disabled user's keys are refused and an enabled
+                // user's accepted again.
+                let prefixes: Vec<String> = api_keys::table
+                    .filter(api_keys::user_id.eq(id))
+                    .filter(api_keys::is_active.eq(true))
+                    .select(api_keys::key_prefix)
+                    .load(c)?;
+                super::revocations::log_revocations(c, prefixes)?;
+                load_user(c, id)
+            })
+            .context("enabling or disabling a user")
+        })
+        .await
+    }
+}
+
+/// `%text%` for LIKE, with the pattern's own `%`, `_` and `\` matched literally. Emails are
+/// stored lower-cased, so the text is too.
+fn like_pattern(text: &str) -> String {
+    let mut pattern = String::from("%");
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }

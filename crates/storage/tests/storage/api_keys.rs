@@ -269,3 +269,68 @@ async fn a_key_beyond_the_active_limit_is_refused_and_revoked_keys_free_their_pl
     })
     .await;
 }
+
+#[tokio::test]
+async fn enabling_or_disabling_a_user_logs_their_active_keys_for_every_cache() {
+    use morpheus_domain::ports::{RevocationLog, UserRepository};
+    each_backend(async |t| {
+        let user = crate::harness::insert_user(&t.db, "alice@example.com").await;
+        let other = crate::harness::insert_user(&t.db, "bob@example.com").await;
+        let key = |owner: &morpheus_domain::User, prefix: &str| NewApiKey {
+            id: ApiKeyId::random(),
+            user_id: owner.id,
+            prefix: KeyPrefix::from_trusted(prefix.into()),
+            digest: ApiKeyDigest(prefix.as_bytes().to_vec()),
+            name: None,
+            created_at: crate::harness::now(),
+        };
+        let kept =
+            t.db.insert_api_key(key(&user, "sk-aaaaaa"), 10)
+                .await
+                .unwrap();
+        let revoked =
+            t.db.insert_api_key(key(&user, "sk-bbbbbb"), 10)
+                .await
+                .unwrap();
+        t.db.insert_api_key(key(&other, "sk-cccccc"), 10)
+            .await
+            .unwrap();
+        t.db.deactivate_api_key(user.id, revoked.id).await.unwrap();
+        let before = t.db.latest_revocation().await.unwrap();
+
+        let disabled = t.db.set_user_active(user.id, false).await.unwrap().unwrap();
+        assert!(!disabled.is_active);
+        let logged: Vec<String> =
+            t.db.revocations_after(before, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.prefix.as_str().to_owned())
+                .collect();
+        assert_eq!(
+            logged,
+            [kept.prefix.as_str()],
+            "the active key only, the user's only"
+        );
+        let stored =
+            t.db.find_api_key_by_prefix(&kept.prefix)
+                .await
+                .unwrap()
+                .unwrap();
+        assert!(!stored.owner_active);
+
+        let enabled = t.db.set_user_active(user.id, true).await.unwrap().unwrap();
+        assert!(enabled.is_active);
+        // Enabling logs the key again: caches holding it as refused must read it again.
+        let logged_again = t.db.revocations_after(before + 1, 10).await.unwrap();
+        assert_eq!(logged_again.len(), 1);
+        assert_eq!(logged_again[0].prefix, kept.prefix);
+        assert!(
+            t.db.set_user_active(morpheus_domain::UserId::random(), false)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    })
+    .await;
+}

@@ -420,3 +420,40 @@ async fn sessions_outlive_their_key_and_account_until_closed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn operators_find_and_list_sessions_across_keys() {
+    each_backend(async |t| {
+        let alice = insert_user(&t.db, "alice@example.com").await;
+        let bob = insert_user(&t.db, "bob@example.com").await;
+        let (a_key, b_key) = (
+            new_key(t, &alice, "sk-alice1").await,
+            new_key(t, &bob, "sk-bob111").await,
+        );
+        let mut older = session(&a_key, 1, 1);
+        older.opened_at -= Duration::minutes(5);
+        t.db.insert_session(older.clone()).await.unwrap();
+        t.db.insert_session(session(&a_key, 2, 2)).await.unwrap();
+        t.db.insert_session(session(&b_key, 3, 1)).await.unwrap();
+        t.db.mark_session_closed(&session_id(1), now())
+            .await
+            .unwrap();
+
+        let found = t.db.find_session(&session_id(3)).await.unwrap().unwrap();
+        assert_eq!(found.user_id, bob.id);
+        assert!(t.db.find_session(&session_id(9)).await.unwrap().is_none());
+
+        let open = t.db.list_sessions(None, false, 10).await.unwrap();
+        assert_eq!(open.len(), 2);
+        let alices = t.db.list_sessions(Some(alice.id), true, 10).await.unwrap();
+        assert_eq!(
+            ids(&alices),
+            [session_id(2), session_id(1)],
+            "newest first, closed too"
+        );
+        let alices_open = t.db.list_sessions(Some(alice.id), false, 10).await.unwrap();
+        assert_eq!(ids(&alices_open), [session_id(2)]);
+        assert_eq!(t.db.list_sessions(None, true, 1).await.unwrap().len(), 1);
+    })
+    .await;
+}

@@ -86,3 +86,37 @@ async fn a_password_hash_can_be_replaced() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn users_are_listed_newest_first_and_filtered_by_email_literally() {
+    each_backend(async |t| {
+        let mut ids = Vec::new();
+        for (i, email) in ["a_b@example.com", "axb@example.com", "carol@other.org"]
+            .iter()
+            .enumerate()
+        {
+            let mut new = new_user(email);
+            new.created_at += chrono::Duration::seconds(i as i64);
+            ids.push(t.db.insert_user(new).await.unwrap().id);
+        }
+        let listed = |users: Vec<morpheus_domain::User>| -> Vec<UserId> {
+            users.into_iter().map(|u| u.id).collect()
+        };
+        assert_eq!(
+            listed(t.db.list_users(None, 10).await.unwrap()),
+            [ids[2], ids[1], ids[0]]
+        );
+        assert_eq!(listed(t.db.list_users(None, 1).await.unwrap()), [ids[2]]);
+        assert_eq!(
+            listed(t.db.list_users(Some("EXAMPLE"), 10).await.unwrap()),
+            [ids[1], ids[0]]
+        );
+        // `_` is a character here, not LIKE's wildcard.
+        assert_eq!(
+            listed(t.db.list_users(Some("a_b"), 10).await.unwrap()),
+            [ids[0]]
+        );
+        assert!(t.db.list_users(Some("%"), 10).await.unwrap().is_empty());
+    })
+    .await;
+}

@@ -176,6 +176,9 @@ settings! {
     api_key_cache_capacity: usize = 10_000, range = 1 ..= 100_000_000;
     /// a cached key is re-read from the database after this long in any case
     api_key_cache_seconds: u64 = 60, range = 1 ..= 86_400;
+    /// OpenTelemetry traces go to this OTLP/HTTP collector (`http://host:4318`, or the whole
+    /// `…/v1/traces` URL); unset: no traces
+    otlp_endpoint: Option<String> = None, check = checks::http_url, shown = checks::url_shown;
     /// Redis, `redis://[:password@]host:6379[/db]`: `admin doctor` checks that it answers;
     /// nothing else uses it yet
     redis_url: Option<String> = None, check = checks::redis_url, shown = checks::url_shown;
@@ -210,6 +213,15 @@ mod checks {
             Some((_, host)) => format!("{scheme}://***@{host}{path}"),
             None => url.clone(),
         })
+    }
+
+    pub fn http_url(url: &Option<String>) -> Result<(), String> {
+        match url {
+            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                Err("an OTLP/HTTP endpoint starts with http:// or https://".to_owned())
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn redis_url(url: &Option<String>) -> Result<(), String> {

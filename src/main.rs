@@ -23,7 +23,11 @@ fn main() -> anyhow::Result<()> {
         cli.command,
         Some(Command::Config { .. } | Command::Admin(_))
     );
-    telemetry::init(settings.log_format, prints);
+    let telemetry = telemetry::init(
+        settings.log_format,
+        prints,
+        settings.otlp_endpoint.as_deref(),
+    )?;
     for warning in &loaded.warnings {
         if prints {
             eprintln!("warning: {warning}");
@@ -34,16 +38,19 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    // `Ok(false)`: the command found problems (exit status 1).
+    let outcome = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => {
                 startup::Application::build(settings)
                     .await?
                     .run_until_signalled()
-                    .await
+                    .await?;
             }
-            Command::Migrate => startup::migrate(&settings).await,
-            Command::ResealWalletKeys => startup::reseal_wallet_keys(&settings).await.map(|_| ()),
+            Command::Migrate => startup::migrate(&settings).await?,
+            Command::ResealWalletKeys => {
+                startup::reseal_wallet_keys(&settings).await?;
+            }
             Command::Admin(args) => {
                 let json = args.json;
                 let report = admin::run(&loaded, args).await?;
@@ -52,10 +59,7 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     print!("{}", report.text);
                 }
-                if report.failed {
-                    std::process::exit(1);
-                }
-                Ok(())
+                return Ok(!report.failed);
             }
             Command::Config { json } => {
                 if json {
@@ -64,10 +68,17 @@ fn main() -> anyhow::Result<()> {
                     let rows = effective_rows(&loaded);
                     print!("{}", output::table(["SETTING", "VALUE", "FROM"], &rows));
                 }
-                Ok(())
             }
         }
-    })
+        anyhow::Ok(true)
+    });
+    drop(runtime);
+    // Outside the runtime: the exporter's client blocks.
+    telemetry.shutdown();
+    if !outcome? {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// glibc serves a freed large block's size from the heap next time (its mmap threshold rises to

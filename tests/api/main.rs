@@ -26,5 +26,6 @@ mod shutdown;
 mod streams;
 mod system;
 mod tokens;
+mod traces;
 mod upstream_faults;
 mod wallet;

@@ -1,5 +1,7 @@
 //! The marketplace port, timed: every proxy-router call is counted in the upstream metrics
-//! and in the current request's upstream wait (so the overhead histogram leaves it out).
+//! and in the current request's upstream wait (so the overhead histogram leaves it out). A
+//! call made for a request runs in a span of its own, a child of the request's: the trace's
+//! client span, whose context the proxy-router client sends upstream (`traceparent`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use morpheus_domain::ports::{ChatCall, ChatReply, Marketplace, MarketplaceError};
 use morpheus_domain::*;
+use tracing::Instrument;
 
 use crate::metrics::{Metrics, UpstreamErrorLabels, UpstreamLabels};
 use crate::request_context::add_upstream_wait;
@@ -28,7 +31,22 @@ impl InstrumentedMarketplace {
         work: impl Future<Output = Result<T, MarketplaceError>>,
     ) -> Result<T, MarketplaceError> {
         let started = Instant::now();
-        let result = work.await;
+        // Background work (the sweep, the catalogue) has no request, and no trace.
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            // `trace`: enabled by the trace exporter only.
+            tracing::trace_span!(
+                "upstream",
+                otel.name = call,
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                "error.type" = tracing::field::Empty,
+                "gen_ai.operation.name" = (call == "chat").then_some("chat"),
+                "morpheus.upstream.call" = call,
+            )
+        };
+        let result = work.instrument(span.clone()).await;
         let took = started.elapsed();
         add_upstream_wait(took);
         self.metrics
@@ -36,6 +54,8 @@ impl InstrumentedMarketplace {
             .get_or_create(&UpstreamLabels { call })
             .observe(took.as_secs_f64());
         if let Err(error) = &result {
+            span.record("otel.status_code", "error");
+            span.record("error.type", kind(error));
             self.metrics
                 .upstream_errors
                 .get_or_create(&UpstreamErrorLabels {

@@ -1,6 +1,12 @@
 //! What every request gets on its way in and out: a request id (the caller's `X-Request-Id`
 //! when it is sensible, a new UUID otherwise) carried by a tracing span, returned in the
 //! response and sent to the proxy-router; one access-log event; and its metrics.
+//!
+//! When traces are on, the request also gets its OpenTelemetry span (`http_request`, HTTP
+//! semantic conventions; the chat handler adds the GenAI ones), the child of the caller's W3C
+//! `traceparent` when there is one, and the parent of the log span. It is a `trace`-level
+//! span that only the trace exporter enables, so without traces it costs nothing and log
+//! lines do not change. A streamed answer keeps it open until the stream ends.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -15,6 +21,18 @@ use tracing::Instrument;
 use crate::AppState;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's trace span (in the request's extensions; disabled without traces).
+#[derive(Debug, Clone)]
+pub struct TraceSpan(pub tracing::Span);
+
+impl TraceSpan {
+    pub fn of(http: &HttpRequest) -> tracing::Span {
+        http.extensions()
+            .get::<TraceSpan>()
+            .map_or_else(tracing::Span::none, |s| s.0.clone())
+    }
+}
 
 /// The id of the request being served (in the request's extensions).
 #[derive(Debug, Clone)]
@@ -57,6 +75,50 @@ fn new_request_id() -> String {
         .to_string()
 }
 
+/// Makes the request's span a child of the caller's trace (W3C `traceparent`). Without traces,
+/// or without the header, nothing happens.
+fn follow_caller_trace(span: &tracing::Span, req: &ServiceRequest) {
+    use opentelemetry::propagation::Extractor;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    struct Headers<'a>(&'a actix_web::http::header::HeaderMap);
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|k| k.as_str()).collect()
+        }
+    }
+
+    if !req.headers().contains_key("traceparent") {
+        return;
+    }
+    let caller = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&Headers(req.headers()))
+    });
+    // Fails only when traces are off (no OpenTelemetry layer): nothing to follow then.
+    let _ = span.set_parent(caller);
+}
+
+/// Records a chat's GenAI attributes (semantic conventions) on the request's trace span.
+pub fn record_chat(span: &tracing::Span, requested_model: &str, answering_model: &str) {
+    span.record("gen_ai.operation.name", "chat");
+    span.record("gen_ai.provider.name", "morpheus");
+    span.record("gen_ai.request.model", requested_model);
+    span.record("gen_ai.response.model", answering_model);
+}
+
+/// Records the tokens a chat used on the request's trace span.
+pub fn record_usage(span: &tracing::Span, usage: &morpheus_domain::TokenUsage) {
+    // As i64: the exporter writes unsigned integers as text.
+    span.record("gen_ai.usage.input_tokens", i64::from(usage.prompt_tokens));
+    span.record(
+        "gen_ai.usage.output_tokens",
+        i64::from(usage.completion_tokens),
+    );
+}
+
 /// The middleware (`actix_web::middleware::from_fn(request_context::observe)`).
 pub async fn observe(
     req: ServiceRequest,
@@ -73,7 +135,27 @@ pub async fn observe(
         .app_data::<web::Data<AppState>>()
         .map(|state| state.metrics.clone());
     let method = req.method().clone();
+    let trace = tracing::trace_span!(
+        "http_request",
+        otel.name = %method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        "http.request.method" = %method,
+        "url.path" = %req.path(),
+        "http.route" = tracing::field::Empty,
+        "http.response.status_code" = tracing::field::Empty,
+        "morpheus.request_id" = %id,
+        "gen_ai.operation.name" = tracing::field::Empty,
+        "gen_ai.provider.name" = tracing::field::Empty,
+        "gen_ai.request.model" = tracing::field::Empty,
+        "gen_ai.response.model" = tracing::field::Empty,
+        "gen_ai.usage.input_tokens" = tracing::field::Empty,
+        "gen_ai.usage.output_tokens" = tracing::field::Empty,
+    );
+    follow_caller_trace(&trace, &req);
+    req.extensions_mut().insert(TraceSpan(trace.clone()));
     let span = tracing::info_span!(
+        parent: &trace,
         "request",
         request_id = %id,
         method = %method,
@@ -86,6 +168,7 @@ pub async fn observe(
     let (result, upstream_wait) = UPSTREAM_WAIT
         .scope(Cell::new(Duration::ZERO), served)
         .instrument(span.clone())
+        .instrument(trace.clone())
         .await;
     let took = started.elapsed();
     let mut response = match result {
@@ -114,6 +197,21 @@ pub async fn observe(
             metrics
                 .overhead
                 .observe(took.saturating_sub(upstream_wait).as_secs_f64());
+        }
+    }
+    if !trace.is_disabled() {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        // `otel.name` is read only until the span starts: the route is known later.
+        trace
+            .context()
+            .span()
+            .update_name(format!("{method} {operation}"));
+        trace.record("http.route", operation.as_str());
+        // As i64: the exporter writes unsigned integers as text.
+        trace.record("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            trace.record("otel.status_code", "error");
         }
     }
     span.in_scope(|| {

@@ -90,9 +90,10 @@ impl ProxyRouterClient {
         })
     }
 
-    /// A request with Basic auth (when configured).
+    /// A request with Basic auth (when configured) and the current trace's `traceparent`
+    /// (when traces are on).
     pub(crate) fn request(&self, method: Method, url: Url) -> RequestBuilder {
-        let rb = self.inner.http.get().request(method, url);
+        let rb = with_trace_context(self.inner.http.get().request(method, url));
         match &self.inner.auth {
             Some(auth) => rb.header(AUTHORIZATION, auth.clone()),
             None => rb,
@@ -190,6 +191,35 @@ impl std::fmt::Debug for ProxyRouterClient {
             .field("auth", &self.inner.auth.is_some())
             .finish()
     }
+}
+
+/// Adds the W3C `traceparent` of the current span, so the proxy-router's work joins the
+/// caller's trace. Without traces the propagator is a no-op and nothing is added.
+fn with_trace_context(rb: RequestBuilder) -> RequestBuilder {
+    use opentelemetry::propagation::Injector;
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    struct Headers(Vec<(String, String)>);
+    impl Injector for Headers {
+        fn set(&mut self, key: &str, value: String) {
+            self.0.push((key.to_owned(), value));
+        }
+    }
+
+    let context = tracing::Span::current().context();
+    // Without traces no span has an OpenTelemetry context: the propagator is not even asked.
+    if !context.span().span_context().is_valid() {
+        return rb;
+    }
+    let mut headers = Headers(Vec::new());
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut headers);
+    });
+    headers
+        .0
+        .into_iter()
+        .fold(rb, |rb, (name, value)| rb.header(name, value))
 }
 
 fn basic_auth(user: &str, password: &str) -> anyhow::Result<HeaderValue> {

@@ -11,7 +11,7 @@ use crate::AppState;
 use crate::dto::ChatCompletionRequest;
 use crate::error::{ApiError, ErrorResponse, HTTPValidationError, OpenAiError, OpenAiErrorBody};
 use crate::extract::{JsonWithRaw, OpenAiKeyUser};
-use crate::request_context::add_upstream_wait;
+use crate::request_context::{TraceSpan, add_upstream_wait, record_chat, record_usage};
 use crate::routes::session::owner;
 
 /// An OpenAI chat completion, answered by a provider of the Morpheus marketplace. Runs on the
@@ -71,10 +71,13 @@ pub async fn create_chat_completion(
             return Err(error.into());
         }
     };
-    let asked_for = request.model.clone().unwrap_or(answer.model.name);
+    let span = TraceSpan::of(&http);
+    let asked_for = request.model.clone().unwrap_or(answer.model.name.clone());
+    record_chat(&span, &asked_for, &answer.model.name);
     match answer.reply {
         ChatReply::Complete { body, usage } => {
             if let Some(usage) = usage {
+                record_usage(&span, &usage);
                 meter.set_usage(usage);
             }
             let body = forward::with_model(&body, &asked_for).unwrap_or(body);
@@ -111,6 +114,7 @@ pub async fn create_chat_completion(
                         keep_alive: state.sse_keep_alive,
                         shutdown: Box::pin(state.lifecycle.streams_ending()),
                         active: state.metrics.stream_started(),
+                        span,
                     },
                 )))
         }

@@ -23,6 +23,8 @@ pub struct RelayContext {
     pub shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// Counts the stream in `morpheus_active_streams` while it lives.
     pub active: ActiveStream,
+    /// The request's trace span: open while the stream lasts, and told the tokens used.
+    pub span: tracing::Span,
 }
 
 struct Relay {
@@ -35,6 +37,7 @@ struct Relay {
     finished: bool,
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
     _active: ActiveStream,
+    span: tracing::Span,
 }
 
 /// The response body. `first` is the event already read (the response head is only sent once
@@ -55,6 +58,7 @@ pub fn relay(
         finished: false,
         shutdown: context.shutdown,
         _active: context.active,
+        span: context.span,
     };
     futures_util::stream::unfold(state, |mut state| async move {
         if state.finished {
@@ -86,6 +90,7 @@ pub fn relay(
 impl Relay {
     fn frame(&mut self, event: ChatEvent) -> Bytes {
         if let (Some(usage), Some(meter)) = (event.usage, self.meter.as_mut()) {
+            crate::request_context::record_usage(&self.span, &usage);
             meter.set_usage(usage);
         }
         let mut frame = BytesMut::with_capacity(event.data.len() + 8);

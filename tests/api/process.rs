@@ -42,10 +42,7 @@ impl GatewayProcess {
             .env("MORPHEUS_WORKERS", "1")
             // As in the in-process harness: no load shedding in a debug build's tests.
             .env("MORPHEUS_CHAT_SHED_LATENESS_MS", "0")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            // Only a panic writes there: it belongs in the test's output.
-            .stderr(Stdio::inherit());
+            .env("RUST_LOG", "info");
         if let Some(url) = &settings.proxy_router_url {
             command
                 .env("MORPHEUS_PROXY_ROUTER_URL", url)
@@ -55,6 +52,16 @@ impl GatewayProcess {
         for (key, value) in extra_env {
             command.env(key, value);
         }
+        GatewayProcess::spawn(command).await
+    }
+
+    /// Starts `command` (the gateway binary, logging JSON on stdout) and waits until it
+    /// listens.
+    pub async fn spawn(mut command: Command) -> GatewayProcess {
+        command
+            .stdout(Stdio::piped())
+            // Only a panic writes there: it belongs in the test's output.
+            .stderr(Stdio::inherit());
         let mut child = command.spawn().expect("the gateway binary starts");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, logs) = std::sync::mpsc::channel();

@@ -9,6 +9,8 @@ pub mod crypto;
 pub mod model;
 pub mod ports;
 pub mod services;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod validation;
 
 pub use model::*;

@@ -338,3 +338,6 @@ impl AccountService {
         Ok((pair, record))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -347,4 +347,23 @@ mod tests {
         ));
         assert_eq!(repo.lookups.load(Ordering::SeqCst), 2);
     }
+
+    #[tokio::test]
+    async fn an_operator_revokes_a_key_by_its_prefix_as_its_holder_would() {
+        let store = Arc::new(crate::testing::MemoryStore::default());
+        let user = store.add_user("ada@example.com", "fake$x");
+        let service = ApiKeyService::new(store.clone(), ApiKeyHasher::new(&[3u8; 32]).unwrap());
+        let (created, _) = service.create(user.id, None).await.unwrap();
+        let revoked = service.revoke_by_prefix(&created.prefix).await.unwrap();
+        assert!(!revoked.is_active);
+        assert_eq!(
+            *store.revocations.lock().unwrap(),
+            std::slice::from_ref(&created.prefix)
+        );
+        let unknown = KeyPrefix::from_trusted("sk-zzzzzz".into());
+        assert!(matches!(
+            service.revoke_by_prefix(&unknown).await,
+            Err(RevokeApiKeyError::NotFound)
+        ));
+    }
 }

@@ -119,3 +119,6 @@ impl WalletService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

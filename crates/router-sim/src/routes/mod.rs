@@ -63,6 +63,23 @@ impl<'a> Route<'a> {
         }
     }
 
+    /// The permission the node checks for the route (`CheckAuth(...)` in
+    /// `blockchainapi/controller.go:33-76`, `walletapi/controller.go`, `proxyapi/controller_http.go:90`);
+    /// `None` for the public ones.
+    pub fn method(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Wallet => "get_wallet",
+            Self::Models => "get_models",
+            Self::RatedBids(_) | Self::Bid(_) => "get_bids",
+            Self::Approve => "approve",
+            Self::ModelSession(_) | Self::BidSession(_) => "open_session",
+            Self::UserSessions | Self::Session(_) => "get_sessions",
+            Self::CloseSession(_) => "close_session",
+            Self::Chat => "chat",
+            Self::Health | Self::NotFound => return None,
+        })
+    }
+
     pub fn fault_class(self) -> RouteClass {
         Some(match self {
             Self::Chat => FaultRoute::Chat,
@@ -77,27 +94,46 @@ impl<'a> Route<'a> {
     }
 }
 
-pub(crate) fn dispatch(
+/// Runs `work` on a task of its own, as the node's handlers run to the end whether or not their
+/// caller is still there; `gone` runs when the answer found nobody to take it.
+pub(crate) async fn detached(
+    work: impl std::future::Future<Output = Reply> + Send + 'static,
+    gone: impl FnOnce() + Send + 'static,
+) -> Reply {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if tx.send(work.await).is_err() {
+            gone();
+        }
+    });
+    rx.await
+        .unwrap_or_else(|_| Reply::internal("the request's task ended without an answer"))
+}
+
+pub(crate) async fn dispatch(
     shared: &Arc<Shared>,
     route: Route<'_>,
     parts: &Parts,
     body: Bytes,
-    fault: Option<&FaultKind>,
+    fault: Option<FaultKind>,
 ) -> Reply {
     let query = parts.uri.query().unwrap_or("");
+    let blip = matches!(fault, Some(FaultKind::ChainReadBlip));
     match route {
         Route::Health => node::health(shared),
         Route::Wallet => node::wallet(shared),
+        Route::Models if blip => Reply::bad_request(crate::texts::RPC_RATE_LIMITED),
         Route::Models => Reply::json(hyper::StatusCode::OK, shared.catalog.models_json.clone()),
+        Route::RatedBids(_) if blip => Reply::internal(crate::texts::RPC_RATE_LIMITED),
         Route::RatedBids(id) => catalog::rated_bids(shared, id),
         Route::Bid(id) => catalog::bid(shared, id),
         Route::Approve => catalog::approve(shared, query),
-        Route::ModelSession(id) => sessions::open_by_model(shared, id, &body),
-        Route::BidSession(id) => sessions::open_by_bid(shared, id, &body),
-        Route::UserSessions => sessions::of_user(shared, query),
-        Route::Session(id) => sessions::get(shared, id),
-        Route::CloseSession(id) => sessions::close(shared, id),
-        Route::Chat => chat::completions(shared, parts, &body, fault),
+        Route::ModelSession(id) => sessions::open_by_model(shared, id, &body, fault).await,
+        Route::BidSession(id) => sessions::open_by_bid(shared, id, &body, fault).await,
+        Route::UserSessions => sessions::of_user(shared, query, blip),
+        Route::Session(id) => sessions::get(shared, id, blip),
+        Route::CloseSession(id) => sessions::close(shared, id, blip),
+        Route::Chat => chat::completions(shared, parts, body, fault).await,
         Route::NotFound => Reply::not_found(),
     }
 }

@@ -205,12 +205,12 @@ impl Catalog {
         self.bid_json[model][bid].clone()
     }
 
-    /// The bid a session opened by model gets: the best-scored one whose provider is not
-    /// `omit` (the failover's `omitProvider`, `blockchainapi/service.go:1165-1171`).
-    pub fn best_bid(&self, model: usize, omit: Option<&str>) -> Option<usize> {
+    /// A model's bids, best score first: the order the node tries them in when it opens by model
+    /// (`blockchainapi/service.go:1164-1193`).
+    pub fn bids_by_score(&self, model: usize) -> Vec<usize> {
         let bids = &self.models[model].bids;
-        (0..bids.len())
-            .filter(|&i| omit.is_none_or(|p| !bids[i].provider.eq_ignore_ascii_case(p)))
-            .max_by(|&a, &b| bids[a].score.total_cmp(&bids[b].score))
+        let mut order: Vec<usize> = (0..bids.len()).collect();
+        order.sort_by(|&a, &b| bids[b].score.total_cmp(&bids[a].score));
+        order
     }
 }

@@ -124,6 +124,7 @@
 //! POST   /__sim/chunk-delay              {"ms":50}
 //! POST   /__sim/health                   {"degraded":"Writes are blocked"} or {"degraded":null}
 //! GET    /__sim/sessions/{id}/forwarded  {"body":{…what the provider received…},"dropped":["temperature",…]}
+//! POST   /__sim/providers                {"provider":"0x…","down":true}
 //! ```
 //!
 //! Routes in faults: `chat`, `open_session`, `close_session`, `get_session`, `models`,
@@ -152,6 +153,12 @@
 //!   answer gets them as JSON strings before the completion);
 //! - `error_after_chunks {chunks, error?}` (chat): `{"error":"…"}` appended raw to the 200,
 //!   without `data:` and without a newline, after `chunks` events (after a JSON answer's body).
+//!
+//! A provider can be taken down ([`SimHandle::set_provider_down`]): handshakes with it are
+//! refused (`failed to initiate session: … connect: connection refused`), opens by model skip its
+//! bids as the node does (and, with none left, list why each failed: `no provider accepting
+//! session: [{"provider":…,"reason":…}]`), and its sessions' chats fail with `provider request
+//! failed: failed to connect to provider: …`.
 //!
 //! [`Counters`] also count the requests that had to wait for their session
 //! (`session_waits`), the most requests one session ever had at once (`max_session_concurrency`:

@@ -114,6 +114,13 @@ impl SimHandle {
         self.shared.set_degraded(reason.map(str::to_owned));
     }
 
+    /// Takes a provider's endpoint down (or back up): its handshakes and its sessions' chats are
+    /// refused (`failed to connect to provider: … connection refused`), and opens by model skip
+    /// its bids as the node does after a failed handshake.
+    pub fn set_provider_down(&self, provider: &str, down: bool) {
+        self.shared.set_provider_down(provider, down);
+    }
+
     /// The latest chat body the provider received on `session_id`, after the node's go-openai
     /// rewrite (`model` is the provider's model), and the JSON paths of the values the rewrite
     /// dropped. `None` before the first request reached the provider.

@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub rewrite_requests: bool,
     pub honour_failover: bool,
     pub unknown_bid_not_found: bool,
+    /// Providers (lower-case addresses) whose endpoint refuses connections.
+    down_providers: Mutex<std::collections::HashSet<String>>,
     /// `Some(reason)`: `/healthcheck` answers 503 `degraded` with `reason` for its store.
     degraded: Mutex<Option<String>>,
     chunk_delay_ns: AtomicU64,
@@ -72,6 +74,7 @@ impl Shared {
             rewrite_requests: config.rewrite_requests,
             honour_failover: config.honour_failover,
             unknown_bid_not_found: config.unknown_bid_not_found,
+            down_providers: Mutex::default(),
             degraded: Mutex::new(None),
             chunk_delay_ns: AtomicU64::new(duration_ns(config.chunk_delay)),
             clock_offset_s: AtomicU64::new(0),
@@ -117,6 +120,25 @@ impl Shared {
     pub fn fresh_request_id(&self) -> String {
         let n = self.id_seq.fetch_add(1, Relaxed);
         hex_from_seed(self.id_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15), 8)[2..].to_owned()
+    }
+
+    pub fn provider_down(&self, provider: &str) -> bool {
+        self.down_providers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&provider.to_ascii_lowercase())
+    }
+
+    pub fn set_provider_down(&self, provider: &str, down: bool) {
+        let mut set = self
+            .down_providers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if down {
+            set.insert(provider.to_ascii_lowercase());
+        } else {
+            set.remove(&provider.to_ascii_lowercase());
+        }
     }
 
     pub fn degraded(&self) -> Option<String> {

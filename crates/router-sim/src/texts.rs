@@ -69,3 +69,9 @@ pub(crate) const MID_STREAM_ERROR: &str =
 /// A JSON-RPC provider's rate limit, as go-ethereum reports an HTTP error: what a chain read most
 /// often fails with (no timeout word in it, so it cannot pass for one).
 pub(crate) const RPC_RATE_LIMITED: &str = r#"429 Too Many Requests: {"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"rate limit exceeded"}}"#;
+
+/// The handshake with a provider that is down: its dial is refused
+/// (`proxyapi/proxy_sender.go:165-168,477-481`, wrapped at `blockchainapi/service.go:1279-1281`).
+pub(crate) const HANDSHAKE_REFUSED: &str = "failed to initiate session: provider request failed: \
+     code: 500, msg: <nil>, error: failed to connect to provider: \
+     dial tcp 203.0.113.7:3333: connect: connection refused";

@@ -519,3 +519,84 @@ async fn a_failover_session_is_replaced_with_control_chunks() {
         (2, 4, 2)
     );
 }
+
+#[tokio::test]
+async fn a_provider_that_is_down_refuses_handshakes_and_chats() {
+    let sim = start().await;
+    let (_, rated) = sim
+        .get_json(&format!("/blockchain/models/{LLAMA_MODEL_ID}/bids/rated"))
+        .await;
+    let best = rated["bids"][0]["Bid"].clone();
+    let second = rated["bids"][1]["Bid"].clone();
+    let on_best = sim.open_llama().await;
+    sim.handle
+        .set_provider_down(best["Provider"].as_str().unwrap(), true);
+
+    // Its sessions fail once they reach it; by model the node walks on to the next bid.
+    let resp = sim
+        .chat(&on_best, &user_message("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("provider request failed: failed to connect to provider:"),
+        "{body}"
+    );
+    let walked = sim.open_llama().await;
+    let (_, s) = sim
+        .get_json(&format!("/blockchain/sessions/{walked}"))
+        .await;
+    assert_eq!(s["session"]["BidID"], second["Id"]);
+    let refused = json!({"error": "failed to initiate session: provider request failed: code: 500, msg: <nil>, error: failed to connect to provider: dial tcp 203.0.113.7:3333: connect: connection refused"});
+    let resp = sim
+        .post(&format!(
+            "/blockchain/bids/{}/session",
+            best["Id"].as_str().unwrap()
+        ))
+        .json(&json!({"sessionDuration": 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap(), refused);
+
+    // Every provider down: the node says why each failed, as JSON inside the text.
+    common::client()
+        .post(sim.url("/__sim/providers"))
+        .json(&json!({"provider": second["Provider"], "down": true}))
+        .send()
+        .await
+        .unwrap();
+    let resp = sim
+        .post(&format!("/blockchain/models/{LLAMA_MODEL_ID}/session"))
+        .json(&json!({"sessionDuration": 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let text = resp.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let listed: Value = serde_json::from_str(
+        text.strip_prefix("no provider accepting session: ")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed[0]["provider"], best["Provider"]);
+    assert_eq!(listed[0]["reason"], refused["error"]);
+
+    // Back up: served again.
+    sim.handle
+        .set_provider_down(best["Provider"].as_str().unwrap(), false);
+    assert_eq!(
+        sim.chat_json(&on_best, &user_message("hi")).await["object"],
+        "chat.completion"
+    );
+    assert_eq!(sim.handle.counters().sessions_opened, 2);
+}

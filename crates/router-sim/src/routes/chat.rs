@@ -18,13 +18,13 @@ use serde_json::{Value, json};
 
 use crate::chat::{ChatPlan, ChatRequest};
 use crate::counters::bump;
-use crate::faults::FaultKind;
+use crate::faults::{DeadReason, FaultKind};
 use crate::gate::Turn;
 use crate::gojson;
 use crate::ids::is_hex_id;
 use crate::reply::{CHAT_JSON, EVENT_STREAM, Reply, ReplyBody, error_json};
 use crate::rewrite::{Forwarded, rewrite};
-use crate::routes::sessions::{close_now, create};
+use crate::routes::sessions::{close_now, create, walk_bids};
 use crate::sessions::ChatSession;
 use crate::state::Shared;
 use crate::stream::{ChatSource, StreamOptions};
@@ -121,7 +121,13 @@ async fn serve(
     fault: Option<FaultKind>,
 ) -> Reply {
     let turn = Arc::clone(&session.gate).take_turn(&shared.counters).await;
-    if let Some(reason) = session.dead {
+    // A provider that is down refuses the connection (`proxy_sender.go:733-737`).
+    let dead = session.dead.or_else(|| {
+        shared
+            .provider_down(&session.provider)
+            .then_some(DeadReason::ProviderUnreachable)
+    });
+    if let Some(reason) = dead {
         if shared.honour_failover && session.failover {
             record_forwarded(shared, session_id, &session, forwarded.clone());
             return failover(shared, session_id, &session, forwarded, req, fault).await;
@@ -255,17 +261,14 @@ async fn failover(
     let stream = req.stream == Some(true);
     let _ = close_now(shared, session_id);
     bump(&shared.counters.failovers);
-    let catalog = &shared.catalog;
-    let bid = catalog
-        .model_index(&session.model_id)
-        .and_then(|m| Some((m, catalog.best_bid(m, Some(&session.provider))?)));
+    let bid = match shared.catalog.model_index(&session.model_id) {
+        Some(m) => walk_bids(shared, m, Some(&session.provider)).map(|b| (m, b)),
+        None => Err(texts::NO_BIDS.to_owned()),
+    };
     let remaining = session.ends_at.saturating_sub(shared.now_unix());
     let opened = match bid {
-        None => Err(format!(
-            r#"no provider accepting session: [{{"provider":"{}","reason":"skipped: omitted provider"}}]"#,
-            session.provider
-        )),
-        Some(at) => {
+        Err(text) => Err(text),
+        Ok(at) => {
             crate::state::pause(shared.open_latency).await;
             if remaining < shared.min_session_seconds.max(1) {
                 Err(texts::SESSION_TOO_SHORT.to_owned())

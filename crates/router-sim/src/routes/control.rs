@@ -36,6 +36,12 @@ struct HealthBody {
     degraded: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct ProviderBody {
+    provider: String,
+    down: bool,
+}
+
 #[derive(Serialize)]
 struct ForwardedOut<'a> {
     body: &'a serde_json::Value,
@@ -82,6 +88,13 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) 
         ("POST", "health") => match serde_json::from_slice::<HealthBody>(body) {
             Ok(b) => {
                 shared.set_degraded(b.degraded);
+                Reply::ok(&OK)
+            }
+            Err(e) => Reply::bad_request(&format!("invalid body: {e}")),
+        },
+        ("POST", "providers") => match serde_json::from_slice::<ProviderBody>(body) {
+            Ok(b) => {
+                shared.set_provider_down(&b.provider, b.down);
                 Reply::ok(&OK)
             }
             Err(e) => Reply::bad_request(&format!("invalid body: {e}")),

@@ -116,13 +116,16 @@ pub(crate) async fn open_by_model(
         return Reply::close_connection();
     };
     let catalog = &shared.catalog;
-    let bid = catalog
+    let Some(model) = catalog
         .model_index(model_id)
-        .filter(|&m| !catalog.models[m].is_deleted)
-        .and_then(|m| Some((m, catalog.best_bid(m, None)?)));
-    // Found out from chain reads before any handshake (`blockchainapi/service.go:1138-1145`).
-    let Some(at) = bid else {
+        .filter(|&m| !catalog.models[m].is_deleted && !catalog.models[m].bids.is_empty())
+    else {
+        // Found out from chain reads before any handshake (`blockchainapi/service.go:1138-1145`).
         return Reply::internal(texts::NO_BIDS);
+    };
+    let at = match walk_bids(shared, model, None) {
+        Ok(bid) => (model, bid),
+        Err(text) => return Reply::internal(&text),
     };
     let failover = parsed.failover && shared.honour_failover;
     let task = Arc::clone(shared);
@@ -152,9 +155,49 @@ pub(crate) async fn open_by_bid(
         }
         return Reply::internal(texts::UNKNOWN_BID);
     };
+    let provider = &shared.catalog.models[at.0].bids[at.1].provider;
+    if shared.provider_down(provider) {
+        return Reply::internal(texts::HANDSHAKE_REFUSED);
+    }
     let task = Arc::clone(shared);
     let work = async move { complete_open(&task, at, seconds, false, fault).await };
     detached(work, caller_gone(shared)).await
+}
+
+/// The bid an open by model gets: the best-scored one whose provider takes the handshake, other
+/// than `omit` (the failover's `omitProvider`). A provider that is down is skipped, as the node
+/// tries the next bid after a failed handshake; when none is left the node lists why each failed
+/// (`blockchainapi/service.go:1157-1196`; addresses lower-case here, checksummed by the node).
+pub(crate) fn walk_bids(
+    shared: &Shared,
+    model: usize,
+    omit: Option<&str>,
+) -> Result<usize, String> {
+    #[derive(Serialize)]
+    struct Failure<'a> {
+        provider: &'a str,
+        reason: &'a str,
+    }
+    let bids = &shared.catalog.models[model].bids;
+    let mut failures = Vec::new();
+    for i in shared.catalog.bids_by_score(model) {
+        let provider = bids[i].provider.as_str();
+        if omit.is_some_and(|p| p.eq_ignore_ascii_case(provider)) {
+            failures.push(Failure {
+                provider,
+                reason: "skipped: omitted provider",
+            });
+        } else if shared.provider_down(provider) {
+            failures.push(Failure {
+                provider,
+                reason: texts::HANDSHAKE_REFUSED,
+            });
+        } else {
+            return Ok(i);
+        }
+    }
+    let listed = String::from_utf8(crate::gojson::to_vec(&failures)).unwrap_or_default();
+    Err(format!("no provider accepting session: {listed}"))
 }
 
 /// Counts an open whose caller left before its answer.

@@ -5,8 +5,9 @@
 //! need no provider fail at once, then the request queues for its session, and only then does
 //! the provider see it. The queueing and the model's time run on a task of their own: the node's
 //! handler is not cancelled when its caller leaves (gin's context never is, see
-//! `routes/sessions.rs`), so an abandoned request keeps its place in the queue and, for a JSON
-//! answer, holds the session for the whole generation.
+//! `routes/sessions.rs`; the queue's `Acquire(ctx)` never gives up), so an abandoned request keeps
+//! its place in the queue and, for a JSON answer, holds the session for the whole generation. A
+//! stream notices at its next failed write (here: at once, when hyper drops the body).
 
 use std::sync::Arc;
 

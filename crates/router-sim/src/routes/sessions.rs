@@ -1,8 +1,10 @@
 //! Opening, reading and closing sessions.
 //!
-//! An open runs on its own task, as the node's Go handler does: gin's context is never cancelled
-//! (`ContextWithFallback` is off in gin v1.10.0 and the node does not set it), so an open whose
-//! caller went away still completes — the transactions are sent and mined, the session exists.
+//! An open runs on its own task, as the node's Go handler does: the `*gin.Context` the node passes
+//! down as its `context.Context` is never cancelled (its `Done()` is nil unless the engine sets
+//! `ContextWithFallback`, gin v1.10.0 `context.go:1218-1238`, which the node does not,
+//! `handlers/httphandlers/http.go:55`), so an open whose caller went away still completes — the
+//! transactions are sent and mined, the session exists.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -94,12 +94,20 @@ impl<'a> Route<'a> {
     }
 }
 
-/// Runs `work` on a task of its own, as the node's handlers run to the end whether or not their
-/// caller is still there; `gone` runs when the answer found nobody to take it.
+/// Runs `work` to the end whether or not its caller is still there, as the node's handlers do;
+/// `gone` runs when the answer found nobody to take it. Work that is done at its first poll (no
+/// queue, no latency: the common case in tests and benchmarks) is answered inline; only work that
+/// has to wait moves to a task of its own, so the fast path costs no extra scheduling round.
 pub(crate) async fn detached(
     work: impl std::future::Future<Output = Reply> + Send + 'static,
     gone: impl FnOnce() + Send + 'static,
 ) -> Reply {
+    let mut work = Box::pin(work);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(reply) = first {
+        return reply;
+    }
+    // Whatever the first poll registered is re-registered by the task's own polls.
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         if tx.send(work.await).is_err() {

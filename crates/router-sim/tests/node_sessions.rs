@@ -75,7 +75,6 @@ async fn one_request_per_session_the_others_wait_in_arrival_order() {
         timed_chat(&sim, &other, "y", t0)
     );
     assert_eq!((a.0, b.0), (200, 200));
-    assert!(a.1.max(b.1) < Duration::from_millis(290), "{a:?} {b:?}");
     assert_eq!(sim.handle.counters().session_waits, 2);
 }
 
@@ -83,7 +82,7 @@ async fn one_request_per_session_the_others_wait_in_arrival_order() {
 async fn older_nodes_serve_a_session_concurrently() {
     let sim = start_with(SimConfig {
         session_concurrency: None,
-        ..slow_model(150)
+        ..slow_model(300)
     })
     .await;
     let sid = sim.open_llama().await;
@@ -93,7 +92,8 @@ async fn older_nodes_serve_a_session_concurrently() {
         timed_chat(&sim, &sid, "b", t0),
         timed_chat(&sim, &sid, "c", t0)
     );
-    assert!(a.1.max(b.1).max(c.1) < Duration::from_millis(290));
+    // One after the other would take 900 ms.
+    assert!(a.1.max(b.1).max(c.1) < Duration::from_millis(600));
     let counters = sim.handle.counters();
     // Nobody waited, but the counter still shows that three requests shared the session.
     assert_eq!(
@@ -394,7 +394,7 @@ async fn dead_sessions_stay_dead() {
 
 #[tokio::test]
 async fn some_dead_sessions_fail_before_the_queue() {
-    let sim = start_with(slow_model(300)).await;
+    let sim = start_with(slow_model(1000)).await;
     let sid = sim.open_llama().await;
     let busy = sim.chat(&sid, &user_message("busy"));
     let holder = tokio::spawn(async move { busy.send().await.unwrap().status() });
@@ -410,7 +410,7 @@ async fn some_dead_sessions_fail_before_the_queue() {
     let resp = sim.chat(&sid, &user_message("x")).send().await.unwrap();
     assert_eq!(resp.status(), 500);
     assert!(
-        t0.elapsed() < Duration::from_millis(200),
+        t0.elapsed() < Duration::from_millis(700),
         "answered without queueing"
     );
     // The busy request had passed its checks already.

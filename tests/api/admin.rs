@@ -284,13 +284,11 @@ async fn doctor_tells_a_wrong_password_a_missing_permission_and_a_sound_node_apa
     assert!(table.contains("set MORPHEUS_PROXY_ROUTER_USER and MORPHEUS_PROXY_ROUTER_PASSWORD"));
 
     let lacking = node(SimConfig {
-        permissions: Some(
-            morpheus_upstream::NEEDED_PERMISSIONS
-                .iter()
-                .filter(|m| **m != "approve" && **m != "close_session")
-                .map(|m| (*m).to_owned())
-                .collect(),
-        ),
+        user_methods: morpheus_upstream::NEEDED_PERMISSIONS
+            .iter()
+            .filter(|m| **m != "approve" && **m != "close_session")
+            .map(|m| (*m).to_owned())
+            .collect(),
         ..SimConfig::default()
     })
     .await;

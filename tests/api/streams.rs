@@ -10,7 +10,10 @@ use futures_util::StreamExt;
 use morpheus_router_sim::FaultKind;
 use serde_json::{Value, json};
 
-use crate::market::{openai_error, spawn_market_app, spawn_market_app_with, sse_events};
+use crate::market::{
+    openai_error, sim_config, spawn_market_app, spawn_market_app_on, spawn_market_app_with,
+    sse_events,
+};
 use crate::upstream_faults::{chat_fault, request, usage_count, warmed_user};
 
 /// Eight words: the answer is a role chunk, `Echo: `, eight word chunks, a finish chunk and a
@@ -450,7 +453,15 @@ fn check_framing(body: &[u8]) -> usize {
 
 #[tokio::test]
 async fn streams_are_framed_exactly_and_never_compressed() {
-    let app = spawn_market_app().await;
+    // A node older than 2025-11-19, which sends no `[DONE]`: the gateway adds it.
+    let app = spawn_market_app_on(
+        morpheus_router_sim::SimConfig {
+            done_marker: false,
+            ..sim_config()
+        },
+        |_| {},
+    )
+    .await;
     let user = warmed_user(&app).await;
     for gzip in [false, true] {
         let mut req = app
@@ -478,8 +489,6 @@ async fn streams_are_framed_exactly_and_never_compressed() {
         // Role, `Echo: ` and three words, finish, usage.
         assert_eq!(frames, 7);
     }
-    // The gateway added the `[DONE]`: the simulator behind it sends none.
-    assert!(!morpheus_router_sim::SimConfig::default().done_marker);
 }
 
 #[tokio::test]
@@ -507,17 +516,9 @@ async fn events_are_relayed_as_they_arrive() {
 
 #[tokio::test]
 async fn an_upstream_that_sends_done_itself_gets_exactly_one() {
-    let sim = morpheus_router_sim::Simulator::start(
-        morpheus_router_sim::SimConfig {
-            done_marker: true,
-            ..morpheus_router_sim::SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let url = sim.base_url();
-    let app = spawn_market_app_with(|s| s.proxy_router_url = Some(url)).await;
+    // Today's node relays the backend's `[DONE]`.
+    let app = spawn_market_app().await;
+    let sim = app.sim.clone();
     let user = warmed_user(&app).await;
     let r = app
         .chat(&user.api_key, &request("frame me exactly", true))
@@ -527,7 +528,7 @@ async fn an_upstream_that_sends_done_itself_gets_exactly_one() {
     assert_eq!(check_framing(&body), 7);
     let text = std::str::from_utf8(&body).unwrap();
     assert_eq!(text.matches("[DONE]").count(), 1, "{text}");
-    println!("G3 (upstream done_marker true): 7 JSON frames + one [DONE]");
+    println!("G3 (upstream sends [DONE]): 7 JSON frames + one [DONE]");
     assert_eq!(sim.counters().streams_completed, 1);
 }
 

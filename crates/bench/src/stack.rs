@@ -135,10 +135,23 @@ pub fn start_gateway(
 /// Starts the simulator in fast mode (no pause between stream events).
 pub fn start_sim(bins: &Bins, dir: &Path, cpu: Option<usize>) -> Result<(ChildGuard, SocketAddr)> {
     let bind = procs::free_addr()?;
+    let bind_arg = bind.to_string();
     let mut sim = procs::spawn(
         "morpheus-router-sim",
         &bins.sim,
-        &["--bind", &bind.to_string(), "--chunk-delay-ms", "0"],
+        &[
+            "--bind",
+            &bind_arg,
+            "--chunk-delay-ms",
+            "0",
+            // legacy sim behaviour until the gateway claims an idle session per request from a
+            // pool instead of sending a key's concurrent requests to one session (issue 11 §2)
+            "--session-concurrency",
+            "0",
+            // legacy sim behaviour until the gateway asks for `stream_options.include_usage`
+            // (issue 11 §2)
+            "--usage-without-include-usage",
+        ],
         &[],
         cpu,
         dir.join("router-sim.log"),

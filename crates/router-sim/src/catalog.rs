@@ -26,7 +26,28 @@ struct ModelOut<'a> {
     tags: &'a [String],
     created_at: u64,
     is_deleted: bool,
+    model_type: &'static str,
 }
+
+/// The model's type from its tags, the first recognised tag winning, as
+/// `blockchainapi/model_tags.go:20-37` derives it (`structs/model.go:19,27-33`).
+pub(crate) fn model_type(tags: &[String]) -> &'static str {
+    for tag in tags {
+        match tag.to_lowercase().as_str() {
+            "stt" | "transcribe" | "s2t" | "speech" | "speech-to-text" | "speech2text" => {
+                return "STT";
+            }
+            "tts" | "text-to-speech" | "text2speech" | "t2s" => return "TTS",
+            "embedding" | "embeddings" => return "EMBEDDING",
+            "llm" | "textgeneration" | "text2text" | "text-to-text" | "t2t" => return "LLM",
+            _ => {}
+        }
+    }
+    "UNKNOWN"
+}
+
+/// The rated bids' outer `ID`: the node never sets it (`blockchainapi/service.go:306-317`).
+const ZERO_HASH: &str = "0x0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A bid as the proxy-router renders it: its four numbers are decimal strings.
 #[derive(Serialize)]
@@ -111,6 +132,7 @@ impl Catalog {
                 tags: &m.tags,
                 created_at: m.created_at,
                 is_deleted: m.is_deleted,
+                model_type: model_type(&m.tags),
             })
             .collect();
         let models_json = to_bytes(&ModelsOut { models: &listed });
@@ -123,7 +145,7 @@ impl Catalog {
             let rated: Vec<RatedBidOut<'_>> = order
                 .iter()
                 .map(|&i| RatedBidOut {
-                    id: &m.bids[i].id,
+                    id: ZERO_HASH,
                     bid: bid_out(m, &m.bids[i], i),
                     score: m.bids[i].score,
                 })
@@ -183,9 +205,12 @@ impl Catalog {
         self.bid_json[model][bid].clone()
     }
 
-    /// The bid a session opened by model gets: the best-scored one.
-    pub fn best_bid(&self, model: usize) -> Option<usize> {
+    /// A model's bids, best score first: the order the node tries them in when it opens by model
+    /// (`blockchainapi/service.go:1164-1193`).
+    pub fn bids_by_score(&self, model: usize) -> Vec<usize> {
         let bids = &self.models[model].bids;
-        (0..bids.len()).max_by(|&a, &b| bids[a].score.total_cmp(&bids[b].score))
+        let mut order: Vec<usize> = (0..bids.len()).collect();
+        order.sort_by(|&a, &b| bids[b].score.total_cmp(&bids[a].score));
+        order
     }
 }

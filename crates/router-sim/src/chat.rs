@@ -10,13 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::fnv1a;
 
-/// The parts of an OpenAI chat request the simulator looks at; everything else is ignored.
+/// The parts of an OpenAI chat request the simulator looks at (in the body the provider
+/// received); everything else is ignored.
 #[derive(Deserialize)]
 pub(crate) struct ChatRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     messages: Vec<Message>,
     #[serde(default)]
     pub stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
     #[serde(default)]
     n: Option<u32>,
     #[serde(default)]
@@ -29,12 +32,29 @@ pub(crate) struct ChatRequest {
     tool_choice: Option<serde_json::Value>,
 }
 
+/// `"messages": null` is what a body without messages becomes after go-openai.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
 #[derive(Deserialize)]
 struct Message {
     #[serde(default)]
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +110,20 @@ impl Content {
     }
 }
 
+/// The node's own prompt count, `lib.CountPromptTokens` (`lib/tokens.go:22-47`): per message one
+/// token for the role, its content's tokens and its name's, plus 3 of formatting. The node counts
+/// with tiktoken; the simulator's token is a word.
+fn node_prompt_tokens(messages: &[Message]) -> u64 {
+    messages
+        .iter()
+        .map(|m| {
+            1 + m.content.as_ref().map_or(0, Content::words)
+                + m.name.as_deref().map_or(0, count_words)
+                + 3
+        })
+        .sum()
+}
+
 fn count_words(s: &str) -> u64 {
     s.split_whitespace().count() as u64
 }
@@ -122,6 +156,29 @@ pub(crate) struct ChatPlan {
     pub completion_tokens: u64,
     /// Report usage as negative numbers and strings (the `BadUsage` fault).
     pub bad_usage: bool,
+    /// The request asked for a usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    /// What the node itself counts for the prompt (`usage_from_*`).
+    pub node_prompt_tokens: u64,
+}
+
+/// `usage_from_provider` / `usage_from_consumer`: a Go `map[string]int`, so its keys are sorted
+/// (`chatstorage/genericchatstorage/chat_completion.go:132-145`).
+#[derive(Serialize, Clone, Copy)]
+pub(crate) struct NodeUsage {
+    completion_tokens: u64,
+    prompt_tokens: u64,
+    total_tokens: u64,
+}
+
+impl NodeUsage {
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Self {
+            completion_tokens,
+            prompt_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
 }
 
 /// More choices than this is a client bug; cap it instead of generating megabytes.
@@ -187,7 +244,29 @@ impl ChatPlan {
             prompt_tokens,
             completion_tokens,
             bad_usage,
+            include_usage: req.stream_options.as_ref().is_some_and(|o| o.include_usage),
+            node_prompt_tokens: node_prompt_tokens(&req.messages),
         }
+    }
+
+    /// The node's count of what a stream's content deltas carried, at its final chunks: the
+    /// words of every choice's deltas (`proxy_sender.go:1024-1043`, `proxy_receiver.go:224-244`).
+    pub fn node_stream_usage(&self) -> NodeUsage {
+        let words = match &self.answer {
+            Answer::Text(_) => self.completion_tokens * u64::from(self.n),
+            Answer::Tool(_) => 0,
+        };
+        NodeUsage::new(self.node_prompt_tokens, words)
+    }
+
+    /// The node's count for a JSON answer: the first choice's content
+    /// (`proxy_sender.go:1056-1061`, `proxy_receiver.go:251-257`).
+    pub fn node_answer_usage(&self) -> NodeUsage {
+        let words = match &self.answer {
+            Answer::Text(_) => self.completion_tokens,
+            Answer::Tool(_) => 0,
+        };
+        NodeUsage::new(self.node_prompt_tokens, words)
     }
 
     pub fn usage(&self) -> UsageOut {
@@ -206,8 +285,8 @@ impl ChatPlan {
         }
     }
 
-    /// The non-streaming `chat.completion` body.
-    pub fn completion_json(&self) -> Bytes {
+    /// The non-streaming `chat.completion` body, with the node's usage members when `node_usage`.
+    pub fn completion_json(&self, node_usage: bool) -> Bytes {
         let (content, tool_calls) = match &self.answer {
             Answer::Text(t) => (Some(t.as_str()), None),
             Answer::Tool(call) => (None, Some([call.out()])),
@@ -223,16 +302,19 @@ impl ChatPlan {
                 finish_reason: self.finish_reason,
             })
             .collect();
+        let node = node_usage.then(|| self.node_answer_usage());
         let body = CompletionOut {
-            id: &self.id,
-            object: "chat.completion",
-            created: self.created,
-            model: &self.model,
             choices,
-            usage: self.usage(),
+            created: self.created,
+            id: &self.id,
+            model: &self.model,
+            object: "chat.completion",
             system_fingerprint: SYSTEM_FINGERPRINT,
+            usage: self.usage(),
+            usage_from_consumer: node,
+            usage_from_provider: node,
         };
-        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+        Bytes::from(crate::gojson::to_vec(&body))
     }
 }
 
@@ -317,15 +399,21 @@ impl ToolCall {
     }
 }
 
+/// The node re-marshals the backend's answer from a Go map, so its top-level keys come out
+/// sorted (`genericchatstorage/chat_completion.go:86-100`): declared here in that order.
 #[derive(Serialize)]
 struct CompletionOut<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
     choices: Vec<ChoiceOut<'a>>,
-    usage: UsageOut,
+    created: u64,
+    id: &'a str,
+    model: &'a str,
+    object: &'static str,
     system_fingerprint: &'static str,
+    usage: UsageOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_from_consumer: Option<NodeUsage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_from_provider: Option<NodeUsage>,
 }
 
 #[derive(Serialize)]

@@ -32,6 +32,11 @@ impl ConnCtl {
         }
         self.kill.notify_one();
     }
+
+    /// Close the connection (FIN) without a response.
+    pub fn close(&self) {
+        self.kill.notify_one();
+    }
 }
 
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {

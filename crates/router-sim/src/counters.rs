@@ -28,6 +28,22 @@ pub struct Counters {
     /// The `X-Request-Id` header of the latest chat request, if it had one.
     #[serde(default)]
     pub last_chat_request_id: Option<String>,
+    /// Chat requests that found their session busy and had to wait for it.
+    #[serde(default)]
+    pub session_waits: u64,
+    /// The most chat requests one session ever had at once, served or waiting: above 1, a
+    /// client sent a request to a session that was still serving another.
+    #[serde(default)]
+    pub max_session_concurrency: u64,
+    /// Opens whose caller went away before the answer (they completed all the same).
+    #[serde(default)]
+    pub opens_caller_gone: u64,
+    /// Values the go-openai rewrite dropped from chat bodies (see `SimHandle::last_forwarded`).
+    #[serde(default)]
+    pub forwarded_fields_dropped: u64,
+    /// Sessions the node replaced after a provider failure (`honour_failover` only).
+    #[serde(default)]
+    pub failovers: u64,
 }
 
 /// The live counters: plain relaxed atomics, cheap enough for the benchmark baseline.
@@ -46,6 +62,11 @@ pub(crate) struct CounterCells {
     pub connections_open: AtomicU64,
     pub faults_applied: AtomicU64,
     pub last_chat_request_id: std::sync::Mutex<Option<String>>,
+    pub session_waits: AtomicU64,
+    pub max_session_concurrency: AtomicU64,
+    pub opens_caller_gone: AtomicU64,
+    pub forwarded_fields_dropped: AtomicU64,
+    pub failovers: AtomicU64,
 }
 
 pub(crate) fn bump(cell: &AtomicU64) {
@@ -84,6 +105,11 @@ impl CounterCells {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
+            session_waits: self.session_waits.load(Relaxed),
+            max_session_concurrency: self.max_session_concurrency.load(Relaxed),
+            opens_caller_gone: self.opens_caller_gone.load(Relaxed),
+            forwarded_fields_dropped: self.forwarded_fields_dropped.load(Relaxed),
+            failovers: self.failovers.load(Relaxed),
         }
     }
 }

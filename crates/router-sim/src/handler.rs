@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::{HugeBody, Shape, Shaped, SimBody, Source};
@@ -39,6 +40,25 @@ pub(crate) async fn handle(
         return respond(reply, None, &shared, &ctl);
     }
 
+    // Every answer carries the request's `X-Request-Id`, or one the node made up
+    // (`handlers/httphandlers/logging.go:17-23`, a middleware on every route, 404s included).
+    let request_id = match parts.headers.get("x-request-id").filter(|v| !v.is_empty()) {
+        Some(id) => id.clone(),
+        None => HeaderValue::from_str(&shared.fresh_request_id())
+            .unwrap_or(HeaderValue::from_static("00000000")),
+    };
+    let mut resp = route(&shared, &ctl, &parts, body).await;
+    resp.headers_mut()
+        .insert(HeaderName::from_static("x-request-id"), request_id);
+    resp
+}
+
+async fn route(
+    shared: &Arc<Shared>,
+    ctl: &Arc<ConnCtl>,
+    parts: &Parts,
+    body: Bytes,
+) -> Response<SimBody> {
     bump(&shared.counters.requests);
     let route = Route::parse(&parts.method, parts.uri.path());
     // Counted before faults apply, so tests can count every attempt a client made.
@@ -83,28 +103,21 @@ pub(crate) async fn handle(
     }
 
     // Auth is per route in the proxy-router, so unknown paths get the plain 404 without it.
-    if !matches!(route, Route::Health | Route::NotFound)
-        && let Err(text) = shared.auth.check(parts.headers.get(header::AUTHORIZATION))
+    if let Some(method) = route.method()
+        && let Err((status, text)) = shared
+            .auth
+            .check(parts.headers.get(header::AUTHORIZATION), method)
     {
-        return respond(
-            Reply::error(StatusCode::UNAUTHORIZED, text),
-            fault.as_ref(),
-            &shared,
-            &ctl,
-        );
+        return respond(Reply::error(status, text), fault.as_ref(), shared, ctl);
     }
-    if let (Some(method), Some(allowed)) = (route.permission(), &shared.permissions)
-        && !allowed.iter().any(|m| m == method || m == "*")
-    {
-        return respond(
-            Reply::error(StatusCode::FORBIDDEN, "method not allowed"),
-            fault.as_ref(),
-            &shared,
-            &ctl,
-        );
+    let shape = fault.clone();
+    let reply = routes::dispatch(shared, route, parts, body, fault).await;
+    if matches!(reply.body, ReplyBody::CloseConnection) {
+        ctl.close();
+        // The connection task drops this future together with the connection.
+        return std::future::pending().await;
     }
-    let reply = routes::dispatch(&shared, route, &parts, body, fault.as_ref());
-    respond(reply, fault.as_ref(), &shared, &ctl)
+    respond(reply, shape.as_ref(), shared, ctl)
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, Reply> {
@@ -134,9 +147,12 @@ fn respond(
             pace.unwrap_or(Duration::ZERO),
             Arc::clone(ctl),
         ))),
+        (ReplyBody::CloseConnection, _) => SimBody::Full(None),
         (ReplyBody::Chat(chat), shape) => {
             let (shape, pace) = shape.unwrap_or((Shape::Plain, None));
-            let pace = pace.unwrap_or_else(|| shared.chunk_delay());
+            // One event per token: the model's pace plus the configured pause.
+            let pace =
+                pace.unwrap_or_else(|| shared.chunk_delay() + shared.provider_latency.per_token);
             SimBody::Shaped(Box::new(Shaped::new(
                 Source::Chat(chat),
                 shape,

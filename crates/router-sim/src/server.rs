@@ -108,6 +108,33 @@ impl SimHandle {
         self.shared.set_chunk_delay(d);
     }
 
+    /// `Some(reason)`: `/healthcheck` answers 503 `{"status":"degraded",…}` with `reason` as its
+    /// store's state (`system/controller.go:76-91`); `None`: healthy again.
+    pub fn set_degraded(&self, reason: Option<&str>) {
+        self.shared.set_degraded(reason.map(str::to_owned));
+    }
+
+    /// Takes a provider's endpoint down (or back up): its handshakes and its sessions' chats are
+    /// refused (`failed to connect to provider: … connection refused`), and opens by model skip
+    /// its bids as the node does after a failed handshake.
+    pub fn set_provider_down(&self, provider: &str, down: bool) {
+        self.shared.set_provider_down(provider, down);
+    }
+
+    /// The latest chat body the provider received on `session_id`, after the node's go-openai
+    /// rewrite (`model` is the provider's model), and the JSON paths of the values the rewrite
+    /// dropped. `None` before the first request reached the provider.
+    pub fn last_forwarded(&self, session_id: &str) -> Option<(serde_json::Value, Vec<String>)> {
+        let book = self.shared.sessions();
+        let fwd = book.get_any(session_id)?.forwarded.as_ref()?;
+        Some((fwd.body.clone(), fwd.dropped.clone()))
+    }
+
+    /// Ids of every session on the simulated chain, visible or not yet, in opening order.
+    pub fn session_ids(&self) -> Vec<String> {
+        self.shared.sessions().ids()
+    }
+
     /// Stops accepting and closes every connection, in-flight requests included.
     pub fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);

@@ -2,8 +2,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
+
+use crate::faults::DeadReason;
+use crate::gate::Gate;
+use crate::rewrite::Forwarded;
 
 pub(crate) struct SessionRec {
     pub id: String,
@@ -19,6 +24,15 @@ pub(crate) struct SessionRec {
     pub ends_at: u64,
     /// 0 while open.
     pub closed_at: u64,
+    /// Chain reads see the session only from then on (an open that failed after mining).
+    pub visible_from: Option<Instant>,
+    /// Opened with `failover: true` while the node honours it.
+    pub failover: bool,
+    /// Why the session stopped working for good, if it did.
+    pub dead: Option<DeadReason>,
+    /// The latest chat body as the provider received it.
+    pub forwarded: Option<Arc<Forwarded>>,
+    pub gate: Arc<Gate>,
 }
 
 /// A session as the proxy-router renders it: every number a plain JSON number, however large.
@@ -42,6 +56,11 @@ pub(crate) struct SessionOut<'a> {
 }
 
 impl SessionRec {
+    /// Whether chain reads see the session yet.
+    pub fn visible(&self) -> bool {
+        self.visible_from.is_none_or(|t| Instant::now() >= t)
+    }
+
     pub fn out(&self) -> SessionOut<'_> {
         SessionOut {
             id: &self.id,
@@ -64,8 +83,13 @@ impl SessionRec {
 /// What a chat request needs to know about its session.
 pub(crate) struct ChatSession {
     pub model_name: Arc<str>,
+    pub model_id: String,
+    pub provider: String,
     pub ends_at: u64,
     pub closed_at: u64,
+    pub failover: bool,
+    pub dead: Option<DeadReason>,
+    pub gate: Arc<Gate>,
 }
 
 #[derive(Default)]
@@ -83,7 +107,13 @@ impl SessionBook {
         self.list.push(rec);
     }
 
+    /// A session chain reads can see.
     pub fn get(&self, id: &str) -> Option<&SessionRec> {
+        self.get_any(id).filter(|s| s.visible())
+    }
+
+    /// A session, visible or not yet.
+    pub fn get_any(&self, id: &str) -> Option<&SessionRec> {
         self.index
             .get(&id.to_ascii_lowercase())
             .map(|&i| &self.list[i])
@@ -93,14 +123,24 @@ impl SessionBook {
         self.index
             .get(&id.to_ascii_lowercase())
             .map(|&i| &mut self.list[i])
+            .filter(|s| s.visible())
     }
 
     pub fn chat_view(&self, id: &str) -> Option<ChatSession> {
         self.get(id).map(|s| ChatSession {
             model_name: Arc::clone(&s.model_name),
+            model_id: s.model_id.clone(),
+            provider: s.provider.clone(),
             ends_at: s.ends_at,
             closed_at: s.closed_at,
+            failover: s.failover,
+            dead: s.dead,
+            gate: Arc::clone(&s.gate),
         })
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.list.iter().map(|s| s.id.clone()).collect()
     }
 
     /// Sessions of `user`, newest first when `newest_first`, then paged.
@@ -114,7 +154,7 @@ impl SessionBook {
         let mine = self
             .list
             .iter()
-            .filter(|s| s.user.eq_ignore_ascii_case(user));
+            .filter(|s| s.visible() && s.user.eq_ignore_ascii_case(user));
         let paged: Vec<&SessionRec> = if newest_first {
             mine.rev().skip(offset).take(limit).collect()
         } else {

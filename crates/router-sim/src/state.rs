@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::auth::BasicAuth;
 use crate::catalog::Catalog;
-use crate::config::SimConfig;
+use crate::config::{ProviderLatency, SimConfig};
 use crate::counters::CounterCells;
 use crate::faults::FaultTable;
 use crate::ids::{fnv1a, hex_from_seed};
@@ -22,9 +22,21 @@ pub(crate) struct Shared {
     /// `{"address":"0x…"}`, rendered once.
     pub wallet_json: Bytes,
     pub done_marker: bool,
-    /// `None`: every method allowed.
-    pub permissions: Option<Vec<String>>,
     pub store_chat_context: bool,
+    /// The node behaviours a test can turn back (see `SimConfig`).
+    pub session_concurrency: Option<u32>,
+    pub min_session_seconds: u64,
+    pub open_latency: Duration,
+    pub provider_latency: ProviderLatency,
+    pub usage_without_include_usage: bool,
+    pub node_usage_fields: bool,
+    pub rewrite_requests: bool,
+    pub honour_failover: bool,
+    pub unknown_bid_not_found: bool,
+    /// Providers (lower-case addresses) whose endpoint refuses connections.
+    down_providers: Mutex<std::collections::HashSet<String>>,
+    /// `Some(reason)`: `/healthcheck` answers 503 `degraded` with `reason` for its store.
+    degraded: Mutex<Option<String>>,
     chunk_delay_ns: AtomicU64,
     /// Seconds the chain clock runs ahead of the wall clock.
     clock_offset_s: AtomicU64,
@@ -49,13 +61,23 @@ impl Shared {
                 .unwrap_or_default(),
         );
         Self {
+            auth: BasicAuth::new(&config),
             catalog: Catalog::new(config.models),
-            auth: BasicAuth::new(&config.user, &config.password),
             wallet: config.wallet,
             wallet_json,
             done_marker: config.done_marker,
-            permissions: config.permissions,
             store_chat_context: config.store_chat_context,
+            session_concurrency: config.session_concurrency,
+            min_session_seconds: config.min_session_seconds,
+            open_latency: config.open_latency,
+            provider_latency: config.provider_latency,
+            usage_without_include_usage: config.usage_without_include_usage,
+            node_usage_fields: config.node_usage_fields,
+            rewrite_requests: config.rewrite_requests,
+            honour_failover: config.honour_failover,
+            unknown_bid_not_found: config.unknown_bid_not_found,
+            down_providers: Mutex::default(),
+            degraded: Mutex::new(None),
             chunk_delay_ns: AtomicU64::new(duration_ns(config.chunk_delay)),
             clock_offset_s: AtomicU64::new(0),
             counters: CounterCells::default(),
@@ -96,10 +118,57 @@ impl Shared {
         hex_from_seed(self.id_seed ^ n.wrapping_mul(0xA24B_AED4_963E_E407), 64)
     }
 
+    /// A request id as the node generates one: 8 hex (`lib/context.go:10-14`).
+    pub fn fresh_request_id(&self) -> String {
+        let n = self.id_seq.fetch_add(1, Relaxed);
+        hex_from_seed(self.id_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15), 8)[2..].to_owned()
+    }
+
+    pub fn provider_down(&self, provider: &str) -> bool {
+        self.down_providers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&provider.to_ascii_lowercase())
+    }
+
+    pub fn set_provider_down(&self, provider: &str, down: bool) {
+        let mut set = self
+            .down_providers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if down {
+            set.insert(provider.to_ascii_lowercase());
+        } else {
+            set.remove(&provider.to_ascii_lowercase());
+        }
+    }
+
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_degraded(&self, reason: Option<String>) {
+        *self
+            .degraded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
+    }
+
     pub fn sessions(&self) -> std::sync::MutexGuard<'_, SessionBook> {
         // A panic while holding the lock cannot leave the book half-updated in a way that
         // matters to a test double, so poisoning is ignored.
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Waits `d`; a zero wait returns at once (tokio would still round it up to its next timer
+/// tick, a millisecond, which the benchmark would count as the simulator's).
+pub(crate) async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
     }
 }
 

@@ -8,11 +8,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::chat::{Answer, ChatPlan, SYSTEM_FINGERPRINT, UsageOut};
+use crate::chat::{Answer, ChatPlan, NodeUsage, SYSTEM_FINGERPRINT, UsageOut};
 use crate::counters::{bump, drop_one};
+use crate::gate::Turn;
 use crate::state::Shared;
 
 enum Step {
+    /// The `i`-th event written before the answer (failover control chunks).
+    Prelude(usize),
     Role(u32),
     /// The word starting at byte `start` of the content, for choice `choice`.
     Word {
@@ -40,20 +43,45 @@ pub(crate) struct ChatSource {
     plan: ChatPlan,
     shared: Arc<Shared>,
     done_marker: bool,
+    /// Send the final `choices: []` chunk with `usage`.
+    usage_chunk: bool,
+    /// `usage_from_*` on final chunks.
+    node_usage: Option<NodeUsage>,
+    prelude: Vec<Bytes>,
+    /// After this many events, append this raw error and end.
+    error_after: Option<(u32, Bytes)>,
+    sent: u32,
     step: Step,
     outcome: Outcome,
+    /// The session is this request's until the stream ends or is dropped.
+    _turn: Option<Turn>,
 }
 
+/// How a stream is shaped besides its answer.
+pub(crate) struct StreamOptions {
+    /// Events written before the answer.
+    pub prelude: Vec<Bytes>,
+    /// After this many events the node appends `{"error":…}` raw and ends.
+    pub error_after: Option<(u32, String)>,
+    pub turn: Option<Turn>,
+}
+
+/// A chunk as the node writes it: re-marshalled from a Go map, top-level keys sorted
+/// (`genericchatstorage/chat_completion.go:182-196`), so declared in that order.
 #[derive(Serialize)]
 struct ChunkOut<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    system_fingerprint: &'static str,
     choices: &'a [ChunkChoice<'a>],
+    created: u64,
+    id: &'a str,
+    model: &'a str,
+    object: &'static str,
+    system_fingerprint: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<UsageOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_from_consumer: Option<NodeUsage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_from_provider: Option<NodeUsage>,
 }
 
 #[derive(Serialize)]
@@ -91,15 +119,33 @@ struct FunctionDelta<'a> {
 }
 
 impl ChatSource {
-    pub fn new(plan: ChatPlan, shared: Arc<Shared>) -> Self {
+    pub fn new(plan: ChatPlan, shared: Arc<Shared>, options: StreamOptions) -> Self {
         bump(&shared.counters.streams_active);
-        let done_marker = shared.done_marker;
+        // The node relays the backend's usage chunk, which exists only when asked for
+        // (reference §2.10), and adds its own counts to the final chunks.
+        let usage_chunk = plan.include_usage || shared.usage_without_include_usage;
+        let node_usage = shared.node_usage_fields.then(|| plan.node_stream_usage());
+        let error_after = options.error_after.map(|(n, text)| {
+            // Written raw: no `data:`, no newline (`proxyapi/controller_http.go:279-283`).
+            (n, Bytes::from(crate::reply::error_json(&text)))
+        });
+        let step = if options.prelude.is_empty() {
+            Step::Role(0)
+        } else {
+            Step::Prelude(0)
+        };
         Self {
             plan,
+            done_marker: shared.done_marker,
+            usage_chunk,
+            node_usage,
+            prelude: options.prelude,
+            error_after,
+            sent: 0,
             shared,
-            done_marker,
-            step: Step::Role(0),
+            step,
             outcome: Outcome::Running,
+            _turn: options.turn,
         }
     }
 
@@ -126,11 +172,34 @@ impl ChatSource {
 
     /// The next SSE event, `None` once the stream is over.
     pub fn next_chunk(&mut self) -> Option<Bytes> {
+        // Due, or the answer is over before `after` events: the error follows what was sent.
+        if let Some((after, error)) = &self.error_after
+            && (self.sent == *after || matches!(self.step, Step::End))
+        {
+            let error = error.clone();
+            self.error_after = None;
+            self.step = Step::End;
+            return Some(error);
+        }
+        let event = self.next_event()?;
+        self.sent += 1;
+        Some(event)
+    }
+
+    fn next_event(&mut self) -> Option<Bytes> {
         let n = self.plan.n;
         let next_choice = |i: u32, same: fn(u32) -> Step, after: Step| {
             if i + 1 < n { same(i + 1) } else { after }
         };
         let (event, next) = match self.step {
+            Step::Prelude(i) => {
+                let next = if i + 1 < self.prelude.len() {
+                    Step::Prelude(i + 1)
+                } else {
+                    Step::Role(0)
+                };
+                (self.prelude[i].clone(), next)
+            }
             Step::Role(i) => {
                 let delta = Delta {
                     role: Some("assistant"),
@@ -220,11 +289,24 @@ impl ChatSource {
                 (event, next_choice(i, Step::ToolArgs, Step::Finish(0)))
             }
             Step::Finish(i) => {
-                let event = self.chunk(i, Delta::default(), Some(self.plan.finish_reason));
-                (event, next_choice(i, Step::Finish, Step::Usage))
+                let after = if self.usage_chunk {
+                    Step::Usage
+                } else if self.done_marker {
+                    Step::Done
+                } else {
+                    Step::End
+                };
+                let choice = ChunkChoice {
+                    index: i,
+                    delta: Delta::default(),
+                    finish_reason: Some(self.plan.finish_reason),
+                };
+                // A chunk with a finish reason is final: it gets the node's counts.
+                let event = self.render(&[choice], None, self.node_usage);
+                (event, next_choice(i, Step::Finish, after))
             }
             Step::Usage => {
-                let event = self.render(&[], Some(self.plan.usage()));
+                let event = self.render(&[], Some(self.plan.usage()), self.node_usage);
                 (
                     event,
                     if self.done_marker {
@@ -252,23 +334,30 @@ impl ChatSource {
                 finish_reason,
             }],
             None,
+            None,
         )
     }
 
-    fn render(&self, choices: &[ChunkChoice<'_>], usage: Option<UsageOut>) -> Bytes {
+    fn render(
+        &self,
+        choices: &[ChunkChoice<'_>],
+        usage: Option<UsageOut>,
+        node_usage: Option<NodeUsage>,
+    ) -> Bytes {
         let chunk = ChunkOut {
-            id: &self.plan.id,
-            object: "chat.completion.chunk",
-            created: self.plan.created,
-            model: &self.plan.model,
-            system_fingerprint: SYSTEM_FINGERPRINT,
             choices,
+            created: self.plan.created,
+            id: &self.plan.id,
+            model: &self.plan.model,
+            object: "chat.completion.chunk",
+            system_fingerprint: SYSTEM_FINGERPRINT,
             usage,
+            usage_from_consumer: node_usage,
+            usage_from_provider: node_usage,
         };
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(b"data: ");
-        // Writing plain structs into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut buf, &chunk);
+        crate::gojson::write(&mut buf, &chunk);
         buf.extend_from_slice(b"\n\n");
         Bytes::from(buf)
     }

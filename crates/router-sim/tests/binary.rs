@@ -18,9 +18,23 @@ async fn binary_announces_serves_and_stops_on_sigterm() {
             "u",
             "--password",
             "p",
-            "--done-marker",
+            "--no-done-marker",
             "--chunk-delay-ms",
             "1",
+            "--session-concurrency",
+            "0",
+            "--min-session-seconds",
+            "0",
+            "--open-latency-ms",
+            "1",
+            "--first-token-ms",
+            "1",
+            "--per-token-ms",
+            "1",
+            "--usage-without-include-usage",
+            "--no-node-usage-fields",
+            "--no-rewrite",
+            "--honour-failover",
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -53,6 +67,38 @@ async fn binary_announces_serves_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // The flags took: a 60 s session is accepted, the stream has the old simulator's usage
+    // chunk and no [DONE], and `stop` as a string reaches the "provider" unchanged.
+    let opened: Value = http
+        .post(format!(
+            "{base}/blockchain/models/{}/session",
+            morpheus_router_sim::LLAMA_MODEL_ID
+        ))
+        .basic_auth("u", Some("p"))
+        .json(&serde_json::json!({"sessionDuration": 60}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sid = opened["sessionID"].as_str().unwrap();
+    let text = http
+        .post(format!("{base}/v1/chat/completions"))
+        .basic_auth("u", Some("p"))
+        .header("session_id", sid)
+        .json(&serde_json::json!({"stream": true, "stop": "x", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("\"usage\""), "{text}");
+    assert!(
+        !text.contains("[DONE]") && !text.contains("usage_from"),
+        "{text}"
+    );
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -257,8 +257,9 @@ async fn garbage_after_chunks_then_continues() {
     assert!(err.is_none());
     let events = sse_data(&text);
     assert_eq!(events[2], "{not json");
-    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
-    assert_eq!(last["usage"]["completion_tokens"], 3);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let finish: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(finish["usage_from_provider"]["completion_tokens"], 3);
 }
 
 #[tokio::test]
@@ -347,16 +348,19 @@ async fn bad_usage_json_and_stream() {
         .unwrap();
     assert_eq!(out["usage"]["prompt_tokens"], -1);
     assert!(out["usage"]["completion_tokens"].is_string());
+    let mut req = stream_request("x");
+    req["stream_options"] = json!({"include_usage": true});
     let text = sim
-        .chat(&sid, &stream_request("x"))
+        .chat(&sid, &req)
         .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let last: Value = serde_json::from_str(sse_data(&text).last().unwrap()).unwrap();
-    assert!(last["usage"]["total_tokens"].as_i64().unwrap() < 0);
+    let events = sse_data(&text);
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert!(usage["usage"]["total_tokens"].as_i64().unwrap() < 0);
 }
 
 #[tokio::test]
@@ -369,7 +373,7 @@ async fn drip_chunks_paces_the_stream() {
     ));
     let t = Instant::now();
     let text = stream(&sim, &sid, "a b").await.text().await.unwrap();
-    // role, 3 words, finish, usage: 5 gaps.
+    // role, 3 words, finish, [DONE]: 5 gaps.
     assert_eq!(sse_data(&text).len(), 6);
     assert!(
         t.elapsed() >= Duration::from_millis(200),

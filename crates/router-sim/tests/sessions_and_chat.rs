@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{sse_data, start, start_with, stream_request, streamed_text, user_message};
+use common::{
+    json_events, sse_data, start, start_with, stream_request, streamed_text, user_message,
+};
 use morpheus_router_sim::{DEFAULT_WALLET, LLAMA_MODEL_ID, SimConfig};
 use serde_json::{Value, json};
 
@@ -60,14 +62,18 @@ async fn session_open_get_chat_expire() {
         body["usage"],
         json!({"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9})
     );
+    // The node's own count adds 1 (role) + 3 (formatting) per message: 6 + 7 = 13.
+    let node = json!({"completion_tokens": 4, "prompt_tokens": 13, "total_tokens": 17});
+    assert_eq!(body["usage_from_consumer"], node);
+    assert_eq!(body["usage_from_provider"], node);
 
-    // The chain clock moves past EndsAt: the session is expired without waiting.
+    // The chain clock moves past EndsAt: the provider refuses the session without waiting.
     sim.handle.advance_clock(Duration::from_secs(601));
     let resp = sim.chat(&sid, &user_message("hi")).send().await.unwrap();
     assert_eq!(resp.status(), 500);
     assert_eq!(
         resp.json::<Value>().await.unwrap(),
-        json!({"error": "session expired"})
+        json!({"error": "provider request failed: provider error: session expired"})
     );
     let c = sim.handle.counters();
     assert_eq!((c.sessions_opened, c.chat_requests), (2, 2));
@@ -100,7 +106,7 @@ async fn chat_with_n_max_tokens_and_array_content() {
 }
 
 #[tokio::test]
-async fn streams_without_done_by_default() {
+async fn streams_end_with_done_and_carry_usage_only_when_asked() {
     let sim = start().await;
     let sid = sim.open_llama().await;
     let resp = sim
@@ -112,13 +118,11 @@ async fn streams_without_done_by_default() {
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let text = resp.text().await.unwrap();
     let events = sse_data(&text);
-    assert!(!text.contains("[DONE]"));
-    let chunks: Vec<Value> = events
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
-    // role, 4 words, finish, usage.
-    assert_eq!(chunks.len(), 7);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks = json_events(&events);
+    // role, 4 words, finish; no usage chunk: the request did not ask for one.
+    assert_eq!(chunks.len(), 6);
+    assert!(!text.contains("\"usage\""), "{text}");
     let id = chunks[0]["id"].as_str().unwrap();
     for c in &chunks {
         assert_eq!(c["id"], id);
@@ -136,10 +140,14 @@ async fn streams_without_done_by_default() {
     assert_eq!(streamed_text(&chunks, 0), "Echo: alpha beta gamma");
     assert_eq!(chunks[5]["choices"][0]["delta"], json!({}));
     assert_eq!(chunks[5]["choices"][0]["finish_reason"], "stop");
-    assert_eq!(chunks[6]["choices"], json!([]));
-    assert_eq!(
-        chunks[6]["usage"],
-        json!({"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9})
+    // The final chunk carries the node's own counts (13 = 6 + 7, see above).
+    let node = json!({"completion_tokens": 4, "prompt_tokens": 13, "total_tokens": 17});
+    assert_eq!(chunks[5]["usage_from_consumer"], node);
+    assert_eq!(chunks[5]["usage_from_provider"], node);
+    assert!(
+        chunks[..5]
+            .iter()
+            .all(|c| c.get("usage_from_consumer").is_none())
     );
     assert!(
         sim.wait_for_counters(Duration::from_secs(1), |c| c.streams_completed == 1
@@ -147,12 +155,37 @@ async fn streams_without_done_by_default() {
             .await
     );
     assert_eq!(sim.handle.counters().streams_cancelled, 0);
+
+    // Asked for: the backend's usage chunk, before [DONE], with the node's counts too.
+    let mut req = stream_request("alpha beta gamma");
+    req["stream_options"] = json!({"include_usage": true});
+    let text = sim
+        .chat(&sid, &req)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = sse_data(&text);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks = json_events(&events);
+    assert_eq!(chunks.len(), 7);
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(
+        usage["usage"],
+        json!({"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9})
+    );
+    assert_eq!(usage["usage_from_consumer"], node);
 }
 
 #[tokio::test]
-async fn streams_with_done_marker_n_and_max_tokens() {
+async fn older_node_streams_without_done_and_with_n_and_max_tokens() {
     let sim = start_with(SimConfig {
-        done_marker: true,
+        done_marker: false,
+        node_usage_fields: false,
+        usage_without_include_usage: true,
         ..SimConfig::default()
     })
     .await;
@@ -168,12 +201,11 @@ async fn streams_with_done_marker_n_and_max_tokens() {
         .text()
         .await
         .unwrap();
-    let events = sse_data(&text);
-    assert_eq!(events.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    assert!(
+        !text.contains("[DONE]") && !text.contains("usage_from"),
+        "{text}"
+    );
+    let chunks = json_events(&sse_data(&text));
     assert_eq!(streamed_text(&chunks, 0), "Echo: a b");
     assert_eq!(streamed_text(&chunks, 1), "Echo: a b");
     let finishes: Vec<&Value> = chunks
@@ -183,6 +215,7 @@ async fn streams_with_done_marker_n_and_max_tokens() {
         .collect();
     assert_eq!(finishes.len(), 2);
     assert!(finishes.iter().all(|c| c["finish_reason"] == "length"));
+    // The old simulator's usage chunk, unasked.
     assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 3);
 }
 
@@ -221,10 +254,7 @@ async fn tool_calls_json_and_stream() {
         .text()
         .await
         .unwrap();
-    let chunks: Vec<Value> = sse_data(&text)
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let chunks = json_events(&sse_data(&text));
     let head = &chunks[1]["choices"][0]["delta"]["tool_calls"][0];
     assert_eq!(head["function"]["name"], "get_weather");
     assert!(head["id"].as_str().unwrap().starts_with("call_"));
@@ -272,10 +302,7 @@ async fn concurrent_streams_carry_their_own_ids() {
     .await;
     let mut ids = Vec::new();
     for (text, body) in texts.iter().zip(results) {
-        let chunks: Vec<Value> = sse_data(&body)
-            .iter()
-            .map(|e| serde_json::from_str(e).unwrap())
-            .collect();
+        let chunks = json_events(&sse_data(&body));
         let id = chunks[0]["id"].as_str().unwrap().to_owned();
         assert!(chunks.iter().all(|c| c["id"] == id.as_str()));
         assert_eq!(streamed_text(&chunks, 0), format!("Echo: {text}"));
@@ -284,6 +311,9 @@ async fn concurrent_streams_carry_their_own_ids() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 3);
+    // One session serves one request at a time: two of the three waited their turn.
+    let c = sim.handle.counters();
+    assert_eq!((c.session_waits, c.max_session_concurrency), (2, 3));
 }
 
 /// Runs futures concurrently on the test runtime without a futures crate.
@@ -307,10 +337,11 @@ async fn chat_errors() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400);
+    // No session: the node looks for a local model with the zero id.
+    assert_eq!(resp.status(), 500);
     assert_eq!(
         resp.json::<Value>().await.unwrap(),
-        json!({"error": "session id is required"})
+        json!({"error": "model not found: 0x0000000000000000000000000000000000000000000000000000000000000000"})
     );
     let unknown = format!("0x{}", "2".repeat(64));
     let resp = sim.chat(&unknown, &user_message("x")).send().await.unwrap();
@@ -378,12 +409,12 @@ async fn close_list_and_bid_sessions() {
     assert_eq!(resp.status(), 500);
     assert_eq!(
         resp.json::<Value>().await.unwrap(),
-        json!({"error": "session already closed"})
+        json!({"error": "failed to send transaction: close session failed: failed to build transaction: EVM error: SessionAlreadyClosed() []"})
     );
     let resp = sim.chat(&first, &user_message("x")).send().await.unwrap();
     assert_eq!(
         resp.json::<Value>().await.unwrap(),
-        json!({"error": "session expired"})
+        json!({"error": "provider request failed: provider error: session expired"})
     );
     let unknown = format!("0x{}", "3".repeat(64));
     let resp = sim
@@ -393,7 +424,10 @@ async fn close_list_and_bid_sessions() {
         .unwrap();
     assert_eq!(
         (resp.status().as_u16(), resp.json::<Value>().await.unwrap()),
-        (500, json!({"error": "session not found"}))
+        (
+            500,
+            json!({"error": "failed to get session report from user: session not found"})
+        )
     );
     assert_eq!(
         sim.get_json(&format!("/blockchain/sessions/{unknown}"))
@@ -406,10 +440,10 @@ async fn close_list_and_bid_sessions() {
     let (_, bids) = sim
         .get_json(&format!("/blockchain/models/{LLAMA_MODEL_ID}/bids/rated"))
         .await;
-    let bid = bids["bids"][1]["ID"].as_str().unwrap();
+    let bid = bids["bids"][1]["Bid"]["Id"].as_str().unwrap();
     let resp = sim
         .post(&format!("/blockchain/bids/{bid}/session"))
-        .json(&json!({"sessionDuration": 30}))
+        .json(&json!({"sessionDuration": 300}))
         .send()
         .await
         .unwrap();
@@ -421,15 +455,19 @@ async fn close_list_and_bid_sessions() {
     let raw = sim.get_text(&format!("/blockchain/sessions/{sid}")).await;
     assert!(raw.contains("\"PricePerSecond\":9007199254740993"), "{raw}");
     assert!(raw.contains(&format!("\"BidID\":\"{bid}\"")));
+    // An unknown bid reads as a zeroed bid, whose provider has no address to dial.
     let resp = sim
         .post(&format!("/blockchain/bids/{unknown}/session"))
-        .json(&json!({"sessionDuration": 30}))
+        .json(&json!({"sessionDuration": 300}))
         .send()
         .await
         .unwrap();
     assert_eq!(
         (resp.status().as_u16(), resp.json::<Value>().await.unwrap()),
-        (500, json!({"error": "bid not found"}))
+        (
+            500,
+            json!({"error": "failed to initiate session: provider request failed: code: 500, msg: <nil>, error: failed to connect to provider: dial tcp: missing address"})
+        )
     );
 }
 
@@ -445,38 +483,79 @@ async fn session_open_errors() {
             (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
         }
     };
-    let no_provider = json!({"error": "no provider accepting session"});
+    let no_bids = json!({"error": "no bids available"});
     let retired = morpheus_router_sim::default_models()
         .into_iter()
         .find(|m| m.is_deleted)
         .unwrap()
         .id;
     assert_eq!(
-        open(retired, json!({"sessionDuration": 60})).await,
-        (500, no_provider.clone())
+        open(retired, json!({"sessionDuration": 600})).await,
+        (500, no_bids.clone())
     );
     assert_eq!(
         open(
             format!("0x{}", "4".repeat(64)),
-            json!({"sessionDuration": 60})
+            json!({"sessionDuration": 600})
         )
         .await,
-        (500, no_provider)
+        (500, no_bids)
     );
+    // Below the contract's 5 minutes (zero and negative included): the open transaction reverts.
+    let too_short = json!({"error": "failed to send transaction: open session failed: failed to build transaction: EVM error: SessionTooShort() []"});
     for body in [
-        json!({}),
         json!({"sessionDuration": 0}),
         json!({"sessionDuration": -5}),
+        json!({"sessionDuration": 299}),
+        json!({"sessionDuration": "299"}),
     ] {
-        let (status, err) = open(LLAMA_MODEL_ID.to_owned(), body.clone()).await;
-        assert_eq!(status, 400, "{body}");
-        assert!(err["error"].is_string());
+        assert_eq!(
+            open(LLAMA_MODEL_ID.to_owned(), body.clone()).await,
+            (500, too_short.clone()),
+            "{body}"
+        );
     }
     assert_eq!(
-        open("0xnothex".into(), json!({"sessionDuration": 60}))
+        open(LLAMA_MODEL_ID.to_owned(), json!({"sessionDuration": "ten"})).await,
+        (400, json!({"error": "invalid big.Int string: ten"}))
+    );
+    assert_eq!(
+        open("0xnothex".into(), json!({"sessionDuration": 600}))
             .await
             .0,
         400
     );
+    assert_eq!(sim.handle.counters().sessions_opened, 0);
+    // Exactly the minimum, as a number or a decimal string, is accepted.
+    for body in [
+        json!({"sessionDuration": 300}),
+        json!({"sessionDuration": "300"}),
+    ] {
+        assert_eq!(open(LLAMA_MODEL_ID.to_owned(), body).await.0, 200);
+    }
+}
+
+#[tokio::test]
+async fn an_open_without_a_duration_drops_the_connection() {
+    let sim = start().await;
+    for body in [
+        json!({}),
+        json!({"sessionDuration": null, "failover": false}),
+    ] {
+        let err = sim
+            .post(&format!("/blockchain/models/{LLAMA_MODEL_ID}/session"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_err();
+        assert!(!err.is_timeout() && !err.is_status(), "{err:?}");
+    }
+    let err = sim
+        .post(&format!("/blockchain/bids/0x{}/session", "5".repeat(64)))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(!err.is_timeout(), "{err:?}");
     assert_eq!(sim.handle.counters().sessions_opened, 0);
 }

@@ -3,7 +3,9 @@
 mod common;
 
 use common::{PASSWORD, USER, start};
-use morpheus_router_sim::{DEFAULT_WALLET, LLAMA_MODEL_ID, SimConfig, SimModel, default_models};
+use morpheus_router_sim::{
+    DEFAULT_WALLET, FaultKind, FaultRoute, LLAMA_MODEL_ID, SimConfig, SimModel, default_models,
+};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -150,14 +152,19 @@ async fn models_are_pascal_case_and_include_deleted_ones() {
         "Tags",
         "CreatedAt",
         "IsDeleted",
+        "ModelType",
     ] {
         assert!(keys.contains(&key), "{key} missing from {keys:?}");
     }
+    // Derived from the tags (`blockchainapi/model_tags.go:20-37`): "LLM" → LLM, none known →
+    // UNKNOWN.
+    assert_eq!(llama["ModelType"], "LLM");
     let mistral = models
         .iter()
         .find(|m| m["Name"] == "mistral-31-24b")
         .unwrap();
     assert_eq!(mistral["Tags"], json!(["Mistral", "Default"]));
+    assert_eq!(mistral["ModelType"], "UNKNOWN");
     assert!(models.iter().any(|m| m["Name"] == "qwen3-235b"));
     let retired = models
         .iter()
@@ -187,7 +194,11 @@ async fn rated_bids_use_decimal_strings() {
         "best first"
     );
     let bid = &bids[0]["Bid"];
-    assert_eq!(bids[0]["ID"], bid["Id"]);
+    // The node never fills the outer ID (`blockchainapi/service.go:306-317`).
+    for b in bids {
+        assert_eq!(b["ID"], format!("0x{}", "0".repeat(64)));
+    }
+    assert_ne!(bids[0]["Bid"]["Id"], bids[1]["Bid"]["Id"]);
     assert_eq!(bid["ModelAgentId"], LLAMA_MODEL_ID);
     for key in ["PricePerSecond", "Nonce", "CreatedAt", "DeletedAt"] {
         let v = bid[key]
@@ -202,11 +213,13 @@ async fn rated_bids_use_decimal_strings() {
     let (status, one) = sim.get_json(&format!("/blockchain/bids/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(&one["bid"], bid);
+    // An unknown id reads as the zero bid.
     let unknown = format!("0x{}", "1".repeat(64));
-    assert_eq!(
-        sim.get_json(&format!("/blockchain/bids/{unknown}")).await,
-        (500, json!({"error": "bid not found"}))
-    );
+    let (status, zero) = sim.get_json(&format!("/blockchain/bids/{unknown}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(zero["bid"]["Id"], unknown.as_str());
+    assert_eq!(zero["bid"]["Provider"], format!("0x{}", "0".repeat(40)));
+    assert_eq!(zero["bid"]["PricePerSecond"], "0");
 
     // Unknown but well-formed model: no bids. Malformed: 400.
     assert_eq!(
@@ -293,36 +306,214 @@ async fn model_without_bids_accepts_no_session() {
     assert_eq!(resp.status(), 500);
     assert_eq!(
         resp.json::<Value>().await.unwrap(),
-        json!({"error": "no provider accepting session"})
+        json!({"error": "no bids available"})
     );
 }
 
 #[tokio::test]
-async fn a_user_lacking_a_method_gets_the_node_s_403() {
+async fn model_types_follow_the_first_known_tag() {
+    let mut models = default_models();
+    for (i, tags) in [
+        vec!["Embeddings", "LLM"],
+        vec!["whisper", "Speech"],
+        vec!["TTS"],
+        vec!["t2t"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        models.push(SimModel {
+            id: format!("0x{}{i}", "d".repeat(63)),
+            name: format!("typed-{i}"),
+            tags: tags.into_iter().map(str::to_owned).collect(),
+            created_at: 1,
+            is_deleted: false,
+            bids: vec![],
+        });
+    }
     let sim = common::start_with(SimConfig {
-        permissions: Some(vec!["get_models".into(), "get_wallet".into()]),
+        models,
+        ..SimConfig::default()
+    })
+    .await;
+    let (_, body) = sim.get_json("/blockchain/models").await;
+    let types: Vec<&str> = body["models"].as_array().unwrap()[4..]
+        .iter()
+        .map(|m| m["ModelType"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["EMBEDDING", "STT", "TTS", "LLM"]);
+}
+
+#[tokio::test]
+async fn a_user_lacking_a_permission_gets_403() {
+    let sim = common::start_with(SimConfig {
+        extra_users: vec![morpheus_router_sim::SimUser {
+            name: "reader".into(),
+            password: "r".into(),
+            methods: vec!["get_models".into(), "get_bids".into()],
+        }],
+        ..SimConfig::default()
+    })
+    .await;
+    let as_reader = |req: reqwest::RequestBuilder| req.basic_auth("reader", Some("r"));
+    let resp = as_reader(sim.http.get(sim.url("/blockchain/models")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    for (req, what) in [
+        (sim.http.get(sim.url("/wallet")), "wallet"),
+        (
+            sim.http
+                .post(sim.url(&format!("/blockchain/models/{LLAMA_MODEL_ID}/session")))
+                .json(&json!({"sessionDuration": 600})),
+            "open",
+        ),
+        (sim.http.post(sim.url("/v1/chat/completions")), "chat"),
+    ] {
+        let resp = as_reader(req).send().await.unwrap();
+        assert_eq!(resp.status(), 403, "{what}");
+        assert_eq!(
+            resp.json::<Value>().await.unwrap(),
+            json!({"error": "method not allowed"}),
+            "{what}"
+        );
+    }
+    // Wrong password: still the 401, before permissions.
+    let resp = sim
+        .http
+        .get(sim.url("/wallet"))
+        .basic_auth("reader", Some("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(sim.handle.counters().sessions_opened, 0);
+
+    // The main user's own permissions are configurable too; none listed means none granted.
+    let sim = common::start_with(SimConfig {
+        user_methods: vec![],
         ..SimConfig::default()
     })
     .await;
     assert_eq!(
         sim.get("/blockchain/models").send().await.unwrap().status(),
-        200
+        403
     );
-    let resp = sim.post("/blockchain/approve").send().await.unwrap();
-    assert_eq!(resp.status(), 403);
+}
+
+#[tokio::test]
+async fn healthcheck_can_be_degraded() {
+    let sim = start().await;
+    sim.handle.set_degraded(Some("Writes are blocked"));
+    let resp = sim.http.get(sim.url("/healthcheck")).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "degraded");
     assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"error": "method not allowed"})
+        body["components"],
+        json!({"badgerdb": "unhealthy: Writes are blocked"})
     );
-    // The password is checked first.
-    let resp = sim
-        .http
-        .post(sim.url("/blockchain/approve"))
-        .basic_auth(USER, Some("wrong"))
+    // Over HTTP too, and back.
+    let http = common::client();
+    let resp = http
+        .post(sim.url("/__sim/health"))
+        .json(&json!({"degraded": null}))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.status(), 200);
+    let body: Value = sim
+        .http
+        .get(sim.url("/healthcheck"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "healthy");
+    assert!(
+        body["components"]["badgerdb"]
+            .as_str()
+            .unwrap()
+            .starts_with("healthy")
+    );
+    assert!(
+        !body["uptime"].as_str().unwrap().contains('.'),
+        "rounded to seconds: {body}"
+    );
+}
+
+#[tokio::test]
+async fn every_answer_carries_x_request_id() {
+    let sim = start().await;
+    for (req, status) in [
+        (sim.get("/wallet"), 200),
+        (sim.http.get(sim.url("/wallet")), 401),
+        (sim.get("/nope"), 404),
+        (sim.http.get(sim.url("/healthcheck")), 200),
+    ] {
+        let resp = req.header("x-request-id", "req-42").send().await.unwrap();
+        assert_eq!(resp.status(), status);
+        assert_eq!(resp.headers()["x-request-id"], "req-42");
+    }
+    // Without one, the node makes one up: 8 hex digits.
+    let resp = sim.get("/wallet").send().await.unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(
+        id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+}
+
+#[tokio::test]
+async fn chain_read_failures_of_the_catalogue() {
+    let sim = start().await;
+    for (route, path, status) in [
+        (FaultRoute::Models, "/blockchain/models".to_owned(), 400),
+        (
+            FaultRoute::RatedBids,
+            format!("/blockchain/models/{LLAMA_MODEL_ID}/bids/rated"),
+            500,
+        ),
+    ] {
+        sim.fault(route, FaultKind::ChainReadBlip, Some(1));
+        let (got, body) = sim.get_json(&path).await;
+        assert_eq!(got, status, "{path}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("429 Too Many Requests")
+        );
+        assert_eq!(sim.get_json(&path).await.0, 200, "once only");
+    }
+}
+
+#[tokio::test]
+async fn unknown_bids_can_be_not_found_as_the_old_simulator_said() {
+    let sim = common::start_with(SimConfig {
+        unknown_bid_not_found: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let unknown = format!("0x{}", "1".repeat(64));
+    let not_found = (500, json!({"error": "bid not found"}));
+    assert_eq!(
+        sim.get_json(&format!("/blockchain/bids/{unknown}")).await,
+        not_found
+    );
+    let resp = sim
+        .post(&format!("/blockchain/bids/{unknown}/session"))
+        .json(&json!({"sessionDuration": 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (resp.status().as_u16(), resp.json::<Value>().await.unwrap()),
+        not_found
+    );
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@ async fn every_admin_call_works_against_the_simulator() {
     let s = c.session(&id).await.unwrap();
     assert_eq!(s.id, id);
     assert_eq!(s.model_agent_id, llama().as_str());
-    assert_eq!(s.bid_id, bids[0].id.as_str());
+    assert_eq!(s.bid_id, bids[0].bid.id.as_str());
     assert!(!s.is_closed());
     assert_eq!(s.ends_at - s.opened_at, 600);
     assert!(
@@ -46,7 +46,17 @@ async fn every_admin_call_works_against_the_simulator() {
         s.stake
     );
 
-    let second_bid: &BidId = &bids[1].id;
+    // The node never fills the outer `ID` (`blockchainapi/service.go:306-317`): the bid's own
+    // `Id` is the one to open by.
+    assert!(
+        bids[1]
+            .id
+            .as_str()
+            .trim_start_matches("0x")
+            .bytes()
+            .all(|b| b == b'0')
+    );
+    let second_bid: &BidId = &bids[1].bid.id;
     let by_bid = c.open_bid_session(second_bid, terms()).await.unwrap();
     assert_ne!(by_bid, id);
     assert_eq!(
@@ -129,7 +139,7 @@ async fn refusals_keep_the_upstream_text() {
         err,
         MarketplaceError::Rejected {
             status: 500,
-            message: "no provider accepting session".into(),
+            message: "no bids available".into(),
             retry_after: None
         }
     );

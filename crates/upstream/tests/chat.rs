@@ -70,8 +70,28 @@ async fn a_whole_completion_comes_back_with_its_usage() {
 
 #[tokio::test]
 async fn a_stream_ends_cleanly_without_done() {
-    let (_sim, c, id) = with_session().await;
-    let reply = c.chat(chat_call(&id, true, "one two three")).await.unwrap();
+    // Nodes before 2025-11-19 did not relay `[DONE]`.
+    let sim = Simulator::start(
+        SimConfig {
+            done_marker: false,
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let c = client(&sim.base_url());
+    let id = c.open_model_session(&llama(), terms()).await.unwrap();
+    let mut call = chat_call(&id, true, "one two three");
+    // The backend streams usage only when asked.
+    call.body = serde_json::to_vec(&serde_json::json!({
+        "messages": [{"role": "user", "content": "one two three"}],
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    }))
+    .unwrap()
+    .into();
+    let reply = c.chat(call).await.unwrap();
     let events = collect(reply).await;
     assert!(events.iter().all(Result::is_ok), "{events:?}");
     assert_eq!(content_of(&events), "Echo: one two three");

@@ -62,13 +62,11 @@ async fn a_wrong_password_a_missing_method_and_stored_chats_are_told_apart() {
     );
 
     let sim = sim_with(SimConfig {
-        permissions: Some(
-            NEEDED_PERMISSIONS
-                .iter()
-                .filter(|m| **m != "approve")
-                .map(|m| (*m).to_owned())
-                .collect(),
-        ),
+        user_methods: NEEDED_PERMISSIONS
+            .iter()
+            .filter(|m| **m != "approve")
+            .map(|m| (*m).to_owned())
+            .collect(),
         ..SimConfig::default()
     })
     .await;

@@ -104,10 +104,13 @@ async fn bid_opens_are_recovered_by_bid() {
     let c = client(&sim.base_url());
     let bids = c.rated_bids(&llama()).await.unwrap();
     // A session on the other bid of the same model must not be taken for ours.
-    c.open_bid_session(&bids[0].id, terms()).await.unwrap();
+    c.open_bid_session(&bids[0].bid.id, terms()).await.unwrap();
     open_fault(&sim, FaultKind::CutAfterChunks { chunks: 0 });
-    let id = c.open_bid_session(&bids[1].id, terms()).await.unwrap();
-    assert_eq!(c.session(&id).await.unwrap().bid_id, bids[1].id.as_str());
+    let id = c.open_bid_session(&bids[1].bid.id, terms()).await.unwrap();
+    assert_eq!(
+        c.session(&id).await.unwrap().bid_id,
+        bids[1].bid.id.as_str()
+    );
     assert_eq!(sim.counters().sessions_opened, 2);
 }
 

@@ -29,6 +29,25 @@ struct ClockOut {
     now: u64,
 }
 
+#[derive(Deserialize)]
+struct HealthBody {
+    /// `null` or absent: healthy.
+    #[serde(default)]
+    degraded: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ProviderBody {
+    provider: String,
+    down: bool,
+}
+
+#[derive(Serialize)]
+struct ForwardedOut<'a> {
+    body: &'a serde_json::Value,
+    dropped: &'a [String],
+}
+
 const OK: OkOut = OkOut { status: "ok" };
 
 /// `path` is what follows `/__sim/`.
@@ -66,6 +85,31 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) 
             }
             Err(e) => Reply::bad_request(&format!("invalid body: {e}")),
         },
+        ("POST", "health") => match serde_json::from_slice::<HealthBody>(body) {
+            Ok(b) => {
+                shared.set_degraded(b.degraded);
+                Reply::ok(&OK)
+            }
+            Err(e) => Reply::bad_request(&format!("invalid body: {e}")),
+        },
+        ("POST", "providers") => match serde_json::from_slice::<ProviderBody>(body) {
+            Ok(b) => {
+                shared.set_provider_down(&b.provider, b.down);
+                Reply::ok(&OK)
+            }
+            Err(e) => Reply::bad_request(&format!("invalid body: {e}")),
+        },
+        ("GET", path) if path.starts_with("sessions/") && path.ends_with("/forwarded") => {
+            let id = &path["sessions/".len()..path.len() - "/forwarded".len()];
+            let book = shared.sessions();
+            match book.get_any(id).and_then(|s| s.forwarded.as_ref()) {
+                Some(f) => Reply::ok(&ForwardedOut {
+                    body: &f.body,
+                    dropped: &f.dropped,
+                }),
+                None => Reply::error(StatusCode::NOT_FOUND, "no request reached the provider"),
+            }
+        }
         _ => Reply::error(StatusCode::NOT_FOUND, "not found"),
     }
 }

@@ -65,6 +65,24 @@ impl<'a> Route<'a> {
         }
     }
 
+    /// The permission the node checks for the route (`CheckAuth(...)` in
+    /// `blockchainapi/controller.go:33-76`, `walletapi/controller.go`, `proxyapi/controller_http.go:90`);
+    /// `None` for the public ones.
+    pub fn method(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Wallet => "get_wallet",
+            Self::Models => "get_models",
+            Self::RatedBids(_) | Self::Bid(_) => "get_bids",
+            Self::Approve => "approve",
+            Self::ModelSession(_) | Self::BidSession(_) => "open_session",
+            Self::UserSessions | Self::Session(_) => "get_sessions",
+            Self::CloseSession(_) => "close_session",
+            Self::Chat => "chat",
+            Self::Config => "system_config",
+            Self::Health | Self::NotFound => return None,
+        })
+    }
+
     pub fn fault_class(self) -> RouteClass {
         Some(match self {
             Self::Chat => FaultRoute::Chat,
@@ -79,46 +97,57 @@ impl<'a> Route<'a> {
             }
         })
     }
-
-    /// The method a user needs in the node's whitelist (`system/auth.go` `CheckAuth`).
-    pub fn permission(self) -> Option<&'static str> {
-        Some(match self {
-            Self::Chat => "chat",
-            Self::Models => "get_models",
-            Self::RatedBids(_) | Self::Bid(_) => "get_bids",
-            Self::ModelSession(_) | Self::BidSession(_) => "open_session",
-            Self::UserSessions | Self::Session(_) => "get_sessions",
-            Self::CloseSession(_) => "close_session",
-            Self::Approve => "approve",
-            Self::Wallet => "get_wallet",
-            Self::Config => "system_config",
-            Self::Health | Self::NotFound => return None,
-        })
-    }
 }
 
-pub(crate) fn dispatch(
+/// Runs `work` to the end whether or not its caller is still there, as the node's handlers do;
+/// `gone` runs when the answer found nobody to take it. Work that is done at its first poll (no
+/// queue, no latency: the common case in tests and benchmarks) is answered inline; only work that
+/// has to wait moves to a task of its own, so the fast path costs no extra scheduling round.
+pub(crate) async fn detached(
+    work: impl std::future::Future<Output = Reply> + Send + 'static,
+    gone: impl FnOnce() + Send + 'static,
+) -> Reply {
+    let mut work = Box::pin(work);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(reply) = first {
+        return reply;
+    }
+    // Whatever the first poll registered is re-registered by the task's own polls.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if tx.send(work.await).is_err() {
+            gone();
+        }
+    });
+    rx.await
+        .unwrap_or_else(|_| Reply::internal("the request's task ended without an answer"))
+}
+
+pub(crate) async fn dispatch(
     shared: &Arc<Shared>,
     route: Route<'_>,
     parts: &Parts,
     body: Bytes,
-    fault: Option<&FaultKind>,
+    fault: Option<FaultKind>,
 ) -> Reply {
     let query = parts.uri.query().unwrap_or("");
+    let blip = matches!(fault, Some(FaultKind::ChainReadBlip));
     match route {
         Route::Health => node::health(shared),
         Route::Config => node::config(shared),
         Route::Wallet => node::wallet(shared),
+        Route::Models if blip => Reply::bad_request(crate::texts::RPC_RATE_LIMITED),
         Route::Models => Reply::json(hyper::StatusCode::OK, shared.catalog.models_json.clone()),
+        Route::RatedBids(_) if blip => Reply::internal(crate::texts::RPC_RATE_LIMITED),
         Route::RatedBids(id) => catalog::rated_bids(shared, id),
         Route::Bid(id) => catalog::bid(shared, id),
         Route::Approve => catalog::approve(shared, query),
-        Route::ModelSession(id) => sessions::open_by_model(shared, id, &body),
-        Route::BidSession(id) => sessions::open_by_bid(shared, id, &body),
-        Route::UserSessions => sessions::of_user(shared, query),
-        Route::Session(id) => sessions::get(shared, id),
-        Route::CloseSession(id) => sessions::close(shared, id),
-        Route::Chat => chat::completions(shared, parts, &body, fault),
+        Route::ModelSession(id) => sessions::open_by_model(shared, id, &body, fault).await,
+        Route::BidSession(id) => sessions::open_by_bid(shared, id, &body, fault).await,
+        Route::UserSessions => sessions::of_user(shared, query, blip),
+        Route::Session(id) => sessions::get(shared, id, blip),
+        Route::CloseSession(id) => sessions::close(shared, id, blip),
+        Route::Chat => chat::completions(shared, parts, body, fault).await,
         Route::NotFound => Reply::not_found(),
     }
 }

@@ -10,19 +10,46 @@ use serde::Serialize;
 use crate::reply::Reply;
 use crate::state::Shared;
 
+/// `HealthCheckResponse` (`system/structs.go:19-24`).
 #[derive(Serialize)]
 struct HealthOut {
     status: &'static str,
-    uptime: String,
     version: &'static str,
+    uptime: String,
+    components: Components,
 }
 
+#[derive(Serialize)]
+struct Components {
+    badgerdb: String,
+}
+
+/// `system/controller.go:72-98`: 200 `healthy`, or 503 `degraded` when the node's badger store
+/// fails its check; the uptime is rounded to whole seconds.
 pub(crate) fn health(shared: &Shared) -> Reply {
-    Reply::ok(&HealthOut {
-        status: "healthy",
-        uptime: go_duration(shared.started.elapsed()),
+    let degraded = shared.degraded();
+    let uptime = Duration::from_secs(shared.started.elapsed().as_secs_f64().round() as u64);
+    let body = HealthOut {
+        status: if degraded.is_some() {
+            "degraded"
+        } else {
+            "healthy"
+        },
         version: concat!("sim-", env!("CARGO_PKG_VERSION")),
-    })
+        uptime: go_duration(uptime),
+        components: Components {
+            badgerdb: match &degraded {
+                Some(reason) => format!("unhealthy: {reason}"),
+                None => "healthy, size=0.1MB".to_owned(),
+            },
+        },
+    };
+    let status = if degraded.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    Reply::json(status, bytes::Bytes::from(crate::gojson::to_vec(&body)))
 }
 
 /// `GET /config`: the node's sanitised configuration, of which only the chat-storage settings

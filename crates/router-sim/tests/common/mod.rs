@@ -157,3 +157,12 @@ pub fn streamed_text(chunks: &[Value], index: u64) -> String {
         .filter_map(|c| c["delta"]["content"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// The JSON events of an SSE body, `[DONE]` left out.
+pub fn json_events(events: &[String]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.as_str() != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap_or_else(|err| panic!("{err}: {e}")))
+        .collect()
+}

@@ -15,12 +15,14 @@ work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
 
-# Generous limits: the run hammers login and key creation from one address.
+# Generous limits: the run hammers login, key creation and rated bids from one address.
 MORPHEUS_BIND="127.0.0.1:$port" \
 DATABASE_URL="sqlite://$work/schemathesis.db" \
 MORPHEUS_DATA_DIR="$work" \
 MORPHEUS_LOGIN_ATTEMPTS_PER_CLIENT=1000000 \
-MORPHEUS_LOGIN_ATTEMPTS_PER_ACCOUNT=1000000 \
+MORPHEUS_LOGIN_ATTEMPTS_PER_ACCOUNT_CLIENT=1000000 \
+MORPHEUS_LOGIN_FAILURES_PER_ACCOUNT=1000000 \
+MORPHEUS_RATED_BIDS_PER_CLIENT=1000000 \
 MORPHEUS_MAX_API_KEYS_PER_USER=1000000 \
 MORPHEUS_REGISTRATIONS_PER_CLIENT=1000000 \
 MORPHEUS_SIMULATE_MARKETPLACE=true \

@@ -98,10 +98,18 @@ settings! {
     password_hash_concurrency: usize = 0, range = 0 ..= 1024, default_doc = "`0` (one per CPU)";
     /// wait for a hashing slot before answering 503
     password_hash_queue_ms: u64 = 2000, range = 0 ..= 600_000;
-    /// login attempts per account in a burst…
-    login_attempts_per_account: u32 = 10, range = 1 ..= 1_000_000_000;
+    /// login attempts per account from one client address in a burst (the hard limit, 429)…
+    login_attempts_per_account_client: u32 = 10, range = 1 ..= 1_000_000_000;
     /// …and one more every this many seconds (10 per 15 min)
+    login_account_client_refill_seconds: u64 = 90, range = 1 ..= 86_400;
+    /// attempts in a row on an account without a success, after which only addresses it has
+    /// logged in from may try (NIST SP 800-63B: 100)…
+    login_failures_per_account: u32 = 100, range = 1 ..= 1_000_000_000;
+    /// …one of them forgotten every this many seconds
     login_account_refill_seconds: u64 = 90, range = 1 ..= 86_400;
+    /// past `MORPHEUS_LOGIN_ATTEMPTS_PER_ACCOUNT_CLIENT` attempts in a row on an account, each
+    /// waits before its password is checked, from 250 ms, doubling, up to this
+    login_account_max_delay_ms: u64 = 4_000, range = 0 ..= 600_000;
     /// login attempts per client address in a burst…
     login_attempts_per_client: u32 = 30, range = 1 ..= 1_000_000_000;
     /// …and one more every this many seconds
@@ -179,6 +187,31 @@ settings! {
     /// OpenTelemetry traces go to this OTLP/HTTP collector (`http://host:4318`, or the whole
     /// `…/v1/traces` URL); unset: no traces
     otlp_endpoint: Option<String> = None, check = checks::http_url, shown = checks::url_shown;
+    /// a request body not received in full this long after its headers: 408, connection closed
+    body_read_timeout_ms: u64 = 10_000, range = 1 ..= 3_600_000;
+    /// the same for chat requests, which may be `MORPHEUS_CHAT_MAX_BODY_BYTES` large
+    chat_body_read_timeout_ms: u64 = 30_000, range = 1 ..= 3_600_000;
+    /// open connections at most; a connection beyond is answered 503 at once and closed. Must fit
+    /// in a third of the open-file limit left after a reserve (the start-up log says how many
+    /// fit); the gateway raises its soft limit to the hard one
+    max_connections: usize = 0, range = 0 ..= 10_000_000,
+        default_doc = "`0` (as many as the open-file limit allows)";
+    /// open connections per client address (behind a trusted proxy: requests in progress per
+    /// forwarded client); 503 beyond
+    max_connections_per_client: usize = 256, range = 1 ..= 10_000_000;
+    /// proxies (addresses and CIDR ranges, comma-separated) whose `X-Forwarded-For` names the
+    /// client; anyone else's is ignored
+    trusted_proxies: Option<String> = None;
+    /// per-client limits count IPv4 clients per network of this prefix length…
+    client_ipv4_prefix: u8 = 32, range = 1 ..= 32;
+    /// …and IPv6 clients per network of this one (a host usually has a whole /64)
+    client_ipv6_prefix: u8 = 64, range = 1 ..= 128;
+    /// `GET /models/ratedbids` answers are shared for this long per model
+    rated_bids_cache_ms: u64 = 2_000, range = 0 ..= 3_600_000;
+    /// `GET /models/ratedbids` calls per client address in a burst…
+    rated_bids_per_client: u32 = 20, range = 1 ..= 1_000_000_000;
+    /// …and one more every this many milliseconds
+    rated_bids_client_refill_ms: u64 = 1_000, range = 1 ..= 3_600_000;
     /// Redis, `redis://[:password@]host:6379[/db]`: `admin doctor` checks that it answers;
     /// nothing else uses it yet
     redis_url: Option<String> = None, check = checks::redis_url, shown = checks::url_shown;

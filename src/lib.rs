@@ -7,6 +7,7 @@ pub mod background;
 pub mod cli;
 pub mod configuration;
 pub mod marketplace;
+pub mod open_files;
 pub mod output;
 pub mod secrets;
 pub mod spec;

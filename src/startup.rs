@@ -11,10 +11,13 @@ use morpheus_api::auth::{
     Argon2Hasher, AuthThrottleSettings, GovernorAuthThrottle, JwtCodec, JwtSettings,
 };
 use morpheus_api::chat_admission::ChatAdmission;
-use morpheus_api::extract::{BodyLimit, ForwardedBodyLimit};
+use morpheus_api::client_address::ClientAddressRules;
+use morpheus_api::connections::{self, ConnectionLimits};
+use morpheus_api::extract::{BodyDeadline, BodyLimit, ForwardedBodyDeadline, ForwardedBodyLimit};
 use morpheus_api::instrumented_marketplace::InstrumentedMarketplace;
 use morpheus_api::lifecycle::Lifecycle;
 use morpheus_api::metrics::{Metrics, MetricsAccess, MetricsToken};
+use morpheus_api::rated_bids::{RatedBidsCache, RatedBidsSettings};
 use morpheus_api::readiness::ReadinessChecks;
 use morpheus_api::{ApiDoc, AppState, ServiceMeta, request_context};
 use morpheus_domain::EthAddress;
@@ -31,6 +34,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::background::{self, Work};
 use crate::configuration::{Environment, Settings};
 use crate::marketplace::{self, MarketplaceWiring};
+use crate::open_files;
 use crate::secrets::Secrets;
 use crate::spec;
 use crate::supervisor::Supervisor;
@@ -80,13 +84,7 @@ impl Application {
         };
         let grace = Duration::from_secs(settings.shutdown_grace_seconds);
         let lifecycle = state.lifecycle.clone();
-        let server = run(
-            listener,
-            state,
-            workers(settings.workers),
-            settings.chat_max_body_bytes,
-            grace,
-        )?;
+        let server = run(listener, state, &settings, grace)?;
         Ok(Self {
             port,
             stopper: Stopper {
@@ -307,14 +305,29 @@ pub fn build_state(
         workers(settings.password_hash_concurrency),
         Duration::from_millis(settings.password_hash_queue_ms),
     )?);
+    let metrics = Metrics::new();
     let throttle = Arc::new(GovernorAuthThrottle::new(AuthThrottleSettings {
-        per_account_burst: settings.login_attempts_per_account,
-        per_account_refill: Duration::from_secs(settings.login_account_refill_seconds),
+        per_account_client_burst: settings.login_attempts_per_account_client,
+        per_account_client_refill: Duration::from_secs(
+            settings.login_account_client_refill_seconds,
+        ),
         per_client_burst: settings.login_attempts_per_client,
         per_client_refill: Duration::from_secs(settings.login_client_refill_seconds),
+        account_failure_limit: settings.login_failures_per_account,
+        account_failure_refill: Duration::from_secs(settings.login_account_refill_seconds),
+        account_max_delay: Duration::from_millis(settings.login_account_max_delay_ms),
         registrations_burst: settings.registrations_per_client,
         registrations_refill: Duration::from_secs(settings.registration_client_refill_seconds),
     }));
+    let client_addresses = ClientAddressRules::new(
+        settings.trusted_proxies.as_deref().unwrap_or_default(),
+        settings.client_ipv4_prefix,
+        settings.client_ipv6_prefix,
+    )
+    .context(
+        "MORPHEUS_TRUSTED_PROXIES, MORPHEUS_CLIENT_IPV4_PREFIX or MORPHEUS_CLIENT_IPV6_PREFIX",
+    )?;
+    let connection_limits = connection_limits(settings, &client_addresses, &metrics)?;
     let lifetimes = TokenLifetimes {
         access: chrono::Duration::minutes(settings.access_token_minutes),
         refresh: chrono::Duration::days(settings.refresh_token_days),
@@ -337,7 +350,6 @@ pub fn build_state(
     }));
     let automation = AutomationService::new(db.clone());
     let db_for_janitor = db.clone();
-    let metrics = Metrics::new();
     let market: Arc<dyn morpheus_domain::ports::Marketplace> = Arc::new(
         InstrumentedMarketplace::new(marketplace.market.clone(), metrics.clone()),
     );
@@ -380,6 +392,13 @@ pub fn build_state(
         metrics,
         metrics_access: metrics_access(settings)?,
         lifecycle: Lifecycle::new(),
+        client_addresses,
+        connection_limits,
+        rated_bids: RatedBidsCache::new(RatedBidsSettings {
+            fresh_for: Duration::from_millis(settings.rated_bids_cache_ms),
+            per_client_burst: settings.rated_bids_per_client,
+            per_client_refill: Duration::from_millis(settings.rated_bids_client_refill_ms),
+        }),
         meta: ServiceMeta {
             name: "Morpheus API Gateway".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -395,6 +414,31 @@ pub fn build_state(
             revocations: RevocationWatcher::new(db_for_janitor, key_cache),
         },
     })
+}
+
+/// The connection caps, derived from the open-file limit (raised to its hard limit first).
+fn connection_limits(
+    settings: &Settings,
+    client_addresses: &ClientAddressRules,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<ConnectionLimits>> {
+    let open_files = open_files::raise_limit()?;
+    let caps =
+        open_files::connection_caps(settings.max_connections, open_files, settings.db_pool_size)?;
+    tracing::info!(
+        open_files,
+        max_connections = caps.served,
+        accepted_at_most = caps.accepted,
+        max_connections_per_client = settings.max_connections_per_client,
+        "connection caps"
+    );
+    Ok(ConnectionLimits::new(
+        caps.served,
+        caps.accepted,
+        settings.max_connections_per_client,
+        client_addresses.clone(),
+        metrics.refused_connections.clone(),
+    ))
 }
 
 /// Who may read `/metrics` on the main listener. In production it is never open: without a
@@ -425,28 +469,44 @@ pub struct Built {
 fn run(
     listener: TcpListener,
     state: AppState,
-    workers: usize,
-    chat_max_body_bytes: usize,
+    settings: &Settings,
     grace: Duration,
 ) -> anyhow::Result<Server> {
+    let limits = state.connection_limits.clone();
+    let workers = workers(settings.workers);
+    // actix counts a connection per worker from accept to close; the accept loop pauses while
+    // every worker is at its share.
+    let accepted_per_worker = (limits.accepted() / workers).max(1);
     let state = web::Data::new(state);
     let body_limit = web::Data::new(BodyLimit::default());
-    let chat_body_limit = web::Data::new(ForwardedBodyLimit(chat_max_body_bytes));
+    let body_deadline = web::Data::new(BodyDeadline(Duration::from_millis(
+        settings.body_read_timeout_ms,
+    )));
+    let chat_body_limit = web::Data::new(ForwardedBodyLimit(settings.chat_max_body_bytes));
+    let chat_body_deadline = web::Data::new(ForwardedBodyDeadline(Duration::from_millis(
+        settings.chat_body_read_timeout_ms,
+    )));
     let server = HttpServer::new(move || {
         let (app, openapi) = App::new()
             .into_utoipa_app()
             .openapi(ApiDoc::openapi())
             .app_data(state.clone())
             .app_data(body_limit.clone())
+            .app_data(body_deadline.clone())
             .app_data(chat_body_limit.clone())
+            .app_data(chat_body_deadline.clone())
             .configure(morpheus_api::configure)
             .split_for_parts();
-        app.wrap(middleware::from_fn(request_context::observe))
+        app.wrap(middleware::from_fn(connections::guard))
+            .wrap(middleware::from_fn(request_context::observe))
             .service(web::redirect("/docs", "/docs/"))
             .service(SwaggerUi::new("/docs/{_:.*}").url(OPENAPI_PATH, openapi))
             .default_service(web::to(spec::unmatched))
     })
     .workers(workers)
+    // Every connection is counted from accept to close; over a cap it is answered 503 at once.
+    .on_connect(move |io, data| limits.on_connect(io, data))
+    .max_connections(accepted_per_worker)
     // Small SSE writes must leave at once: with Nagle on, a kept-alive client's delayed ACK
     // held each stream's first event back ~40 ms (found by the benchmark).
     .tcp_nodelay(true)

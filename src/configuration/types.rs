@@ -67,7 +67,7 @@ macro_rules! whole_numbers {
     )*};
 }
 
-whole_numbers!(u16, u32, u64, usize, i64);
+whole_numbers!(u8, u16, u32, u64, usize, i64);
 
 impl SettingType for bool {
     const SWITCH: bool = true;

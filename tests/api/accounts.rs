@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PASSWORD, Seeded, TestApp, error_body, spawn_app, spawn_app_with, unique_email,
+    PASSWORD, Seeded, TestApp, client_from, error_body, spawn_app, spawn_app_with, unique_email,
 };
 
 #[tokio::test]
@@ -158,7 +158,8 @@ async fn login_returns_bearer_tokens_and_me_returns_the_user() {
 #[tokio::test]
 async fn unknown_email_and_wrong_password_look_and_take_the_same() {
     let app = spawn_app_with(|s| {
-        s.login_attempts_per_account = 1000;
+        s.login_attempts_per_account_client = 1000;
+        s.login_failures_per_account = 1000;
         s.login_attempts_per_client = 1000;
     })
     .await;
@@ -194,13 +195,13 @@ async fn unknown_email_and_wrong_password_look_and_take_the_same() {
     );
 }
 
-/// A3: failed logins are throttled per account, whatever X-Forwarded-For says, and the right
-/// password works again once the allowance refills.
+/// A3: failed logins are throttled per account and client address, whatever
+/// X-Forwarded-For says, and the right password works again once the allowance refills.
 #[tokio::test]
-async fn logins_are_throttled_per_account_and_recover() {
+async fn logins_are_throttled_per_account_and_client_and_recover() {
     let app = spawn_app_with(|s| {
-        s.login_attempts_per_account = 3;
-        s.login_account_refill_seconds = 1;
+        s.login_attempts_per_account_client = 3;
+        s.login_account_client_refill_seconds = 1;
         s.login_attempts_per_client = 1000;
     })
     .await;
@@ -243,6 +244,132 @@ async fn logins_are_throttled_per_account_and_recover() {
     assert_eq!(app.login(&email, PASSWORD).await.status(), 200);
 }
 
+/// Issue 15: ten wrong passwords from a stranger's address used to lock the owner out for
+/// 90 s wherever they logged in from. The stranger is stopped; the owner is only slowed.
+#[tokio::test]
+async fn a_stranger_cannot_lock_the_owner_out() {
+    let app = spawn_app().await;
+    let email = unique_email();
+    app.register(&email, PASSWORD).await;
+    let stranger = client_from(2);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let r = stranger
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({"email": email, "password": "wrong password!"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses[..10], [401; 10], "{statuses:?}");
+    assert_eq!(statuses[10..], [429; 2], "{statuses:?}");
+    // The right password from the stranger's address is refused too: it is that pair's limit.
+    let r = stranger
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+
+    let started = Instant::now();
+    let r = app.login(&email, PASSWORD).await;
+    eprintln!(
+        "the owner logged in during the attack in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status(), 200, "the owner is locked out by a stranger");
+}
+
+/// A3 with many addresses: each attempt on an account under attack waits longer than the one
+/// before, the owner's included; a success ends the run.
+#[tokio::test]
+async fn an_account_under_attack_is_slowed_for_every_address() {
+    let app = spawn_app_with(|s| {
+        s.login_attempts_per_account_client = 2;
+        s.login_account_max_delay_ms = 400;
+    })
+    .await;
+    let email = unique_email();
+    app.register(&email, PASSWORD).await;
+    // Two guesses from each of five addresses: ten in a row, all checked.
+    for last in 2..7 {
+        let attacker = client_from(last);
+        for _ in 0..2 {
+            let r = attacker
+                .post(app.url("/api/v1/auth/login"))
+                .json(&json!({"email": email, "password": "wrong password!"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+        }
+    }
+    let started = Instant::now();
+    assert_eq!(app.login(&email, PASSWORD).await.status(), 200);
+    let slowed = started.elapsed();
+    let started = Instant::now();
+    assert_eq!(app.login(&email, PASSWORD).await.status(), 200);
+    let after_success = started.elapsed();
+    eprintln!("owner's login under attack: {slowed:?}; the next one: {after_success:?}");
+    assert!(slowed >= Duration::from_millis(400), "{slowed:?}");
+    assert!(after_success < slowed, "{after_success:?} vs {slowed:?}");
+}
+
+/// A3, NIST SP 800-63B: no more than the limit of guesses in a row is ever checked on one
+/// account, however many addresses they come from; past it only an address the owner has
+/// logged in from gets in.
+#[tokio::test]
+async fn no_more_guesses_in_a_row_than_the_limit_are_checked() {
+    let app = spawn_app_with(|s| {
+        s.login_attempts_per_account_client = 2;
+        s.login_failures_per_account = 6;
+        s.login_account_max_delay_ms = 20;
+    })
+    .await;
+    let email = unique_email();
+    app.register(&email, PASSWORD).await;
+    assert_eq!(app.login(&email, PASSWORD).await.status(), 200);
+    let mut checked = 0;
+    let mut refused = 0;
+    for last in 2..10 {
+        let attacker = client_from(last);
+        for _ in 0..2 {
+            let r = attacker
+                .post(app.url("/api/v1/auth/login"))
+                .json(&json!({"email": email, "password": "wrong password!"}))
+                .send()
+                .await
+                .unwrap();
+            match r.status().as_u16() {
+                401 => checked += 1,
+                429 => refused += 1,
+                other => panic!("status {other}"),
+            }
+        }
+    }
+    assert_eq!((checked, refused), (6, 10));
+    // Even the right password, from an address the account has not logged in from.
+    let r = client_from(20)
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    // The owner's usual address still gets in, and that ends the run.
+    assert_eq!(app.login(&email, PASSWORD).await.status(), 200);
+    let r = client_from(21)
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test]
 async fn logins_are_throttled_per_client_address() {
     let app = spawn_app_with(|s| s.login_attempts_per_client = 4).await;
@@ -266,7 +393,7 @@ async fn a_login_storm_cannot_starve_the_server() {
         s.password_hash_concurrency = 1;
         s.password_hash_queue_ms = 100;
         s.login_attempts_per_client = 1000;
-        s.login_attempts_per_account = 1000;
+        s.login_attempts_per_account_client = 1000;
         s.workers = 1;
     })
     .await;

@@ -383,3 +383,12 @@ pub fn contract() -> &'static Value {
             .expect("contract JSON")
     })
 }
+
+/// A client whose connections come from `127.0.0.<last>` (another client address).
+pub fn client_from(last: u8) -> Client {
+    Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}

@@ -2,8 +2,8 @@
 
 use serde_json::Value;
 
-use crate::helpers::spawn_app;
-use crate::market::spawn_market_app;
+use crate::helpers::{client_from, spawn_app};
+use crate::market::{MarketApp, spawn_market_app, spawn_market_app_with};
 
 const LLAMA_ID: &str = "0xdf474728f624712570170f311a866a6937436c14861568f38593a531b7f45845";
 
@@ -72,6 +72,60 @@ async fn rated_bids_keep_big_amounts_exact() {
             > 1 << 53),
         "the simulator offers a price beyond 2^53: {body}"
     );
+}
+
+/// The simulator's count of proxy-router requests (`GET /__sim/counters`).
+async fn proxy_router_requests(app: &MarketApp) -> u64 {
+    let counters: Value = app
+        .client
+        .get(format!("{}/__sim/counters", app.sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    counters["requests"].as_u64().expect("requests")
+}
+
+/// Issue 15: every anonymous call used to be passed on to the proxy-router. Answers are now
+/// shared while fresh, and callers are limited per client address.
+#[tokio::test]
+async fn rated_bids_are_shared_and_limited_per_client_address() {
+    let app = spawn_market_app_with(|s| {
+        s.rated_bids_cache_ms = 60_000;
+        s.rated_bids_per_client = 30;
+        s.rated_bids_client_refill_ms = 60_000;
+    })
+    .await;
+    let path = app.url(&format!("/api/v1/models/ratedbids?model_id={LLAMA_ID}"));
+    let before = proxy_router_requests(&app).await;
+    let at_once =
+        futures_util::future::join_all((0..20).map(|_| app.client.get(&path).send())).await;
+    for r in at_once {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    for _ in 0..10 {
+        assert_eq!(app.client.get(&path).send().await.unwrap().status(), 200);
+    }
+    let calls = proxy_router_requests(&app).await - before;
+    eprintln!("30 anonymous rated-bids calls made {calls} proxy-router request(s)");
+    assert!(calls <= 2, "{calls} proxy-router requests for 30 calls");
+
+    let r = app.client.get(&path).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = r.json().await.unwrap();
+    assert!(body["detail"].is_string(), "{body}");
+    // Another address is served, from the shared answer.
+    let r = client_from(2).get(&path).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(proxy_router_requests(&app).await - before <= 2);
 }
 
 #[tokio::test]

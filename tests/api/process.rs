@@ -27,7 +27,43 @@ impl GatewayProcess {
     /// Starts the binary on the database, data directory and proxy-router of `settings`, with
     /// the test secrets, and waits until it listens.
     pub async fn start(settings: &Settings, extra_env: &[(&str, &str)]) -> GatewayProcess {
+        GatewayProcess::launch(settings, extra_env, None).await
+    }
+
+    /// [`GatewayProcess::start`], with the process's open-file limit (`RLIMIT_NOFILE`, soft and
+    /// hard) lowered to `open_files`.
+    pub async fn start_with_open_files(
+        settings: &Settings,
+        extra_env: &[(&str, &str)],
+        open_files: u64,
+    ) -> GatewayProcess {
+        GatewayProcess::launch(settings, extra_env, Some(open_files)).await
+    }
+
+    async fn launch(
+        settings: &Settings,
+        extra_env: &[(&str, &str)],
+        open_files: Option<u64>,
+    ) -> GatewayProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_morpheus-gateway"));
+        if let Some(limit) = open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: between fork and exec the closure only calls setrlimit, which is
+            // async-signal-safe, on a struct it owns.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         command
             .arg("serve")
             .env_clear()
@@ -103,6 +139,22 @@ impl GatewayProcess {
             address,
             logs,
         }
+    }
+
+    /// The process's resident memory (`VmRSS`) in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// How many file descriptors the process has open.
+    pub fn open_fds(&self) -> Option<usize> {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .ok()
+            .map(Iterator::count)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod chat_admission;
+pub mod client_address;
+pub mod connections;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -10,6 +12,7 @@ pub mod instrumented_marketplace;
 pub mod lifecycle;
 pub mod metrics;
 mod openapi;
+pub mod rated_bids;
 pub mod readiness;
 pub mod request_context;
 mod routes;

@@ -52,6 +52,12 @@ pub struct TaskLabels {
     pub task: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `overall` or `client`: the connection cap that refused.
+    pub cap: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The gateway's instruments. Cloning shares them.
@@ -74,6 +80,10 @@ pub struct Metrics {
     pub task_duration: HistogramFamily<TaskLabels>,
     /// Runs of a singleton task skipped because another replica held it.
     pub task_skipped: Family<TaskLabels, Counter>,
+    /// Client connections open (set when the exposition is rendered).
+    pub open_connections: Gauge,
+    /// Connections (and proxied requests) answered 503 by a connection cap.
+    pub refused_connections: Family<RefusalLabels, Counter>,
 }
 
 /// 0.5 ms … ~60 s, for whole requests and upstream calls.
@@ -114,6 +124,8 @@ impl Metrics {
         let task_failures = Family::<TaskLabels, Counter>::default();
         let task_duration = HistogramFamily::<TaskLabels>::new_with_constructor(task_histogram);
         let task_skipped = Family::<TaskLabels, Counter>::default();
+        let open_connections = Gauge::default();
+        let refused_connections = Family::<RefusalLabels, Counter>::default();
 
         let mut registry = Registry::with_prefix("morpheus");
         registry.register(
@@ -186,6 +198,16 @@ impl Metrics {
             "Runs of a singleton background task left to another replica that held it",
             task_skipped.clone(),
         );
+        registry.register(
+            "open_connections",
+            "Client connections open on the main listener",
+            open_connections.clone(),
+        );
+        registry.register(
+            "refused_connections",
+            "Connections (behind a trusted proxy: requests) answered 503 by a connection cap, by cap",
+            refused_connections.clone(),
+        );
         Self {
             registry: std::sync::Arc::new(registry),
             requests,
@@ -201,6 +223,8 @@ impl Metrics {
             task_failures,
             task_duration,
             task_skipped,
+            open_connections,
+            refused_connections,
         }
     }
 
@@ -262,6 +286,10 @@ mod tests {
             .get_or_create(&UpstreamLabels { call: "chat" })
             .observe(0.002);
         let stream = metrics.stream_started();
+        metrics
+            .refused_connections
+            .get_or_create(&RefusalLabels { cap: "client" })
+            .inc();
         let text = metrics.encode();
         for name in [
             "morpheus_http_requests_total{operation=\"/api/v1/chat/completions\",method=\"POST\",status=\"200\"} 1",
@@ -270,6 +298,8 @@ mod tests {
             "morpheus_active_streams 1",
             "morpheus_upstream_request_duration_seconds_count{call=\"chat\"} 1",
             "# TYPE morpheus_open_sessions gauge",
+            "# TYPE morpheus_open_connections gauge",
+            "morpheus_refused_connections_total{cap=\"client\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");

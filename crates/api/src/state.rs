@@ -3,8 +3,11 @@ use std::sync::Arc;
 use morpheus_domain::ports::{HealthProbe, UsageSink};
 
 use crate::chat_admission::ChatAdmission;
+use crate::client_address::ClientAddressRules;
+use crate::connections::ConnectionLimits;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, MetricsAccess};
+use crate::rated_bids::RatedBidsCache;
 use crate::readiness::ReadinessChecks;
 use morpheus_domain::services::{
     AccountService, ApiKeyService, AutomationService, ChatLimits, ChatService, DelegationService,
@@ -47,4 +50,10 @@ pub struct AppState {
     pub metrics_access: MetricsAccess,
     /// Draining and the end of streams at shutdown.
     pub lifecycle: Lifecycle,
+    /// Who a request comes from, for every per-client limit.
+    pub client_addresses: ClientAddressRules,
+    /// Caps on open connections, overall and per client address.
+    pub connection_limits: Arc<ConnectionLimits>,
+    /// `GET /models/ratedbids`: shared answers and a per-client limit.
+    pub rated_bids: RatedBidsCache,
 }

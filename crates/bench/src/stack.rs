@@ -54,7 +54,8 @@ impl Bins {
 }
 
 /// The gateway's environment: SQLite in `dir`, the simulator as its proxy-router, one worker
-/// (it gets one core when pinned), then `extra` (which may override any of these).
+/// (it gets one core when pinned), no per-client connection cap, then `extra` (which may
+/// override any of these).
 pub fn gateway_env(
     dir: &Path,
     bind: SocketAddr,
@@ -75,6 +76,8 @@ pub fn gateway_env(
             setup::SIM_PASSWORD.to_owned(),
         ),
         ("MORPHEUS_WORKERS", "1".to_owned()),
+        // The load generator plays every client from one address.
+        ("MORPHEUS_MAX_CONNECTIONS_PER_CLIENT", "1000000".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ];
     for (key, value) in extra {

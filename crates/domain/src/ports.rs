@@ -286,11 +286,24 @@ pub struct Throttled {
     pub retry_after: Duration,
 }
 
-/// Limits the credential operations that cost a password hash: logins per account and per
-/// client address, registrations per client address.
+/// A login attempt let through, and how long it waits before its password is checked (the
+/// account is under attack: every attempt on it is slowed, the owner's included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoginAdmission {
+    pub delay: Duration,
+}
+
+/// Limits the credential operations that cost a password hash: logins per account and client
+/// address, per client address, and (slowing, not refusing, while it can) per account;
+/// registrations per client address. `client` is the client's address as the HTTP layer
+/// counts it (its network prefix).
 pub trait AuthThrottle: Send + Sync {
-    /// Records a login attempt; `Err` when the account or the client is over its limit.
-    fn login(&self, account: &Email, client: Option<IpAddr>) -> Result<(), Throttled>;
+    /// Records a login attempt; `Err` when the account, the client or the pair is over its
+    /// limit.
+    fn login(&self, account: &Email, client: Option<IpAddr>) -> Result<LoginAdmission, Throttled>;
+    /// The attempt had the right password: the account's run of failures ends, and the
+    /// client becomes one the account is known to log in from.
+    fn login_succeeded(&self, account: &Email, client: Option<IpAddr>);
     /// Records a registration attempt; `Err` when the client is over its limit.
     fn registration(&self, client: Option<IpAddr>) -> Result<(), Throttled>;
 }

@@ -495,17 +495,23 @@ pub struct FakeThrottle {
     pub refuse_logins: std::sync::atomic::AtomicBool,
     pub refuse_registrations: std::sync::atomic::AtomicBool,
     pub logins: AtomicUsize,
+    pub successes: AtomicUsize,
 }
 
 impl AuthThrottle for FakeThrottle {
-    fn login(&self, _: &Email, _: Option<IpAddr>) -> Result<(), Throttled> {
+    fn login(&self, _: &Email, _: Option<IpAddr>) -> Result<LoginAdmission, Throttled> {
         self.logins.fetch_add(1, Ordering::SeqCst);
         if self.refuse_logins.load(Ordering::SeqCst) {
             return Err(Throttled {
                 retry_after: Duration::from_secs(42),
             });
         }
-        Ok(())
+        Ok(LoginAdmission {
+            delay: Duration::ZERO,
+        })
+    }
+    fn login_succeeded(&self, _: &Email, _: Option<IpAddr>) {
+        self.successes.fetch_add(1, Ordering::SeqCst);
     }
     fn registration(&self, _: Option<IpAddr>) -> Result<(), Throttled> {
         if self.refuse_registrations.load(Ordering::SeqCst) {

@@ -1,33 +1,115 @@
+//! Login and registration throttles.
+//!
+//! A login attempt passes three checks, each keyed on what it protects:
+//! - **per account and client address** (hard limit, 429): one address guesses one account's
+//!   password at most `per_account_client_burst` times, then once per refill. A stranger's
+//!   guesses use up the stranger's allowance, not the owner's (an account keyed alone was
+//!   locked for everyone by ten wrong passwords from anywhere);
+//! - **per client address** (hard limit, 429): one address spreading guesses over many
+//!   accounts;
+//! - **per account** (slows first, refuses last): every attempt since the account's last
+//!   successful login counts, one forgotten per `account_failure_refill`. Past the first
+//!   `per_account_client_burst` of them each attempt waits before its password is checked,
+//!   twice as long as the one before, up to `account_max_delay`, so a distributed guesser is
+//!   slowed while the owner still gets in, a little later. At `account_failure_limit`
+//!   (NIST SP 800-63B's 100) only addresses the account has logged in from before may try:
+//!   never more guesses than that are checked in a row, and the owner's usual address is not
+//!   locked out by them.
+//!
+//! Attempts are counted before the password is checked (concurrent guesses cannot slip past a
+//! limit) and a success ends the account's run. The client address is the HTTP layer's: the
+//! peer, or the forwarded client behind a configured trusted proxy, reduced to its network
+//! prefix; a spoofed `X-Forwarded-For` from anyone else changes nothing.
+
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock, QuantaInstant};
 use governor::{DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
 use morpheus_domain::Email;
-use morpheus_domain::ports::{AuthThrottle, Throttled};
+use morpheus_domain::ports::{AuthThrottle, LoginAdmission, Throttled};
+use tokio::time::Instant;
 
-/// Attempts allowed in a burst, and how fast the allowance refills: logins per account and
-/// per client address, registrations per client address.
+/// Attempts allowed in a burst, and how fast the allowance refills.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthThrottleSettings {
-    pub per_account_burst: u32,
-    pub per_account_refill: Duration,
+    /// Logins per account from one client address (the hard limit)…
+    pub per_account_client_burst: u32,
+    /// …and one more every this long.
+    pub per_account_client_refill: Duration,
+    /// Logins per client address, whatever the account…
     pub per_client_burst: u32,
     pub per_client_refill: Duration,
+    /// Attempts in a row without a success after which only addresses the account has logged
+    /// in from may try.
+    pub account_failure_limit: u32,
+    /// One attempt of an account's run is forgotten every this long.
+    pub account_failure_refill: Duration,
+    /// The longest wait of an attempt on an account under attack.
+    pub account_max_delay: Duration,
     pub registrations_burst: u32,
     pub registrations_refill: Duration,
 }
 
-/// In-memory keyed GCRA limiters (`governor`). Per process: replicas each keep their own count
-/// until the Redis-backed limiter lands. The client address is the TCP peer, never
-/// `X-Forwarded-For`, so a spoofed header cannot reset a counter.
+/// The first slowed attempt waits this long, each further one twice as long as the one before.
+const FIRST_DELAY: Duration = Duration::from_millis(250);
+
+/// How many addresses an account is remembered to have logged in from (the latest ones).
+const FAMILIAR_PER_ACCOUNT: usize = 4;
+
+/// How long an address stays familiar after its last successful login.
+const FAMILIAR_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// In-memory throttles: keyed GCRA limiters (`governor`) for the hard limits, and each
+/// account's run of attempts. Per process: replicas each keep their own count.
 pub struct GovernorAuthThrottle {
-    accounts: DefaultKeyedRateLimiter<String>,
+    settings: AuthThrottleSettings,
+    pairs: DefaultKeyedRateLimiter<(String, Option<IpAddr>)>,
     clients: DefaultKeyedRateLimiter<IpAddr>,
+    accounts: Mutex<HashMap<String, AccountRun>>,
     registrations: DefaultKeyedRateLimiter<IpAddr>,
     attempts: AtomicU64,
+}
+
+/// An account's attempts since its last success, as a leaky bucket: `drained_at` is when the
+/// run will have been forgotten entirely (at one attempt per `account_failure_refill`).
+#[derive(Debug, Default)]
+struct AccountRun {
+    drained_at: Option<Instant>,
+    /// Addresses the account logged in from, with the time of the latest success.
+    familiar: Vec<(IpAddr, Instant)>,
+}
+
+impl AccountRun {
+    /// Attempts not yet forgotten, the current one excluded.
+    fn length(&self, now: Instant, refill: Duration) -> u32 {
+        let Some(drained_at) = self.drained_at else {
+            return 0;
+        };
+        let left = drained_at.saturating_duration_since(now);
+        let refill = refill.max(Duration::from_millis(1));
+        u32::try_from(left.as_nanos().div_ceil(refill.as_nanos())).unwrap_or(u32::MAX)
+    }
+
+    fn is_familiar(&self, client: Option<IpAddr>, now: Instant) -> bool {
+        client.is_some_and(|ip| {
+            self.familiar.iter().any(|(known, at)| {
+                *known == ip && now.saturating_duration_since(*at) < FAMILIAR_FOR
+            })
+        })
+    }
+
+    fn forgettable(&self, now: Instant) -> bool {
+        self.drained_at.is_none_or(|at| at <= now)
+            && self
+                .familiar
+                .iter()
+                .all(|(_, at)| now.saturating_duration_since(*at) >= FAMILIAR_FOR)
+    }
 }
 
 fn quota(burst: u32, refill: Duration) -> Quota {
@@ -40,14 +122,16 @@ fn quota(burst: u32, refill: Duration) -> Quota {
 impl GovernorAuthThrottle {
     pub fn new(settings: AuthThrottleSettings) -> Self {
         Self {
-            accounts: RateLimiter::keyed(quota(
-                settings.per_account_burst,
-                settings.per_account_refill,
+            settings,
+            pairs: RateLimiter::keyed(quota(
+                settings.per_account_client_burst,
+                settings.per_account_client_refill,
             )),
             clients: RateLimiter::keyed(quota(
                 settings.per_client_burst,
                 settings.per_client_refill,
             )),
+            accounts: Mutex::new(HashMap::new()),
             registrations: RateLimiter::keyed(quota(
                 settings.registrations_burst,
                 settings.registrations_refill,
@@ -55,17 +139,65 @@ impl GovernorAuthThrottle {
             attempts: AtomicU64::new(0),
         }
     }
-}
 
-impl GovernorAuthThrottle {
     /// Forgets idle keys now and then so the maps do not grow without bound.
     fn housekeeping(&self) {
         if self.attempts.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
-            self.accounts.retain_recent();
+            self.pairs.retain_recent();
             self.clients.retain_recent();
             self.registrations.retain_recent();
+            let now = Instant::now();
+            self.runs().retain(|_, run| !run.forgettable(now));
         }
     }
+
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, AccountRun>> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts an attempt in the account's run: how long it waits, or `Err` when the run is
+    /// at its limit and the client is not one the account logs in from.
+    fn account_attempt(
+        &self,
+        account: &Email,
+        client: Option<IpAddr>,
+    ) -> Result<LoginAdmission, Throttled> {
+        let s = &self.settings;
+        let refill = s.account_failure_refill.max(Duration::from_millis(1));
+        let now = Instant::now();
+        let mut runs = self.runs();
+        let run = runs.entry(account.as_str().to_owned()).or_default();
+        let limit = s.account_failure_limit.max(1);
+        let length = run.length(now, refill);
+        if length >= limit && !run.is_familiar(client, now) {
+            // The run is below its limit again once one more attempt has been forgotten.
+            let drained_at = run.drained_at.unwrap_or(now);
+            let allowed = refill * (limit - 1);
+            return Err(Throttled {
+                retry_after: drained_at
+                    .saturating_duration_since(now)
+                    .saturating_sub(allowed),
+            });
+        }
+        run.drained_at = Some(run.drained_at.map_or(now, |at| at.max(now)) + refill);
+        Ok(LoginAdmission {
+            delay: delay_after(length, s.per_account_client_burst, s.account_max_delay),
+        })
+    }
+}
+
+/// The wait of an attempt that follows `length` others in a run: none for the first `free`,
+/// then [`FIRST_DELAY`], doubling, up to `max`.
+fn delay_after(length: u32, free: u32, max: Duration) -> Duration {
+    let Some(over) = length.checked_sub(free) else {
+        return Duration::ZERO;
+    };
+    FIRST_DELAY
+        .checked_mul(1u32.checked_shl(over).unwrap_or(u32::MAX))
+        .unwrap_or(Duration::MAX)
+        .min(max)
 }
 
 /// Turns governor's "not until" into the domain's retry-after.
@@ -76,15 +208,29 @@ fn throttled(now: QuantaInstant) -> impl Fn(NotUntil<QuantaInstant>) -> Throttle
 }
 
 impl AuthThrottle for GovernorAuthThrottle {
-    fn login(&self, account: &Email, client: Option<IpAddr>) -> Result<(), Throttled> {
+    fn login(&self, account: &Email, client: Option<IpAddr>) -> Result<LoginAdmission, Throttled> {
         self.housekeeping();
         let now = DefaultClock::default().now();
         if let Some(ip) = client {
             self.clients.check_key(&ip).map_err(throttled(now))?;
         }
-        self.accounts
-            .check_key(&account.as_str().to_owned())
-            .map_err(throttled(now))
+        self.pairs
+            .check_key(&(account.as_str().to_owned(), client))
+            .map_err(throttled(now))?;
+        self.account_attempt(account, client)
+    }
+
+    fn login_succeeded(&self, account: &Email, client: Option<IpAddr>) {
+        let now = Instant::now();
+        let mut runs = self.runs();
+        let run = runs.entry(account.as_str().to_owned()).or_default();
+        run.drained_at = None;
+        let Some(ip) = client else { return };
+        run.familiar.retain(|(known, _)| *known != ip);
+        if run.familiar.len() == FAMILIAR_PER_ACCOUNT {
+            run.familiar.remove(0);
+        }
+        run.familiar.push((ip, now));
     }
 
     fn registration(&self, client: Option<IpAddr>) -> Result<(), Throttled> {
@@ -97,14 +243,18 @@ impl AuthThrottle for GovernorAuthThrottle {
     }
 }
 
-/// The limits the tests count against (ten logins per account, thirty per client address,
-/// twenty registrations per client address).
+/// The limits the tests count against: ten logins per account and address per fifteen
+/// minutes, thirty per address per minute, a hundred in a row per account; twenty
+/// registrations per client address, then one a minute.
 #[cfg(test)]
 const SETTINGS: AuthThrottleSettings = AuthThrottleSettings {
-    per_account_burst: 10,
-    per_account_refill: Duration::from_secs(90),
+    per_account_client_burst: 10,
+    per_account_client_refill: Duration::from_secs(90),
     per_client_burst: 30,
     per_client_refill: Duration::from_secs(2),
+    account_failure_limit: 100,
+    account_failure_refill: Duration::from_secs(90),
+    account_max_delay: Duration::from_secs(4),
     registrations_burst: 20,
     registrations_refill: Duration::from_secs(60),
 };
@@ -117,40 +267,110 @@ mod tests {
         Email::parse(s).unwrap()
     }
 
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([10, 0, 0, last]))
+    }
+
     #[test]
-    fn an_account_is_throttled_after_its_burst_whatever_the_client() {
-        let t = GovernorAuthThrottle::new(AuthThrottleSettings {
-            per_client_burst: 1000,
-            ..SETTINGS
-        });
+    fn one_address_is_stopped_on_one_account_but_another_address_is_not() {
+        let t = GovernorAuthThrottle::new(SETTINGS);
         let victim = email("victim@example.com");
-        for i in 0..10u8 {
-            let ip = IpAddr::from([10, 0, 0, i]);
-            assert!(t.login(&victim, Some(ip)).is_ok(), "attempt {i}");
+        for i in 0..10 {
+            assert!(t.login(&victim, ip(1)).is_ok(), "attempt {i}");
         }
-        let err = t
-            .login(&victim, Some(IpAddr::from([10, 0, 1, 1])))
-            .unwrap_err();
-        assert!(err.retry_after > Duration::from_secs(60));
-        // Other accounts are not affected.
-        assert!(t.login(&email("other@example.com"), None).is_ok());
+        let err = t.login(&victim, ip(1)).unwrap_err();
+        assert!(err.retry_after > Duration::from_secs(60), "{err:?}");
+        // The owner, elsewhere, is only slowed.
+        let owner = t.login(&victim, ip(2)).unwrap();
+        assert_eq!(owner.delay, FIRST_DELAY);
+        // The attacker may still try other accounts (up to the per-client limit).
+        assert_eq!(
+            t.login(&email("other@example.com"), ip(1)).unwrap().delay,
+            Duration::ZERO
+        );
     }
 
     #[test]
     fn a_client_is_throttled_across_accounts() {
         let t = GovernorAuthThrottle::new(SETTINGS);
-        let ip = Some(IpAddr::from([127, 0, 0, 1]));
         for i in 0..30 {
-            assert!(t.login(&email(&format!("u{i}@example.com")), ip).is_ok());
+            assert!(t.login(&email(&format!("u{i}@example.com")), ip(1)).is_ok());
         }
-        assert!(t.login(&email("u99@example.com"), ip).is_err());
-        assert!(
-            t.login(
-                &email("u99@example.com"),
-                Some(IpAddr::from([127, 0, 0, 2]))
-            )
-            .is_ok()
-        );
+        assert!(t.login(&email("u99@example.com"), ip(1)).is_err());
+        assert!(t.login(&email("u99@example.com"), ip(2)).is_ok());
+    }
+
+    #[test]
+    fn an_account_under_attack_slows_every_attempt_progressively_up_to_the_maximum() {
+        let t = GovernorAuthThrottle::new(AuthThrottleSettings {
+            per_account_client_burst: 2,
+            per_client_burst: 1000,
+            account_max_delay: Duration::from_secs(1),
+            ..SETTINGS
+        });
+        let victim = email("victim@example.com");
+        let delays: Vec<u128> = (0..8u8)
+            .map(|i| t.login(&victim, ip(i)).unwrap().delay.as_millis())
+            .collect();
+        assert_eq!(delays, [0, 0, 250, 500, 1000, 1000, 1000, 1000]);
+        // A success ends the run: the next attempt is not slowed.
+        t.login_succeeded(&victim, ip(9));
+        assert_eq!(t.login(&victim, ip(10)).unwrap().delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn at_the_failure_limit_only_familiar_addresses_may_try() {
+        let t = GovernorAuthThrottle::new(AuthThrottleSettings {
+            per_account_client_burst: 2,
+            per_client_burst: 1000,
+            account_failure_limit: 5,
+            ..SETTINGS
+        });
+        let victim = email("victim@example.com");
+        assert!(t.login(&victim, ip(200)).is_ok());
+        t.login_succeeded(&victim, ip(200));
+        for i in 0..5 {
+            assert!(t.login(&victim, ip(i)).is_ok(), "attempt {i}");
+        }
+        // The limit holds whatever the address: never more than 5 in a row are checked…
+        for i in 5..10 {
+            let err = t.login(&victim, ip(i)).unwrap_err();
+            assert!(err.retry_after > Duration::from_secs(80), "{err:?}");
+            assert!(err.retry_after <= Duration::from_secs(90), "{err:?}");
+        }
+        // …except from where the owner logged in before.
+        assert!(t.login(&victim, ip(200)).is_ok());
+        // Other accounts are not affected.
+        assert!(t.login(&email("other@example.com"), ip(7)).is_ok());
+    }
+
+    #[test]
+    fn a_run_is_forgotten_one_attempt_per_refill() {
+        let t = GovernorAuthThrottle::new(AuthThrottleSettings {
+            per_account_client_burst: 100,
+            per_client_burst: 1000,
+            account_failure_limit: 3,
+            account_failure_refill: Duration::from_millis(100),
+            ..SETTINGS
+        });
+        let victim = email("victim@example.com");
+        for _ in 0..3 {
+            assert!(t.login(&victim, ip(1)).is_ok());
+        }
+        assert!(t.login(&victim, ip(1)).is_err());
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(t.login(&victim, ip(1)).is_ok());
+        assert!(t.login(&victim, ip(1)).is_err());
+    }
+
+    #[test]
+    fn delays_double_from_the_first_and_saturate() {
+        let max = Duration::from_secs(4);
+        assert_eq!(delay_after(9, 10, max), Duration::ZERO);
+        assert_eq!(delay_after(10, 10, max), FIRST_DELAY);
+        assert_eq!(delay_after(12, 10, max), FIRST_DELAY * 4);
+        assert_eq!(delay_after(14, 10, max), max);
+        assert_eq!(delay_after(u32::MAX, 0, max), max);
     }
 }
 

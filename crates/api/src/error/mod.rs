@@ -67,6 +67,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
+    /// The request body did not arrive within its deadline; the connection is closed.
+    #[error("The request body was not received in time")]
+    RequestTimeout,
     #[error("{message}")]
     TooManyRequests {
         message: &'static str,
@@ -97,6 +100,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(failure) => failure.status,
@@ -121,6 +125,11 @@ impl ResponseError for ApiError {
             }
             ApiError::ServiceUnavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, 1));
+            }
+            ApiError::RequestTimeout => {
+                // The rest of the body may still be on its way: the connection cannot be
+                // reused.
+                response.force_close();
             }
             ApiError::Upstream(failure) => {
                 if let Some(secs) = failure.retry_after_secs() {

@@ -10,6 +10,11 @@ use super::{ErrorResponse, HTTPValidationError};
 /// What an operation with a JSON request body can answer before its handler runs.
 #[derive(IntoResponses)]
 pub enum JsonBodyErrors {
+    #[response(
+        status = 408,
+        description = "The request body did not arrive within its deadline; the connection is closed"
+    )]
+    RequestTimeout(ErrorResponse),
     #[response(status = 413, description = "The request body is larger than 1 MiB")]
     PayloadTooLarge(ErrorResponse),
     #[response(
@@ -31,7 +36,7 @@ pub enum ServerErrors {
     Internal(ErrorResponse),
     #[response(
         status = 503,
-        description = "The database is unavailable or the server is saturated; retry later"
+        description = "The database is unavailable or the server is saturated (hashing, or too many open connections overall or from this client address); retry later"
     )]
     Unavailable(ErrorResponse),
 }

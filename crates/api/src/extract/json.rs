@@ -1,5 +1,6 @@
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
@@ -19,9 +20,22 @@ impl Default for BodyLimit {
     }
 }
 
+/// How long a JSON body may take to arrive, from the moment its request is routed (app data;
+/// 10 s when not set). Like every app data, a scope or a resource can register its own: a
+/// route with larger bodies gets a longer deadline without changing the others'.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline(pub Duration);
+
+impl Default for BodyDeadline {
+    fn default() -> Self {
+        Self(Duration::from_secs(10))
+    }
+}
+
 /// A JSON body deserialised with field-level 422s, a size cap (413, checked against
-/// `Content-Length` before reading and again while streaming a chunked body) and a content-type
-/// check (415 when a non-JSON type is declared).
+/// `Content-Length` before reading and again while streaming a chunked body), a content-type
+/// check (415 when a non-JSON type is declared) and a deadline ([`BodyDeadline`]; 408 and the
+/// connection closed when the body is not complete in time).
 #[derive(Debug)]
 pub struct ValidatedJson<T>(pub T);
 
@@ -34,7 +48,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for ValidatedJson<T> {
             .app_data::<web::Data<BodyLimit>>()
             .map(|l| *l.get_ref())
             .unwrap_or_default();
-        let body = read_body(req, payload, limit);
+        let deadline = req
+            .app_data::<web::Data<BodyDeadline>>()
+            .map(|d| *d.get_ref())
+            .unwrap_or_default();
+        let body = read_body(req, payload, limit, deadline);
         Box::pin(async move { parse(&body.await?).map(ValidatedJson) })
     }
 }
@@ -45,9 +63,20 @@ impl<T: DeserializeOwned + 'static> FromRequest for ValidatedJson<T> {
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardedBodyLimit(pub usize);
 
+/// How long a forwarded (chat) body may take to arrive (app data; 30 s when not set): it may be
+/// [`ForwardedBodyLimit`] large.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardedBodyDeadline(pub Duration);
+
+impl Default for ForwardedBodyDeadline {
+    fn default() -> Self {
+        Self(Duration::from_secs(30))
+    }
+}
+
 /// Like [`ValidatedJson`], and keeps the body's bytes too: for requests forwarded upstream as
 /// the client wrote them (fields the gateway does not model included). Its size limit is
-/// [`ForwardedBodyLimit`].
+/// [`ForwardedBodyLimit`], its deadline [`ForwardedBodyDeadline`].
 #[derive(Debug)]
 pub struct JsonWithRaw<T> {
     pub value: T,
@@ -63,7 +92,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonWithRaw<T> {
             .app_data::<web::Data<ForwardedBodyLimit>>()
             .map(|l| l.get_ref().0)
             .unwrap_or(BodyLimit::default().0);
-        let body = read_body(req, payload, BodyLimit(limit));
+        let deadline = req
+            .app_data::<web::Data<ForwardedBodyDeadline>>()
+            .map_or_else(ForwardedBodyDeadline::default, |d| *d.get_ref());
+        let body = read_body(req, payload, BodyLimit(limit), BodyDeadline(deadline.0));
         Box::pin(async move {
             let raw = body.await?;
             let value = parse(&raw)?;
@@ -72,35 +104,49 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonWithRaw<T> {
     }
 }
 
-/// Reads the whole body within `limit`, after checking the headers.
+/// Reads the whole body within `limit` and `deadline`, after checking the headers. This is
+/// where every request body is read: a handler that does not use one leaves it unread, and
+/// `connections::guard` has its connection closed after the response.
 fn read_body(
     req: &HttpRequest,
     payload: &mut Payload,
     limit: BodyLimit,
+    deadline: BodyDeadline,
 ) -> impl Future<Output = Result<web::Bytes, ApiError>> + use<> {
     let early = check_headers(req, limit);
+    let due = tokio::time::Instant::now() + deadline.0;
     let mut payload = payload.take();
     async move {
-        early?;
-        let mut body = web::BytesMut::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|_| {
-                ApiError::validation(FieldError::new(
-                    vec![LocItem::from("body")],
-                    "body_unreadable",
-                    "The request body could not be read",
-                ))
-            })?;
-            if body.len() + chunk.len() > limit.0 {
-                return Err(ApiError::PayloadTooLarge { limit: limit.0 });
+        // One allocation of the declared size (within the limit) rather than doublings: with
+        // many bodies arriving at once, the copies a growing buffer leaves behind doubled the
+        // memory they took.
+        let declared = early?;
+        let read = async {
+            let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0));
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|_| {
+                    ApiError::validation(FieldError::new(
+                        vec![LocItem::from("body")],
+                        "body_unreadable",
+                        "The request body could not be read",
+                    ))
+                })?;
+                if body.len() + chunk.len() > limit.0 {
+                    return Err(ApiError::PayloadTooLarge { limit: limit.0 });
+                }
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body.freeze())
+            Ok(body.freeze())
+        };
+        tokio::time::timeout_at(due, read)
+            .await
+            .unwrap_or(Err(ApiError::RequestTimeout))
     }
 }
 
-fn check_headers(req: &HttpRequest, limit: BodyLimit) -> Result<(), ApiError> {
+/// The declared length, when there is one; `Err` for a non-JSON type or a length over the
+/// limit.
+fn check_headers(req: &HttpRequest, limit: BodyLimit) -> Result<Option<usize>, ApiError> {
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let json = ct
             .to_str()
@@ -120,10 +166,10 @@ fn check_headers(req: &HttpRequest, limit: BodyLimit) -> Result<(), ApiError> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit.0 as u64) {
-        return Err(ApiError::PayloadTooLarge { limit: limit.0 });
+    match declared {
+        Some(n) if n > limit.0 as u64 => Err(ApiError::PayloadTooLarge { limit: limit.0 }),
+        declared => Ok(declared.and_then(|n| usize::try_from(n).ok())),
     }
-    Ok(())
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

@@ -10,6 +10,8 @@ mod serde_errors;
 
 pub use api_key::{ApiKeyUser, OpenAiKeyUser};
 pub use bearer::AuthenticatedUser;
-pub use json::{BodyLimit, ForwardedBodyLimit, JsonWithRaw, ValidatedJson};
+pub use json::{
+    BodyDeadline, BodyLimit, ForwardedBodyDeadline, ForwardedBodyLimit, JsonWithRaw, ValidatedJson,
+};
 pub use path::path_id;
 pub use query::ValidatedQuery;

@@ -168,9 +168,14 @@ impl AccountService {
         password: Password,
         client: Option<IpAddr>,
     ) -> Result<TokenPair, LoginError> {
-        self.throttle
+        let admission = self
+            .throttle
             .login(&email, client)
             .map_err(LoginError::Throttled)?;
+        // Before the hash, so an account under attack answers no guess sooner than this.
+        if !admission.delay.is_zero() {
+            tokio::time::sleep(admission.delay).await;
+        }
         let user = self.users.find_user_by_email(&email).await?;
         // Always verify, against a dummy hash when there is no user, so an unknown address
         // takes as long as a wrong password.
@@ -187,6 +192,7 @@ impl AccountService {
             }
             _ => return Err(LoginError::InvalidCredentials),
         };
+        self.throttle.login_succeeded(&email, client);
         let family = uuid::Uuid::new_v4().to_string();
         Ok(self.issue_pair(user.id, family).await?)
     }

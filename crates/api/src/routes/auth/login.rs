@@ -1,7 +1,8 @@
-use actix_web::{HttpRequest, HttpResponse, post, web};
+use actix_web::{HttpResponse, post, web};
 use morpheus_domain::{Email, Password};
 
 use crate::AppState;
+use crate::client_address::Client;
 use crate::dto::{Token, UserLogin};
 use crate::error::{ApiError, ErrorResponse, Fields, JsonBodyErrors, ServerErrors};
 use crate::extract::ValidatedJson;
@@ -24,7 +25,7 @@ use crate::extract::ValidatedJson;
 )]
 #[post("/login")]
 pub async fn login(
-    req: HttpRequest,
+    client: Client,
     state: web::Data<AppState>,
     body: ValidatedJson<UserLogin>,
 ) -> Result<HttpResponse, ApiError> {
@@ -35,7 +36,6 @@ pub async fn login(
     let (Some(email), Some(password)) = (email, password) else {
         return Err(fields.into());
     };
-    let client = req.peer_addr().map(|a| a.ip());
-    let pair = state.accounts.login(email, password, client).await?;
+    let pair = state.accounts.login(email, password, client.ip()).await?;
     Ok(HttpResponse::Ok().json(Token::from(pair)))
 }

@@ -1,7 +1,8 @@
-use actix_web::{HttpRequest, HttpResponse, post, web};
+use actix_web::{HttpResponse, post, web};
 use morpheus_domain::{Email, Password, UserName};
 
 use crate::AppState;
+use crate::client_address::Client;
 use crate::dto::{UserCreate, UserResponse};
 use crate::error::{ApiError, ErrorResponse, Fields, JsonBodyErrors, ServerErrors};
 use crate::extract::ValidatedJson;
@@ -24,7 +25,7 @@ use crate::extract::ValidatedJson;
 )]
 #[post("/register")]
 pub async fn register_user(
-    req: HttpRequest,
+    client: Client,
     state: web::Data<AppState>,
     body: ValidatedJson<UserCreate>,
 ) -> Result<HttpResponse, ApiError> {
@@ -36,10 +37,9 @@ pub async fn register_user(
     let (Some(email), Some(password), Some(name)) = (email, password, name) else {
         return Err(fields.into());
     };
-    let client = req.peer_addr().map(|a| a.ip());
     let user = state
         .accounts
-        .register(email, password, name, client)
+        .register(email, password, name, client.ip())
         .await?;
     Ok(HttpResponse::Created().json(UserResponse::from(user)))
 }

@@ -2,6 +2,7 @@ use actix_web::{HttpResponse, get, web};
 use morpheus_domain::ModelId;
 
 use crate::AppState;
+use crate::client_address::Client;
 use crate::dto::{RatedBidEntry, RatedBids, RatedBidsQuery};
 use crate::error::{
     ApiError, ErrorResponse, FieldError, HTTPValidationError, LocItem, MarketplaceErrors,
@@ -9,6 +10,10 @@ use crate::error::{
 use crate::extract::ValidatedQuery;
 
 /// The bids for a model, best first, as rated by the proxy-router.
+///
+/// Needs no credential: answers are shared for a short while per model (concurrent calls wait
+/// for the one request to the proxy-router in flight), and calls are limited per client
+/// address (429 with `Retry-After`).
 #[utoipa::path(
     operation_id = "get_rated_bids_api_v1_models_ratedbids_get",
     tag = "Models",
@@ -23,8 +28,16 @@ use crate::extract::ValidatedQuery;
 #[get("/ratedbids")]
 pub async fn get_rated_bids(
     state: web::Data<AppState>,
+    client: Client,
     query: ValidatedQuery<RatedBidsQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .rated_bids
+        .admit(client.0)
+        .map_err(|retry_after| ApiError::TooManyRequests {
+            message: "Too many requests for rated bids from this client address",
+            retry_after,
+        })?;
     let model = ModelId::parse(&query.0.model_id).map_err(|invalid| {
         ApiError::validation(FieldError::new(
             vec![LocItem::from("query"), LocItem::from("model_id")],
@@ -32,7 +45,11 @@ pub async fn get_rated_bids(
             invalid.message,
         ))
     })?;
-    let bids = state.sessions.market().rated_bids(&model).await?;
+    let market = state.sessions.market();
+    let bids = state
+        .rated_bids
+        .get(&model, || market.rated_bids(&model))
+        .await?;
     Ok(HttpResponse::Ok().json(RatedBids {
         bids: bids.iter().map(RatedBidEntry::from).collect(),
     }))

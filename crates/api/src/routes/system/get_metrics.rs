@@ -22,6 +22,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
         (status = 401, description = "A metrics token is configured and the request did not present it", body = ErrorResponse),
         (status = 404, description = "Metrics are served on a separate listener, or disabled", body = ErrorResponse),
         (status = 500, description = "Unexpected server error", body = ErrorResponse),
+        (status = 503, description = "Too many open connections, overall or from this client address (answered before the request is read)", body = ErrorResponse),
     ),
     security((), ("MetricsToken" = []))
 )]
@@ -54,6 +55,9 @@ pub async fn render(state: &AppState) -> HttpResponse {
     let pool = state.health.pool_use();
     let metrics = &state.metrics;
     metrics.db_pool_max.set(i64::from(pool.max));
+    metrics
+        .open_connections
+        .set(i64::try_from(state.connection_limits.open()).unwrap_or(i64::MAX));
     for (label, value) in [("in_use", pool.in_use()), ("idle", pool.idle)] {
         metrics
             .db_connections

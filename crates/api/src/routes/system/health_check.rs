@@ -15,6 +15,7 @@ use crate::error::ErrorResponse;
     responses(
         (status = 200, description = "The process is alive; `database` tells whether its database answers", body = HealthStatus),
         (status = 500, description = "Unexpected server error", body = ErrorResponse),
+        (status = 503, description = "Too many open connections, overall or from this client address (answered before the request is read)", body = ErrorResponse),
     ),
     security(())
 )]

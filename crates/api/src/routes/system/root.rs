@@ -11,6 +11,7 @@ use crate::error::ErrorResponse;
     responses(
         (status = 200, description = "Service information", body = ServiceInfo),
         (status = 500, description = "Unexpected server error", body = ErrorResponse),
+        (status = 503, description = "Too many open connections, overall or from this client address (answered before the request is read)", body = ErrorResponse),
     ),
     security(())
 )]

@@ -106,7 +106,15 @@ impl Rig {
 /// address; E4 registers a new key-operations user every 100 keys).
 pub fn raised_login_limits() -> Vec<(&'static str, String)> {
     vec![
-        ("MORPHEUS_LOGIN_ATTEMPTS_PER_ACCOUNT", "1000000".to_owned()),
+        (
+            "MORPHEUS_LOGIN_ATTEMPTS_PER_ACCOUNT_CLIENT",
+            "1000000".to_owned(),
+        ),
+        (
+            "MORPHEUS_LOGIN_ACCOUNT_CLIENT_REFILL_SECONDS",
+            "1".to_owned(),
+        ),
+        ("MORPHEUS_LOGIN_FAILURES_PER_ACCOUNT", "1000000".to_owned()),
         ("MORPHEUS_LOGIN_ACCOUNT_REFILL_SECONDS", "1".to_owned()),
         ("MORPHEUS_LOGIN_ATTEMPTS_PER_CLIENT", "1000000".to_owned()),
         ("MORPHEUS_LOGIN_CLIENT_REFILL_SECONDS", "1".to_owned()),

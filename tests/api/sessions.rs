@@ -70,17 +70,9 @@ async fn model_session_input_is_checked() {
 
 #[tokio::test]
 async fn a_bid_session_replaces_the_keys_session_for_that_model() {
-    let app = spawn_market_app_on(
-        SimConfig {
-            // legacy sim behaviour until the gateway recognises an unknown bid itself: the node
-            // reads it as a zeroed bid and fails the handshake, it never says "not found"
-            // (issue 11 §2)
-            unknown_bid_not_found: true,
-            ..sim_config()
-        },
-        |_| {},
-    )
-    .await;
+    // The simulator answers an unknown bid as today's node does: the zero bid, then a failed
+    // handshake. The gateway must recognise it itself.
+    let app = spawn_market_app().await;
     let user = app.seed_user().await;
     let first = open_model_session(&app, &user.api_key, "llama-3.3-70b").await;
     let bids = app
@@ -105,14 +97,20 @@ async fn a_bid_session_replaces_the_keys_session_for_that_model() {
     ));
     assert_eq!(active, 1);
 
-    let unknown = format!("0x{}", "ab".repeat(32));
-    let r = app
-        .post_session(
-            &format!("/api/v1/session/bidsession?bid_id={unknown}"),
-            &user.api_key,
-        )
-        .await;
-    error_body(r, 404).await;
+    // Without asking the chain first, the node's handshake failure came back as a 502.
+    for unknown in [
+        format!("0x{}", "ab".repeat(32)),
+        format!("0x{}", "00".repeat(32)),
+    ] {
+        let r = app
+            .post_session(
+                &format!("/api/v1/session/bidsession?bid_id={unknown}"),
+                &user.api_key,
+            )
+            .await;
+        error_body(r, 404).await;
+    }
+
     let r = app
         .post_session("/api/v1/session/bidsession?bid_id=0x12", &user.api_key)
         .await;

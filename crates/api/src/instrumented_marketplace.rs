@@ -92,6 +92,9 @@ impl Marketplace for InstrumentedMarketplace {
     async fn rated_bids(&self, model: &ModelId) -> Result<Vec<RatedBid>, MarketplaceError> {
         self.timed("rated_bids", self.inner.rated_bids(model)).await
     }
+    async fn bid(&self, id: &BidId) -> Result<Option<Bid>, MarketplaceError> {
+        self.timed("bid", self.inner.bid(id)).await
+    }
     async fn approve(
         &self,
         spender: &EthAddress,

@@ -144,6 +144,8 @@ pub trait Marketplace: Send + Sync {
     /// Every model on chain, deleted ones included.
     async fn models(&self) -> Result<Vec<MarketModel>, MarketplaceError>;
     async fn rated_bids(&self, model: &ModelId) -> Result<Vec<RatedBid>, MarketplaceError>;
+    /// One bid; `None` when the chain does not know it or it was deleted.
+    async fn bid(&self, id: &BidId) -> Result<Option<Bid>, MarketplaceError>;
     /// Lets `spender` move `amount` wei of MOR from the node's wallet.
     async fn approve(&self, spender: &EthAddress, amount: u128)
     -> Result<TxHash, MarketplaceError>;

@@ -77,6 +77,7 @@ fn kind(error: &MarketplaceError) -> &'static str {
         MarketplaceError::Unauthorized => "unauthorized",
         MarketplaceError::SessionGone(_) => "session_gone",
         MarketplaceError::Rejected { .. } => "rejected",
+        MarketplaceError::Provider { .. } => "provider",
         MarketplaceError::InvalidResponse(_) => "invalid_response",
     }
 }

@@ -49,9 +49,30 @@ pub enum MarketplaceError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// The provider's backend refused or failed the request; the node reports it as 400
+    /// `{"providerModelError":…}` whatever the backend's status was. `message` is the backend's
+    /// own text, sanitised and capped like every upstream text.
+    #[error("the provider's backend failed ({fault:?}): {message}")]
+    Provider {
+        fault: ProviderFault,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The answer could not be used: not JSON, wrong shape, too big, a redirect, …
     #[error("the proxy-router sent an unusable answer: {0}")]
     InvalidResponse(String),
+}
+
+/// What a provider's error body says happened, as far as it can be told without the status
+/// (the node drops it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderFault {
+    /// The backend's rate limit (OpenAI's 429).
+    RateLimited,
+    /// The request itself is wrong for the model (e.g. longer than its context).
+    InvalidRequest,
+    /// The provider cannot serve: its backend key, model or service is broken.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -65,6 +65,7 @@ pub async fn spawn_market_app_on(
         s.proxy_router_password = Some(secret(&password));
         s.diamond_contract_address = Some(DIAMOND.to_owned());
         s.proxy_router_first_byte_timeout_ms = 5_000;
+        s.proxy_router_chat_timeout_ms = 5_000;
         s.proxy_router_idle_timeout_ms = 5_000;
         adjust(s);
     })

@@ -281,6 +281,8 @@ async fn a_stalled_upstream_is_a_504_at_the_first_byte_timeout_and_nothing_else_
     let app = Arc::new(
         spawn_market_app_with(|s| {
             s.proxy_router_first_byte_timeout_ms = 500;
+            // A JSON answer's head comes with the whole answer: its own budget.
+            s.proxy_router_chat_timeout_ms = 500;
         })
         .await,
     );

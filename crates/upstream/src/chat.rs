@@ -59,8 +59,10 @@ impl ProxyRouterClient {
 
     async fn chat_whole(&self, rb: reqwest::RequestBuilder) -> Result<ChatReply, Failure> {
         let c = &self.inner.config;
+        // The node writes nothing until the provider has finished the whole answer
+        // (`proxyapi/controller_http.go:194-284`): the head may take as long as the answer.
         let limits = Limits {
-            first_byte: c.first_byte_timeout,
+            first_byte: c.chat_timeout,
             idle: c.idle_timeout,
             total: c.chat_timeout,
             max_body: c.max_body_bytes,

@@ -163,6 +163,27 @@ async fn a_stall_before_the_head_is_a_first_byte_timeout() {
 }
 
 #[tokio::test]
+async fn a_whole_answer_may_take_the_chat_timeout_before_its_head() {
+    // The node writes a non-streamed answer only once the provider has finished it.
+    let (sim, _, id) = with_session().await;
+    let c = client_with(&sim.base_url(), |cfg| {
+        cfg.first_byte_timeout = Duration::from_millis(200);
+        cfg.chat_timeout = Duration::from_secs(5);
+    });
+    chat_fault(&sim, FaultKind::Latency { ms: 600 });
+    assert!(matches!(
+        c.chat(chat_call(&id, false, "slow but whole")).await,
+        Ok(ChatReply::Complete { .. })
+    ));
+    let c = client_with(&sim.base_url(), |cfg| {
+        cfg.chat_timeout = Duration::from_millis(300);
+    });
+    chat_fault(&sim, FaultKind::Latency { ms: 600 });
+    let err = c.chat(chat_call(&id, false, "too slow")).await.unwrap_err();
+    assert_eq!(err, MarketplaceError::Timeout(TimeoutPhase::FirstByte));
+}
+
+#[tokio::test]
 async fn a_stall_mid_stream_is_reported_as_idle() {
     let (sim, c, id) = with_session().await;
     chat_fault(&sim, FaultKind::StallAfterChunks { chunks: 3 });

@@ -36,4 +36,5 @@ mod system;
 mod tokens;
 mod traces;
 mod upstream_faults;
+mod usage_counts;
 mod wallet;

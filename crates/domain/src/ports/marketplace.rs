@@ -104,11 +104,15 @@ pub struct ChatCall {
 /// One server-sent event of a chat stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatEvent {
-    /// The event's `data` exactly as the upstream sent it (a `chat.completion.chunk` JSON);
-    /// relayed without re-serialising.
+    /// The event's `data` as the upstream sent it (a `chat.completion.chunk` JSON), relayed
+    /// without re-serialising; only a final chunk with the node's `usage_from_*` counts is
+    /// rewritten without them.
     pub data: String,
     /// Usage reported in this chunk, if any (checked: non-negative and in range).
-    pub usage: Option<TokenUsage>,
+    pub usage: Option<ReportedUsage>,
+    /// The closing `"choices":[]` chunk that only carries `usage`: the gateway always asks for
+    /// it and relays it only to clients that asked for it too.
+    pub usage_only: bool,
 }
 
 /// How a stream broke after it had started.
@@ -133,8 +137,9 @@ pub type ChatEventStream = Pin<Box<dyn Stream<Item = Result<ChatEvent, StreamFau
 pub enum ChatReply {
     /// A `chat.completion` JSON object.
     Complete {
+        /// Without the node's `usage_from_*` members.
         body: Bytes,
-        usage: Option<TokenUsage>,
+        usage: Option<ReportedUsage>,
     },
     /// Events as they arrive. The stream ends after the final chunk; an upstream `[DONE]` is
     /// consumed, not relayed (the gateway writes its own).

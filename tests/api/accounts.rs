@@ -558,14 +558,76 @@ async fn deleting_an_account_revokes_everything_and_leaves_no_orphans() {
     );
 }
 
-/// B4: a deactivated user is locked out at once, on every credential.
+/// Deleting an account needs a recent sign-in or the current password; refreshing the tokens
+/// does not make a sign-in recent.
+#[tokio::test]
+async fn deleting_an_account_needs_a_recent_sign_in_or_the_password() {
+    let app = spawn_app_with(|s| s.fresh_sign_in_seconds = 1).await;
+    let a = app.seed_user().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let delete = |token: String, body: Option<Value>| {
+        let app = &app;
+        async move {
+            let mut req = app
+                .client
+                .delete(app.url("/api/v1/auth/register"))
+                .bearer_auth(token);
+            if let Some(body) = body {
+                req = req.json(&body);
+            }
+            req.send().await.unwrap()
+        }
+    };
+
+    let stale = error_body(delete(a.access.clone(), None).await, 403).await;
+    assert!(
+        stale["detail"].as_str().unwrap().contains("recent sign-in"),
+        "{stale}"
+    );
+    for empty in [json!({}), json!(null), json!({"password": null})] {
+        error_body(delete(a.access.clone(), Some(empty)).await, 403).await;
+    }
+    let wrong = delete(
+        a.access.clone(),
+        Some(json!({"password": "not the password"})),
+    )
+    .await;
+    assert_eq!(error_body(wrong, 403).await["detail"], "Incorrect password");
+    let short = delete(a.access.clone(), Some(json!({"password": "short"}))).await;
+    let short = error_body(short, 422).await;
+    assert_eq!(short["detail"][0]["loc"], json!(["body", "password"]));
+    let extra = delete(a.access.clone(), Some(json!({"pasword": PASSWORD}))).await;
+    error_body(extra, 422).await;
+
+    // A refreshed token keeps its login's time.
+    let r = app
+        .post_json("/api/v1/auth/refresh", &json!({"refresh_token": a.refresh}))
+        .await;
+    let refreshed: Value = r.json().await.unwrap();
+    let refreshed = refreshed["access_token"].as_str().unwrap().to_owned();
+    error_body(delete(refreshed.clone(), None).await, 403).await;
+    assert_eq!(
+        app.get_json("/api/v1/auth/me", &refreshed).await["id"],
+        a.id
+    );
+
+    let r = delete(refreshed, Some(json!({"password": PASSWORD}))).await;
+    assert_eq!(r.status(), 200);
+    assert_locked_out(&app, &a).await;
+    // (A recent login needs no password: `deleting_an_account_revokes_everything_…`.)
+}
+
+/// B4: a deactivated user is locked out on every credential. Deactivated behind the
+/// gateway's back (as another replica would), so the access token is refused once the user
+/// cache's entry is older than `MORPHEUS_USER_CACHE_SECONDS`.
 #[tokio::test]
 async fn a_deactivated_user_is_refused_everywhere() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.user_cache_seconds = 1).await;
     let a = app.seed_user().await;
     app.execute_sql(&format!(
         "UPDATE users SET is_active = false WHERE id = {}",
         a.id
     ));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_locked_out(&app, &a).await;
 }

@@ -45,7 +45,11 @@ pub trait UserRepository: Send + Sync {
     async fn insert_user(&self, user: NewUser) -> Result<User, InsertUserError>;
     async fn find_user(&self, id: UserId) -> anyhow::Result<Option<User>>;
     async fn find_user_by_email(&self, email: &Email) -> anyhow::Result<Option<User>>;
+    /// Replaces the hash without ending any sign-in (a hash upgraded at login).
     async fn update_password_hash(&self, id: UserId, hash: PasswordHash) -> anyhow::Result<()>;
+    /// A new password: replaces the hash, revokes every refresh token of the user and raises
+    /// their token generation, in one transaction. `false` if there is no such user.
+    async fn change_password(&self, id: UserId, hash: PasswordHash) -> anyhow::Result<bool>;
     /// Deletes the user and, in the same transaction, everything they own. `None` if there was
     /// no such user.
     async fn delete_user(&self, id: UserId) -> anyhow::Result<Option<AccountDeletion>>;
@@ -58,7 +62,10 @@ pub trait UserRepository: Send + Sync {
     ) -> anyhow::Result<Vec<User>>;
     /// Enables or disables the user, and logs the user's active API keys in the revocation
     /// log in the same transaction, so that every replica's key cache forgets them (and reads
-    /// the owner's new state). `None` if there is no such user.
+    /// the owner's new state). Disabling also ends every sign-in (as
+    /// [`RefreshTokenRepository::end_sign_ins`] with [`RevokedRefreshTokens::All`]), so that
+    /// enabling the user again does not bring old sessions back. `None` if there is no such
+    /// user.
     async fn set_user_active(&self, id: UserId, active: bool) -> anyhow::Result<Option<User>>;
 }
 
@@ -100,6 +107,17 @@ pub trait ApiKeyRepository: Send + Sync {
     async fn touch_api_keys(&self, uses: Vec<(ApiKeyId, DateTime<Utc>)>) -> anyhow::Result<()>;
 }
 
+/// The refresh tokens a sign-out revokes; the user's access tokens all end whatever it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokedRefreshTokens {
+    /// The tokens of one login (its family), if it is the user's.
+    Family(String),
+    /// Every family of the user.
+    All,
+    /// None: only the access tokens end.
+    None,
+}
+
 #[async_trait]
 pub trait RefreshTokenRepository: Send + Sync {
     async fn insert_refresh_token(&self, record: NewRefreshRecord) -> anyhow::Result<()>;
@@ -114,9 +132,15 @@ pub trait RefreshTokenRepository: Send + Sync {
         at: DateTime<Utc>,
         successor: NewRefreshRecord,
     ) -> anyhow::Result<RefreshConsumption>;
-    /// Revokes every token of the family, including a successor whose rotation commits while
-    /// this runs; returns how many records it revoked.
-    async fn revoke_refresh_family(&self, family_id: &str) -> anyhow::Result<u64>;
+    /// Ends sign-ins of `user`, in one transaction: revokes the refresh tokens `revoked` names
+    /// (only ever the user's own), including a successor whose rotation commits while this
+    /// runs, and raises the user's token generation, so that every access token issued before
+    /// is refused. Returns how many refresh-token records it revoked.
+    async fn end_sign_ins(
+        &self,
+        user: UserId,
+        revoked: RevokedRefreshTokens,
+    ) -> anyhow::Result<u64>;
     /// Deletes the records of tokens that expired before `before` (their JWTs are refused on
     /// expiry anyway, so nothing is left to detect); returns how many.
     async fn purge_refresh_tokens(&self, before: DateTime<Utc>) -> anyhow::Result<u64>;

@@ -2,7 +2,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
-use morpheus_domain::ports::{InsertUserError, UserRepository};
+use morpheus_domain::ports::{InsertUserError, RevokedRefreshTokens, UserRepository};
 use morpheus_domain::{
     AccountDeletion, Email, NewUser, PasswordHash, SessionState, User, UserId, UserName,
 };
@@ -24,6 +24,7 @@ struct UserRow {
     is_active: bool,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    token_generation: i64,
 }
 
 #[derive(Insertable)]
@@ -46,6 +47,7 @@ impl From<UserRow> for User {
             name: row.name.map(UserName::from_trusted),
             password_hash: PasswordHash(row.password_hash),
             is_active: row.is_active,
+            token_generation: row.token_generation,
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
         }
@@ -142,6 +144,25 @@ impl UserRepository for Database {
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %id))]
+    async fn change_password(&self, id: UserId, hash: PasswordHash) -> anyhow::Result<bool> {
+        let now = Utc::now().naive_utc();
+        self.run(move |conn| {
+            conn.write_transaction(|c| {
+                let updated = diesel::update(users::table.find(id.0))
+                    .set((users::password_hash.eq(hash.0), users::updated_at.eq(now)))
+                    .execute(c)?;
+                if updated == 0 {
+                    return Ok(false);
+                }
+                super::refresh_tokens::end_sign_ins(c, id.0, &RevokedRefreshTokens::All)?;
+                Ok::<_, diesel::result::Error>(true)
+            })
+            .context("changing a password")
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %id))]
     async fn delete_user(&self, id: UserId) -> anyhow::Result<Option<AccountDeletion>> {
         let id = id.0;
         self.run(move |conn| {
@@ -225,6 +246,10 @@ impl UserRepository for Database {
                     .execute(c)?;
                 if updated == 0 {
                     return Ok(None);
+                }
+                // A disabled user's sign-ins end: enabling them again brings none back.
+                if !active {
+                    super::refresh_tokens::end_sign_ins(c, id, &RevokedRefreshTokens::All)?;
                 }
                 // Every replica's cache holds the owner's state with each key: the log makes
                 // them read it again, so a disabled user's keys are refused and an enabled

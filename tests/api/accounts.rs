@@ -617,6 +617,57 @@ async fn deleting_an_account_needs_a_recent_sign_in_or_the_password() {
     // (A recent login needs no password: `deleting_an_account_revokes_everything_…`.)
 }
 
+/// The usage records of a deleted account stay (the operator's accounting), under a pseudonym
+/// shared by that account's records and sessions only.
+#[tokio::test]
+async fn a_deleted_account_s_usage_records_stay_pseudonymised() {
+    let app = crate::market::spawn_market_app().await;
+    let a = app.seed_automated_user().await;
+    let b = app.seed_automated_user().await;
+    for user in [&a, &a, &b] {
+        let r = app
+            .chat(&user.api_key, &crate::market::ask("llama-3.3-70b", "hi"))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(app.wait_for_usage(a.id, 2).await, 2);
+    assert_eq!(app.wait_for_usage(b.id, 1).await, 1);
+    let usage = |filter: &str| {
+        app.count(&format!(
+            "SELECT COUNT(*) AS n FROM usage_records WHERE {filter}"
+        ))
+    };
+    let tokens = |filter: &str| {
+        app.count(&format!(
+            "SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) AS n \
+             FROM usage_records WHERE {filter}"
+        ))
+    };
+    let a_tokens = tokens(&format!("user_id = {}", a.id));
+    assert!(a_tokens > 0);
+
+    let r = app.delete("/api/v1/auth/register", &a.access).await;
+    assert_eq!(r.status(), 200);
+
+    assert_eq!(usage(&format!("user_id = {}", a.id)), 0, "the id is gone");
+    assert_eq!(usage("user_id < 0"), 2, "the records are not");
+    assert_eq!(tokens("user_id < 0"), a_tokens, "with their token counts");
+    assert_eq!(
+        app.count("SELECT COUNT(DISTINCT user_id) AS n FROM usage_records WHERE user_id < 0"),
+        1,
+        "one pseudonym for the account"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) AS n FROM sessions s JOIN usage_records u ON u.session_id = s.id \
+             WHERE u.user_id < 0 AND s.user_id <> u.user_id"
+        ),
+        0,
+        "its sessions do not lead back to the user"
+    );
+    assert_eq!(usage(&format!("user_id = {}", b.id)), 1, "others untouched");
+}
+
 /// B4: a deactivated user is locked out on every credential. Deactivated behind the
 /// gateway's back (as another replica would), so the access token is refused once the user
 /// cache's entry is older than `MORPHEUS_USER_CACHE_SECONDS`.

@@ -50,8 +50,9 @@ pub trait UserRepository: Send + Sync {
     /// A new password: replaces the hash, revokes every refresh token of the user and raises
     /// their token generation, in one transaction. `false` if there is no such user.
     async fn change_password(&self, id: UserId, hash: PasswordHash) -> anyhow::Result<bool>;
-    /// Deletes the user and, in the same transaction, everything they own. `None` if there was
-    /// no such user.
+    /// Deletes the user and, in the same transaction, everything they own. Their usage records
+    /// and sessions stay (accounting; sessions are closed on chain at their end), moved to a
+    /// fresh [`UserId::pseudonym`]. `None` if there was no such user.
     async fn delete_user(&self, id: UserId) -> anyhow::Result<Option<AccountDeletion>>;
     /// Users, newest first, at most `limit`; only those whose email contains `email_contains`
     /// when it is given (operators' listing).

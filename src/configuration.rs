@@ -127,6 +127,10 @@ settings! {
     registration_client_refill_seconds: u64 = 60, range = 1 ..= 86_400;
     /// active keys per user (409 beyond)
     max_api_keys_per_user: u64 = 100, range = 1 ..= 1_000_000;
+    /// delegations stored per user, active or not (409 beyond)
+    max_delegations_per_user: u64 = 100, range = 1 ..= 1_000_000;
+    /// characters of one signed delegation (422 beyond)
+    max_delegation_chars: usize = 65_536, range = 1 ..= 1_000_000;
     /// when set, delegations must be granted to this address
     gateway_delegate_address: Option<String> = None, check = checks::eth_address;
     /// `json` for one JSON object per line

@@ -375,7 +375,12 @@ pub fn build_state(
             .with_max_active_per_user(settings.max_api_keys_per_user)
             .with_cache(key_cache.clone()),
         wallets: WalletService::new(db.clone(), Arc::new(wallet_sealer(secrets)?)),
-        delegations: DelegationService::new(db.clone(), gateway_address),
+        delegations: DelegationService::new(db.clone(), gateway_address).with_limits(
+            DelegationLimits {
+                per_user: settings.max_delegations_per_user,
+                max_chars: settings.max_delegation_chars,
+            },
+        ),
         automation,
         chat: ChatService::new(sessions.clone()),
         sessions,

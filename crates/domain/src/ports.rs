@@ -92,8 +92,8 @@ pub trait ApiKeyRepository: Send + Sync {
         key: NewApiKey,
         max_active: u64,
     ) -> Result<ApiKey, InsertApiKeyError>;
-    /// The user's keys, newest first, revoked ones included.
-    async fn list_api_keys(&self, user: UserId) -> anyhow::Result<Vec<ApiKey>>;
+    /// One page of the user's keys, newest first, revoked ones included.
+    async fn list_api_keys(&self, user: UserId, page: Page) -> anyhow::Result<Vec<ApiKey>>;
     /// Marks the key inactive if it belongs to `user`; `None` otherwise.
     async fn deactivate_api_key(
         &self,
@@ -180,17 +180,22 @@ pub trait WalletKeyRepository: Send + Sync {
 pub enum InsertDelegationError {
     #[error("delegation id already taken")]
     IdTaken,
+    /// The user already stores the most delegations allowed.
+    #[error("too many delegations")]
+    LimitReached,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
 
 #[async_trait]
 pub trait DelegationRepository: Send + Sync {
-    /// Inserts the delegation; when it is active, the user's previously active one is
-    /// deactivated in the same transaction, so a user never has two.
+    /// Inserts the delegation unless its user already stores `max_per_user`; when it is
+    /// active, the user's previously active one is deactivated in the same transaction, so a
+    /// user never has two. The count and the insert are one transaction, serialised per user.
     async fn insert_delegation(
         &self,
         delegation: Delegation,
+        max_per_user: u64,
     ) -> Result<Delegation, InsertDelegationError>;
     /// Newest first.
     async fn list_delegations(&self, user: UserId, page: Page) -> anyhow::Result<Vec<Delegation>>;

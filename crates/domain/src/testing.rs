@@ -252,14 +252,18 @@ impl ApiKeyRepository for MemoryStore {
         });
         Ok(api_key)
     }
-    async fn list_api_keys(&self, user: UserId) -> anyhow::Result<Vec<ApiKey>> {
+    async fn list_api_keys(&self, user: UserId, page: Page) -> anyhow::Result<Vec<ApiKey>> {
         let mut keys: Vec<ApiKey> = lock(&self.api_keys)
             .iter()
             .filter(|k| k.key.user_id == user)
             .map(|k| k.key.clone())
             .collect();
         keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
-        Ok(keys)
+        Ok(keys
+            .into_iter()
+            .skip(page.skip as usize)
+            .take(page.limit as usize)
+            .collect())
     }
     async fn deactivate_api_key(
         &self,

@@ -132,6 +132,7 @@ impl From<StoreDelegationError> for ApiError {
     fn from(e: StoreDelegationError) -> Self {
         match e {
             StoreDelegationError::WrongDelegate(_) => ApiError::BadRequest(e.to_string()),
+            StoreDelegationError::TooMany(_) => ApiError::Conflict(e.to_string()),
             StoreDelegationError::Unknown(e) => e.into(),
         }
     }

@@ -15,4 +15,4 @@ pub use json::{
     ValidatedJson,
 };
 pub use path::path_id;
-pub use query::ValidatedQuery;
+pub use query::{ValidatedQuery, page};

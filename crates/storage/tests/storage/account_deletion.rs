@@ -42,16 +42,23 @@ async fn populate(t: &TestDb, user: &User, tag: u8) {
         })
         .await
         .unwrap();
-        t.db.insert_delegation(Delegation {
-            id: DelegationId::random(),
-            user_id: user.id,
-            delegate_address: EthAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7")
+        t.db.insert_delegation(
+            Delegation {
+                id: DelegationId::random(),
+                user_id: user.id,
+                delegate_address: EthAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7")
+                    .unwrap(),
+                signed_delegation_data: SignedDelegation::parse(
+                    "blob".into(),
+                    SignedDelegation::MAX_CHARS,
+                )
                 .unwrap(),
-            signed_delegation_data: SignedDelegation::parse("blob".into()).unwrap(),
-            expiry: None,
-            is_active: true,
-            created_at: now(),
-        })
+                expiry: None,
+                is_active: true,
+                created_at: now(),
+            },
+            u64::MAX,
+        )
         .await
         .unwrap();
     }

@@ -1,8 +1,8 @@
 """Schemathesis hooks: real credentials for the two security schemes of openapi.yaml.
 
 Each provider mints its credential through the API itself (register -> login -> create key).
-Schemathesis refetches after a 401, so an account deleted or a key revoked by a generated
-request is simply replaced by a fresh one.
+Schemathesis refetches after a 401, so an account deleted, signed out or with its password
+changed, or a key revoked, by a generated request is simply replaced by a fresh one.
 """
 
 import os
@@ -47,7 +47,7 @@ def _set_authorization(case, value):
     case.headers["Authorization"] = value
 
 
-@schemathesis.auth().apply_to(path_regex=r"^/api/v1/auth/(keys|me|private-key|delegation|register)")
+@schemathesis.auth().apply_to(path_regex=r"^/api/v1/auth/(keys|me|private-key|delegation|register|logout|password)")
 class BearerAuth:
     def get(self, case, context):
         token, _key = _new_user()

@@ -85,6 +85,13 @@ settings! {
     access_token_minutes: i64 = 30, range = 1 ..= 1440;
     /// refresh-token lifetime
     refresh_token_days: i64 = 7, range = 1 ..= 365;
+    /// access tokens are checked against users read at most this long ago: a sign-out,
+    /// password change or disabled account on another replica takes effect within it (`0`:
+    /// read on every request)
+    user_cache_seconds: u64 = 5, range = 0 ..= 3_600;
+    /// a login (or password change) this recent lets its access tokens delete the account
+    /// without the password (refreshing keeps the login's time)
+    fresh_sign_in_seconds: i64 = 300, range = 0 ..= 86_400;
     /// database connections
     db_pool_size: u32 = 10, range = 1 ..= 1000;
     /// wait for a pooled connection before answering 503
@@ -120,6 +127,10 @@ settings! {
     registration_client_refill_seconds: u64 = 60, range = 1 ..= 86_400;
     /// active keys per user (409 beyond)
     max_api_keys_per_user: u64 = 100, range = 1 ..= 1_000_000;
+    /// delegations stored per user, active or not (409 beyond)
+    max_delegations_per_user: u64 = 100, range = 1 ..= 1_000_000;
+    /// characters of one signed delegation (422 beyond)
+    max_delegation_chars: usize = 65_536, range = 1 ..= 1_000_000;
     /// when set, delegations must be granted to this address
     gateway_delegate_address: Option<String> = None, check = checks::eth_address;
     /// `json` for one JSON object per line

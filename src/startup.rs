@@ -368,12 +368,19 @@ pub fn build_state(
     });
     let state = AppState {
         accounts: AccountService::new(db.clone(), db.clone(), hasher, tokens, throttle, lifetimes)
-            .with_api_key_cache(key_cache.clone()),
+            .with_api_key_cache(key_cache.clone())
+            .with_user_cache(Duration::from_secs(settings.user_cache_seconds))
+            .with_fresh_sign_in(chrono::Duration::seconds(settings.fresh_sign_in_seconds)),
         api_keys: ApiKeyService::new(db.clone(), ApiKeyHasher::new(&secrets.api_key_pepper)?)
             .with_max_active_per_user(settings.max_api_keys_per_user)
             .with_cache(key_cache.clone()),
         wallets: WalletService::new(db.clone(), Arc::new(wallet_sealer(secrets)?)),
-        delegations: DelegationService::new(db.clone(), gateway_address),
+        delegations: DelegationService::new(db.clone(), gateway_address).with_limits(
+            DelegationLimits {
+                per_user: settings.max_delegations_per_user,
+                max_chars: settings.max_delegation_chars,
+            },
+        ),
         automation,
         chat: ChatService::new(sessions.clone()),
         sessions,

@@ -1,7 +1,7 @@
 //! `admin keys list|revoke`.
 
 use clap::Subcommand;
-use morpheus_domain::{ApiKey, KeyPrefix};
+use morpheus_domain::{ApiKey, KeyPrefix, Page};
 use serde_json::{Value, json};
 
 use super::{Report, Services, when};
@@ -20,7 +20,7 @@ pub(super) async fn run(services: &Services, command: KeysCommand) -> anyhow::Re
     Ok(match command {
         KeysCommand::List { user } => {
             let user = services.user(&user).await?;
-            let listed = keys.list(user.id).await?;
+            let listed = keys.list(user.id, Page::ALL).await?;
             let rows: Vec<[String; 6]> = listed
                 .iter()
                 .map(|k| {

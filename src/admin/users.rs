@@ -1,6 +1,7 @@
 //! `admin users list|show|disable|enable|delete`.
 
 use clap::Subcommand;
+use morpheus_domain::Page;
 use serde_json::json;
 
 use super::{Report, Services, user_json, when};
@@ -56,7 +57,7 @@ pub(super) async fn run(services: &Services, command: UsersCommand) -> anyhow::R
         }
         UsersCommand::Show { user } => {
             let user = services.user(&user).await?;
-            let keys = state.api_keys.list(user.id).await?;
+            let keys = state.api_keys.list(user.id, Page::ALL).await?;
             let active_keys = keys.iter().filter(|k| k.is_active).count();
             let sessions = state.sessions.list_all(Some(user.id), false, 1000).await?;
             let rows = [

@@ -558,14 +558,127 @@ async fn deleting_an_account_revokes_everything_and_leaves_no_orphans() {
     );
 }
 
-/// B4: a deactivated user is locked out at once, on every credential.
+/// Deleting an account needs a recent sign-in or the current password; refreshing the tokens
+/// does not make a sign-in recent.
+#[tokio::test]
+async fn deleting_an_account_needs_a_recent_sign_in_or_the_password() {
+    let app = spawn_app_with(|s| s.fresh_sign_in_seconds = 1).await;
+    let a = app.seed_user().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let delete = |token: String, body: Option<Value>| {
+        let app = &app;
+        async move {
+            let mut req = app
+                .client
+                .delete(app.url("/api/v1/auth/register"))
+                .bearer_auth(token);
+            if let Some(body) = body {
+                req = req.json(&body);
+            }
+            req.send().await.unwrap()
+        }
+    };
+
+    let stale = error_body(delete(a.access.clone(), None).await, 403).await;
+    assert!(
+        stale["detail"].as_str().unwrap().contains("recent sign-in"),
+        "{stale}"
+    );
+    for empty in [json!({}), json!(null), json!({"password": null})] {
+        error_body(delete(a.access.clone(), Some(empty)).await, 403).await;
+    }
+    let wrong = delete(
+        a.access.clone(),
+        Some(json!({"password": "not the password"})),
+    )
+    .await;
+    assert_eq!(error_body(wrong, 403).await["detail"], "Incorrect password");
+    let short = delete(a.access.clone(), Some(json!({"password": "short"}))).await;
+    let short = error_body(short, 422).await;
+    assert_eq!(short["detail"][0]["loc"], json!(["body", "password"]));
+    let extra = delete(a.access.clone(), Some(json!({"pasword": PASSWORD}))).await;
+    error_body(extra, 422).await;
+
+    // A refreshed token keeps its login's time.
+    let r = app
+        .post_json("/api/v1/auth/refresh", &json!({"refresh_token": a.refresh}))
+        .await;
+    let refreshed: Value = r.json().await.unwrap();
+    let refreshed = refreshed["access_token"].as_str().unwrap().to_owned();
+    error_body(delete(refreshed.clone(), None).await, 403).await;
+    assert_eq!(
+        app.get_json("/api/v1/auth/me", &refreshed).await["id"],
+        a.id
+    );
+
+    let r = delete(refreshed, Some(json!({"password": PASSWORD}))).await;
+    assert_eq!(r.status(), 200);
+    assert_locked_out(&app, &a).await;
+    // (A recent login needs no password: `deleting_an_account_revokes_everything_…`.)
+}
+
+/// The usage records of a deleted account stay (the operator's accounting), under a pseudonym
+/// shared by that account's records and sessions only.
+#[tokio::test]
+async fn a_deleted_account_s_usage_records_stay_pseudonymised() {
+    let app = crate::market::spawn_market_app().await;
+    let a = app.seed_automated_user().await;
+    let b = app.seed_automated_user().await;
+    for user in [&a, &a, &b] {
+        let r = app
+            .chat(&user.api_key, &crate::market::ask("llama-3.3-70b", "hi"))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(app.wait_for_usage(a.id, 2).await, 2);
+    assert_eq!(app.wait_for_usage(b.id, 1).await, 1);
+    let usage = |filter: &str| {
+        app.count(&format!(
+            "SELECT COUNT(*) AS n FROM usage_records WHERE {filter}"
+        ))
+    };
+    let tokens = |filter: &str| {
+        app.count(&format!(
+            "SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) AS n \
+             FROM usage_records WHERE {filter}"
+        ))
+    };
+    let a_tokens = tokens(&format!("user_id = {}", a.id));
+    assert!(a_tokens > 0);
+
+    let r = app.delete("/api/v1/auth/register", &a.access).await;
+    assert_eq!(r.status(), 200);
+
+    assert_eq!(usage(&format!("user_id = {}", a.id)), 0, "the id is gone");
+    assert_eq!(usage("user_id < 0"), 2, "the records are not");
+    assert_eq!(tokens("user_id < 0"), a_tokens, "with their token counts");
+    assert_eq!(
+        app.count("SELECT COUNT(DISTINCT user_id) AS n FROM usage_records WHERE user_id < 0"),
+        1,
+        "one pseudonym for the account"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) AS n FROM sessions s JOIN usage_records u ON u.session_id = s.id \
+             WHERE u.user_id < 0 AND s.user_id <> u.user_id"
+        ),
+        0,
+        "its sessions do not lead back to the user"
+    );
+    assert_eq!(usage(&format!("user_id = {}", b.id)), 1, "others untouched");
+}
+
+/// B4: a deactivated user is locked out on every credential. Deactivated behind the
+/// gateway's back (as another replica would), so the access token is refused once the user
+/// cache's entry is older than `MORPHEUS_USER_CACHE_SECONDS`.
 #[tokio::test]
 async fn a_deactivated_user_is_refused_everywhere() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.user_cache_seconds = 1).await;
     let a = app.seed_user().await;
     app.execute_sql(&format!(
         "UPDATE users SET is_active = false WHERE id = {}",
         a.id
     ));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_locked_out(&app, &a).await;
 }

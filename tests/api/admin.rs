@@ -84,6 +84,13 @@ async fn until_key_status(app: &TestApp, key: &str, want: u16) -> Duration {
     started.elapsed()
 }
 
+async fn me_status(app: &TestApp, access: &str) -> u16 {
+    app.authed(reqwest::Method::GET, "/api/v1/auth/me", access, None)
+        .await
+        .status()
+        .as_u16()
+}
+
 #[tokio::test]
 async fn users_are_listed_shown_disabled_enabled_and_deleted() {
     let app = spawn_app().await;
@@ -118,10 +125,15 @@ async fn users_are_listed_shown_disabled_enabled_and_deleted() {
     assert_eq!(disabled["user"]["is_active"], false);
     let took = until_key_status(&app, &ada.api_key, 401).await;
     assert!(took < Duration::from_secs(2), "refused after {took:?}");
-    let me = app
-        .authed(reqwest::Method::GET, "/api/v1/auth/me", &ada.access, None)
-        .await;
-    assert_eq!(me.status(), 401);
+    // The access token: within the running gateway's user cache time (5 s).
+    let start = Instant::now();
+    while me_status(&app, &ada.access).await != 401 {
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "access token still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         key_status(&app, &bob.api_key).await,
         200,
@@ -130,6 +142,21 @@ async fn users_are_listed_shown_disabled_enabled_and_deleted() {
 
     admin_json(&app.settings, &["users", "enable", &ada.email]).await;
     until_key_status(&app, &ada.api_key, 200).await;
+    // Enabling gives back the keys, not the sign-ins that disabling ended.
+    assert_eq!(me_status(&app, &ada.access).await, 401);
+    let r = app
+        .post_json(
+            "/api/v1/auth/refresh",
+            &serde_json::json!({"refresh_token": ada.refresh}),
+        )
+        .await;
+    assert_eq!(r.status(), 401, "the refresh token of before the disabling");
+    assert_eq!(
+        app.login(&ada.email, crate::helpers::PASSWORD)
+            .await
+            .status(),
+        200
+    );
 
     let refused = admin(&app.settings, &["users", "delete", &ada.email], &[]).await;
     assert!(!refused.status.success());

@@ -4,7 +4,7 @@ use morpheus_domain::{ApiKeySecret, KeyPrefix};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_body, spawn_app};
+use crate::helpers::{TestApp, error_body, spawn_app, spawn_app_with};
 
 async fn settings_with_key(app: &TestApp, authorization: &str) -> reqwest::Response {
     app.client
@@ -288,4 +288,55 @@ async fn concurrent_creations_cannot_exceed_the_cap() {
     assert_eq!((created, refused), (1, 15), "{statuses:?}");
     let keys = app.get_json("/api/v1/auth/keys", &user.access).await;
     assert_eq!(keys.as_array().unwrap().len(), 3, "{keys}");
+}
+
+#[tokio::test]
+async fn key_listings_are_paged_newest_first_and_capped() {
+    let app = spawn_app_with(|s| s.max_api_keys_per_user = 1_000).await;
+    let a = app.seed_user().await;
+    // The seed's key and 100 more: one more than a page.
+    for n in 0..100 {
+        app.create_key(&a.access, &format!("k{n}")).await;
+    }
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Without parameters: the contract's plain array, the newest 100.
+    let all = app.get_json("/api/v1/auth/keys", &a.access).await;
+    let all = names(&all);
+    assert_eq!(all.len(), 100);
+    assert_eq!(all[0], "k99");
+    assert_eq!(all[99], "k0");
+    let rest = app.get_json("/api/v1/auth/keys?skip=100", &a.access).await;
+    assert_eq!(names(&rest), ["default"]);
+    let page = app
+        .get_json("/api/v1/auth/keys?skip=2&limit=3", &a.access)
+        .await;
+    assert_eq!(names(&page), ["k97", "k96", "k95"]);
+    // Other query parameters are ignored, as before paging.
+    let r = app
+        .authed(Method::GET, "/api/v1/auth/keys?x=1", &a.access, None)
+        .await;
+    assert_eq!(r.status(), 200);
+    for (query, param) in [
+        ("limit=101", "limit"),
+        ("limit=0", "limit"),
+        ("skip=-1", "skip"),
+        ("limit=ten", "limit"),
+    ] {
+        let r = app
+            .authed(
+                Method::GET,
+                &format!("/api/v1/auth/keys?{query}"),
+                &a.access,
+                None,
+            )
+            .await;
+        let body = error_body(r, 422).await;
+        assert_eq!(body["detail"][0]["loc"], json!(["query", param]), "{query}");
+    }
 }

@@ -160,3 +160,78 @@ async fn delegations_belong_to_their_owner() {
         .await;
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn a_user_stores_at_most_the_configured_number_of_delegations() {
+    let app = spawn_app_with(|s| s.max_delegations_per_user = 3).await;
+    let a = app.seed_user().await;
+    let b = app.seed_user().await;
+    let store = |token: String, active: bool| {
+        let app = &app;
+        async move {
+            app.authed(
+                Method::POST,
+                "/api/v1/auth/delegation",
+                &token,
+                Some(&delegation(active)),
+            )
+            .await
+        }
+    };
+    let mut ids = Vec::new();
+    for active in [true, false, true] {
+        let r = store(a.access.clone(), active).await;
+        assert_eq!(r.status(), 200);
+        ids.push(r.json::<Value>().await.unwrap()["id"].as_i64().unwrap());
+    }
+    for active in [true, false] {
+        let body = error_body(store(a.access.clone(), active).await, 409).await;
+        assert_eq!(
+            body["detail"],
+            "You already store 3 delegations; delete one before storing another"
+        );
+    }
+    let list: Value = app.get_json("/api/v1/auth/delegation", &a.access).await;
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    // Another user's count is their own.
+    assert_eq!(store(b.access.clone(), true).await.status(), 200);
+
+    let r = app
+        .delete(&format!("/api/v1/auth/delegation/{}", ids[0]), &a.access)
+        .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(store(a.access.clone(), true).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_signed_delegation_longer_than_the_configured_size_is_refused() {
+    let app = spawn_app_with(|s| s.max_delegation_chars = 100).await;
+    let a = app.seed_user().await;
+    let with_data = |data: String| json!({"delegate_address": ADDRESS, "signed_delegation_data": data, "is_active": true});
+    // Counted in characters: 100 two-byte ones fit.
+    for fits in ["x".repeat(100), "é".repeat(100)] {
+        let r = app
+            .authed(
+                Method::POST,
+                "/api/v1/auth/delegation",
+                &a.access,
+                Some(&with_data(fits)),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = app
+        .authed(
+            Method::POST,
+            "/api/v1/auth/delegation",
+            &a.access,
+            Some(&with_data("x".repeat(101))),
+        )
+        .await;
+    let body = error_body(r, 422).await;
+    assert_eq!(
+        body["detail"][0]["loc"],
+        json!(["body", "signed_delegation_data"])
+    );
+    assert_eq!(body["detail"][0]["type"], "string_too_long");
+}

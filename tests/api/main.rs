@@ -29,6 +29,7 @@ mod replicas;
 mod secrets_in_logs;
 mod sessions;
 mod shutdown;
+mod sign_out;
 mod slow_body_attack;
 mod slow_clients;
 mod streams;

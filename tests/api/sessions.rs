@@ -347,18 +347,22 @@ async fn a_deleted_accounts_sessions_are_still_closed_at_their_end() {
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["deleted_data"]["sessions"], 1, "{body}");
-    // Paid for on chain: the session stays on record, retired, until its end has passed.
+    // Paid for on chain: the session stays on record, retired, until its end has passed;
+    // under the account's pseudonym (a negative id), not the user's id.
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {}",
+            user.id
+        )),
+        0
+    );
     let state = |state: &str| {
         app.count(&format!(
-            "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = '{state}'",
-            user.id
+            "SELECT COUNT(*) AS n FROM sessions WHERE user_id < 0 AND state = '{state}'"
         ))
     };
     assert_eq!(state("retired"), 1);
-    app.execute_sql(&format!(
-        "UPDATE sessions SET ends_at = '2000-01-01 00:00:00' WHERE user_id = {}",
-        user.id
-    ));
+    app.execute_sql("UPDATE sessions SET ends_at = '2000-01-01 00:00:00' WHERE user_id < 0");
     for _ in 0..60 {
         if state("closed") == 1 {
             break;

@@ -45,9 +45,14 @@ pub trait UserRepository: Send + Sync {
     async fn insert_user(&self, user: NewUser) -> Result<User, InsertUserError>;
     async fn find_user(&self, id: UserId) -> anyhow::Result<Option<User>>;
     async fn find_user_by_email(&self, email: &Email) -> anyhow::Result<Option<User>>;
+    /// Replaces the hash without ending any sign-in (a hash upgraded at login).
     async fn update_password_hash(&self, id: UserId, hash: PasswordHash) -> anyhow::Result<()>;
-    /// Deletes the user and, in the same transaction, everything they own. `None` if there was
-    /// no such user.
+    /// A new password: replaces the hash, revokes every refresh token of the user and raises
+    /// their token generation, in one transaction. `false` if there is no such user.
+    async fn change_password(&self, id: UserId, hash: PasswordHash) -> anyhow::Result<bool>;
+    /// Deletes the user and, in the same transaction, everything they own. Their usage records
+    /// and sessions stay (accounting; sessions are closed on chain at their end), moved to a
+    /// fresh [`UserId::pseudonym`]. `None` if there was no such user.
     async fn delete_user(&self, id: UserId) -> anyhow::Result<Option<AccountDeletion>>;
     /// Users, newest first, at most `limit`; only those whose email contains `email_contains`
     /// when it is given (operators' listing).
@@ -58,7 +63,10 @@ pub trait UserRepository: Send + Sync {
     ) -> anyhow::Result<Vec<User>>;
     /// Enables or disables the user, and logs the user's active API keys in the revocation
     /// log in the same transaction, so that every replica's key cache forgets them (and reads
-    /// the owner's new state). `None` if there is no such user.
+    /// the owner's new state). Disabling also ends every sign-in (as
+    /// [`RefreshTokenRepository::end_sign_ins`] with [`RevokedRefreshTokens::All`]), so that
+    /// enabling the user again does not bring old sessions back. `None` if there is no such
+    /// user.
     async fn set_user_active(&self, id: UserId, active: bool) -> anyhow::Result<Option<User>>;
 }
 
@@ -84,8 +92,8 @@ pub trait ApiKeyRepository: Send + Sync {
         key: NewApiKey,
         max_active: u64,
     ) -> Result<ApiKey, InsertApiKeyError>;
-    /// The user's keys, newest first, revoked ones included.
-    async fn list_api_keys(&self, user: UserId) -> anyhow::Result<Vec<ApiKey>>;
+    /// One page of the user's keys, newest first, revoked ones included.
+    async fn list_api_keys(&self, user: UserId, page: Page) -> anyhow::Result<Vec<ApiKey>>;
     /// Marks the key inactive if it belongs to `user`; `None` otherwise.
     async fn deactivate_api_key(
         &self,
@@ -98,6 +106,17 @@ pub trait ApiKeyRepository: Send + Sync {
     ) -> anyhow::Result<Option<StoredApiKey>>;
     /// Records when keys were last used (a batch, written off the requests' path).
     async fn touch_api_keys(&self, uses: Vec<(ApiKeyId, DateTime<Utc>)>) -> anyhow::Result<()>;
+}
+
+/// The refresh tokens a sign-out revokes; the user's access tokens all end whatever it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokedRefreshTokens {
+    /// The tokens of one login (its family), if it is the user's.
+    Family(String),
+    /// Every family of the user.
+    All,
+    /// None: only the access tokens end.
+    None,
 }
 
 #[async_trait]
@@ -114,9 +133,15 @@ pub trait RefreshTokenRepository: Send + Sync {
         at: DateTime<Utc>,
         successor: NewRefreshRecord,
     ) -> anyhow::Result<RefreshConsumption>;
-    /// Revokes every token of the family, including a successor whose rotation commits while
-    /// this runs; returns how many records it revoked.
-    async fn revoke_refresh_family(&self, family_id: &str) -> anyhow::Result<u64>;
+    /// Ends sign-ins of `user`, in one transaction: revokes the refresh tokens `revoked` names
+    /// (only ever the user's own), including a successor whose rotation commits while this
+    /// runs, and raises the user's token generation, so that every access token issued before
+    /// is refused. Returns how many refresh-token records it revoked.
+    async fn end_sign_ins(
+        &self,
+        user: UserId,
+        revoked: RevokedRefreshTokens,
+    ) -> anyhow::Result<u64>;
     /// Deletes the records of tokens that expired before `before` (their JWTs are refused on
     /// expiry anyway, so nothing is left to detect); returns how many.
     async fn purge_refresh_tokens(&self, before: DateTime<Utc>) -> anyhow::Result<u64>;
@@ -155,17 +180,22 @@ pub trait WalletKeyRepository: Send + Sync {
 pub enum InsertDelegationError {
     #[error("delegation id already taken")]
     IdTaken,
+    /// The user already stores the most delegations allowed.
+    #[error("too many delegations")]
+    LimitReached,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
 
 #[async_trait]
 pub trait DelegationRepository: Send + Sync {
-    /// Inserts the delegation; when it is active, the user's previously active one is
-    /// deactivated in the same transaction, so a user never has two.
+    /// Inserts the delegation unless its user already stores `max_per_user`; when it is
+    /// active, the user's previously active one is deactivated in the same transaction, so a
+    /// user never has two. The count and the insert are one transaction, serialised per user.
     async fn insert_delegation(
         &self,
         delegation: Delegation,
+        max_per_user: u64,
     ) -> Result<Delegation, InsertDelegationError>;
     /// Newest first.
     async fn list_delegations(&self, user: UserId, page: Page) -> anyhow::Result<Vec<Delegation>>;

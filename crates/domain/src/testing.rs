@@ -60,6 +60,7 @@ impl MemoryStore {
             name: None,
             password_hash: PasswordHash(password_hash.to_owned()),
             is_active: true,
+            token_generation: 0,
             created_at: now,
             updated_at: now,
         };
@@ -115,6 +116,7 @@ impl UserRepository for MemoryStore {
             name: user.name,
             password_hash: user.password_hash,
             is_active: true,
+            token_generation: 0,
             created_at: user.created_at,
             updated_at: user.created_at,
         };
@@ -135,6 +137,16 @@ impl UserRepository for MemoryStore {
             user.password_hash = hash;
         }
         Ok(())
+    }
+    async fn change_password(&self, id: UserId, hash: PasswordHash) -> anyhow::Result<bool> {
+        let Some(user) = lock(&self.users).get_mut(&id).map(|user| {
+            user.password_hash = hash;
+            user.id
+        }) else {
+            return Ok(false);
+        };
+        self.end_sign_ins(user, RevokedRefreshTokens::All).await?;
+        Ok(true)
     }
     async fn delete_user(&self, id: UserId) -> anyhow::Result<Option<AccountDeletion>> {
         if lock(&self.users).remove(&id).is_none() {
@@ -187,6 +199,10 @@ impl UserRepository for MemoryStore {
             user.updated_at = Utc::now();
             user.clone()
         };
+        if !active {
+            self.end_sign_ins(id, RevokedRefreshTokens::All).await?;
+        }
+        let updated = self.user(id).unwrap_or(updated);
         let mut keys = lock(&self.api_keys);
         for key in keys.iter_mut().filter(|k| k.key.user_id == id) {
             key.owner_active = active;
@@ -236,14 +252,18 @@ impl ApiKeyRepository for MemoryStore {
         });
         Ok(api_key)
     }
-    async fn list_api_keys(&self, user: UserId) -> anyhow::Result<Vec<ApiKey>> {
+    async fn list_api_keys(&self, user: UserId, page: Page) -> anyhow::Result<Vec<ApiKey>> {
         let mut keys: Vec<ApiKey> = lock(&self.api_keys)
             .iter()
             .filter(|k| k.key.user_id == user)
             .map(|k| k.key.clone())
             .collect();
         keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
-        Ok(keys)
+        Ok(keys
+            .into_iter()
+            .skip(page.skip as usize)
+            .take(page.limit as usize)
+            .collect())
     }
     async fn deactivate_api_key(
         &self,
@@ -304,7 +324,10 @@ impl RefreshTokenRepository for MemoryStore {
         let Some(row) = rows.get_mut(token_id) else {
             return Ok(RefreshConsumption::Unknown);
         };
-        if row.used || row.revoked {
+        if row.revoked {
+            return Ok(RefreshConsumption::Revoked);
+        }
+        if row.used {
             return Ok(RefreshConsumption::Reused);
         }
         row.used = true;
@@ -318,16 +341,28 @@ impl RefreshTokenRepository for MemoryStore {
         );
         Ok(RefreshConsumption::Consumed)
     }
-    async fn revoke_refresh_family(&self, family_id: &str) -> anyhow::Result<u64> {
-        let mut revoked = 0;
-        for row in lock(&self.refresh_tokens)
-            .values_mut()
-            .filter(|r| r.record.family_id == family_id && !r.revoked)
-        {
+    async fn end_sign_ins(
+        &self,
+        user: UserId,
+        revoked: RevokedRefreshTokens,
+    ) -> anyhow::Result<u64> {
+        let mut count = 0;
+        for row in lock(&self.refresh_tokens).values_mut().filter(|r| {
+            r.record.user_id == user
+                && !r.revoked
+                && match &revoked {
+                    RevokedRefreshTokens::Family(family) => r.record.family_id == *family,
+                    RevokedRefreshTokens::All => true,
+                    RevokedRefreshTokens::None => false,
+                }
+        }) {
             row.revoked = true;
-            revoked += 1;
+            count += 1;
         }
-        Ok(revoked)
+        if let Some(user) = lock(&self.users).get_mut(&user) {
+            user.token_generation += 1;
+        }
+        Ok(count)
     }
     async fn purge_refresh_tokens(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
         lock(&self.purged_before).push(before);
@@ -449,25 +484,39 @@ impl PasswordHasher for FakeHasher {
     }
 }
 
-/// Tokens that are their claims, readable: `kind|user|token_id|family|expires_unix`. A token
-/// whose expiry has passed, or of the other kind, is refused, as the JWT codec does.
+/// Tokens that are their claims, readable:
+/// `kind|user|token_id|family|expires_unix|generation|authenticated_unix`. A token whose expiry
+/// has passed, or of the other kind, is refused, as the JWT codec does.
 #[derive(Default)]
 pub struct FakeTokens;
 
 impl TokenCodec for FakeTokens {
     fn encode(&self, c: &TokenClaims) -> anyhow::Result<String> {
         Ok(format!(
-            "{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}",
             c.kind.as_str(),
             c.user_id.0,
             c.token_id,
             c.family_id.as_deref().unwrap_or(""),
-            c.expires_at.timestamp()
+            c.expires_at.timestamp(),
+            c.generation,
+            c.authenticated_at
+                .map(|at| at.timestamp().to_string())
+                .unwrap_or_default(),
         ))
     }
     fn decode(&self, token: &str, expected: TokenKind) -> Result<TokenClaims, InvalidToken> {
         let parts: Vec<&str> = token.split('|').collect();
-        let [kind, user, token_id, family, expires] = parts[..] else {
+        let [
+            kind,
+            user,
+            token_id,
+            family,
+            expires,
+            generation,
+            authenticated,
+        ] = parts[..]
+        else {
             return Err(InvalidToken);
         };
         if kind != expected.as_str() {
@@ -483,6 +532,14 @@ impl TokenCodec for FakeTokens {
             kind: expected,
             token_id: token_id.to_owned(),
             family_id: (!family.is_empty()).then(|| family.to_owned()),
+            generation: generation.parse().map_err(|_| InvalidToken)?,
+            authenticated_at: match authenticated {
+                "" => None,
+                at => Some(
+                    DateTime::from_timestamp(at.parse().map_err(|_| InvalidToken)?, 0)
+                        .ok_or(InvalidToken)?,
+                ),
+            },
             issued_at: Utc::now(),
             expires_at,
         })

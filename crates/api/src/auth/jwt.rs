@@ -53,6 +53,16 @@ struct Claims {
     token_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fam: Option<String>,
+    /// Access tokens: the user's token generation at issue (absent: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    generation: i64,
+    /// When the user last signed in with their password (OpenID Connect's `auth_time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl JwtCodec {
@@ -108,6 +118,8 @@ impl TokenCodec for JwtCodec {
             jti: claims.token_id.clone(),
             token_type: claims.kind.as_str().to_owned(),
             fam: claims.family_id.clone(),
+            generation: claims.generation,
+            auth_time: claims.authenticated_at.map(|at| at.timestamp()),
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.kid.clone());
@@ -141,6 +153,8 @@ impl TokenCodec for JwtCodec {
             kind: expected,
             token_id: c.jti,
             family_id: c.fam,
+            generation: c.generation,
+            authenticated_at: c.auth_time.map(at).transpose()?,
             issued_at: at(c.iat)?,
             expires_at: at(c.exp)?,
         })
@@ -171,6 +185,8 @@ mod tests {
             kind,
             token_id: "t1".into(),
             family_id: Some("f1".into()),
+            generation: 3,
+            authenticated_at: Some(now),
             issued_at: now,
             expires_at: now + Duration::minutes(5),
         }
@@ -202,6 +218,13 @@ mod tests {
                 .family_id
                 .as_deref(),
             Some("f1")
+        );
+        let decoded = c.decode(&access, TokenKind::Access).unwrap();
+        assert_eq!(decoded.generation, 3);
+        let signed_in = claims(TokenKind::Access).authenticated_at.unwrap();
+        assert_eq!(
+            decoded.authenticated_at.map(|at| at.timestamp()),
+            Some(signed_in.timestamp())
         );
         assert!(c.decode(&access, TokenKind::Refresh).is_err());
         assert!(c.decode(&refresh, TokenKind::Access).is_err());
@@ -247,6 +270,8 @@ mod tests {
             jti: "j".into(),
             token_type: "access".into(),
             fam: None,
+            generation: 0,
+            auth_time: None,
         };
         let key = EncodingKey::from_secret(&[1u8; 32]);
         let no_kid = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &body, &key).unwrap();

@@ -59,3 +59,15 @@ impl From<ApiKey> for APIKeyDB {
         }
     }
 }
+
+/// Paging of the key listing (other query parameters are ignored, as before it had any).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeyPageQuery {
+    /// How many keys to skip (newest first).
+    #[param(minimum = 0, maximum = 1000000, default = 0)]
+    pub skip: Option<i64>,
+    /// How many to return (at most 100).
+    #[param(minimum = 1, maximum = 100, default = 100)]
+    pub limit: Option<i64>,
+}

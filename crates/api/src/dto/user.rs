@@ -87,6 +87,39 @@ pub struct TokenRefresh {
     pub refresh_token: String,
 }
 
+/// A password change: the current password, and the new one (the rules of registration).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"current_password": "correct horse battery", "new_password": "a new passphrase"}))]
+pub struct PasswordChange {
+    #[schema(min_length = 8, max_length = 1024)]
+    pub current_password: String,
+    #[schema(min_length = 8, max_length = 1024)]
+    pub new_password: String,
+}
+
+/// Signing out: the refresh token of the login to end, or every login with `everywhere`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Logout {
+    #[schema(min_length = 1, max_length = 8192)]
+    pub refresh_token: String,
+    /// End every login of the account, not only this one.
+    #[serde(default)]
+    #[schema(default = false)]
+    pub everywhere: bool,
+}
+
+/// Confirms an account deletion when the access token's sign-in is not recent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountDeletionConfirmation {
+    /// The account's current password.
+    #[serde(default)]
+    #[schema(min_length = 8, max_length = 1024)]
+    pub password: Option<String>,
+}
+
 /// What deleting an account removed.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -67,8 +67,37 @@ impl From<DeleteAccountError> for ApiError {
     fn from(e: DeleteAccountError) -> Self {
         match e {
             DeleteAccountError::NotFound => ApiError::NotFound(e.to_string()),
+            DeleteAccountError::RecentSignInRequired => ApiError::Forbidden(RECENT_SIGN_IN),
+            DeleteAccountError::IncorrectPassword => ApiError::Forbidden(INCORRECT_PASSWORD),
+            DeleteAccountError::Throttled(t) => password_attempts(t),
+            DeleteAccountError::Busy => busy(),
             DeleteAccountError::Unknown(e) => e.into(),
         }
+    }
+}
+
+impl From<ChangePasswordError> for ApiError {
+    fn from(e: ChangePasswordError) -> Self {
+        match e {
+            ChangePasswordError::IncorrectPassword => ApiError::Forbidden(INCORRECT_PASSWORD),
+            ChangePasswordError::Throttled(t) => password_attempts(t),
+            ChangePasswordError::Busy => busy(),
+            ChangePasswordError::Gone => ApiError::Unauthorized("Could not validate credentials"),
+            ChangePasswordError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+/// 403, not 401: the access token is fine, so a client must not take this for an expired
+/// token and refresh (which would not help).
+const INCORRECT_PASSWORD: &str = "Incorrect password";
+const RECENT_SIGN_IN: &str = "This needs a recent sign-in: send the current password as \
+                              {\"password\": \"…\"}, or log in again";
+
+fn password_attempts(t: morpheus_domain::ports::Throttled) -> ApiError {
+    ApiError::TooManyRequests {
+        message: "Too many password attempts; try again later",
+        retry_after: t.retry_after,
     }
 }
 
@@ -103,6 +132,7 @@ impl From<StoreDelegationError> for ApiError {
     fn from(e: StoreDelegationError) -> Self {
         match e {
             StoreDelegationError::WrongDelegate(_) => ApiError::BadRequest(e.to_string()),
+            StoreDelegationError::TooMany(_) => ApiError::Conflict(e.to_string()),
             StoreDelegationError::Unknown(e) => e.into(),
         }
     }

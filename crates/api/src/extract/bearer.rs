@@ -3,7 +3,7 @@ use std::pin::Pin;
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use morpheus_domain::User;
+use morpheus_domain::{TokenClaims, User};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -11,10 +11,11 @@ use crate::error::ApiError;
 /// Tokens larger than this are refused unread: ours are a few hundred bytes.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
 
-/// The user behind a valid access token (`Authorization: Bearer <jwt>`), who still exists and
-/// is active. Refresh tokens are refused here.
+/// The user behind a valid access token (`Authorization: Bearer <jwt>`), who still exists, is
+/// active and has not signed out since the token was issued; and what the token says. Refresh
+/// tokens are refused here.
 #[derive(Debug, Clone)]
-pub struct AuthenticatedUser(pub User);
+pub struct AuthenticatedUser(pub User, pub TokenClaims);
 
 impl FromRequest for AuthenticatedUser {
     type Error = ApiError;
@@ -27,8 +28,8 @@ impl FromRequest for AuthenticatedUser {
             let token = token?;
             let state =
                 state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("AppState missing")))?;
-            let user = state.accounts.authenticate(&token).await?;
-            Ok(AuthenticatedUser(user))
+            let signed_in = state.accounts.authenticate(&token).await?;
+            Ok(AuthenticatedUser(signed_in.user, signed_in.token))
         })
     }
 }

@@ -57,6 +57,35 @@ impl<T: DeserializeOwned + 'static> FromRequest for ValidatedJson<T> {
     }
 }
 
+/// An optional JSON body: `None` when the request has none (or only whitespace, or `null`),
+/// otherwise exactly what [`ValidatedJson`] accepts, with the same errors.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<BodyLimit>>()
+            .map(|l| *l.get_ref())
+            .unwrap_or_default();
+        let deadline = req
+            .app_data::<web::Data<BodyDeadline>>()
+            .map(|d| *d.get_ref())
+            .unwrap_or_default();
+        let body = read_body(req, payload, limit, deadline);
+        Box::pin(async move {
+            let body = body.await?;
+            if body.trim_ascii().is_empty() || body.trim_ascii() == b"null" {
+                return Ok(OptionalJson(None));
+            }
+            parse(&body).map(|value| OptionalJson(Some(value)))
+        })
+    }
+}
+
 /// The largest body forwarded to a provider (chat), in bytes (app data, from the
 /// `chat_max_body_bytes` setting; [`BodyLimit`] when not set): larger than [`BodyLimit`]
 /// because requests carry images and audio as data URLs.

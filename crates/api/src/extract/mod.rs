@@ -11,7 +11,8 @@ mod serde_errors;
 pub use api_key::{ApiKeyUser, OpenAiKeyUser};
 pub use bearer::AuthenticatedUser;
 pub use json::{
-    BodyDeadline, BodyLimit, ForwardedBodyDeadline, ForwardedBodyLimit, JsonWithRaw, ValidatedJson,
+    BodyDeadline, BodyLimit, ForwardedBodyDeadline, ForwardedBodyLimit, JsonWithRaw, OptionalJson,
+    ValidatedJson,
 };
 pub use path::path_id;
-pub use query::ValidatedQuery;
+pub use query::{ValidatedQuery, page};

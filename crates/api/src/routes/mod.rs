@@ -18,6 +18,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(auth::delete_user_account::delete_user_account)
             .service(auth::login::login)
             .service(auth::refresh_token::refresh_token)
+            .service(auth::logout::logout)
+            .service(auth::change_password::change_password)
             .service(auth::get_current_user::get_current_user)
             .service(auth::create_api_key::create_api_key)
             .service(auth::get_api_keys::get_api_keys)

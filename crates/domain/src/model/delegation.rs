@@ -40,10 +40,11 @@ impl EthAddress {
 pub struct SignedDelegation(String);
 
 impl SignedDelegation {
+    /// The default cap (`MORPHEUS_MAX_DELEGATION_CHARS`).
     pub const MAX_CHARS: usize = 65_536;
 
-    pub fn parse(raw: String) -> Result<Self, Invalid> {
-        check_char_len(&raw, 1, Self::MAX_CHARS)?;
+    pub fn parse(raw: String, max_chars: usize) -> Result<Self, Invalid> {
+        check_char_len(&raw, 1, max_chars)?;
         crate::validation::check_no_nul(&raw)?;
         Ok(Self(raw))
     }
@@ -68,7 +69,8 @@ pub struct Delegation {
     pub created_at: DateTime<Utc>,
 }
 
-/// Paging of the delegation list: `limit` is capped so one request cannot ask for everything.
+/// Paging of a list (delegations, API keys): `limit` is capped so one request cannot ask for
+/// everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
     pub skip: u32,
@@ -77,6 +79,11 @@ pub struct Page {
 
 impl Page {
     pub const MAX_LIMIT: u32 = 100;
+    /// Everything (operators' listings).
+    pub const ALL: Page = Page {
+        skip: 0,
+        limit: u32::MAX,
+    };
 }
 
 #[cfg(test)]

@@ -42,6 +42,20 @@ id_type!(
     /// A user account.
     UserId
 );
+impl UserId {
+    /// What a deleted account's usage records and sessions are kept under: a fresh random
+    /// negative number, one per deleted account, so they still add up per account but no
+    /// longer name the user (ids of live accounts are positive).
+    pub fn pseudonym() -> Self {
+        Self(-random_id())
+    }
+
+    /// Whether this is a deleted account's pseudonym.
+    pub fn is_pseudonym(self) -> bool {
+        self.0 < 0
+    }
+}
+
 id_type!(
     /// An API key (not the key itself: its row).
     ApiKeyId

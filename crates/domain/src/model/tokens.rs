@@ -28,6 +28,12 @@ pub struct TokenClaims {
     pub token_id: String,
     /// The refresh family a token belongs to (every rotation keeps it).
     pub family_id: Option<String>,
+    /// Access tokens: the user's token generation when it was issued (see
+    /// [`crate::User::token_generation`]); 0 in tokens that predate it.
+    pub generation: i64,
+    /// When the user last proved who they are (a login or a password change) in the chain of
+    /// tokens this one descends from; refreshing keeps it. `None` in tokens that predate it.
+    pub authenticated_at: Option<DateTime<Utc>>,
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -60,8 +66,10 @@ pub struct NewRefreshRecord {
 pub enum RefreshConsumption {
     /// It was unused and is now used, and its successor is stored.
     Consumed,
-    /// It was used before (or its family revoked): someone replayed it.
+    /// It was used before: someone replayed it.
     Reused,
+    /// Its sign-in has ended (logout, password change, a replay detected before, …).
+    Revoked,
     /// No such record (never issued by us, or its user was deleted).
     Unknown,
 }

@@ -191,6 +191,9 @@ pub struct User {
     pub name: Option<UserName>,
     pub password_hash: PasswordHash,
     pub is_active: bool,
+    /// Raised whenever the user's sign-ins end (logout, password change, signing out
+    /// everywhere, disabling); access tokens issued under an older generation are refused.
+    pub token_generation: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

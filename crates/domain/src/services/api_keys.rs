@@ -120,8 +120,9 @@ impl ApiKeyService {
     }
 
     /// The user's keys. `last_used_at` includes uses on this replica not yet written.
-    pub async fn list(&self, user: UserId) -> anyhow::Result<Vec<ApiKey>> {
-        let mut keys = self.keys.list_api_keys(user).await?;
+    /// One page of the user's keys, newest first, revoked ones included.
+    pub async fn list(&self, user: UserId, page: Page) -> anyhow::Result<Vec<ApiKey>> {
+        let mut keys = self.keys.list_api_keys(user, page).await?;
         let pending = self
             .pending_uses
             .lock()
@@ -290,7 +291,7 @@ mod tests {
             });
             Ok(api_key)
         }
-        async fn list_api_keys(&self, _: UserId) -> anyhow::Result<Vec<ApiKey>> {
+        async fn list_api_keys(&self, _: UserId, _: Page) -> anyhow::Result<Vec<ApiKey>> {
             Ok(vec![])
         }
         async fn deactivate_api_key(

@@ -12,12 +12,33 @@ pub struct DelegationService {
     delegations: Arc<dyn DelegationRepository>,
     /// When configured, delegations must be granted to this address.
     gateway_address: Option<EthAddress>,
+    limits: DelegationLimits,
+}
+
+/// What one user may store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DelegationLimits {
+    /// Delegations stored per user, active or not.
+    pub per_user: u64,
+    /// Characters of one signed delegation.
+    pub max_chars: usize,
+}
+
+impl Default for DelegationLimits {
+    fn default() -> Self {
+        Self {
+            per_user: 100,
+            max_chars: SignedDelegation::MAX_CHARS,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreDelegationError {
     #[error("Delegation must be granted to the configured gateway address: {0}")]
     WrongDelegate(String),
+    #[error("You already store {0} delegations; delete one before storing another")]
+    TooMany(u64),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -47,7 +68,18 @@ impl DelegationService {
         Self {
             delegations,
             gateway_address,
+            limits: DelegationLimits::default(),
         }
+    }
+
+    pub fn with_limits(mut self, limits: DelegationLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The most characters a signed delegation may have here.
+    pub fn max_chars(&self) -> usize {
+        self.limits.max_chars
     }
 
     pub async fn store(
@@ -72,9 +104,16 @@ impl DelegationService {
                 is_active: new.is_active,
                 created_at: Utc::now(),
             };
-            match self.delegations.insert_delegation(delegation).await {
+            match self
+                .delegations
+                .insert_delegation(delegation, self.limits.per_user)
+                .await
+            {
                 Ok(d) => return Ok(d),
                 Err(InsertDelegationError::IdTaken) => continue,
+                Err(InsertDelegationError::LimitReached) => {
+                    return Err(StoreDelegationError::TooMany(self.limits.per_user));
+                }
                 Err(InsertDelegationError::Unknown(e)) => return Err(e.into()),
             }
         }

@@ -11,6 +11,7 @@ mod delegations;
 mod session_janitor;
 mod sessions;
 mod usage_meter;
+mod user_cache;
 mod wallet;
 
 pub use accounts::*;
@@ -23,6 +24,7 @@ pub use delegations::*;
 pub use session_janitor::*;
 pub use sessions::*;
 pub use usage_meter::*;
+pub use user_cache::UserCache;
 pub use wallet::*;
 
 /// How many times a random id or prefix is redrawn after a collision before giving up. With

@@ -3,7 +3,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use morpheus_domain::ports::{ApiKeyRepository, InsertApiKeyError};
-use morpheus_domain::{ApiKey, ApiKeyDigest, ApiKeyId, KeyPrefix, NewApiKey, StoredApiKey, UserId};
+use morpheus_domain::{
+    ApiKey, ApiKeyDigest, ApiKeyId, KeyPrefix, NewApiKey, Page, StoredApiKey, UserId,
+};
 
 use super::is_unique_violation;
 use crate::connection::AnyConnection;
@@ -159,12 +161,15 @@ impl ApiKeyRepository for Database {
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %user))]
-    async fn list_api_keys(&self, user: UserId) -> anyhow::Result<Vec<ApiKey>> {
+    async fn list_api_keys(&self, user: UserId, page: Page) -> anyhow::Result<Vec<ApiKey>> {
         self.run(move |conn| {
             api_keys::table
                 .filter(api_keys::user_id.eq(user.0))
-                // The id breaks ties between keys made in the same instant, for a stable order.
+                // The id breaks ties between keys made in the same instant, so pages neither
+                // repeat nor skip rows.
                 .order((api_keys::created_at.desc(), api_keys::id.desc()))
+                .offset(i64::from(page.skip))
+                .limit(i64::from(page.limit))
                 .select(ApiKeyRow::as_select())
                 .load(conn)
                 .map(|rows| rows.into_iter().map(ApiKey::from).collect())

@@ -50,12 +50,35 @@ impl From<Delegation> for DelegationRow {
     }
 }
 
-/// Retires the user's active delegation (if the new one is active) and inserts the new one,
-/// in one transaction.
-fn insert(conn: &mut AnyConnection, row: &DelegationRow) -> QueryResult<Delegation> {
+/// Why a delegation was not inserted.
+enum Refused {
+    LimitReached,
+    Database(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for Refused {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+/// Checks the user's count, retires the user's active delegation (if the new one is active)
+/// and inserts the new one, in one transaction.
+fn insert(
+    conn: &mut AnyConnection,
+    row: &DelegationRow,
+    max_per_user: u64,
+) -> Result<Delegation, Refused> {
     conn.write_transaction(|c| {
+        lock_owner(c, row.user_id)?;
+        let stored: i64 = delegations::table
+            .filter(delegations::user_id.eq(row.user_id))
+            .count()
+            .get_result(c)?;
+        if u64::try_from(stored).unwrap_or(0) >= max_per_user {
+            return Err(Refused::LimitReached);
+        }
         if row.is_active {
-            lock_owner(c, row.user_id)?;
             diesel::update(
                 delegations::table
                     .filter(delegations::user_id.eq(row.user_id))
@@ -72,11 +95,13 @@ fn insert(conn: &mut AnyConnection, row: &DelegationRow) -> QueryResult<Delegati
             .select(DelegationRow::as_select())
             .first(c)
             .map(Delegation::from)
+            .map_err(Refused::from)
     })
 }
 
-/// Serialises one user's activations. On Postgres two concurrent ones would otherwise both
-/// find nothing to retire and then collide on the one-active-per-user index. `NO KEY UPDATE`
+/// Serialises one user's insertions. On Postgres two concurrent ones would otherwise both
+/// count below the limit, or both find nothing to retire and then collide on the
+/// one-active-per-user index. `NO KEY UPDATE`
 /// does not block the key-share locks that inserting the user's other rows takes. SQLite needs
 /// nothing here: `BEGIN IMMEDIATE` already admits one writer at a time.
 fn lock_owner(conn: &mut AnyConnection, user_id: i64) -> QueryResult<()> {
@@ -97,12 +122,14 @@ impl DelegationRepository for Database {
     async fn insert_delegation(
         &self,
         delegation: Delegation,
+        max_per_user: u64,
     ) -> Result<Delegation, InsertDelegationError> {
         let row = DelegationRow::from(delegation);
         self.run(move |conn| {
-            let error = match insert(conn, &row) {
+            let error = match insert(conn, &row, max_per_user) {
                 Ok(stored) => return Ok(stored),
-                Err(error) => error,
+                Err(Refused::LimitReached) => return Err(InsertDelegationError::LimitReached),
+                Err(Refused::Database(error)) => error,
             };
             if !is_unique_violation(&error) {
                 return Err(anyhow::Error::new(error)

@@ -2,12 +2,13 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use morpheus_domain::ports::RefreshTokenRepository;
-use morpheus_domain::{NewRefreshRecord, RefreshConsumption};
+use morpheus_domain::ports::{RefreshTokenRepository, RevokedRefreshTokens};
+use morpheus_domain::{NewRefreshRecord, RefreshConsumption, UserId};
 
 use super::to_u64;
+use crate::connection::AnyConnection;
 use crate::database::Database;
-use crate::schema::refresh_tokens;
+use crate::schema::{refresh_tokens, users};
 
 /// A family's rotations are one at a time (each consumes the token the previous one stored),
 /// so a pass can miss at most the one successor in flight; the extra passes are margin.
@@ -37,6 +38,44 @@ impl From<NewRefreshRecord> for NewRefreshTokenRow {
             revoked: false,
         }
     }
+}
+
+/// Revokes the user's refresh tokens that `revoked` names and raises the user's token
+/// generation; inside the caller's transaction.
+pub(super) fn end_sign_ins(
+    conn: &mut AnyConnection,
+    user: i64,
+    revoked: &RevokedRefreshTokens,
+) -> QueryResult<u64> {
+    let mut count = 0;
+    // Each statement sees the rows committed when it starts (PostgreSQL, READ COMMITTED). A
+    // rotation in flight holds its consumed row, so the first UPDATE waits for it to commit,
+    // but does not see the successor that rotation inserted; the next statement does. Repeat
+    // until nothing is left live.
+    for _ in 0..MAX_REVOCATION_PASSES {
+        let live = refresh_tokens::table
+            .filter(refresh_tokens::user_id.eq(user))
+            .filter(refresh_tokens::revoked.eq(false));
+        let pass = match revoked {
+            RevokedRefreshTokens::Family(family) => {
+                diesel::update(live.filter(refresh_tokens::family_id.eq(family)))
+                    .set(refresh_tokens::revoked.eq(true))
+                    .execute(conn)?
+            }
+            RevokedRefreshTokens::All => diesel::update(live)
+                .set(refresh_tokens::revoked.eq(true))
+                .execute(conn)?,
+            RevokedRefreshTokens::None => 0,
+        };
+        if pass == 0 {
+            break;
+        }
+        count += to_u64(pass);
+    }
+    diesel::update(users::table.find(user))
+        .set(users::token_generation.eq(users::token_generation + 1))
+        .execute(conn)?;
+    Ok(count)
 }
 
 #[async_trait]
@@ -83,45 +122,31 @@ impl RefreshTokenRepository for Database {
                         .context("storing the successor of a refresh token")?;
                     return Ok(RefreshConsumption::Consumed);
                 }
-                let known =
-                    diesel::select(diesel::dsl::exists(refresh_tokens::table.find(&token_id)))
-                        .get_result::<bool>(conn)
-                        .context("looking up a refresh token that could not be consumed")?;
-                Ok(if known {
-                    RefreshConsumption::Reused
-                } else {
-                    RefreshConsumption::Unknown
+                let revoked: Option<bool> = refresh_tokens::table
+                    .find(&token_id)
+                    .select(refresh_tokens::revoked)
+                    .first(conn)
+                    .optional()
+                    .context("looking up a refresh token that could not be consumed")?;
+                Ok(match revoked {
+                    Some(true) => RefreshConsumption::Revoked,
+                    Some(false) => RefreshConsumption::Reused,
+                    None => RefreshConsumption::Unknown,
                 })
             })
         })
         .await
     }
 
-    #[tracing::instrument(skip_all)]
-    async fn revoke_refresh_family(&self, family_id: &str) -> anyhow::Result<u64> {
-        let family_id = family_id.to_owned();
+    #[tracing::instrument(skip_all, fields(user_id = %user))]
+    async fn end_sign_ins(
+        &self,
+        user: UserId,
+        revoked: RevokedRefreshTokens,
+    ) -> anyhow::Result<u64> {
         self.run(move |conn| {
-            // Each statement sees the rows committed when it starts (PostgreSQL, READ
-            // COMMITTED). A rotation in the family that is in flight holds its consumed row,
-            // so the first UPDATE waits for it to commit, but does not see the successor that
-            // rotation inserted; the next statement does. Repeat until nothing is left live.
-            let mut revoked = 0;
-            for _ in 0..MAX_REVOCATION_PASSES {
-                let pass = diesel::update(
-                    refresh_tokens::table
-                        .filter(refresh_tokens::family_id.eq(&family_id))
-                        .filter(refresh_tokens::revoked.eq(false)),
-                )
-                .set(refresh_tokens::revoked.eq(true))
-                .execute(conn)
-                .map(to_u64)
-                .context("revoking a refresh token family")?;
-                if pass == 0 {
-                    break;
-                }
-                revoked += pass;
-            }
-            Ok(revoked)
+            conn.write_transaction(|c| end_sign_ins(c, user.0, &revoked))
+                .context("ending a user's sign-ins")
         })
         .await
     }

@@ -7,9 +7,9 @@ use morpheus_domain::{
     ApiKeyId, ModelId, SessionId, TokenUsage, UsageOutcome, UsageRecord, UsageSource, UserId,
 };
 
-use crate::connection::on_each_backend;
+use crate::connection::{AnyConnection, on_each_backend};
 use crate::database::Database;
-use crate::schema::usage_records;
+use crate::schema::{usage_records, users};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = usage_records)]
@@ -128,6 +128,41 @@ impl TryFrom<UsageRow> for UsageRecord {
     }
 }
 
+/// A record written after its account was deleted (a request that was still running) goes
+/// under a pseudonym, as the account's other records did. The users still there are locked
+/// (PostgreSQL) until the batch commits: a deletion waits, and then pseudonymises these rows
+/// with the rest.
+fn pseudonymise_deleted_users(
+    conn: &mut AnyConnection,
+    rows: &mut [NewUsageRow],
+) -> QueryResult<()> {
+    let mut ids: Vec<i64> = rows
+        .iter()
+        .map(|r| r.user_id)
+        .filter(|id| *id > 0)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let existing: Vec<i64> = match conn {
+        AnyConnection::Postgresql(pg) => users::table
+            .filter(users::id.eq_any(&ids))
+            .select(users::id)
+            .for_share()
+            .load(pg)?,
+        AnyConnection::Sqlite(sqlite) => users::table
+            .filter(users::id.eq_any(&ids))
+            .select(users::id)
+            .load(sqlite)?,
+    };
+    for gone in ids.into_iter().filter(|id| !existing.contains(id)) {
+        let pseudonym = UserId::pseudonym().0;
+        for row in rows.iter_mut().filter(|r| r.user_id == gone) {
+            row.user_id = pseudonym;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl UsageRepository for Database {
     #[tracing::instrument(skip_all, fields(records = records.len()))]
@@ -135,11 +170,12 @@ impl UsageRepository for Database {
         if records.is_empty() {
             return Ok(());
         }
-        let rows: Vec<NewUsageRow> = records.into_iter().map(NewUsageRow::from).collect();
+        let mut rows: Vec<NewUsageRow> = records.into_iter().map(NewUsageRow::from).collect();
         self.run(move |conn| {
             // One transaction: a batch is stored whole or not at all, so a failed one can be
             // retried as it is.
-            conn.transaction(|c| {
+            conn.write_transaction(|c| {
+                pseudonymise_deleted_users(c, &mut rows)?;
                 for chunk in rows.chunks(ROWS_PER_INSERT) {
                     // The multi-backend has no multi-row insert; both databases do.
                     on_each_backend!(c, c => diesel::insert_into(usage_records::table)

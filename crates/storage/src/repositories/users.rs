@@ -2,7 +2,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
-use morpheus_domain::ports::{InsertUserError, UserRepository};
+use morpheus_domain::ports::{InsertUserError, RevokedRefreshTokens, UserRepository};
 use morpheus_domain::{
     AccountDeletion, Email, NewUser, PasswordHash, SessionState, User, UserId, UserName,
 };
@@ -24,6 +24,7 @@ struct UserRow {
     is_active: bool,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    token_generation: i64,
 }
 
 #[derive(Insertable)]
@@ -46,6 +47,7 @@ impl From<UserRow> for User {
             name: row.name.map(UserName::from_trusted),
             password_hash: PasswordHash(row.password_hash),
             is_active: row.is_active,
+            token_generation: row.token_generation,
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
         }
@@ -142,10 +144,32 @@ impl UserRepository for Database {
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %id))]
+    async fn change_password(&self, id: UserId, hash: PasswordHash) -> anyhow::Result<bool> {
+        let now = Utc::now().naive_utc();
+        self.run(move |conn| {
+            conn.write_transaction(|c| {
+                let updated = diesel::update(users::table.find(id.0))
+                    .set((users::password_hash.eq(hash.0), users::updated_at.eq(now)))
+                    .execute(c)?;
+                if updated == 0 {
+                    return Ok(false);
+                }
+                super::refresh_tokens::end_sign_ins(c, id.0, &RevokedRefreshTokens::All)?;
+                Ok::<_, diesel::result::Error>(true)
+            })
+            .context("changing a password")
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %id))]
     async fn delete_user(&self, id: UserId) -> anyhow::Result<Option<AccountDeletion>> {
         let id = id.0;
         self.run(move |conn| {
             conn.write_transaction(|c| {
+                // First, so that a batch of usage records being written for this user commits
+                // before the records are pseudonymised below (it locks the user too).
+                lock_for_deletion(c, id)?;
                 // Deleting the owned rows one table at a time counts exactly what went; the
                 // user's deletion cascades to the rest (refresh tokens). Sessions stay, retired:
                 // they are paid for on chain, and the sweep still has to close them after
@@ -157,6 +181,16 @@ impl UserRepository for Database {
                 )
                 .set(sessions::state.eq(SessionState::Retired.as_str()))
                 .execute(c)?;
+                // Usage records are the operator's accounting: they stay, as do the sessions
+                // they name, under a pseudonym that no longer leads to the user. Not counted:
+                // the report lists what the user set up.
+                let pseudonym = UserId::pseudonym().0;
+                diesel::update(sessions::table.filter(sessions::user_id.eq(id)))
+                    .set(sessions::user_id.eq(pseudonym))
+                    .execute(c)?;
+                diesel::update(usage_records::table.filter(usage_records::user_id.eq(id)))
+                    .set(usage_records::user_id.eq(pseudonym))
+                    .execute(c)?;
                 // Every replica's key cache must forget these keys.
                 let prefixes: Vec<String> = api_keys::table
                     .filter(api_keys::user_id.eq(id))
@@ -171,14 +205,10 @@ impl UserRepository for Database {
                 let delegations =
                     diesel::delete(delegations::table.filter(delegations::user_id.eq(id)))
                         .execute(c)?;
-                // Usage records have no foreign key (see their migration), so nothing cascades
-                // to them. Not counted: the report lists what the user set up.
-                diesel::delete(usage_records::table.filter(usage_records::user_id.eq(id)))
-                    .execute(c)?;
                 let users = diesel::delete(users::table.find(id)).execute(c)?;
                 // Without the user there were no owned rows either (foreign keys), so
                 // nothing is reported; usage records a late batch wrote after an earlier
-                // deletion are cleaned up all the same.
+                // deletion are pseudonymised all the same.
                 Ok::<_, diesel::result::Error>((users > 0).then(|| AccountDeletion {
                     sessions: to_u64(retired),
                     api_keys: to_u64(api_keys),
@@ -226,6 +256,10 @@ impl UserRepository for Database {
                 if updated == 0 {
                     return Ok(None);
                 }
+                // A disabled user's sign-ins end: enabling them again brings none back.
+                if !active {
+                    super::refresh_tokens::end_sign_ins(c, id, &RevokedRefreshTokens::All)?;
+                }
                 // Every replica's cache holds the owner's state with each key: the log makes
                 // them read it again, so a disabled user's keys are refused and an enabled
                 // user's accepted again.
@@ -241,6 +275,20 @@ impl UserRepository for Database {
         })
         .await
     }
+}
+
+/// Waits for (and then blocks) writes that lock the user's row to know it still exists.
+/// SQLite needs nothing here: `BEGIN IMMEDIATE` already admits one writer at a time.
+fn lock_for_deletion(conn: &mut AnyConnection, id: i64) -> QueryResult<()> {
+    if let AnyConnection::Postgresql(pg) = conn {
+        users::table
+            .find(id)
+            .select(users::id)
+            .for_update()
+            .first::<i64>(pg)
+            .optional()?;
+    }
+    Ok(())
 }
 
 /// `%text%` for LIKE, with the pattern's own `%`, `_` and `\` matched literally. Emails are

@@ -42,16 +42,23 @@ async fn populate(t: &TestDb, user: &User, tag: u8) {
         })
         .await
         .unwrap();
-        t.db.insert_delegation(Delegation {
-            id: DelegationId::random(),
-            user_id: user.id,
-            delegate_address: EthAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7")
+        t.db.insert_delegation(
+            Delegation {
+                id: DelegationId::random(),
+                user_id: user.id,
+                delegate_address: EthAddress::parse("0x52908400098527886E0F7030069857D2E4169EE7")
+                    .unwrap(),
+                signed_delegation_data: SignedDelegation::parse(
+                    "blob".into(),
+                    SignedDelegation::MAX_CHARS,
+                )
                 .unwrap(),
-            signed_delegation_data: SignedDelegation::parse("blob".into()).unwrap(),
-            expiry: None,
-            is_active: true,
-            created_at: now(),
-        })
+                expiry: None,
+                is_active: true,
+                created_at: now(),
+            },
+            u64::MAX,
+        )
         .await
         .unwrap();
     }
@@ -145,25 +152,38 @@ async fn deleting_an_account_removes_everything_it_owned_and_says_what() {
         assert!(t.db.find_user(alice.id).await.unwrap().is_none());
         assert_eq!(rows_of(t, &alice), [0; 6]);
         assert_eq!(rows_of(t, &bob), [2, 3, 1, 2, 1, 3]);
+        // Usage records are the operator's accounting: they stay, under one pseudonym (a
+        // negative id) that names no user, with the sessions they refer to.
+        let pseudonym =
+            UserId(t.count("SELECT MIN(user_id) AS n FROM usage_records WHERE user_id < 0"));
+        assert!(pseudonym.is_pseudonym());
+        assert_eq!(t.db.list_usage(pseudonym, 10).await.unwrap().len(), 3);
+        assert_eq!(
+            t.count("SELECT COUNT(DISTINCT user_id) AS n FROM usage_records WHERE user_id < 0"),
+            1
+        );
         // Sessions are paid for on chain: they stay, retired, until the sweep closes them
         // after their end; Bob's are untouched.
-        let sessions = |user: &User, state: &str| {
+        let sessions = |user: UserId, state: &str| {
             t.count(&format!(
-                "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = '{state}'",
-                user.id
+                "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {user} AND state = '{state}'"
             ))
         };
-        assert_eq!(sessions(&alice, "retired"), 2);
-        assert_eq!(sessions(&alice, "active"), 0);
-        assert_eq!(sessions(&bob, "active"), 2);
+        assert_eq!(sessions(pseudonym, "retired"), 2);
+        assert_eq!(
+            sessions(alice.id, "retired") + sessions(alice.id, "active"),
+            0
+        );
+        assert_eq!(sessions(bob.id, "active"), 2);
         let due =
             t.db.sessions_due_for_close(now() + Duration::hours(2), 10)
                 .await
                 .unwrap();
-        assert_eq!(due.iter().filter(|s| s.user_id == alice.id).count(), 2);
+        assert_eq!(due.iter().filter(|s| s.user_id == pseudonym).count(), 2);
         for table in OWNED_TABLES {
             let orphans = t.count(&format!(
-                "SELECT COUNT(*) AS n FROM {table} WHERE user_id NOT IN (SELECT id FROM users)"
+                "SELECT COUNT(*) AS n FROM {table} \
+                 WHERE user_id > 0 AND user_id NOT IN (SELECT id FROM users)"
             ));
             assert_eq!(orphans, 0, "orphans in {table}");
         }
@@ -196,6 +216,32 @@ async fn deleting_an_account_removes_everything_it_owned_and_says_what() {
         );
 
         assert_eq!(t.db.delete_user(alice.id).await.unwrap(), None);
+
+        // A record of a request that finished after the deletion is pseudonymised too.
+        let late = UsageRecord {
+            user_id: alice.id,
+            api_key_id: ApiKeyId::random(),
+            model_id: None,
+            session_id: None,
+            usage: None,
+            usage_source: None,
+            outcome: UsageOutcome::Completed,
+            status: 200,
+            stream: false,
+            latency_ms: 1,
+            created_at: now(),
+        };
+        let bobs = UsageRecord {
+            user_id: bob.id,
+            ..late.clone()
+        };
+        t.db.insert_usage(vec![late, bobs]).await.unwrap();
+        assert_eq!(rows_of(t, &alice), [0; 6]);
+        assert_eq!(rows_of(t, &bob)[5], 4);
+        assert_eq!(
+            t.count("SELECT COUNT(*) AS n FROM usage_records WHERE user_id < 0"),
+            4
+        );
     })
     .await;
 }

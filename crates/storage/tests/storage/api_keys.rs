@@ -1,6 +1,6 @@
 use chrono::Duration;
 use morpheus_domain::ports::{ApiKeyRepository, InsertApiKeyError};
-use morpheus_domain::{ApiKeyDigest, ApiKeyId, KeyPrefix, NewApiKey, User};
+use morpheus_domain::{ApiKeyDigest, ApiKeyId, KeyPrefix, NewApiKey, Page, User};
 
 use crate::harness::{TestDb, each_backend, insert_user, now};
 
@@ -37,7 +37,7 @@ async fn keys_are_listed_newest_first_and_counted_while_active() {
         assert_eq!(stored.last_used_at, None);
         t.db.insert_api_key(newer.clone(), u64::MAX).await.unwrap();
 
-        let listed = t.db.list_api_keys(alice.id).await.unwrap();
+        let listed = t.db.list_api_keys(alice.id, Page::ALL).await.unwrap();
         let ids: Vec<_> = listed.iter().map(|k| k.id).collect();
         assert_eq!(ids, [newer.id, older.id]);
         assert_eq!(active_keys(t, &alice), 2);
@@ -48,7 +48,10 @@ async fn keys_are_listed_newest_first_and_counted_while_active() {
             .unwrap();
         assert_eq!(active_keys(t, &alice), 1);
         // Revoked keys stay in the list.
-        assert_eq!(t.db.list_api_keys(alice.id).await.unwrap().len(), 2);
+        assert_eq!(
+            t.db.list_api_keys(alice.id, Page::ALL).await.unwrap().len(),
+            2
+        );
     })
     .await;
 }
@@ -167,7 +170,7 @@ async fn touching_keys_records_their_last_use_in_one_batch() {
         t.db.touch_api_keys(vec![(one.id, at), (two.id, later)])
             .await
             .unwrap();
-        let listed = t.db.list_api_keys(alice.id).await.unwrap();
+        let listed = t.db.list_api_keys(alice.id, Page::ALL).await.unwrap();
         let used = |id| listed.iter().find(|k| k.id == id).unwrap().last_used_at;
         assert_eq!(used(one.id), Some(at));
         assert_eq!(used(two.id), Some(later));

@@ -1,6 +1,6 @@
 use chrono::Duration;
 use diesel::RunQueryDsl;
-use morpheus_domain::ports::RefreshTokenRepository;
+use morpheus_domain::ports::{RefreshTokenRepository, RevokedRefreshTokens};
 use morpheus_domain::{NewRefreshRecord, RefreshConsumption, User};
 use morpheus_storage::Database;
 
@@ -93,15 +93,32 @@ async fn revoking_a_family_spends_all_of_its_tokens_and_no_others() {
             RefreshConsumption::Consumed
         );
 
+        let family = |f: &str| RevokedRefreshTokens::Family(f.to_owned());
+        let generation = |t: &TestDb| {
+            t.count(&format!(
+                "SELECT token_generation AS n FROM users WHERE id = {}",
+                user.id
+            ))
+        };
         // a1 (used), its successor a1-next and a2; b1 is another family's.
-        assert_eq!(t.db.revoke_refresh_family("fa").await.unwrap(), 3);
-        assert_eq!(t.db.revoke_refresh_family("fa").await.unwrap(), 0);
-        assert_eq!(t.db.revoke_refresh_family("nobody").await.unwrap(), 0);
+        assert_eq!(t.db.end_sign_ins(user.id, family("fa")).await.unwrap(), 3);
+        assert_eq!(t.db.end_sign_ins(user.id, family("fa")).await.unwrap(), 0);
+        assert_eq!(
+            t.db.end_sign_ins(user.id, family("nobody")).await.unwrap(),
+            0
+        );
+        // Every call ended the user's access tokens.
+        assert_eq!(generation(t), 3);
+        // Another user's sign-out never touches these tokens.
+        let bob = insert_user(&t.db, "bob@example.com").await;
+        t.db.end_sign_ins(bob.id, RevokedRefreshTokens::All)
+            .await
+            .unwrap();
 
         for token in ["a1-next", "a2"] {
             assert_eq!(
                 rotate(&t.db, &user, token, "fa").await,
-                RefreshConsumption::Reused,
+                RefreshConsumption::Revoked,
                 "{token}"
             );
         }
@@ -193,7 +210,11 @@ async fn a_revocation_reaches_the_successor_of_a_rotation_committing_meanwhile()
         }
 
         let db = t.db.clone();
-        let revocation = tokio::spawn(async move { db.revoke_refresh_family("f").await });
+        let user_id = user.id;
+        let revocation = tokio::spawn(async move {
+            db.end_sign_ins(user_id, RevokedRefreshTokens::Family("f".into()))
+                .await
+        });
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert!(
             !revocation.is_finished(),
@@ -208,7 +229,7 @@ async fn a_revocation_reaches_the_successor_of_a_rotation_committing_meanwhile()
         );
         assert_eq!(
             rotate(&t.db, &user, "t1-next", "f").await,
-            RefreshConsumption::Reused
+            RefreshConsumption::Revoked
         );
     })
     .await;

@@ -8,7 +8,7 @@ use morpheus_domain::*;
 use morpheus_storage::{BatchedUsageWriter, Database, UsageWriterOptions};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::harness::{TestDb, each_backend, now};
+use crate::harness::{TestDb, each_backend, insert_user, now};
 
 fn hash32(n: u64) -> String {
     format!("0x{n:064x}")
@@ -34,6 +34,14 @@ fn record(user: UserId, minutes_ago: i64) -> UsageRecord {
     }
 }
 
+/// A user of their own. (A record of a user who does not exist is stored under a pseudonym:
+/// `account_deletion`.)
+async fn a_user(t: &TestDb) -> UserId {
+    insert_user(&t.db, &format!("u{}@example.com", UserId::random()))
+        .await
+        .id
+}
+
 fn stored(t: &TestDb) -> i64 {
     t.count("SELECT COUNT(*) AS n FROM usage_records")
 }
@@ -41,8 +49,7 @@ fn stored(t: &TestDb) -> i64 {
 #[tokio::test]
 async fn usage_records_round_trip_newest_first() {
     each_backend(async |t| {
-        // No such user: usage records have no foreign keys, a late batch must still go in.
-        let user = UserId::random();
+        let user = a_user(t).await;
         let completed = record(user, 3);
         let mut failed = record(user, 2);
         failed.model_id = None;
@@ -58,7 +65,7 @@ async fn usage_records_round_trip_newest_first() {
         closed.outcome = UsageOutcome::ClientClosed;
         closed.status = 499;
         closed.usage = None;
-        let someone_else = record(UserId::random(), 0);
+        let someone_else = record(a_user(t).await, 0);
 
         t.db.insert_usage(vec![
             completed.clone(),
@@ -90,7 +97,7 @@ async fn usage_records_round_trip_newest_first() {
 #[tokio::test]
 async fn values_beyond_their_columns_are_clamped() {
     each_backend(async |t| {
-        let user = UserId::random();
+        let user = a_user(t).await;
         let mut huge = record(user, 0);
         huge.usage = Some(TokenUsage {
             prompt_tokens: u32::MAX,
@@ -118,7 +125,7 @@ async fn values_beyond_their_columns_are_clamped() {
 #[tokio::test]
 async fn a_batch_longer_than_one_statement_is_stored_whole() {
     each_backend(async |t| {
-        let user = UserId::random();
+        let user = a_user(t).await;
         let records: Vec<_> = (0..5_000)
             .map(|n| {
                 let mut r = record(user, 0);
@@ -148,7 +155,10 @@ fn writer_options() -> UsageWriterOptions {
 async fn the_writer_stores_every_record_from_many_tasks() {
     each_backend(async |t| {
         let (writer, task) = BatchedUsageWriter::start(Arc::new(t.db.clone()), writer_options());
-        let users: Vec<_> = (0..8).map(|_| UserId::random()).collect();
+        let mut users = Vec::new();
+        for _ in 0..8 {
+            users.push(a_user(t).await);
+        }
         let producers: Vec<_> = users
             .iter()
             .map(|&user| {
@@ -189,7 +199,7 @@ async fn flush_and_stop_writes_what_is_still_queued() {
             max_delay: StdDuration::from_secs(3600),
         };
         let (writer, task) = BatchedUsageWriter::start(Arc::new(t.db.clone()), options);
-        let user = UserId::random();
+        let user = a_user(t).await;
         for _ in 0..300 {
             writer.record(record(user, 0));
         }
@@ -248,7 +258,7 @@ async fn a_full_queue_drops_records_and_counts_them() {
             max_delay: StdDuration::from_secs(3600),
         };
         let (writer, task) = BatchedUsageWriter::start(repo.clone(), options);
-        let user = UserId::random();
+        let user = a_user(t).await;
         writer.record(record(user, 0));
         // The task holds that record in a write that cannot finish yet, so the queue is empty.
         repo.started.notified().await;

@@ -1,5 +1,5 @@
-use morpheus_domain::ports::{InsertUserError, UserRepository};
-use morpheus_domain::{Email, PasswordHash, UserId, UserName};
+use morpheus_domain::ports::{InsertUserError, RefreshTokenRepository, UserRepository};
+use morpheus_domain::{Email, NewRefreshRecord, PasswordHash, UserId, UserName};
 
 use crate::harness::{each_backend, new_user};
 
@@ -83,6 +83,46 @@ async fn a_password_hash_can_be_replaced() {
         let stored = t.db.find_user(user.id).await.unwrap().unwrap();
         assert_eq!(stored.password_hash, hash);
         assert!(stored.updated_at >= user.updated_at);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_password_change_or_disabling_ends_every_sign_in_of_that_user_only() {
+    each_backend(async |t| {
+        let alice = t.db.insert_user(new_user("alice@example.com")).await.unwrap();
+        let bob = t.db.insert_user(new_user("bob@example.com")).await.unwrap();
+        assert_eq!(alice.token_generation, 0);
+        for (n, user) in [(0, &alice), (1, &alice), (2, &bob)] {
+            t.db.insert_refresh_token(NewRefreshRecord {
+                token_id: format!("t{n}"),
+                family_id: format!("f{n}"),
+                user_id: user.id,
+                issued_at: chrono::Utc::now(),
+                expires_at: chrono::Utc::now() + chrono::Duration::days(1),
+            })
+            .await
+            .unwrap();
+        }
+        let live = |t: &crate::harness::TestDb, user: UserId| {
+            t.count(&format!(
+                "SELECT COUNT(*) AS n FROM refresh_tokens WHERE user_id = {user} AND revoked = false"
+            ))
+        };
+        let hash = PasswordHash("$argon2id$v=19$changed".into());
+        assert!(t.db.change_password(alice.id, hash.clone()).await.unwrap());
+        let stored = t.db.find_user(alice.id).await.unwrap().unwrap();
+        assert_eq!(stored.password_hash, hash);
+        assert_eq!(stored.token_generation, 1);
+        assert_eq!(live(t, alice.id), 0);
+        assert_eq!(live(t, bob.id), 1);
+        assert!(!t.db.change_password(UserId::random(), hash).await.unwrap());
+
+        let disabled = t.db.set_user_active(bob.id, false).await.unwrap().unwrap();
+        assert_eq!(disabled.token_generation, 1);
+        assert_eq!(live(t, bob.id), 0);
+        let enabled = t.db.set_user_active(bob.id, true).await.unwrap().unwrap();
+        assert_eq!(enabled.token_generation, 1, "enabling ends nothing");
     })
     .await;
 }

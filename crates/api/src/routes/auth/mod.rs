@@ -1,3 +1,4 @@
+pub mod change_password;
 pub mod create_api_key;
 pub mod delete_api_key;
 pub mod delete_delegation;
@@ -9,6 +10,7 @@ pub mod get_current_user;
 pub mod get_private_key_status;
 pub mod get_user_delegations;
 pub mod login;
+pub mod logout;
 pub mod refresh_token;
 pub mod register_user;
 pub mod store_delegation;

@@ -17,6 +17,7 @@ use crate::extract::{AuthenticatedUser, ValidatedJson};
         (status = 200, description = "The stored delegation", body = DelegationRead),
         (status = 400, description = "The delegate is not the configured gateway address", body = ErrorResponse),
         (status = 401, description = "Missing or invalid access token", body = ErrorResponse),
+        (status = 409, description = "The user already stores the most delegations allowed", body = ErrorResponse),
         JsonBodyErrors, ServerErrors,
     ),
     security(("BearerAuth" = []))
@@ -35,7 +36,7 @@ pub async fn store_delegation(
     );
     let data = fields.check(
         "signed_delegation_data",
-        SignedDelegation::parse(body.signed_delegation_data),
+        SignedDelegation::parse(body.signed_delegation_data, state.delegations.max_chars()),
     );
     let (Some(delegate_address), Some(signed_delegation_data)) = (address, data) else {
         return Err(fields.into());

@@ -373,12 +373,13 @@ impl Mix {
     ) -> Result<()> {
         if let Some(jwt) = user.jwt.take() {
             let bearer = [("authorization", format!("Bearer {jwt}"))];
+            // With the password: the login may be older than a deletion accepts without it.
             let delete = http::request(
                 self.gw,
                 Method::DELETE,
                 "/api/v1/auth/register",
                 &bearer,
-                None,
+                Some(&json!({"password": KEYS_USER_PASSWORD})),
             )?;
             self.send(conn, tally, delete).await?;
         }

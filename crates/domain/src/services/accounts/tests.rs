@@ -253,6 +253,8 @@ async fn refresh_refuses_other_tokens_unknown_records_and_disabled_or_deleted_us
             kind: TokenKind::Refresh,
             token_id: "never-stored".into(),
             family_id: Some("f".into()),
+            generation: 0,
+            authenticated_at: None,
             issued_at: Utc::now(),
             expires_at: Utc::now() + Duration::days(1),
         })
@@ -297,6 +299,7 @@ async fn an_access_token_authenticates_only_an_existing_active_user() {
             .authenticate(&pair.access_token)
             .await
             .unwrap()
+            .user
             .id,
         user.id
     );
@@ -380,4 +383,176 @@ async fn the_purge_forgets_refresh_records_that_expired_before_now() {
     w.accounts.purge_expired_refresh_tokens().await.unwrap();
     let asked = w.store.purged_before.lock().unwrap()[0];
     assert!(asked >= before && asked <= Utc::now());
+}
+
+#[tokio::test]
+async fn logout_ends_the_presented_family_and_every_access_token_and_nothing_of_others() {
+    let w = world();
+    let ada = w.user("ada@example.com");
+    w.user("bob@example.com");
+    let laptop = w.login("ada@example.com", PASSWORD).await.unwrap();
+    let phone = w.login("ada@example.com", PASSWORD).await.unwrap();
+    let bob = w.login("bob@example.com", PASSWORD).await.unwrap();
+
+    // Bob's refresh token presented by Ada is not revoked; nor is a forged one.
+    for foreign in [bob.refresh_token.as_str(), "garbage"] {
+        w.accounts.logout(ada.id, foreign, false).await.unwrap();
+    }
+    assert!(w.accounts.authenticate(&bob.access_token).await.is_ok());
+    let bob = w.accounts.refresh(&bob.refresh_token).await.unwrap();
+    assert!(w.accounts.authenticate(&bob.access_token).await.is_ok());
+
+    w.accounts
+        .logout(ada.id, &laptop.refresh_token, false)
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.accounts.refresh(&laptop.refresh_token).await,
+        Err(RefreshError::Invalid)
+    ));
+    for access in [&laptop.access_token, &phone.access_token] {
+        assert!(matches!(
+            w.accounts.authenticate(access).await,
+            Err(AuthenticateError::Invalid)
+        ));
+    }
+    // The other login refreshes, and its new access token works.
+    let phone = w.accounts.refresh(&phone.refresh_token).await.unwrap();
+    assert!(w.accounts.authenticate(&phone.access_token).await.is_ok());
+
+    // A revoked token presented again is not a replay: it ends nothing more.
+    let generation = w.store.user(ada.id).unwrap().token_generation;
+    assert!(w.accounts.refresh(&laptop.refresh_token).await.is_err());
+    assert_eq!(w.store.user(ada.id).unwrap().token_generation, generation);
+
+    w.accounts
+        .logout(ada.id, &phone.refresh_token, true)
+        .await
+        .unwrap();
+    assert!(w.accounts.refresh(&phone.refresh_token).await.is_err());
+}
+
+#[tokio::test]
+async fn a_password_change_needs_the_current_password_and_ends_every_sign_in() {
+    let w = world();
+    let ada = w.user("ada@example.com");
+    let old = w.login("ada@example.com", PASSWORD).await.unwrap();
+    let new_password = || Password::parse("a new passphrase".into()).unwrap();
+
+    let wrong = w
+        .accounts
+        .change_password(&ada, password("not the password"), new_password(), None)
+        .await;
+    assert!(matches!(wrong, Err(ChangePasswordError::IncorrectPassword)));
+    w.throttle.refuse_logins.store(true, Ordering::SeqCst);
+    let throttled = w
+        .accounts
+        .change_password(&ada, password(PASSWORD), new_password(), None)
+        .await;
+    assert!(matches!(throttled, Err(ChangePasswordError::Throttled(_))));
+    w.throttle.refuse_logins.store(false, Ordering::SeqCst);
+    assert!(w.accounts.authenticate(&old.access_token).await.is_ok());
+
+    let fresh = w
+        .accounts
+        .change_password(&ada, password(PASSWORD), new_password(), None)
+        .await
+        .unwrap();
+    assert!(w.accounts.authenticate(&old.access_token).await.is_err());
+    assert!(w.accounts.refresh(&old.refresh_token).await.is_err());
+    assert!(w.accounts.authenticate(&fresh.access_token).await.is_ok());
+    assert!(w.login("ada@example.com", PASSWORD).await.is_err());
+    assert!(w.login("ada@example.com", "a new passphrase").await.is_ok());
+}
+
+#[tokio::test]
+async fn disabling_a_user_ends_their_sign_ins_for_good() {
+    let w = world();
+    let ada = w.user("ada@example.com");
+    let pair = w.login("ada@example.com", PASSWORD).await.unwrap();
+    w.accounts.set_active(ada.id, false).await.unwrap();
+    w.accounts.set_active(ada.id, true).await.unwrap();
+    assert!(w.accounts.authenticate(&pair.access_token).await.is_err());
+    assert!(w.accounts.refresh(&pair.refresh_token).await.is_err());
+}
+
+#[tokio::test]
+async fn deleting_one_s_account_needs_a_recent_sign_in_or_the_password() {
+    let w = world();
+    let stale = AccountService {
+        fresh_sign_in: Duration::seconds(-1),
+        ..w.accounts.clone()
+    };
+    let ada = w.user("ada@example.com");
+    let pair = w.login("ada@example.com", PASSWORD).await.unwrap();
+    let signed_in = w.accounts.authenticate(&pair.access_token).await.unwrap();
+    assert!(matches!(
+        stale.delete_own_account(&signed_in, None, None).await,
+        Err(DeleteAccountError::RecentSignInRequired)
+    ));
+    // A refresh keeps the sign-in's time: it does not make a token fresh.
+    let refreshed = w.accounts.refresh(&pair.refresh_token).await.unwrap();
+    let refreshed = w
+        .accounts
+        .authenticate(&refreshed.access_token)
+        .await
+        .unwrap();
+    assert_eq!(
+        refreshed.token.authenticated_at,
+        signed_in.token.authenticated_at
+    );
+    assert!(matches!(
+        stale
+            .delete_own_account(&refreshed, Some(password("not the password")), None)
+            .await,
+        Err(DeleteAccountError::IncorrectPassword)
+    ));
+    // A fresh token with a wrong password is refused too: what is sent is checked.
+    assert!(matches!(
+        w.accounts
+            .delete_own_account(&refreshed, Some(password("not the password")), None)
+            .await,
+        Err(DeleteAccountError::IncorrectPassword)
+    ));
+    assert!(w.store.user(ada.id).is_some());
+    stale
+        .delete_own_account(&refreshed, Some(password(PASSWORD)), None)
+        .await
+        .unwrap();
+    assert!(w.store.user(ada.id).is_none());
+}
+
+#[tokio::test]
+async fn cached_users_answer_until_a_change_here_and_newer_tokens_read_the_user_again() {
+    let w = world();
+    let accounts = w
+        .accounts
+        .clone()
+        .with_user_cache(std::time::Duration::from_secs(60));
+    let ada = w.user("ada@example.com");
+    let pair = accounts
+        .login(email("ada@example.com"), password(PASSWORD), None)
+        .await
+        .unwrap();
+    assert!(accounts.authenticate(&pair.access_token).await.is_ok());
+
+    // Another replica (the plain service, same store) signs Ada out: this one's cache still
+    // has her, so the old token passes until the entry ages out...
+    w.accounts
+        .logout(ada.id, &pair.refresh_token, true)
+        .await
+        .unwrap();
+    assert!(accounts.authenticate(&pair.access_token).await.is_ok());
+    // ...but a token issued after that sign-out is not refused for being newer.
+    let again = w.login("ada@example.com", PASSWORD).await.unwrap();
+    assert!(accounts.authenticate(&again.access_token).await.is_ok());
+    // And reading it again refreshed the cache: the old token is refused now.
+    assert!(accounts.authenticate(&pair.access_token).await.is_err());
+
+    // A change made through this replica is seen at once.
+    accounts
+        .logout(ada.id, &again.refresh_token, false)
+        .await
+        .unwrap();
+    assert!(accounts.authenticate(&again.access_token).await.is_err());
 }

@@ -14,6 +14,7 @@ cargo build --quiet --bin morpheus-gateway
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
+admin_token="schemathesis-operator-$port-token"
 
 # Generous limits: the run hammers login, key creation and rated bids from one address.
 MORPHEUS_BIND="127.0.0.1:$port" \
@@ -26,6 +27,7 @@ MORPHEUS_RATED_BIDS_PER_CLIENT=1000000 \
 MORPHEUS_MAX_API_KEYS_PER_USER=1000000 \
 MORPHEUS_REGISTRATIONS_PER_CLIENT=1000000 \
 MORPHEUS_SIMULATE_MARKETPLACE=true \
+MORPHEUS_ADMIN_TOKEN="$admin_token" \
 MORPHEUS_DIAMOND_CONTRACT_ADDRESS=0xb8C55cD613af947E73E262F0d3C54b7211Af16CF \
 RUST_LOG=warn \
   target/debug/morpheus-gateway serve > "$work/gateway.log" 2>&1 &
@@ -39,7 +41,7 @@ done
 
 status=0
 # Pass 1: every operation, each with the credential its scheme needs (minted by the hooks).
-GATEWAY_URL="$url" PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks \
+GATEWAY_URL="$url" ADMIN_TOKEN="$admin_token" PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks \
   "$venv/bin/st" --config-file .ci/schemathesis.toml run openapi.yaml \
     --url "$url" \
     --checks all \

@@ -187,7 +187,11 @@ settings! {
     /// a `: keep-alive` comment goes out on a stream quiet this long
     sse_keep_alive_seconds: u64 = 15, range = 1 ..= 3_600;
     /// `GET /metrics` then needs `Authorization: Bearer <token>` (at least 16 characters)
-    metrics_token: Option<SecretString> = None, check = checks::metrics_token;
+    metrics_token: Option<SecretString> = None, check = checks::token_length;
+    /// the operator's credential (at least 16 characters) for `POST /session/approve`, sent as
+    /// `X-Admin-Token`; unset, the route answers 503 (it makes the node's wallet sign a
+    /// transaction)
+    admin_token: Option<SecretString> = None, check = checks::token_length;
     /// serve `/metrics` on this address only (no token); the main listener's `/metrics`
     /// answers 404
     metrics_bind: Option<String> = None;
@@ -294,7 +298,7 @@ mod checks {
             .map_err(|e| e.to_string())
     }
 
-    pub fn metrics_token(token: &Option<SecretString>) -> Result<(), String> {
+    pub fn token_length(token: &Option<SecretString>) -> Result<(), String> {
         match token {
             Some(t) if t.expose_secret().len() < 16 => {
                 Err("the token must be at least 16 characters".to_owned())

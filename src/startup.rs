@@ -16,9 +16,10 @@ use morpheus_api::connections::{self, ConnectionLimits};
 use morpheus_api::extract::{BodyDeadline, BodyLimit, ForwardedBodyDeadline, ForwardedBodyLimit};
 use morpheus_api::instrumented_marketplace::InstrumentedMarketplace;
 use morpheus_api::lifecycle::Lifecycle;
-use morpheus_api::metrics::{Metrics, MetricsAccess, MetricsToken};
+use morpheus_api::metrics::{Metrics, MetricsAccess};
 use morpheus_api::rated_bids::{RatedBidsCache, RatedBidsSettings};
 use morpheus_api::readiness::ReadinessChecks;
+use morpheus_api::secret_token::SecretToken;
 use morpheus_api::{ApiDoc, AppState, ServiceMeta, request_context};
 use morpheus_domain::EthAddress;
 use morpheus_domain::crypto::{ApiKeyHasher, WalletSealer};
@@ -401,6 +402,11 @@ pub fn build_state(
         lifecycle: Lifecycle::new(),
         client_addresses,
         connection_limits,
+        admin_token: settings
+            .admin_token
+            .as_ref()
+            .map(|token| SecretToken::new(token.expose_secret()))
+            .transpose()?,
         rated_bids: RatedBidsCache::new(RatedBidsSettings {
             fresh_for: Duration::from_millis(settings.rated_bids_cache_ms),
             per_client_burst: settings.rated_bids_per_client,
@@ -455,7 +461,7 @@ fn metrics_access(settings: &Settings) -> anyhow::Result<MetricsAccess> {
         (Some(_), _) => MetricsAccess::Elsewhere,
         // Its length is checked with the settings.
         (None, Some(token)) => {
-            MetricsAccess::Token(Box::new(MetricsToken::new(token.expose_secret())?))
+            MetricsAccess::Token(Box::new(SecretToken::new(token.expose_secret())?))
         }
         (None, None) if settings.env == Environment::Production => {
             tracing::warn!(

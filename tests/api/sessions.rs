@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use morpheus_gateway::secrets::secret;
 use morpheus_router_sim::{Fault, FaultKind, FaultRoute};
 use serde_json::{Value, json};
 
@@ -43,10 +44,10 @@ async fn model_session_input_is_checked() {
         .post_with_key(
             "/api/v1/session/modelsession?model_id=llama-3.3-70b",
             &user.api_key,
-            Some(&json!({"sessionDuration": 30})),
+            Some(&json!({"sessionDuration": 299})),
         )
         .await;
-    assert_eq!(r.status(), 422);
+    assert_eq!(r.status(), 422, "the contract reverts sessions under 300 s");
     let r = app
         .post_session(
             "/api/v1/session/modelsession?model_id=no-such-model",
@@ -205,25 +206,33 @@ async fn ping_reports_alive_ended_and_missing_sessions() {
 }
 
 #[tokio::test]
-async fn approve_uses_the_configured_spender_and_checks_the_amount() {
-    let app = spawn_market_app().await;
+async fn approve_is_an_operator_action_on_the_configured_spender() {
+    const OPERATOR: &str = "operator-token-of-this-test";
+    let app = spawn_market_app_with(|s| s.admin_token = Some(secret(OPERATOR))).await;
     let user = app.seed_user().await;
-    let r = app
-        .post_with_key("/api/v1/session/approve?amount=1000", &user.api_key, None)
-        .await;
+    let approve = |amount: &str, token: Option<&str>| {
+        let mut r = app
+            .client
+            .post(app.url(&format!("/api/v1/session/approve?amount={amount}")))
+            .bearer_auth(&user.api_key);
+        if let Some(token) = token {
+            r = r.header("X-Admin-Token", token);
+        }
+        r.send()
+    };
+    // Any API key made the node's wallet sign a transaction: now the operator's token is needed.
+    for token in [None, Some(""), Some("operator-token-of-this-tesT")] {
+        error_body(approve("1000", token).await.unwrap(), 403).await;
+    }
+    assert_eq!(app.sim.counters().approvals, 0);
+    let r = approve("1000", Some(OPERATOR)).await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert!(body["tx"].as_str().unwrap().starts_with("0x"));
     assert_eq!(body["spender"], DIAMOND);
     assert_eq!(app.sim.counters().approvals, 1);
     for bad in ["0", "-5", "abc", "", "9223372036854775808"] {
-        let r = app
-            .post_with_key(
-                &format!("/api/v1/session/approve?amount={bad}"),
-                &user.api_key,
-                None,
-            )
-            .await;
+        let r = approve(bad, Some(OPERATOR)).await.unwrap();
         assert_eq!(r.status(), 422, "amount={bad}");
     }
     let r = app
@@ -231,6 +240,15 @@ async fn approve_uses_the_configured_spender_and_checks_the_amount() {
         .await;
     assert_eq!(r.status(), 422);
     assert_eq!(app.sim.counters().approvals, 1);
+
+    // Without an operator token configured, nobody can.
+    let unset = spawn_market_app().await;
+    let user = unset.seed_user().await;
+    let r = unset
+        .post_with_key("/api/v1/session/approve?amount=1000", &user.api_key, None)
+        .await;
+    error_body(r, 503).await;
+    assert_eq!(unset.sim.counters().approvals, 0);
 }
 
 #[tokio::test]

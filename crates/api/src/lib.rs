@@ -16,6 +16,7 @@ pub mod rated_bids;
 pub mod readiness;
 pub mod request_context;
 mod routes;
+pub mod secret_token;
 mod state;
 
 pub use openapi::ApiDoc;

@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::secret_token::SecretToken;
+
 /// A request as counted: the route's pattern (bounded: `unmatched` for every unknown path),
 /// the method and the status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -315,44 +317,7 @@ pub enum MetricsAccess {
     /// Anyone (the development default).
     Open,
     /// Requests presenting this bearer token.
-    Token(Box<MetricsToken>),
+    Token(Box<SecretToken>),
     /// Nobody here: metrics have their own listener.
     Elsewhere,
-}
-
-/// The configured metrics token, kept as an HMAC tag under a per-process random key, so the
-/// check is constant-time and the token itself is not kept in memory.
-#[derive(Clone)]
-pub struct MetricsToken {
-    key: ring::hmac::Key,
-    tag: ring::hmac::Tag,
-}
-
-impl MetricsToken {
-    /// # Errors
-    /// When the system's random generator fails.
-    pub fn new(token: &str) -> anyhow::Result<Self> {
-        let rng = ring::rand::SystemRandom::new();
-        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
-            .map_err(|_| anyhow::anyhow!("the system's random generator failed"))?;
-        let tag = ring::hmac::sign(&key, token.as_bytes());
-        Ok(Self { key, tag })
-    }
-
-    pub fn matches(&self, presented: &str) -> bool {
-        ring::hmac::verify(&self.key, presented.as_bytes(), self.tag.as_ref()).is_ok()
-    }
-}
-
-#[cfg(test)]
-mod token_tests {
-    use super::MetricsToken;
-
-    #[test]
-    fn only_the_configured_token_matches() {
-        let token = MetricsToken::new("s3cret-metrics-token").unwrap();
-        assert!(token.matches("s3cret-metrics-token"));
-        assert!(!token.matches("s3cret-metrics-tokem"));
-        assert!(!token.matches(""));
-    }
 }

@@ -9,6 +9,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, MetricsAccess};
 use crate::rated_bids::RatedBidsCache;
 use crate::readiness::ReadinessChecks;
+use crate::secret_token::SecretToken;
 use morpheus_domain::services::{
     AccountService, ApiKeyService, AutomationService, ChatLimits, ChatService, DelegationService,
     SessionService, WalletService,
@@ -56,4 +57,7 @@ pub struct AppState {
     pub connection_limits: Arc<ConnectionLimits>,
     /// `GET /models/ratedbids`: shared answers and a per-client limit.
     pub rated_bids: RatedBidsCache,
+    /// The operator's credential for actions that spend from the node's wallet outside a
+    /// session (`POST /session/approve`); `None`: those actions are off.
+    pub admin_token: Option<SecretToken>,
 }

@@ -11,7 +11,7 @@ pub struct AutomationSettingsBase {
     pub is_enabled: Option<bool>,
     /// Seconds, 60 to 86400.
     #[serde(default)]
-    #[schema(minimum = 60, maximum = 86400)]
+    #[schema(minimum = 300, maximum = 86400)]
     pub session_duration: Option<i64>,
 }
 

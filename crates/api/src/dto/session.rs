@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 pub struct SessionDataRequest {
     /// Seconds, 60 to 86400 (default 3600).
     #[serde(default, rename = "sessionDuration")]
-    #[schema(minimum = 60, maximum = 86400, default = 3600)]
+    #[schema(minimum = 300, maximum = 86400, default = 3600)]
     pub session_duration: Option<i64>,
     /// Pay the provider directly instead of staking (default false).
     #[serde(default, rename = "directPayment")]

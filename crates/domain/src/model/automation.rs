@@ -8,7 +8,10 @@ use crate::validation::Invalid;
 pub struct SessionDuration(u32);
 
 impl SessionDuration {
-    pub const MIN: i64 = 60;
+    /// The Diamond contract reverts shorter sessions (`MIN_SESSION_DURATION`, 5 minutes;
+    /// proxy-router-behaviour.md §2.7), after the node may already have paid for an allowance
+    /// transaction: asking for less only costs a failed open.
+    pub const MIN: i64 = 300;
     pub const MAX: i64 = 86_400;
     pub const DEFAULT: SessionDuration = SessionDuration(3600);
 
@@ -16,7 +19,7 @@ impl SessionDuration {
         if seconds < Self::MIN {
             return Err(Invalid::new(
                 "greater_than_equal",
-                "Session duration must be at least 60 seconds",
+                "Session duration must be at least 300 seconds (the marketplace's minimum)",
             ));
         }
         if seconds > Self::MAX {

@@ -1,4 +1,4 @@
-use actix_web::{HttpResponse, post, web};
+use actix_web::{HttpRequest, HttpResponse, post, web};
 
 use crate::AppState;
 use crate::dto::{ApproveQuery, ApproveResponse};
@@ -8,16 +8,22 @@ use crate::error::{
 use crate::extract::{ApiKeyUser, ValidatedQuery};
 
 /// Lets the configured Diamond contract spend `amount` wei of MOR from the proxy-router's
-/// wallet. Sessions do not need it (the proxy-router approves each stake itself).
+/// wallet. Sessions do not need it (the proxy-router approves each stake itself). An operator
+/// action: the node's wallet signs a transaction (gas, and the allowance is overwritten), so
+/// besides an API key it takes the operator's `X-Admin-Token` (`MORPHEUS_ADMIN_TOKEN`).
 #[utoipa::path(
     operation_id = "approve_spending_api_v1_session_approve_post",
     tag = "Session",
-    params(ApproveQuery),
+    params(
+        ApproveQuery,
+        ("X-Admin-Token" = String, Header, description = "The operator's credential, `MORPHEUS_ADMIN_TOKEN`"),
+    ),
     responses(
         (status = 200, description = "The approval transaction", body = ApproveResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
+        (status = 403, description = "Missing or wrong X-Admin-Token", body = ErrorResponse),
         (status = 422, description = "amount is missing or not a positive integer", body = HTTPValidationError),
-        (status = 503, description = "No proxy-router or no spender is configured, or the database is unavailable", body = ErrorResponse),
+        (status = 503, description = "No operator token (MORPHEUS_ADMIN_TOKEN), proxy-router or spender is configured, or the database is unavailable", body = ErrorResponse),
         (status = 500, description = "Unexpected server error (details are logged, not returned)", body = ErrorResponse),
         MarketplaceErrors,
     ),
@@ -26,9 +32,26 @@ use crate::extract::{ApiKeyUser, ValidatedQuery};
 #[post("/approve")]
 pub async fn approve_spending(
     state: web::Data<AppState>,
+    http: HttpRequest,
     _key: ApiKeyUser,
     query: ValidatedQuery<ApproveQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let Some(token) = &state.admin_token else {
+        return Err(ApiError::ServiceUnavailable(
+            "Approving spending is an operator action and no operator token is configured \
+             (MORPHEUS_ADMIN_TOKEN)",
+        ));
+    };
+    let presented = http
+        .headers()
+        .get("x-admin-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !token.matches(presented) {
+        return Err(ApiError::Forbidden(
+            "Approving spending needs the operator's X-Admin-Token",
+        ));
+    }
     let amount = query.0.amount;
     let Ok(amount) = u64::try_from(amount) else {
         return Err(positive_amount());

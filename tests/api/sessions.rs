@@ -390,3 +390,43 @@ async fn a_deleted_accounts_sessions_are_still_closed_at_their_end() {
     assert_eq!(state("closed"), 1);
     assert_eq!(app.sim.counters().sessions_closed, 1);
 }
+
+/// The node says `session not found` for any failed chain read (reference §2.6): the gateway
+/// asks the chain before it retires the session, so a blip costs no new paid session.
+#[tokio::test]
+async fn a_chain_read_blip_does_not_open_a_new_session() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let question = ask("llama-3.3-70b", "still there?");
+    let chat = || app.chat(&user.api_key, &question);
+    assert_eq!(chat().await.status(), 200);
+    assert_eq!(app.sim.counters().sessions_opened, 1);
+    app.sim.set_fault(Fault {
+        route: FaultRoute::Chat,
+        kind: FaultKind::ChainReadBlip,
+        times: Some(1),
+    });
+    assert_eq!(chat().await.status(), 200, "retried on the same session");
+    assert_eq!(app.sim.counters().sessions_opened, 1, "no new paid session");
+    let active = app.count(&format!(
+        "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = 'active'",
+        user.id
+    ));
+    assert_eq!(active, 1);
+
+    // When the chain confirms the session is gone, it is renewed as before.
+    let session = app.sim.session_ids().pop().unwrap();
+    let closed = app
+        .client
+        .post(format!(
+            "{}/blockchain/sessions/{session}/close",
+            app.sim.base_url()
+        ))
+        .basic_auth("morpheus", Some("sim-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 200);
+    assert_eq!(chat().await.status(), 200);
+    assert_eq!(app.sim.counters().sessions_opened, 2);
+}

@@ -155,6 +155,7 @@ impl ChatService {
 
         let mut renewed = false;
         let mut retried = false;
+        let mut confirmed = false;
         loop {
             let call = ChatCall {
                 session: session.id.clone(),
@@ -170,18 +171,29 @@ impl ChatService {
                         reply,
                     });
                 }
+                Err(MarketplaceError::SessionGone(SessionGone::NotFound)) if !confirmed => {
+                    // `session not found` is also the node's word for a failed chain read:
+                    // ask the chain before paying for another session.
+                    confirmed = true;
+                    match self.sessions.still_open_on_chain(&session).await {
+                        Some(true) => {
+                            tracing::info!(session = %session.id, "the chain still has the session open; retrying on it once");
+                            continue;
+                        }
+                        Some(false) => {
+                            renewed = true;
+                            session = self.renew(owner, &session).await?;
+                            meter.set_session(session.id.clone());
+                        }
+                        None => {
+                            return Err(MarketplaceError::SessionGone(SessionGone::NotFound).into());
+                        }
+                    }
+                }
                 Err(MarketplaceError::SessionGone(gone)) if !renewed => {
                     tracing::info!(session = %session.id, %gone, "upstream session gone; renewing once");
                     renewed = true;
-                    session = self
-                        .sessions
-                        .renew_for_chat(owner, &session)
-                        .await
-                        .map_err(|e| match e {
-                            // The user did not ask for a new paid session: say why it ended.
-                            ChatSessionError::AutomationDisabled => ChatSessionError::Ended,
-                            other => other,
-                        })?;
+                    session = self.renew(owner, &session).await?;
                     meter.set_session(session.id.clone());
                 }
                 Err(error) if !retried && is_transient(&error) => {
@@ -192,6 +204,23 @@ impl ChatService {
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+}
+
+impl ChatService {
+    async fn renew(
+        &self,
+        owner: SessionOwner,
+        gone: &SessionRecord,
+    ) -> Result<SessionRecord, ChatSessionError> {
+        self.sessions
+            .renew_for_chat(owner, gone)
+            .await
+            .map_err(|e| match e {
+                // The user did not ask for a new paid session: say why it ended.
+                ChatSessionError::AutomationDisabled => ChatSessionError::Ended,
+                other => other,
+            })
     }
 }
 

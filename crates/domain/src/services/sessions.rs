@@ -245,6 +245,23 @@ impl SessionService {
         Ok(opened.session)
     }
 
+    /// Whether the chain still has `session` open although the node just said `session not
+    /// found`: the node says so for any failed chain read (proxy-router-behaviour.md §2.6), and
+    /// retiring a live session would pay for a new one. `None` when the chain cannot be read
+    /// either: then nobody knows, and nothing is retired or opened.
+    pub async fn still_open_on_chain(&self, session: &SessionRecord) -> Option<bool> {
+        match self.market.session(&session.id).await {
+            Ok(upstream) => {
+                Some(!upstream.is_closed() && upstream.ends_at_utc() > Utc::now() + Self::margin())
+            }
+            Err(MarketplaceError::SessionGone(_)) => Some(false),
+            Err(error) => {
+                tracing::warn!(session = %session.id, %error, "cannot confirm that a session is gone");
+                None
+            }
+        }
+    }
+
     /// After the upstream said a session is expired or unknown: retire it and find or open
     /// another for the same model (automation permitting).
     pub async fn renew_for_chat(

@@ -152,6 +152,12 @@ settings! {
     proxy_router_idle_timeout_ms: u64 = 60_000, range = 1 ..= 3_600_000;
     /// whole non-chat calls (models, bids, sessions, approve)
     proxy_router_request_timeout_ms: u64 = 30_000, range = 1 ..= 3_600_000;
+    /// a whole session open: two mined transactions and a provider handshake (504 beyond, then
+    /// the session is looked for)
+    proxy_router_open_timeout_ms: u64 = 300_000, range = 1 ..= 3_600_000;
+    /// after an open with an unknown outcome (a timeout, or a text the node returns after the
+    /// money moved), how long the node's sessions are watched for the one it opened
+    proxy_router_open_recovery_ms: u64 = 120_000, range = 0 ..= 3_600_000;
     /// a whole non-streamed chat completion, head included: the node sends nothing before the
     /// provider has finished (504 beyond)
     proxy_router_chat_timeout_ms: u64 = 300_000, range = 1 ..= 3_600_000;

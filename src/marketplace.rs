@@ -100,6 +100,8 @@ pub fn proxy_router_config(
         idle_timeout: Duration::from_millis(settings.proxy_router_idle_timeout_ms),
         request_timeout: Duration::from_millis(settings.proxy_router_request_timeout_ms),
         chat_timeout: Duration::from_millis(settings.proxy_router_chat_timeout_ms),
+        open_timeout: Duration::from_millis(settings.proxy_router_open_timeout_ms),
+        open_recovery_window: Duration::from_millis(settings.proxy_router_open_recovery_ms),
         max_body_bytes: ProxyRouterConfig::MAX_BODY_BYTES,
         max_event_bytes: ProxyRouterConfig::MAX_EVENT_BYTES,
     }

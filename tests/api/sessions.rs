@@ -430,3 +430,43 @@ async fn a_chain_read_blip_does_not_open_a_new_session() {
     assert_eq!(chat().await.status(), 200);
     assert_eq!(app.sim.counters().sessions_opened, 2);
 }
+
+/// The node finishes an open whose caller left (its Go handler keeps running): the gateway's
+/// open runs on its own task too, so the paid session is recorded and used, not orphaned.
+#[tokio::test]
+async fn an_open_whose_client_left_is_recorded_and_used() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    app.sim.set_fault(Fault {
+        route: FaultRoute::OpenSession,
+        kind: FaultKind::Latency { ms: 1_000 },
+        times: Some(1),
+    });
+    let gone = app
+        .client
+        .post(app.url("/api/v1/chat/completions"))
+        .bearer_auth(&user.api_key)
+        .json(&ask("llama-3.3-70b", "I will not wait"))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up");
+    let recorded = format!(
+        "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = 'active'",
+        user.id
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while app.count(&recorded) == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.count(&recorded),
+        1,
+        "the open completed and was recorded"
+    );
+    let r = app
+        .chat(&user.api_key, &ask("llama-3.3-70b", "now I wait"))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.sim.counters().sessions_opened, 1, "and it was used");
+}

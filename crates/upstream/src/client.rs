@@ -130,6 +130,17 @@ impl ProxyRouterClient {
         path_and_query: &str,
         json_body: Option<Vec<u8>>,
     ) -> Result<Answer, Failure> {
+        self.post_within(path_and_query, json_body, self.admin_limits())
+            .await
+    }
+
+    /// [`Self::post`] with its own time limits.
+    pub(crate) async fn post_within(
+        &self,
+        path_and_query: &str,
+        json_body: Option<Vec<u8>>,
+        limits: Limits,
+    ) -> Result<Answer, Failure> {
         let url = self.url(path_and_query)?;
         let mut rb = self
             .request(Method::POST, url)
@@ -139,7 +150,7 @@ impl ProxyRouterClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let answer = transport::exchange(rb, self.admin_limits()).await?;
+        let answer = transport::exchange(rb, limits).await?;
         transport::require_json(&answer)?;
         Ok(answer)
     }

@@ -24,6 +24,12 @@ pub struct ProxyRouterConfig {
     pub request_timeout: Duration,
     /// A whole non-streaming chat completion.
     pub chat_timeout: Duration,
+    /// A whole session open: two mined transactions and a provider handshake, minutes at worst
+    /// (`blockchainapi/service.go:328-443`, `lib/tx_escalator.go:17-20`).
+    pub open_timeout: Duration,
+    /// After an open whose outcome is unknown (a timeout, a text the node returns after the
+    /// transaction was sent): how long the node's session list is watched for the session.
+    pub open_recovery_window: Duration,
     /// Cap for any body read in full.
     pub max_body_bytes: usize,
     /// Cap for one server-sent event of a stream.
@@ -153,6 +159,8 @@ mod tests {
             idle_timeout: second,
             request_timeout: second,
             chat_timeout: second,
+            open_timeout: second,
+            open_recovery_window: second,
             max_body_bytes: ProxyRouterConfig::MAX_BODY_BYTES,
             max_event_bytes: ProxyRouterConfig::MAX_EVENT_BYTES,
         };

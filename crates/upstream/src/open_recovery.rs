@@ -16,6 +16,7 @@ use morpheus_domain::{BidId, ModelId, SessionId, SessionTerms, UpstreamSession};
 use reqwest::header::DATE;
 
 use crate::client::{ProxyRouterClient, decode};
+use crate::transport::Limits;
 use crate::wire;
 
 /// How far before our send time an adopted session may have opened: covers clock skew
@@ -54,7 +55,14 @@ impl ProxyRouterClient {
             ),
         };
         let sent_at = SystemTime::now();
-        let outcome = match self.post(&path, Some(body)).await {
+        let c = &self.inner.config;
+        let limits = Limits {
+            // The node answers only when both transactions are mined.
+            first_byte: c.open_timeout,
+            total: c.open_timeout,
+            ..self.admin_limits()
+        };
+        let outcome = match self.post_within(&path, Some(body), limits).await {
             Ok(answer) => decode(&answer, wire::session_opened),
             Err(f) => Err(f),
         };
@@ -63,9 +71,9 @@ impl ProxyRouterClient {
                 self.claim(&id);
                 Ok(id)
             }
-            Err(f) if f.ambiguous => {
+            Err(f) if f.ambiguous || after_the_money_moved(&f.error) => {
                 tracing::warn!(error = %f.error, ?target, "session open outcome unknown; looking for the session");
-                match self.find_opened(target, sent_at).await {
+                match self.watch_for_opened(target, sent_at).await {
                     Some(id) => {
                         tracing::info!(session = %id, "adopted the session the ambiguous open created");
                         Ok(id)
@@ -74,6 +82,28 @@ impl ProxyRouterClient {
                 }
             }
             Err(f) => Err(f.error),
+        }
+    }
+
+    /// [`Self::find_opened`], asked again with growing pauses for the recovery window: the
+    /// session of a transaction mined late, or read from a lagging RPC node, shows up later.
+    async fn watch_for_opened(
+        &self,
+        target: OpenTarget<'_>,
+        sent_at: SystemTime,
+    ) -> Option<SessionId> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.open_recovery_window;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            if let Some(id) = self.find_opened(target, sent_at).await {
+                return Some(id);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(Duration::from_secs(10));
         }
     }
 
@@ -108,6 +138,32 @@ impl ProxyRouterClient {
             .into_iter()
             .map(|s| s.id)
             .find(|id| self.claim(id))
+    }
+}
+
+/// Texts the node returns after the open transaction was sent (and mined, or mined later), so
+/// the session exists or will although the answer is an error (proxy-router-behaviour.md §2.1:
+/// `blockchainapi/service.go:406-441`; the last is `dev`'s).
+const AFTER_THE_MONEY_MOVED: [&str; 5] = [
+    "parse session receipt failed",
+    "failed to get session",
+    "failed to store session",
+    "not mined after all escalation attempts",
+    "created on-chain (tx mined) but not yet visible",
+];
+
+/// Whether an open's failure may hide a session: one of those texts, or `session not found`,
+/// which an open can only mean of the session it just created.
+fn after_the_money_moved(error: &MarketplaceError) -> bool {
+    match error {
+        MarketplaceError::SessionGone(morpheus_domain::ports::SessionGone::NotFound) => true,
+        MarketplaceError::Rejected { message, .. } => {
+            let lower = message.to_ascii_lowercase();
+            AFTER_THE_MONEY_MOVED
+                .iter()
+                .any(|text| lower.contains(text))
+        }
+        _ => false,
     }
 }
 

@@ -54,8 +54,10 @@ async fn an_open_that_never_ran_returns_the_original_error() {
     let err = c.open_model_session(&llama(), terms()).await.unwrap_err();
     assert!(matches!(err, MarketplaceError::Unreachable(_)), "{err:?}");
     assert_eq!(sim.counters().sessions_opened, 0);
-    // open + wallet + session list: looked, found nothing, did not re-send the open.
-    assert_eq!(sim.counters().requests, 3);
+    // One open, then wallet + session list pairs for the recovery window: looked, found
+    // nothing, did not re-send the open.
+    let requests = sim.counters().requests;
+    assert!(requests >= 3 && (requests - 1) % 2 == 0, "{requests}");
 }
 
 #[tokio::test]
@@ -156,7 +158,7 @@ async fn a_timeout_after_the_node_opened_adopts_the_session() {
     let sim = sim().await;
     let base = lossy_node(&sim, true).await;
     let c = client_with(&base, |cfg| {
-        cfg.first_byte_timeout = Duration::from_millis(500);
+        cfg.open_timeout = Duration::from_millis(500);
     });
     let id = c.open_model_session(&llama(), terms()).await.unwrap();
     assert_eq!(sim.counters().sessions_opened, 1);
@@ -187,7 +189,7 @@ async fn a_reset_after_the_node_opened_adopts_the_session() {
 async fn an_ambiguous_open_with_nothing_to_find_keeps_its_error() {
     let sim = sim().await;
     let c = client_with(&sim.base_url(), |cfg| {
-        cfg.first_byte_timeout = Duration::from_millis(300);
+        cfg.open_timeout = Duration::from_millis(300);
     });
     open_fault(&sim, FaultKind::StallBeforeFirstByte);
     assert_eq!(
@@ -195,4 +197,49 @@ async fn an_ambiguous_open_with_nothing_to_find_keeps_its_error() {
         MarketplaceError::Timeout(TimeoutPhase::FirstByte)
     );
     assert_eq!(sim.counters().sessions_opened, 0);
+}
+
+/// The node answers an open with an ordinary 500 after the money moved (reference §2.1): the
+/// session exists, or appears once a lagging RPC node or a late block shows it. Each such text
+/// is recovered by watching the node's sessions, and nothing is opened twice.
+#[tokio::test]
+async fn every_error_after_mining_adopts_the_session_that_appears() {
+    use morpheus_router_sim::MinedError;
+    for error in [
+        MinedError::ParseReceipt,
+        MinedError::GetSession,
+        MinedError::StoreSession,
+        MinedError::NotMined,
+        MinedError::NotYetVisible,
+    ] {
+        let sim = sim().await;
+        let c = client(&sim.base_url());
+        open_fault(
+            &sim,
+            FaultKind::OpenFailsAfterMining {
+                error,
+                visible_after_ms: 400,
+            },
+        );
+        let id = c
+            .open_model_session(&llama(), terms())
+            .await
+            .unwrap_or_else(|e| panic!("{error:?}: {e:?}"));
+        assert_eq!(sim.session_ids(), vec![id.as_str().to_owned()], "{error:?}");
+        assert!(!c.session(&id).await.unwrap().is_closed());
+    }
+}
+
+/// The open's own budget: minutes on a real node, not the 30 s of the other calls.
+#[tokio::test]
+async fn a_slow_open_is_waited_for() {
+    let sim = sim().await;
+    let c = client_with(&sim.base_url(), |cfg| {
+        cfg.request_timeout = Duration::from_millis(200);
+        cfg.first_byte_timeout = Duration::from_millis(200);
+        cfg.open_timeout = Duration::from_secs(5);
+    });
+    open_fault(&sim, FaultKind::Latency { ms: 700 });
+    c.open_model_session(&llama(), terms()).await.unwrap();
+    assert_eq!(sim.counters().sessions_opened, 1);
 }

@@ -374,8 +374,25 @@ impl SessionService {
     }
 
     /// Opens at most one session per (key, model) at a time in this process: concurrent
-    /// callers wait for the first and then find its session.
+    /// callers wait for the first and then find its session. The open runs on a task of its
+    /// own: a caller that goes away does not cancel it (the node would carry on and stake the
+    /// session anyway, its Go handler ignores the caller leaving), so the session is recorded
+    /// and the next request uses it.
     async fn open_single_flight(
+        &self,
+        owner: SessionOwner,
+        model: &ModelId,
+        origin: SessionOrigin,
+        terms: SessionTerms,
+    ) -> Result<OpenedSession, OpenSessionError> {
+        let service = self.clone();
+        let model = model.clone();
+        tokio::spawn(async move { service.open_in_flight(owner, &model, origin, terms).await })
+            .await
+            .map_err(|e| OpenSessionError::Unknown(anyhow::anyhow!("the open task failed: {e}")))?
+    }
+
+    async fn open_in_flight(
         &self,
         owner: SessionOwner,
         model: &ModelId,

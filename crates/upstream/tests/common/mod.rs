@@ -34,6 +34,8 @@ pub fn config(base: &str) -> ProxyRouterConfig {
         idle_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(10),
         chat_timeout: Duration::from_secs(10),
+        open_timeout: Duration::from_secs(10),
+        open_recovery_window: Duration::from_secs(1),
         max_body_bytes: ProxyRouterConfig::MAX_BODY_BYTES,
         max_event_bytes: ProxyRouterConfig::MAX_EVENT_BYTES,
     }

@@ -10,6 +10,9 @@ diesel::table! {
         is_active -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        /// The address's UTS #39 confusable skeleton; unique. Null only for accounts made
+        /// before the column that share a skeleton with an older one.
+        email_skeleton -> Nullable<Text>,
     }
 }
 

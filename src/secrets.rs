@@ -1,7 +1,8 @@
 //! The three server secrets: the JWT signing key, the API-key pepper and the wallet master key.
 //!
 //! In production they must be configured. In development, any that is missing is generated
-//! once and kept in `<data_dir>/secrets.json` (mode 0600), so tokens and keys survive restarts.
+//! once and kept in `<data_dir>/secrets.json` (mode 0600, in a directory the gateway creates
+//! with mode 0700), so tokens and keys survive restarts.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -9,6 +10,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
+use morpheus_storage::private_files::{create_private_dir_all, private_file_options};
 use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -141,8 +143,11 @@ fn development_secrets(
 ) -> anyhow::Result<Vec<(&'static str, String)>> {
     let path = data_dir.join("secrets.json");
     let mut stored: BTreeMap<String, String> = match fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?,
+        Ok(text) => {
+            morpheus_storage::private_files::warn_if_shared(&path);
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
@@ -173,16 +178,12 @@ fn development_secrets(
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        create_private_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
+    let mut file = private_file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
     file.write_all(contents.as_bytes())?;

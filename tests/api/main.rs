@@ -21,6 +21,7 @@ mod log_capture;
 mod market;
 mod models;
 mod observability;
+mod private_files;
 mod process;
 mod raw_http;
 mod replicas;

@@ -383,6 +383,75 @@ async fn requests_over_the_caps_are_refused_before_anything_is_spent() {
     assert_eq!(app.sim.counters().sessions_opened, 0);
 }
 
+/// Members the gateway forwards without modelling them cannot ask for more than the caps
+/// under another name, nor carry a deeply nested document.
+#[tokio::test]
+async fn unmodelled_knobs_are_bounded_and_unknown_members_cannot_nest_deeply() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let nested =
+        |levels: usize| -> Value { (0..levels).fold(json!(1), |inner, _| json!({ "x": inner })) };
+    let refused = [
+        (
+            json!({"max_new_tokens": 1_000_000}),
+            "max_new_tokens",
+            "max_tokens_exceeded",
+        ),
+        (json!({"num_predict": -1}), "num_predict", "invalid_value"),
+        (
+            json!({"max_length": "100000"}),
+            "max_length",
+            "invalid_value",
+        ),
+        (json!({"best_of": 64}), "best_of", "too_many_choices"),
+        (
+            json!({"num_return_sequences": 0}),
+            "num_return_sequences",
+            "invalid_value",
+        ),
+        (json!({"top_k": 1e12}), "top_k", "invalid_value"),
+        (
+            json!({"top_logprobs": 1000}),
+            "top_logprobs",
+            "invalid_value",
+        ),
+        (
+            json!({"x_vendor": nested(9)}),
+            "x_vendor",
+            "nesting_too_deep",
+        ),
+        (
+            json!({"x_list": [[[[[[[[[1]]]]]]]]]}),
+            "x_list",
+            "nesting_too_deep",
+        ),
+    ];
+    for (extra, param, code) in refused {
+        let mut request = ask("llama-3.3-70b", "hi");
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        let error = openai_error(app.chat(&user.api_key, &request).await, 400).await;
+        assert_eq!(error["param"], param, "{extra}");
+        assert_eq!(error["code"], code, "{extra}");
+        assert_eq!(error["type"], "invalid_request_error");
+    }
+    assert_eq!(app.sim.counters().sessions_opened, 0, "nothing was spent");
+
+    // Within bounds (or null) they go through, as written.
+    let mut fine = ask("llama-3.3-70b", "hi");
+    for (k, v) in [
+        ("max_new_tokens", json!(256)),
+        ("best_of", json!(2)),
+        ("top_k", json!(-1)),
+        ("top_logprobs", json!(null)),
+        ("x_vendor", nested(8)),
+    ] {
+        fine[k] = v;
+    }
+    assert_eq!(app.chat(&user.api_key, &fine).await.status(), 200);
+}
+
 /// The body goes upstream as the client wrote it, so a repeated member must not slip a second
 /// value past the caps: the gateway refuses a body that names a field twice.
 #[tokio::test]

@@ -134,6 +134,7 @@ fn prepare(
         .chat_limits
         .check(&forward::shape(request))
         .map_err(OpenAiError::from)?;
+    forward::check_unmodelled(&body.raw, &state.chat_limits).map_err(OpenAiError::from)?;
     if !state.marketplace_configured {
         return Err(OpenAiError::from(ApiError::from(
             morpheus_domain::ports::MarketplaceError::NotConfigured,

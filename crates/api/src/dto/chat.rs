@@ -13,19 +13,20 @@ pub struct ChatCompletionRequest {
     /// A model name, alias or on-chain id; the configured default when left out.
     #[serde(default)]
     pub model: Option<String>,
-    #[schema(min_items = 1)]
+    /// The caps' defaults are the bounds declared here (`MORPHEUS_CHAT_MAX_*` change them).
+    #[schema(min_items = 1, max_items = 1000)]
     pub messages: Vec<ChatMessage>,
     /// Answer as server-sent events.
     #[serde(default)]
     pub stream: Option<bool>,
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 8)]
     pub n: Option<i64>,
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 32768)]
     pub max_tokens: Option<i64>,
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 32768)]
     pub max_completion_tokens: Option<i64>,
     #[serde(default)]
     #[schema(minimum = 0, maximum = 2)]
@@ -42,6 +43,7 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub stop: Option<StopSequences>,
     #[serde(default)]
+    #[schema(max_items = 128)]
     pub tools: Option<Vec<ChatTool>>,
     /// `none`, `auto`, `required`, or `{"type":"function","function":{"name":…}}`.
     #[serde(default)]

@@ -2,8 +2,10 @@
 //! the body is forwarded as the client sent it (unknown fields included), minus `session_id`
 //! and `model`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use crate::error::OpenAiErrorBody;
 
 /// An OpenAI chat completion request. Fields not listed here are passed to the provider
 /// untouched.
@@ -118,4 +120,45 @@ pub struct ChatFunction {
     /// A JSON Schema object.
     #[serde(default)]
     pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The `data` of one server-sent event of a streamed chat completion: a chunk, then `[DONE]`
+/// at the end; or, when the stream breaks after it started, one error instead of `[DONE]`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(
+    dead_code,
+    reason = "documents the stream; the gateway relays the provider's events"
+)]
+pub enum ChatCompletionStreamEvent {
+    Chunk(ChatCompletionChunk),
+    Error(OpenAiErrorBody),
+    Done(StreamDone),
+}
+
+/// The last event's `data` of a stream that ended normally.
+#[derive(Debug, Serialize, ToSchema)]
+pub enum StreamDone {
+    #[serde(rename = "[DONE]")]
+    Done,
+}
+
+/// OpenAI's `chat.completion.chunk`, as the provider wrote it (other members pass through).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the stream; the gateway relays the provider's events"
+)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    /// `chat.completion.chunk`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// The model asked for.
+    pub model: String,
+    /// Each with `index`, a `delta` of the message and, in the last, `finish_reason`.
+    pub choices: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Token counts, in the last chunk when `stream_options.include_usage` asked for them.
+    pub usage: Option<serde_json::Map<String, serde_json::Value>>,
 }

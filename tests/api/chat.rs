@@ -383,6 +383,59 @@ async fn requests_over_the_caps_are_refused_before_anything_is_spent() {
     assert_eq!(app.sim.counters().sessions_opened, 0);
 }
 
+/// What the proxy-router would refuse with 400 after a session was opened is either made
+/// acceptable (a single `stop` string goes as a list of one) or refused first, with a 422
+/// naming the field (values of the wrong type where go-openai has a type).
+#[tokio::test]
+async fn chats_the_proxy_router_would_refuse_are_fixed_or_refused_first() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let mut stop = ask("llama-3.3-70b", "hi");
+    stop["stop"] = json!("\n\n");
+    assert_eq!(app.chat(&user.api_key, &stop).await.status(), 200);
+
+    let sessions_before = app.sim.counters().sessions_opened;
+    for (field, value, loc) in [
+        (
+            "response_format",
+            json!(5),
+            json!(["body", "response_format"]),
+        ),
+        (
+            "response_format",
+            json!({"type": ["json_object"]}),
+            json!(["body", "response_format", "type"]),
+        ),
+        (
+            "stream_options",
+            json!({"include_usage": "yes"}),
+            json!(["body", "stream_options", "include_usage"]),
+        ),
+    ] {
+        let mut request = ask("llama-3.3-70b", "hi");
+        request[field] = value;
+        let r = app.chat(&user.api_key, &request).await;
+        assert_eq!(r.status(), 422, "{field}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["detail"][0]["loc"], loc, "{body}");
+    }
+    for message in [
+        json!({"role": "assistant", "content": null, "tool_calls": [5]}),
+        json!({"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]}),
+        json!({"role": "user", "content": [{"type": "text", "text": 5}]}),
+        json!({"role": "user", "content": [{"type": "image_url", "image_url": "https://x/y.png"}]}),
+    ] {
+        let request = json!({"model": "llama-3.3-70b", "messages": [message.clone()]});
+        let r = app.chat(&user.api_key, &request).await;
+        assert_eq!(r.status(), 422, "{message}");
+    }
+    assert_eq!(
+        app.sim.counters().sessions_opened,
+        sessions_before,
+        "nothing was spent"
+    );
+}
+
 /// Members the gateway forwards without modelling them cannot ask for more than the caps
 /// under another name, nor carry a deeply nested document.
 #[tokio::test]

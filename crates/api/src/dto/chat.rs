@@ -5,8 +5,6 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::OpenAiErrorBody;
-
 /// An OpenAI chat completion request. Fields not listed here are passed to the provider
 /// untouched.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -51,11 +49,11 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub tool_choice: Option<serde_json::Value>,
     #[serde(default)]
-    pub response_format: Option<serde_json::Value>,
+    pub response_format: Option<ChatResponseFormat>,
     #[serde(default)]
     pub seed: Option<i64>,
     #[serde(default)]
-    pub stream_options: Option<serde_json::Value>,
+    pub stream_options: Option<ChatStreamOptions>,
     #[serde(default)]
     pub user: Option<String>,
     /// Gateway extension: run on this session of the calling key (not forwarded).
@@ -73,7 +71,7 @@ pub struct ChatMessage {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
-    pub tool_calls: Option<Vec<serde_json::Value>>,
+    pub tool_calls: Option<Vec<ChatToolCall>>,
     #[serde(default)]
     pub tool_call_id: Option<String>,
 }
@@ -93,7 +91,84 @@ pub enum ChatRole {
 #[serde(untagged)]
 pub enum MessageContent {
     Text(String),
-    Parts(Vec<serde_json::Map<String, serde_json::Value>>),
+    Parts(Vec<ChatContentPart>),
+}
+
+// The shapes below are the ones the proxy-router decodes these members into (go-openai's
+// types): a value of another type is refused there, after a session was opened for it, so the
+// gateway refuses it first (422). Members they do not list pass through as sent.
+
+/// One content part: `{"type": "text", "text": …}`, `{"type": "image_url", "image_url":
+/// {"url": …}}`, …
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatContentPart {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<ChatImageUrl>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatImageUrl {
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `auto`, `low` or `high`.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// A tool call of an `assistant` message.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatToolCall {
+    #[serde(default)]
+    pub index: Option<i64>,
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `function`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub function: Option<ChatFunctionCall>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatFunctionCall {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The arguments, as JSON text.
+    #[serde(default)]
+    pub arguments: Option<String>,
+}
+
+/// `{"type": "text" | "json_object" | "json_schema", "json_schema": {…}}`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatResponseFormat {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub json_schema: Option<ChatJsonSchema>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatJsonSchema {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub strict: Option<bool>,
+    /// A JSON Schema object.
+    #[serde(default)]
+    pub schema: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatStreamOptions {
+    /// Send token counts in a last chunk.
+    #[serde(default)]
+    pub include_usage: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -122,43 +197,26 @@ pub struct ChatFunction {
     pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// The `data` of one server-sent event of a streamed chat completion: a chunk, then `[DONE]`
-/// at the end; or, when the stream breaks after it started, one error instead of `[DONE]`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-#[allow(
-    dead_code,
-    reason = "documents the stream; the gateway relays the provider's events"
-)]
-pub enum ChatCompletionStreamEvent {
-    Chunk(ChatCompletionChunk),
-    Error(OpenAiErrorBody),
-    Done(StreamDone),
-}
-
-/// The last event's `data` of a stream that ended normally.
-#[derive(Debug, Serialize, ToSchema)]
-pub enum StreamDone {
-    #[serde(rename = "[DONE]")]
-    Done,
-}
-
-/// OpenAI's `chat.completion.chunk`, as the provider wrote it (other members pass through).
+/// One server-sent event of a streamed chat completion, as an event-stream reader sees it (the
+/// stream is such events separated by blank lines, with `: keep-alive` comments while the
+/// provider is quiet).
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(
     dead_code,
     reason = "documents the stream; the gateway relays the provider's events"
 )]
-pub struct ChatCompletionChunk {
-    pub id: String,
-    /// `chat.completion.chunk`.
-    pub object: String,
-    /// Unix seconds.
-    pub created: i64,
-    /// The model asked for.
-    pub model: String,
-    /// Each with `index`, a `delta` of the message and, in the last, `finish_reason`.
-    pub choices: Vec<serde_json::Map<String, serde_json::Value>>,
-    /// Token counts, in the last chunk when `stream_options.include_usage` asked for them.
-    pub usage: Option<serde_json::Map<String, serde_json::Value>>,
+pub struct ChatCompletionStreamEvent {
+    /// One `chat.completion.chunk` as JSON (`{"id", "object": "chat.completion.chunk",
+    /// "created", "model", "choices": [{"index", "delta": {…}, "finish_reason"}], "usage"?}`,
+    /// as the provider wrote it, `model` being the name asked for), then `[DONE]` after the
+    /// last one; or, when the stream breaks after it started, one OpenAI error object
+    /// (`{"error": {"message", "type", "param", "code"}}`) instead of `[DONE]`.
+    #[schema(pattern = "^(\\[DONE\\]|\\{[\\s\\S]*\\})$")]
+    pub data: String,
+    /// Not sent: every event is a `message`.
+    pub event: Option<String>,
+    /// Not sent.
+    pub id: Option<String>,
+    /// Not sent.
+    pub retry: Option<i64>,
 }

@@ -152,7 +152,7 @@ fn prepare(
         model: request.model.clone(),
         session_id,
         stream: request.stream.unwrap_or(false),
-        body: forward::upstream_body(&body.raw)?,
+        body: forward::upstream_body(&body.raw, request)?,
         request_id: forward::request_id(http),
     })
 }

@@ -9,16 +9,27 @@ use serde_json::value::RawValue;
 
 use super::json_members;
 
-use crate::dto::ChatCompletionRequest;
+use crate::dto::{ChatCompletionRequest, StopSequences};
 use crate::error::{ApiError, FieldError, LocItem};
 
 /// The client's body without the gateway-only `session_id` and without `model` (the session
-/// decides the model; providers substitute their own name). Every other member, known to the
-/// gateway or not, goes through as the client wrote it: in its order, values not re-encoded.
-pub fn upstream_body(raw: &[u8]) -> Result<Bytes, ApiError> {
-    json_members::without(raw, &["session_id", "model"])
-        .map(|body| body.map_or_else(|| Bytes::copy_from_slice(raw), Bytes::from))
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("re-reading a validated body")))
+/// decides the model; providers substitute their own name), and with a single `stop` string
+/// as a list of one (OpenAI takes either; the proxy-router refuses a string with 400). Every
+/// other member, known to the gateway or not, goes through as the client wrote it: in its
+/// order, values not re-encoded.
+pub fn upstream_body(raw: &[u8], request: &ChatCompletionRequest) -> Result<Bytes, ApiError> {
+    let rereading = || ApiError::Internal(anyhow::anyhow!("re-reading a validated body"));
+    let body = json_members::without(raw, &["session_id", "model"])
+        .ok_or_else(rereading)?
+        .map_or_else(|| Bytes::copy_from_slice(raw), Bytes::from);
+    let Some(StopSequences::One(stop)) = &request.stop else {
+        return Ok(body);
+    };
+    let listed = serde_json::to_vec(&[stop]).map_err(|e| ApiError::Internal(e.into()))?;
+    match json_members::replace_values(&body, "stop", &listed) {
+        Some(Some(replaced)) => Ok(Bytes::from(replaced)),
+        _ => Err(rereading()),
+    }
 }
 
 /// A JSON object's members with their values left as raw text.
@@ -202,10 +213,30 @@ mod tests {
 
     use super::*;
 
+    fn request(raw: &[u8]) -> ChatCompletionRequest {
+        serde_json::from_slice(raw).unwrap()
+    }
+
+    #[test]
+    fn a_single_stop_string_goes_upstream_as_a_list_of_one() {
+        let raw = br#"{"messages":[],"stop":"\n\n","x":{"stop":"keep"}}"#;
+        let forwarded = upstream_body(raw, &request(raw)).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&forwarded).unwrap(),
+            r#"{"messages":[],"stop":["\n\n"],"x":{"stop":"keep"}}"#
+        );
+        let listed = br#"{"messages":[],"stop":["a"]}"#;
+        assert_eq!(
+            &upstream_body(listed, &request(listed)).unwrap()[..],
+            &listed[..]
+        );
+    }
+
     #[test]
     fn the_upstream_body_drops_only_the_gateway_fields() {
         let raw = br#"{"model":"m","session_id":"0x1","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"logprobs":true,"x_vendor":{"deep":[1,2.5,null]}}"#;
-        let forwarded: Value = serde_json::from_slice(&upstream_body(raw).unwrap()).unwrap();
+        let forwarded: Value =
+            serde_json::from_slice(&upstream_body(raw, &request(raw)).unwrap()).unwrap();
         let expected: Value = serde_json::json!({
             "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
             "logprobs": true,
@@ -218,16 +249,23 @@ mod tests {
     fn the_upstream_body_keeps_the_clients_bytes_and_order() {
         let raw = br#"{ "z":1, "model" : "m","messages":[{"role":"user","content":"a \"q\" \\"}],
             "session_id":"0x1", "x\"y":2.50 ,"a":{"model":1}}"#;
-        let forwarded = upstream_body(raw).unwrap();
+        let forwarded = upstream_body(raw, &request(raw)).unwrap();
         assert_eq!(
             std::str::from_utf8(&forwarded).unwrap(),
             r#"{"z":1,"messages":[{"role":"user","content":"a \"q\" \\"}],"x\"y":2.50,"a":{"model":1}}"#
         );
         let untouched = br#"{"messages":[], "n":1}"#;
-        assert_eq!(&upstream_body(untouched).unwrap()[..], &untouched[..]);
         assert_eq!(
-            &upstream_body(br#"{"model":"m","session_id":"s"}"#).unwrap()[..],
-            b"{}"
+            &upstream_body(untouched, &request(untouched)).unwrap()[..],
+            &untouched[..]
+        );
+        assert_eq!(
+            &upstream_body(
+                br#"{"model":"m","session_id":"s","messages":[]}"#,
+                &request(br#"{"messages":[]}"#)
+            )
+            .unwrap()[..],
+            br#"{"messages":[]}"#
         );
     }
 

@@ -135,13 +135,15 @@ settings! {
     proxy_router_password: Option<SecretString> = None;
     /// connecting to it (504 beyond)
     proxy_router_connect_timeout_ms: u64 = 3_000, range = 1 ..= 600_000;
-    /// wait for the head of an answer, chat included (504 beyond)
+    /// wait for the head of an answer: a stream's first event, a non-chat call's answer (504
+    /// beyond)
     proxy_router_first_byte_timeout_ms: u64 = 60_000, range = 1 ..= 3_600_000;
     /// longest quiet gap inside a stream (then a terminal error event)
     proxy_router_idle_timeout_ms: u64 = 60_000, range = 1 ..= 3_600_000;
     /// whole non-chat calls (models, bids, sessions, approve)
     proxy_router_request_timeout_ms: u64 = 30_000, range = 1 ..= 3_600_000;
-    /// a whole non-streamed chat completion (504 beyond)
+    /// a whole non-streamed chat completion, head included: the node sends nothing before the
+    /// provider has finished (504 beyond)
     proxy_router_chat_timeout_ms: u64 = 300_000, range = 1 ..= 3_600_000;
     /// demo: run morpheus-router-sim in-process and use it; refused in production
     simulate_marketplace: bool = false, cli = "simulate-marketplace";

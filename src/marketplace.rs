@@ -140,6 +140,9 @@ impl Marketplace for Unconfigured {
     async fn rated_bids(&self, _: &ModelId) -> Result<Vec<RatedBid>, MarketplaceError> {
         Err(MarketplaceError::NotConfigured)
     }
+    async fn bid(&self, _: &BidId) -> Result<Option<Bid>, MarketplaceError> {
+        Err(MarketplaceError::NotConfigured)
+    }
     async fn approve(&self, _: &EthAddress, _: u128) -> Result<TxHash, MarketplaceError> {
         Err(MarketplaceError::NotConfigured)
     }

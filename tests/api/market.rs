@@ -38,9 +38,6 @@ pub fn sim_config() -> SimConfig {
         // legacy sim behaviour until the gateway claims an idle session per request from a pool
         // instead of sending a key's concurrent requests to one session (issue 11 §2)
         session_concurrency: None,
-        // legacy sim behaviour until the gateway asks for `stream_options.include_usage`
-        // (issue 11 §2)
-        usage_without_include_usage: true,
         ..SimConfig::default()
     }
 }
@@ -65,6 +62,7 @@ pub async fn spawn_market_app_on(
         s.proxy_router_password = Some(secret(&password));
         s.diamond_contract_address = Some(DIAMOND.to_owned());
         s.proxy_router_first_byte_timeout_ms = 5_000;
+        s.proxy_router_chat_timeout_ms = 5_000;
         s.proxy_router_idle_timeout_ms = 5_000;
         adjust(s);
     })

@@ -5,7 +5,7 @@ use serde_json::Value;
 use crate::helpers::{client_from, error_body, spawn_app};
 use crate::market::{MarketApp, spawn_market_app, spawn_market_app_with};
 
-const LLAMA_ID: &str = "0xdf474728f624712570170f311a866a6937436c14861568f38593a531b7f45845";
+pub const LLAMA_ID: &str = "0xdf474728f624712570170f311a866a6937436c14861568f38593a531b7f45845";
 
 #[tokio::test]
 async fn models_are_listed_in_openai_shape_without_deleted_ones() {

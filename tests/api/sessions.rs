@@ -2,13 +2,11 @@
 
 use std::time::Duration;
 
-use morpheus_router_sim::{Fault, FaultKind, FaultRoute, SimConfig};
+use morpheus_router_sim::{Fault, FaultKind, FaultRoute};
 use serde_json::{Value, json};
 
 use crate::helpers::error_body;
-use crate::market::{
-    DIAMOND, ask, sim_config, spawn_market_app, spawn_market_app_on, spawn_market_app_with,
-};
+use crate::market::{DIAMOND, ask, spawn_market_app, spawn_market_app_with};
 
 const LLAMA_ID: &str = "0xdf474728f624712570170f311a866a6937436c14861568f38593a531b7f45845";
 
@@ -70,17 +68,9 @@ async fn model_session_input_is_checked() {
 
 #[tokio::test]
 async fn a_bid_session_replaces_the_keys_session_for_that_model() {
-    let app = spawn_market_app_on(
-        SimConfig {
-            // legacy sim behaviour until the gateway recognises an unknown bid itself: the node
-            // reads it as a zeroed bid and fails the handshake, it never says "not found"
-            // (issue 11 §2)
-            unknown_bid_not_found: true,
-            ..sim_config()
-        },
-        |_| {},
-    )
-    .await;
+    // The simulator answers an unknown bid as today's node does: the zero bid, then a failed
+    // handshake. The gateway must recognise it itself.
+    let app = spawn_market_app().await;
     let user = app.seed_user().await;
     let first = open_model_session(&app, &user.api_key, "llama-3.3-70b").await;
     let bids = app
@@ -105,14 +95,20 @@ async fn a_bid_session_replaces_the_keys_session_for_that_model() {
     ));
     assert_eq!(active, 1);
 
-    let unknown = format!("0x{}", "ab".repeat(32));
-    let r = app
-        .post_session(
-            &format!("/api/v1/session/bidsession?bid_id={unknown}"),
-            &user.api_key,
-        )
-        .await;
-    error_body(r, 404).await;
+    // Without asking the chain first, the node's handshake failure came back as a 502.
+    for unknown in [
+        format!("0x{}", "ab".repeat(32)),
+        format!("0x{}", "00".repeat(32)),
+    ] {
+        let r = app
+            .post_session(
+                &format!("/api/v1/session/bidsession?bid_id={unknown}"),
+                &user.api_key,
+            )
+            .await;
+        error_body(r, 404).await;
+    }
+
     let r = app
         .post_session("/api/v1/session/bidsession?bid_id=0x12", &user.api_key)
         .await;
@@ -270,12 +266,8 @@ async fn upstream_failures_get_real_statuses() {
         )
         .await;
     let body = error_body(r, 502).await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("no provider accepting session")
-    );
+    // The node's own text stays in the log; the client gets a fixed message.
+    assert_eq!(body["detail"], "The marketplace proxy-router failed");
     assert_eq!(
         app.count(&format!(
             "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {}",

@@ -77,6 +77,7 @@ fn kind(error: &MarketplaceError) -> &'static str {
         MarketplaceError::Unauthorized => "unauthorized",
         MarketplaceError::SessionGone(_) => "session_gone",
         MarketplaceError::Rejected { .. } => "rejected",
+        MarketplaceError::Provider { .. } => "provider",
         MarketplaceError::InvalidResponse(_) => "invalid_response",
     }
 }
@@ -91,6 +92,9 @@ impl Marketplace for InstrumentedMarketplace {
     }
     async fn rated_bids(&self, model: &ModelId) -> Result<Vec<RatedBid>, MarketplaceError> {
         self.timed("rated_bids", self.inner.rated_bids(model)).await
+    }
+    async fn bid(&self, id: &BidId) -> Result<Option<Bid>, MarketplaceError> {
+        self.timed("bid", self.inner.bid(id)).await
     }
     async fn approve(
         &self,

@@ -151,9 +151,6 @@ pub fn start_sim(bins: &Bins, dir: &Path, cpu: Option<usize>) -> Result<(ChildGu
             // pool instead of sending a key's concurrent requests to one session (issue 11 §2)
             "--session-concurrency",
             "0",
-            // legacy sim behaviour until the gateway asks for `stream_options.include_usage`
-            // (issue 11 §2)
-            "--usage-without-include-usage",
         ],
         &[],
         cpu,

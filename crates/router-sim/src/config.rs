@@ -66,11 +66,6 @@ pub struct SimConfig {
     /// with a failover session: on a provider failure it closes the session, opens a new one by
     /// model and writes control chunks (`proxy_sender.go:591-626`, `controller_http.go:250-258`).
     pub honour_failover: bool,
-    /// Answer 500 `bid not found` for an unknown bid, on opens and on `GET /blockchain/bids/{id}`
-    /// (the old simulator). The node reads an unknown bid as a zeroed one: `GET` answers it with
-    /// zeros, an open fails its handshake (`repositories/registries/marketplace.go:112-118`,
-    /// `blockchainapi/mappers.go:24-34`).
-    pub unknown_bid_not_found: bool,
 }
 
 /// A further Basic-auth user of the node.
@@ -117,7 +112,6 @@ impl Default for SimConfig {
             node_usage_fields: true,
             rewrite_requests: true,
             honour_failover: false,
-            unknown_bid_not_found: false,
         }
     }
 }

@@ -32,7 +32,6 @@ pub(crate) struct Shared {
     pub node_usage_fields: bool,
     pub rewrite_requests: bool,
     pub honour_failover: bool,
-    pub unknown_bid_not_found: bool,
     /// Providers (lower-case addresses) whose endpoint refuses connections.
     down_providers: Mutex<std::collections::HashSet<String>>,
     /// `Some(reason)`: `/healthcheck` answers 503 `degraded` with `reason` for its store.
@@ -75,7 +74,6 @@ impl Shared {
             node_usage_fields: config.node_usage_fields,
             rewrite_requests: config.rewrite_requests,
             honour_failover: config.honour_failover,
-            unknown_bid_not_found: config.unknown_bid_not_found,
             down_providers: Mutex::default(),
             degraded: Mutex::new(None),
             chunk_delay_ns: AtomicU64::new(duration_ns(config.chunk_delay)),

@@ -492,31 +492,6 @@ async fn chain_read_failures_of_the_catalogue() {
 }
 
 #[tokio::test]
-async fn unknown_bids_can_be_not_found_as_the_old_simulator_said() {
-    let sim = common::start_with(SimConfig {
-        unknown_bid_not_found: true,
-        ..SimConfig::default()
-    })
-    .await;
-    let unknown = format!("0x{}", "1".repeat(64));
-    let not_found = (500, json!({"error": "bid not found"}));
-    assert_eq!(
-        sim.get_json(&format!("/blockchain/bids/{unknown}")).await,
-        not_found
-    );
-    let resp = sim
-        .post(&format!("/blockchain/bids/{unknown}/session"))
-        .json(&json!({"sessionDuration": 600}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        (resp.status().as_u16(), resp.json::<Value>().await.unwrap()),
-        not_found
-    );
-}
-
-#[tokio::test]
 async fn config_reports_the_chat_storage_settings_as_the_node_does() {
     let sim = common::start_with(SimConfig {
         store_chat_context: false,

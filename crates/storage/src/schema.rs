@@ -101,6 +101,7 @@ diesel::table! {
         stream -> Bool,
         latency_ms -> Integer,
         created_at -> Timestamp,
+        usage_source -> Nullable<Text>,
     }
 }
 

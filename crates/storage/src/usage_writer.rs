@@ -476,6 +476,7 @@ mod tests {
             model_id: None,
             session_id: None,
             usage: None,
+            usage_source: None,
             outcome: UsageOutcome::Completed,
             status: 200,
             stream: false,

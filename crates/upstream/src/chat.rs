@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 use morpheus_domain::ports::{ChatCall, ChatReply, MarketplaceError};
 use reqwest::Method;
@@ -59,17 +60,26 @@ impl ProxyRouterClient {
 
     async fn chat_whole(&self, rb: reqwest::RequestBuilder) -> Result<ChatReply, Failure> {
         let c = &self.inner.config;
+        // The node writes nothing until the provider has finished the whole answer
+        // (`proxyapi/controller_http.go:194-284`): the head may take as long as the answer.
         let limits = Limits {
-            first_byte: c.first_byte_timeout,
+            first_byte: c.chat_timeout,
             idle: c.idle_timeout,
             total: c.chat_timeout,
             max_body: c.max_body_bytes,
         };
         let answer = transport::exchange(rb, limits).await?;
         transport::require_json(&answer)?;
-        let Ok([error, usage, choices]) =
-            members::pick(&answer.body, ["error", "usage", "choices"])
-        else {
+        let Ok([error, choices, usage, from_provider, from_consumer]) = members::pick(
+            &answer.body,
+            [
+                "error",
+                "choices",
+                usage::USAGE_MEMBERS[0],
+                usage::USAGE_MEMBERS[1],
+                usage::USAGE_MEMBERS[2],
+            ],
+        ) else {
             return Err(Failure::invalid("the completion is not a JSON object"));
         };
         // Some providers report a failure inside a 200; treat it like the error status it is.
@@ -80,11 +90,13 @@ impl ProxyRouterClient {
                 &answer.body,
             ));
         }
-        let usage = usage::usage_in(usage);
-        Ok(ChatReply::Complete {
-            body: answer.body,
-            usage,
-        })
+        let usage = usage::reported([usage, from_provider, from_consumer]);
+        let body = if from_provider.is_some() || from_consumer.is_some() {
+            usage::without_node_counts(&answer.body).map_or(answer.body, Bytes::from)
+        } else {
+            answer.body
+        };
+        Ok(ChatReply::Complete { body, usage })
     }
 
     async fn chat_stream(&self, rb: reqwest::RequestBuilder) -> Result<ChatReply, Failure> {

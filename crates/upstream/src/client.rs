@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use morpheus_domain::ports::{ChatCall, ChatReply, Marketplace, MarketplaceError};
 use morpheus_domain::{
-    BidId, EthAddress, MarketModel, ModelId, RatedBid, SessionId, SessionTerms, TxHash,
+    Bid, BidId, EthAddress, MarketModel, ModelId, RatedBid, SessionId, SessionTerms, TxHash,
     UpstreamSession,
 };
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
@@ -264,6 +264,14 @@ impl Marketplace for ProxyRouterClient {
             .await
             .map_err(|f| f.error)?;
         decode(&answer, wire::rated_bids).map_err(|f| f.error)
+    }
+
+    async fn bid(&self, id: &BidId) -> Result<Option<Bid>, MarketplaceError> {
+        let answer = self
+            .get(&format!("/blockchain/bids/{}", id.as_str()))
+            .await
+            .map_err(|f| f.error)?;
+        decode(&answer, wire::bid).map_err(|f| f.error)
     }
 
     async fn approve(

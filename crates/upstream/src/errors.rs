@@ -165,6 +165,11 @@ pub(crate) fn from_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) 
     if matches!(status.as_u16(), 401 | 403) {
         return Failure::definite(MarketplaceError::Unauthorized);
     }
+    if status == StatusCode::BAD_REQUEST
+        && let Some(error) = crate::provider_error::provider_model_error(body)
+    {
+        return Failure::definite(error);
+    }
     let (message, recognised) = error_text(status, body);
     let lower = message.to_ascii_lowercase();
     if lower.contains("session expired") {

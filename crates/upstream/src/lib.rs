@@ -21,6 +21,7 @@ mod feed;
 mod members;
 mod numbers;
 mod open_recovery;
+mod provider_error;
 mod retry;
 mod sanitize;
 mod sse;

@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 
 use crate::members;
 use crate::sanitize::sanitize;
-use crate::usage::usage_in;
+use crate::usage::{USAGE_MEMBERS, reported};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StreamLimits {
@@ -83,9 +83,16 @@ where
                     match inspect(&event.event, &event.data) {
                         Ok(seen) => {
                             st.progress.note(&seen);
+                            let data = match seen.node_counts {
+                                true => crate::usage::without_node_counts(event.data.as_bytes())
+                                    .and_then(|d| String::from_utf8(d).ok())
+                                    .unwrap_or(event.data),
+                                false => event.data,
+                            };
                             let ev = ChatEvent {
-                                data: event.data,
+                                data,
                                 usage: seen.usage,
+                                usage_only: seen.final_usage,
                             };
                             return Some((Ok(ev), st));
                         }
@@ -140,7 +147,9 @@ struct EventsState {
 
 /// What one event's JSON says.
 struct Seen {
-    usage: Option<morpheus_domain::TokenUsage>,
+    usage: Option<morpheus_domain::ReportedUsage>,
+    /// The node added its `usage_from_*` counts, which the client is not shown.
+    node_counts: bool,
     /// The closing `"choices":[]` chunk with the usage.
     final_usage: bool,
     /// (index, has a `finish_reason`) of each choice in the chunk.
@@ -180,8 +189,17 @@ fn inspect(event_type: &str, data: &str) -> Result<Seen, StreamFault> {
             &serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_owned())),
         )));
     }
-    let Ok([error, usage, choices]) = members::pick(data.as_bytes(), ["error", "usage", "choices"])
-    else {
+    let picked = members::pick(
+        data.as_bytes(),
+        [
+            "error",
+            "choices",
+            USAGE_MEMBERS[0],
+            USAGE_MEMBERS[1],
+            USAGE_MEMBERS[2],
+        ],
+    );
+    let Ok([error, choices, usage, from_provider, from_consumer]) = picked else {
         return Err(StreamFault::Malformed(
             if serde_json::from_str::<IgnoredAny>(data).is_ok() {
                 "an event is not a JSON object"
@@ -195,9 +213,10 @@ fn inspect(event_type: &str, data: &str) -> Result<Seen, StreamFault> {
         let error = serde_json::from_str(error.get()).unwrap_or(Value::Null);
         return Err(StreamFault::Upstream(error_message(&error)));
     }
-    let usage = usage_in(usage);
+    let usage = reported([usage, from_provider, from_consumer]);
     let mut seen = Seen {
         usage,
+        node_counts: from_provider.is_some() || from_consumer.is_some(),
         final_usage: false,
         choices: Vec::new(),
     };
@@ -430,13 +449,18 @@ mod tests {
         assert!(out.iter().all(Result::is_ok));
         let out = run(vec![Ok(leak(data(CHUNK))), Ok(leak(data(USAGE)))]).await;
         assert_eq!(out.len(), 2);
+        let last = out[1].as_ref().unwrap();
         assert_eq!(
-            out[1].as_ref().unwrap().usage,
-            Some(morpheus_domain::TokenUsage {
-                prompt_tokens: 5,
-                completion_tokens: 2
-            })
+            last.usage.map(|u| (u.tokens, u.source)),
+            Some((
+                morpheus_domain::TokenUsage {
+                    prompt_tokens: 5,
+                    completion_tokens: 2
+                },
+                morpheus_domain::UsageSource::Usage
+            ))
         );
+        assert!(last.usage_only);
     }
 
     #[tokio::test]

@@ -143,6 +143,35 @@ pub(crate) fn rated_bids(body: &[u8]) -> Result<Vec<RatedBid>, String> {
     }))
 }
 
+/// `{"bid":{Bid}}`: `None` for the zero bid the chain returns for an id it does not know
+/// (`repositories/registries/marketplace.go:112-118`) and for a deleted bid.
+pub(crate) fn bid(body: &[u8]) -> Result<Option<Bid>, String> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        bid: WireBid,
+    }
+    let b = serde_json::from_slice::<Envelope>(body)
+        .map_err(|e| shape_error("bid answer", &e))?
+        .bid;
+    let zero = b
+        .provider
+        .trim_start_matches("0x")
+        .bytes()
+        .all(|c| c == b'0');
+    if zero || b.deleted_at != 0 {
+        return Ok(None);
+    }
+    Ok(Some(Bid {
+        id: BidId::parse(&b.id).map_err(|e| e.message)?,
+        provider: b.provider,
+        model_agent_id: b.model_agent_id,
+        price_per_second: b.price_per_second,
+        nonce: b.nonce,
+        created_at: b.created_at,
+        deleted_at: b.deleted_at,
+    }))
+}
+
 // ---------------------------------------------------------------- sessions
 
 #[derive(Deserialize)]
@@ -274,6 +303,24 @@ mod tests {
 
     fn h(c: char) -> String {
         format!("0x{}", c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn the_zero_bid_and_a_deleted_bid_are_no_bid() {
+        let answer = |provider: &str, deleted: u64| {
+            format!(
+                r#"{{"bid":{{"Id":"{}","Provider":"{provider}","ModelAgentId":"{}","PricePerSecond":"10","Nonce":"0","CreatedAt":"1","DeletedAt":"{deleted}"}}}}"#,
+                h('a'),
+                h('b')
+            )
+        };
+        let zero = format!("0x{}", "0".repeat(40));
+        let live = format!("0x{}", "c".repeat(40));
+        assert_eq!(bid(answer(&zero, 0).as_bytes()), Ok(None));
+        assert_eq!(bid(answer(&live, 7).as_bytes()), Ok(None));
+        let found = bid(answer(&live, 0).as_bytes()).unwrap().unwrap();
+        assert_eq!((found.provider, found.price_per_second), (live, 10));
+        assert!(bid(b"{}").is_err());
     }
 
     #[test]

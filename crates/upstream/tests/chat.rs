@@ -10,7 +10,7 @@ use futures_util::StreamExt as _;
 use morpheus_domain::ports::{
     ChatReply, Marketplace, MarketplaceError, SessionGone, StreamFault, TimeoutPhase,
 };
-use morpheus_domain::{SessionId, TokenUsage};
+use morpheus_domain::{ReportedUsage, SessionId, TokenUsage, UsageSource};
 use morpheus_router_sim::{Fault, FaultKind, FaultRoute, SimConfig, SimHandle, Simulator};
 use morpheus_upstream::ProxyRouterClient;
 
@@ -61,10 +61,17 @@ async fn a_whole_completion_comes_back_with_its_usage() {
     );
     assert_eq!(
         usage,
-        Some(TokenUsage {
-            prompt_tokens: 3,
-            completion_tokens: 4
+        Some(ReportedUsage {
+            tokens: TokenUsage {
+                prompt_tokens: 3,
+                completion_tokens: 4
+            },
+            source: UsageSource::Usage,
         })
+    );
+    assert!(
+        v.get("usage_from_provider").is_none() && v.get("usage_from_consumer").is_none(),
+        "the node's own members are not passed on: {v}"
     );
 }
 
@@ -98,10 +105,20 @@ async fn a_stream_ends_cleanly_without_done() {
     let last = events.last().unwrap().as_ref().unwrap();
     assert_eq!(
         last.usage,
-        Some(TokenUsage {
-            prompt_tokens: 3,
-            completion_tokens: 4
+        Some(ReportedUsage {
+            tokens: TokenUsage {
+                prompt_tokens: 3,
+                completion_tokens: 4
+            },
+            source: UsageSource::Usage,
         })
+    );
+    assert!(last.usage_only);
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.as_ref().unwrap().data.contains("usage_from_")),
+        "{events:?}"
     );
 }
 
@@ -160,6 +177,27 @@ async fn a_stall_before_the_head_is_a_first_byte_timeout() {
         took >= Duration::from_millis(300) && took < Duration::from_millis(800),
         "{took:?}"
     );
+}
+
+#[tokio::test]
+async fn a_whole_answer_may_take_the_chat_timeout_before_its_head() {
+    // The node writes a non-streamed answer only once the provider has finished it.
+    let (sim, _, id) = with_session().await;
+    let c = client_with(&sim.base_url(), |cfg| {
+        cfg.first_byte_timeout = Duration::from_millis(200);
+        cfg.chat_timeout = Duration::from_secs(5);
+    });
+    chat_fault(&sim, FaultKind::Latency { ms: 600 });
+    assert!(matches!(
+        c.chat(chat_call(&id, false, "slow but whole")).await,
+        Ok(ChatReply::Complete { .. })
+    ));
+    let c = client_with(&sim.base_url(), |cfg| {
+        cfg.chat_timeout = Duration::from_millis(300);
+    });
+    chat_fault(&sim, FaultKind::Latency { ms: 600 });
+    let err = c.chat(chat_call(&id, false, "too slow")).await.unwrap_err();
+    assert_eq!(err, MarketplaceError::Timeout(TimeoutPhase::FirstByte));
 }
 
 #[tokio::test]
@@ -238,11 +276,16 @@ async fn bad_usage_is_dropped() {
     else {
         panic!()
     };
-    assert_eq!(usage, None);
+    // The provider's odd `usage` is dropped; the node's own counts stand in for it.
+    let not_the_providers =
+        |u: Option<ReportedUsage>| u.is_none_or(|u| u.source != UsageSource::Usage);
+    assert!(not_the_providers(usage), "{usage:?}");
     chat_fault(&sim, FaultKind::BadUsage);
     let events = collect(c.chat(chat_call(&id, true, "a b")).await.unwrap()).await;
     assert!(
-        events.iter().all(|e| e.as_ref().unwrap().usage.is_none()),
+        events
+            .iter()
+            .all(|e| not_the_providers(e.as_ref().unwrap().usage)),
         "{events:?}"
     );
 }

@@ -52,8 +52,14 @@ pub struct ChatCompletionRequest {
     pub response_format: Option<ChatResponseFormat>,
     #[serde(default)]
     pub seed: Option<i64>,
+    /// Sent upstream with `include_usage` set (the gateway counts every stream's tokens); the
+    /// usage chunk reaches the client only when it asked for it.
     #[serde(default)]
-    pub stream_options: Option<ChatStreamOptions>,
+    #[schema(value_type = Option<ChatStreamOptions>)]
+    pub stream_options: Option<serde_json::Value>,
+    /// String keys to string values: the marketplace carries nothing else.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
     #[serde(default)]
     pub user: Option<String>,
     /// Gateway extension: run on this session of the calling key (not forwarded).
@@ -65,7 +71,8 @@ pub struct ChatCompletionRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatMessage {
     pub role: ChatRole,
-    /// Text, or an array of content parts (`text`, `image_url`, `input_audio`, `file`).
+    /// Text, or an array of content parts (`text`, `image_url`; the marketplace drops the
+    /// data of other parts, so they are refused).
     #[serde(default)]
     pub content: Option<MessageContent>,
     #[serde(default)]

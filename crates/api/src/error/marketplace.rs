@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use morpheus_domain::ports::{MarketplaceError, SessionGone, TimeoutPhase};
+use morpheus_domain::ports::{MarketplaceError, ProviderFault, SessionGone, TimeoutPhase};
 
 /// A classified marketplace failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,29 +87,59 @@ impl From<&MarketplaceError> for UpstreamFailure {
                 "upstream_session_not_found",
                 "The marketplace does not know the session".to_owned(),
             ),
+            // The node's own texts stay in our log (`From<MarketplaceError> for ApiError`):
+            // they name hosts, wallets, contracts and Go internals, none of it the client's.
             MarketplaceError::Rejected {
                 status,
-                message,
                 retry_after,
+                ..
             } => match *status {
                 400 | 422 => failure(
                     StatusCode::BAD_REQUEST,
                     "invalid_request_error",
                     "upstream_rejected",
-                    format!("The provider refused the request: {message}"),
+                    "The marketplace proxy-router refused the request".to_owned(),
                 ),
                 429 => UpstreamFailure {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     kind: "rate_limit_error",
                     code: "upstream_rate_limited",
-                    message: format!("The provider is rate limiting: {message}"),
+                    message: "The marketplace proxy-router is rate limiting; retry later"
+                        .to_owned(),
                     retry_after: *retry_after,
                 },
                 _ => failure(
                     StatusCode::BAD_GATEWAY,
                     "server_error",
                     "upstream_error",
-                    format!("The marketplace proxy-router failed: {message}"),
+                    "The marketplace proxy-router failed".to_owned(),
+                ),
+            },
+            // The provider's own model error is the one upstream text a client sees, and only
+            // sanitised and capped (upstream's `sanitize`), when it is about the request.
+            MarketplaceError::Provider {
+                fault,
+                message,
+                retry_after,
+            } => match fault {
+                ProviderFault::RateLimited => UpstreamFailure {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    kind: "rate_limit_error",
+                    code: "provider_rate_limited",
+                    message: format!("The provider is rate limiting: {message}"),
+                    retry_after: *retry_after,
+                },
+                ProviderFault::InvalidRequest => failure(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "provider_rejected",
+                    format!("The provider refused the request: {message}"),
+                ),
+                ProviderFault::Unavailable => failure(
+                    StatusCode::BAD_GATEWAY,
+                    "server_error",
+                    "provider_error",
+                    "The provider could not serve the request".to_owned(),
                 ),
             },
             MarketplaceError::InvalidResponse(_) => failure(
@@ -132,6 +162,30 @@ impl From<MarketplaceError> for super::ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn provider(fault: ProviderFault) -> MarketplaceError {
+        MarketplaceError::Provider {
+            fault,
+            message: "the provider's words".into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn only_a_providers_own_words_about_the_request_reach_the_client() {
+        for status in [400, 422, 429, 500, 503] {
+            let failure = UpstreamFailure::from(&MarketplaceError::Rejected {
+                status,
+                message: "dial tcp 10.1.2.3:443: node internals".into(),
+                retry_after: None,
+            });
+            assert!(!failure.message.contains("internals"), "{failure:?}");
+        }
+        let shown = |fault| UpstreamFailure::from(&provider(fault)).message;
+        assert!(shown(ProviderFault::RateLimited).contains("the provider's words"));
+        assert!(shown(ProviderFault::InvalidRequest).contains("the provider's words"));
+        assert!(!shown(ProviderFault::Unavailable).contains("the provider's words"));
+    }
 
     #[test]
     fn every_failure_has_a_deliberate_status() {
@@ -167,6 +221,9 @@ mod tests {
                 502,
             ),
             (MarketplaceError::InvalidResponse("html".into()), 502),
+            (provider(ProviderFault::RateLimited), 429),
+            (provider(ProviderFault::InvalidRequest), 400),
+            (provider(ProviderFault::Unavailable), 502),
         ];
         for (error, status) in cases {
             assert_eq!(

@@ -38,6 +38,43 @@ impl UsageOutcome {
     }
 }
 
+/// Where a request's token counts were read. The node passes the provider's `usage` only when
+/// it was asked for (`stream_options.include_usage`) and adds its own two counts to final
+/// chunks and whole answers (proxy-router-behaviour.md §4: `usage_from_provider`, the
+/// provider's figures as the node received them; `usage_from_consumer`, the node's own count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageSource {
+    Usage,
+    UsageFromProvider,
+    UsageFromConsumer,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Usage => "usage",
+            Self::UsageFromProvider => "usage_from_provider",
+            Self::UsageFromConsumer => "usage_from_consumer",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "usage" => Some(Self::Usage),
+            "usage_from_provider" => Some(Self::UsageFromProvider),
+            "usage_from_consumer" => Some(Self::UsageFromConsumer),
+            _ => None,
+        }
+    }
+}
+
+/// Token counts and the member they were read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedUsage {
+    pub tokens: TokenUsage,
+    pub source: UsageSource,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRecord {
     pub user_id: UserId,
@@ -46,6 +83,8 @@ pub struct UsageRecord {
     pub session_id: Option<SessionId>,
     /// `None` when the provider reported nothing usable.
     pub usage: Option<TokenUsage>,
+    /// Where `usage` was read; `None` with it.
+    pub usage_source: Option<UsageSource>,
     pub outcome: UsageOutcome,
     /// The HTTP status the client got (200 for streams that started).
     pub status: u16,

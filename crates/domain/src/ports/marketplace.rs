@@ -49,9 +49,30 @@ pub enum MarketplaceError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// The provider's backend refused or failed the request; the node reports it as 400
+    /// `{"providerModelError":…}` whatever the backend's status was. `message` is the backend's
+    /// own text, sanitised and capped like every upstream text.
+    #[error("the provider's backend failed ({fault:?}): {message}")]
+    Provider {
+        fault: ProviderFault,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The answer could not be used: not JSON, wrong shape, too big, a redirect, …
     #[error("the proxy-router sent an unusable answer: {0}")]
     InvalidResponse(String),
+}
+
+/// What a provider's error body says happened, as far as it can be told without the status
+/// (the node drops it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderFault {
+    /// The backend's rate limit (OpenAI's 429).
+    RateLimited,
+    /// The request itself is wrong for the model (e.g. longer than its context).
+    InvalidRequest,
+    /// The provider cannot serve: its backend key, model or service is broken.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,11 +104,15 @@ pub struct ChatCall {
 /// One server-sent event of a chat stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatEvent {
-    /// The event's `data` exactly as the upstream sent it (a `chat.completion.chunk` JSON);
-    /// relayed without re-serialising.
+    /// The event's `data` as the upstream sent it (a `chat.completion.chunk` JSON), relayed
+    /// without re-serialising; only a final chunk with the node's `usage_from_*` counts is
+    /// rewritten without them.
     pub data: String,
     /// Usage reported in this chunk, if any (checked: non-negative and in range).
-    pub usage: Option<TokenUsage>,
+    pub usage: Option<ReportedUsage>,
+    /// The closing `"choices":[]` chunk that only carries `usage`: the gateway always asks for
+    /// it and relays it only to clients that asked for it too.
+    pub usage_only: bool,
 }
 
 /// How a stream broke after it had started.
@@ -112,8 +137,9 @@ pub type ChatEventStream = Pin<Box<dyn Stream<Item = Result<ChatEvent, StreamFau
 pub enum ChatReply {
     /// A `chat.completion` JSON object.
     Complete {
+        /// Without the node's `usage_from_*` members.
         body: Bytes,
-        usage: Option<TokenUsage>,
+        usage: Option<ReportedUsage>,
     },
     /// Events as they arrive. The stream ends after the final chunk; an upstream `[DONE]` is
     /// consumed, not relayed (the gateway writes its own).
@@ -144,6 +170,8 @@ pub trait Marketplace: Send + Sync {
     /// Every model on chain, deleted ones included.
     async fn models(&self) -> Result<Vec<MarketModel>, MarketplaceError>;
     async fn rated_bids(&self, model: &ModelId) -> Result<Vec<RatedBid>, MarketplaceError>;
+    /// One bid; `None` when the chain does not know it or it was deleted.
+    async fn bid(&self, id: &BidId) -> Result<Option<Bid>, MarketplaceError>;
     /// Lets `spender` move `amount` wei of MOR from the node's wallet.
     async fn approve(&self, spender: &EthAddress, amount: u128)
     -> Result<TxHash, MarketplaceError>;

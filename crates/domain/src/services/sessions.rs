@@ -300,6 +300,12 @@ impl SessionService {
         bid: &BidId,
         terms: SessionTerms,
     ) -> Result<OpenedSession, OpenSessionError> {
+        // The node does not say "not found" for an unknown bid: it reads the chain's zero bid
+        // and fails the provider handshake after staking nothing (proxy-router-behaviour.md
+        // §1 row 7). Asking first turns that into a clear 404 and spares the node the attempt.
+        if self.market.bid(bid).await?.is_none() {
+            return Err(OpenSessionError::BidNotFound);
+        }
         let id = self
             .market
             .open_bid_session(bid, terms)

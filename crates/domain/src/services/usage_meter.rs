@@ -20,7 +20,7 @@ pub struct UsageMeter {
     stream: bool,
     model: Option<ModelId>,
     session: Option<SessionId>,
-    usage: Option<TokenUsage>,
+    usage: Option<ReportedUsage>,
     /// The status the client already has (200 once a stream has started).
     status: u16,
     finished: bool,
@@ -51,7 +51,7 @@ impl UsageMeter {
 
     /// The provider's count; a later report replaces an earlier one (the final chunk of a
     /// stream carries the totals).
-    pub fn set_usage(&mut self, usage: TokenUsage) {
+    pub fn set_usage(&mut self, usage: ReportedUsage) {
         self.usage = Some(usage);
     }
 
@@ -76,7 +76,8 @@ impl UsageMeter {
             api_key_id: self.owner.key,
             model_id: self.model.take(),
             session_id: self.session.take(),
-            usage: self.usage,
+            usage: self.usage.map(|u| u.tokens),
+            usage_source: self.usage.map(|u| u.source),
             outcome,
             status: self.status,
             stream: self.stream,
@@ -118,15 +119,22 @@ mod tests {
     fn a_finished_request_records_once() {
         let sink = Arc::new(Collect::default());
         let mut meter = UsageMeter::start(sink.clone(), owner(), false);
-        meter.set_usage(TokenUsage {
-            prompt_tokens: 3,
-            completion_tokens: 4,
+        meter.set_usage(ReportedUsage {
+            tokens: TokenUsage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+            },
+            source: UsageSource::UsageFromProvider,
         });
         meter.finish(UsageOutcome::Completed, 200);
         let records = sink.0.lock().unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].outcome, UsageOutcome::Completed);
         assert_eq!(records[0].usage.unwrap().completion_tokens, 4);
+        assert_eq!(
+            records[0].usage_source,
+            Some(UsageSource::UsageFromProvider)
+        );
     }
 
     #[test]

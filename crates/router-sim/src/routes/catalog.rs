@@ -27,7 +27,6 @@ pub(crate) fn bid(shared: &Arc<Shared>, bid_id: &str) -> Reply {
     }
     match shared.catalog.bid_index(bid_id) {
         Some(at) => Reply::json(StatusCode::OK, shared.catalog.bid_json(at)),
-        None if shared.unknown_bid_not_found => Reply::internal("bid not found"),
         // The chain returns the zero bid for an id it does not know
         // (`repositories/registries/marketplace.go:112-118`, `blockchainapi/mappers.go:24-34`).
         None => Reply::json(

@@ -152,9 +152,6 @@ pub(crate) async fn open_by_bid(
         return Reply::close_connection();
     };
     let Some(at) = shared.catalog.bid_index(bid_id) else {
-        if shared.unknown_bid_not_found {
-            return Reply::internal("bid not found");
-        }
         return Reply::internal(texts::UNKNOWN_BID);
     };
     let provider = &shared.catalog.models[at.0].bids[at.1].provider;

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use morpheus_domain::ports::UsageRepository;
 use morpheus_domain::{
-    ApiKeyId, ModelId, SessionId, TokenUsage, UsageOutcome, UsageRecord, UserId,
+    ApiKeyId, ModelId, SessionId, TokenUsage, UsageOutcome, UsageRecord, UsageSource, UserId,
 };
 
 use crate::connection::on_each_backend;
@@ -25,6 +25,7 @@ struct UsageRow {
     stream: bool,
     latency_ms: i32,
     created_at: NaiveDateTime,
+    usage_source: Option<String>,
 }
 
 /// `None` binds NULL rather than `DEFAULT`: SQLite has no `DEFAULT` keyword, so with it diesel
@@ -43,10 +44,11 @@ struct NewUsageRow {
     stream: bool,
     latency_ms: i32,
     created_at: NaiveDateTime,
+    usage_source: Option<String>,
 }
 
 /// How many values one row of `NewUsageRow` binds.
-const COLUMNS: usize = 11;
+const COLUMNS: usize = 12;
 
 /// Rows per `INSERT`: SQLite (3.32 and later; ours is bundled) takes at most 32,766 bound
 /// values in one statement, PostgreSQL 65,535.
@@ -76,6 +78,7 @@ impl From<UsageRecord> for NewUsageRow {
             stream: record.stream,
             latency_ms: saturating_i32(record.latency_ms),
             created_at: record.created_at.naive_utc(),
+            usage_source: record.usage_source.map(|s| s.as_str().to_owned()),
         }
     }
 }
@@ -108,6 +111,13 @@ impl TryFrom<UsageRow> for UsageRecord {
                 .transpose()
                 .map_err(|_| anyhow!("stored session id of a usage record is malformed"))?,
             usage,
+            usage_source: row
+                .usage_source
+                .map(|raw| {
+                    UsageSource::parse(&raw)
+                        .with_context(|| format!("unknown stored usage source {raw:?}"))
+                })
+                .transpose()?,
             outcome: UsageOutcome::parse(&row.outcome)
                 .with_context(|| format!("unknown stored usage outcome {:?}", row.outcome))?,
             status: u16::try_from(row.status).context("stored HTTP status is out of range")?,
@@ -187,6 +197,7 @@ mod tests {
             stream: false,
             latency_ms: 3,
             created_at: chrono::Utc::now().naive_utc(),
+            usage_source: None,
         };
         let rows = [row(), row(), row()];
         let query = diesel::insert_into(usage_records::table).values(&rows[..]);

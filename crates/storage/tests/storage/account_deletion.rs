@@ -72,6 +72,7 @@ async fn populate(t: &TestDb, user: &User, tag: u8) {
         model_id: Some(model),
         session_id: None,
         usage: None,
+        usage_source: None,
         outcome: UsageOutcome::Completed,
         status: 200,
         stream: false,

@@ -373,6 +373,7 @@ async fn sessions_outlive_their_key_and_account_until_closed() {
             model_id: Some(model(1)),
             session_id: None,
             usage: None,
+            usage_source: None,
             outcome: UsageOutcome::Completed,
             status: 200,
             stream: false,

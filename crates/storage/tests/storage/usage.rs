@@ -25,6 +25,7 @@ fn record(user: UserId, minutes_ago: i64) -> UsageRecord {
             prompt_tokens: 12,
             completion_tokens: 34,
         }),
+        usage_source: Some(UsageSource::UsageFromConsumer),
         outcome: UsageOutcome::Completed,
         status: 200,
         stream: false,

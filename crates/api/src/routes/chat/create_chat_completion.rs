@@ -6,7 +6,7 @@ use morpheus_domain::ports::ChatReply;
 use morpheus_domain::services::{ChatRequest, UsageMeter};
 use morpheus_domain::{SessionId, UsageOutcome};
 
-use super::{forward, sse};
+use super::{forward, node_rewrites, sse};
 use crate::AppState;
 use crate::dto::{ChatCompletionRequest, ChatCompletionStreamEvent};
 use crate::error::{ApiError, ErrorResponse, HTTPValidationError, OpenAiError, OpenAiErrorBody};
@@ -78,7 +78,7 @@ pub async fn create_chat_completion(
     match answer.reply {
         ChatReply::Complete { body, usage } => {
             if let Some(usage) = usage {
-                record_usage(&span, &usage);
+                record_usage(&span, &usage.tokens);
                 meter.set_usage(usage);
             }
             let body = forward::with_model(&body, &asked_for).unwrap_or(body);
@@ -116,6 +116,7 @@ pub async fn create_chat_completion(
                         shutdown: Box::pin(state.lifecycle.streams_ending()),
                         active: state.metrics.stream_started(),
                         span,
+                        usage_chunk: node_rewrites::client_wants_usage(request),
                     },
                 )))
         }
@@ -130,6 +131,7 @@ fn prepare(
 ) -> Result<ChatRequest, actix_web::Error> {
     let request = &body.value;
     forward::check_ranges(request)?;
+    node_rewrites::refuse_lossy(request)?;
     state
         .chat_limits
         .check(&forward::shape(request))
@@ -152,7 +154,11 @@ fn prepare(
         model: request.model.clone(),
         session_id,
         stream: request.stream.unwrap_or(false),
-        body: forward::upstream_body(&body.raw, request)?,
+        body: forward::upstream_body(&body.raw).and_then(|upstream| {
+            node_rewrites::for_the_node(upstream.to_vec(), request)
+                .map(Into::into)
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("rewriting a validated body")))
+        })?,
         request_id: forward::request_id(http),
     })
 }

@@ -9,27 +9,16 @@ use serde_json::value::RawValue;
 
 use super::json_members;
 
-use crate::dto::{ChatCompletionRequest, StopSequences};
+use crate::dto::ChatCompletionRequest;
 use crate::error::{ApiError, FieldError, LocItem};
 
 /// The client's body without the gateway-only `session_id` and without `model` (the session
-/// decides the model; providers substitute their own name), and with a single `stop` string
-/// as a list of one (OpenAI takes either; the proxy-router refuses a string with 400). Every
-/// other member, known to the gateway or not, goes through as the client wrote it: in its
-/// order, values not re-encoded.
-pub fn upstream_body(raw: &[u8], request: &ChatCompletionRequest) -> Result<Bytes, ApiError> {
-    let rereading = || ApiError::Internal(anyhow::anyhow!("re-reading a validated body"));
-    let body = json_members::without(raw, &["session_id", "model"])
-        .ok_or_else(rereading)?
-        .map_or_else(|| Bytes::copy_from_slice(raw), Bytes::from);
-    let Some(StopSequences::One(stop)) = &request.stop else {
-        return Ok(body);
-    };
-    let listed = serde_json::to_vec(&[stop]).map_err(|e| ApiError::Internal(e.into()))?;
-    match json_members::replace_values(&body, "stop", &listed) {
-        Some(Some(replaced)) => Ok(Bytes::from(replaced)),
-        _ => Err(rereading()),
-    }
+/// decides the model; providers substitute their own name). Every other member, known to the
+/// gateway or not, goes through as the client wrote it: in its order, values not re-encoded.
+pub fn upstream_body(raw: &[u8]) -> Result<Bytes, ApiError> {
+    json_members::without(raw, &["session_id", "model"])
+        .map(|body| body.map_or_else(|| Bytes::copy_from_slice(raw), Bytes::from))
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("re-reading a validated body")))
 }
 
 /// A JSON object's members with their values left as raw text.
@@ -66,6 +55,7 @@ const MODELLED: &[&str] = &[
     "response_format",
     "seed",
     "stream_options",
+    "metadata",
     "user",
     "session_id",
 ];
@@ -145,6 +135,30 @@ pub fn check_ranges(request: &ChatCompletionRequest) -> Result<(), ApiError> {
             "Input should be between -2 and 2",
         );
     }
+    // Typed in the contract (`ChatStreamOptions`) but kept as sent: the gateway adds
+    // `include_usage` to it and passes the rest on.
+    match &request.stream_options {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(options)) => {
+            let usage = options.get("include_usage");
+            if usage.is_some_and(|v| !v.is_boolean() && !v.is_null()) {
+                errors.push(FieldError::new(
+                    vec![
+                        LocItem::from("body"),
+                        LocItem::from("stream_options"),
+                        LocItem::from("include_usage"),
+                    ],
+                    "bool_type",
+                    "Input should be a valid boolean",
+                ));
+            }
+        }
+        Some(_) => errors.push(FieldError::new(
+            vec![LocItem::from("body"), LocItem::from("stream_options")],
+            "model_type",
+            "Input should be an object",
+        )),
+    }
     if let Some(tools) = &request.tools {
         for (i, tool) in tools.iter().enumerate() {
             let name = &tool.function.name;
@@ -213,30 +227,10 @@ mod tests {
 
     use super::*;
 
-    fn request(raw: &[u8]) -> ChatCompletionRequest {
-        serde_json::from_slice(raw).unwrap()
-    }
-
-    #[test]
-    fn a_single_stop_string_goes_upstream_as_a_list_of_one() {
-        let raw = br#"{"messages":[],"stop":"\n\n","x":{"stop":"keep"}}"#;
-        let forwarded = upstream_body(raw, &request(raw)).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&forwarded).unwrap(),
-            r#"{"messages":[],"stop":["\n\n"],"x":{"stop":"keep"}}"#
-        );
-        let listed = br#"{"messages":[],"stop":["a"]}"#;
-        assert_eq!(
-            &upstream_body(listed, &request(listed)).unwrap()[..],
-            &listed[..]
-        );
-    }
-
     #[test]
     fn the_upstream_body_drops_only_the_gateway_fields() {
         let raw = br#"{"model":"m","session_id":"0x1","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"logprobs":true,"x_vendor":{"deep":[1,2.5,null]}}"#;
-        let forwarded: Value =
-            serde_json::from_slice(&upstream_body(raw, &request(raw)).unwrap()).unwrap();
+        let forwarded: Value = serde_json::from_slice(&upstream_body(raw).unwrap()).unwrap();
         let expected: Value = serde_json::json!({
             "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
             "logprobs": true,
@@ -249,23 +243,16 @@ mod tests {
     fn the_upstream_body_keeps_the_clients_bytes_and_order() {
         let raw = br#"{ "z":1, "model" : "m","messages":[{"role":"user","content":"a \"q\" \\"}],
             "session_id":"0x1", "x\"y":2.50 ,"a":{"model":1}}"#;
-        let forwarded = upstream_body(raw, &request(raw)).unwrap();
+        let forwarded = upstream_body(raw).unwrap();
         assert_eq!(
             std::str::from_utf8(&forwarded).unwrap(),
             r#"{"z":1,"messages":[{"role":"user","content":"a \"q\" \\"}],"x\"y":2.50,"a":{"model":1}}"#
         );
         let untouched = br#"{"messages":[], "n":1}"#;
+        assert_eq!(&upstream_body(untouched).unwrap()[..], &untouched[..]);
         assert_eq!(
-            &upstream_body(untouched, &request(untouched)).unwrap()[..],
-            &untouched[..]
-        );
-        assert_eq!(
-            &upstream_body(
-                br#"{"model":"m","session_id":"s","messages":[]}"#,
-                &request(br#"{"messages":[]}"#)
-            )
-            .unwrap()[..],
-            br#"{"messages":[]}"#
+            &upstream_body(br#"{"model":"m","session_id":"s"}"#).unwrap()[..],
+            b"{}"
         );
     }
 

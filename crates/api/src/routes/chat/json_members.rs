@@ -87,6 +87,24 @@ pub fn depth(value: &[u8]) -> usize {
     deepest
 }
 
+/// `json` (an object) with one more member, `"name": value` (raw JSON), at its end; `None` when
+/// `json` is not a JSON object.
+pub fn with_member(json: &[u8], name: &str, value: &[u8]) -> Option<Vec<u8>> {
+    let members = members(json)?;
+    let close = json.iter().rposition(|&b| b == b'}')?;
+    let key = serde_json::to_vec(name).ok()?;
+    let mut out = Vec::with_capacity(json.len() + key.len() + value.len() + 2);
+    out.extend_from_slice(&json[..close]);
+    if !members.is_empty() {
+        out.push(b',');
+    }
+    out.extend_from_slice(&key);
+    out.push(b':');
+    out.extend_from_slice(value);
+    out.extend_from_slice(&json[close..]);
+    Some(out)
+}
+
 /// The members of a JSON object, in order, located in its text; `None` when it is not one.
 fn members(json: &[u8]) -> Option<Vec<Member<'_>>> {
     let values: AllMembers<'_> = serde_json::from_slice(json).ok()?;

@@ -25,6 +25,9 @@ pub struct RelayContext {
     pub active: ActiveStream,
     /// The request's trace span: open while the stream lasts, and told the tokens used.
     pub span: tracing::Span,
+    /// The client asked for the closing usage chunk (`stream_options.include_usage`); the
+    /// gateway always asks for it upstream, for its own accounting.
+    pub usage_chunk: bool,
 }
 
 struct Relay {
@@ -38,6 +41,7 @@ struct Relay {
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
     _active: ActiveStream,
     span: tracing::Span,
+    usage_chunk: bool,
 }
 
 /// The response body. `first` is the event already read (the response head is only sent once
@@ -59,45 +63,56 @@ pub fn relay(
         shutdown: context.shutdown,
         _active: context.active,
         span: context.span,
+        usage_chunk: context.usage_chunk,
     };
     futures_util::stream::unfold(state, |mut state| async move {
         if state.finished {
             return None;
         }
-        if let Some(event) = state.first.take() {
-            let frame = state.frame(event);
+        if let Some(event) = state.first.take()
+            && let Some(frame) = state.frame(event)
+        {
             return Some((Ok(frame), state));
         }
-        let next = tokio::select! {
-            next = tokio::time::timeout(state.keep_alive, state.events.next()) => match next {
-                Ok(next) => next,
-                Err(_) => return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), state)),
-            },
-            () = &mut state.shutdown => {
-                let frame = state.end_for_shutdown();
-                return Some((Ok(frame), state));
-            }
-        };
-        let frame = match next {
-            Some(Ok(event)) => state.frame(event),
-            Some(Err(fault)) => state.end(Err(fault)),
-            None => state.end(Ok(())),
-        };
-        Some((Ok(frame), state))
+        loop {
+            let next = tokio::select! {
+                next = tokio::time::timeout(state.keep_alive, state.events.next()) => match next {
+                    Ok(next) => next,
+                    Err(_) => return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), state)),
+                },
+                () = &mut state.shutdown => {
+                    let frame = state.end_for_shutdown();
+                    return Some((Ok(frame), state));
+                }
+            };
+            let frame = match next {
+                Some(Ok(event)) => match state.frame(event) {
+                    Some(frame) => frame,
+                    None => continue,
+                },
+                Some(Err(fault)) => state.end(Err(fault)),
+                None => state.end(Ok(())),
+            };
+            return Some((Ok(frame), state));
+        }
     })
 }
 
 impl Relay {
-    fn frame(&mut self, event: ChatEvent) -> Bytes {
+    /// The event as the client gets it; `None` for the usage chunk it did not ask for.
+    fn frame(&mut self, event: ChatEvent) -> Option<Bytes> {
         if let (Some(usage), Some(meter)) = (event.usage, self.meter.as_mut()) {
-            crate::request_context::record_usage(&self.span, &usage);
+            crate::request_context::record_usage(&self.span, &usage.tokens);
             meter.set_usage(usage);
+        }
+        if event.usage_only && !self.usage_chunk {
+            return None;
         }
         let mut frame = BytesMut::with_capacity(event.data.len() + 8);
         frame.extend_from_slice(b"data: ");
         frame.extend_from_slice(event.data.as_bytes());
         frame.extend_from_slice(b"\n\n");
-        frame.freeze()
+        Some(frame.freeze())
     }
 
     fn end(&mut self, outcome: Result<(), StreamFault>) -> Bytes {

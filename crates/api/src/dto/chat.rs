@@ -59,6 +59,7 @@ pub struct ChatCompletionRequest {
     pub stream_options: Option<serde_json::Value>,
     /// String keys to string values: the marketplace carries nothing else.
     #[serde(default)]
+    #[schema(value_type = Option<std::collections::HashMap<String, String>>)]
     pub metadata: Option<serde_json::Value>,
     #[serde(default)]
     pub user: Option<String>,
@@ -109,8 +110,11 @@ pub enum MessageContent {
 /// {"url": …}}`, …
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatContentPart {
-    #[serde(default, rename = "type")]
-    pub kind: Option<String>,
+    /// `text` or `image_url`: the marketplace carries no other part (400
+    /// `unsupported_by_marketplace`).
+    #[serde(rename = "type")]
+    #[schema(pattern = "^(text|image_url)$")]
+    pub kind: String,
     #[serde(default)]
     pub text: Option<String>,
     #[serde(default)]

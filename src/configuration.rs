@@ -61,7 +61,8 @@ impl From<SqliteSynchronous> for morpheus_storage::SqliteSynchronous {
 }
 
 settings! {
-    /// `production` refuses to start without the three secrets below
+    /// `production` refuses to start without the three secrets below, or with any secret that
+    /// is obviously not random (see Security notes)
     env: Environment = Environment::Development;
     /// listen address
     bind: String = "127.0.0.1:8000".into(), cli = "bind";

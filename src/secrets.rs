@@ -1,7 +1,8 @@
 //! The three server secrets: the JWT signing key, the API-key pepper and the wallet master key.
 //!
 //! In production they must be configured. In development, any that is missing is generated
-//! once and kept in `<data_dir>/secrets.json` (mode 0600), so tokens and keys survive restarts.
+//! once and kept in `<data_dir>/secrets.json` (mode 0600, in a directory the gateway creates
+//! with mode 0700), so tokens and keys survive restarts.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -9,6 +10,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
+use morpheus_storage::private_files::{create_private_dir_all, private_file_options};
 use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -96,7 +98,46 @@ impl Secrets {
                      hexadecimal digits",
                 )?;
         }
+        if settings.env == Environment::Production {
+            secrets.refuse_predictable(settings)?;
+        }
         Ok(secrets)
+    }
+
+    /// Production only: every configured secret must look random (development generates
+    /// its own, and tests use fixed ones).
+    fn refuse_predictable(&self, settings: &Settings) -> anyhow::Result<()> {
+        let metrics_token = settings
+            .metrics_token
+            .as_ref()
+            .map(|t| t.expose_secret().as_bytes().to_vec());
+        let checked = [
+            ("MORPHEUS_JWT_SECRET", Some(&self.jwt_secret)),
+            ("MORPHEUS_API_KEY_PEPPER", Some(&self.api_key_pepper)),
+            ("MORPHEUS_WALLET_MASTER_KEY", Some(&self.wallet_master_key)),
+            ("MORPHEUS_METRICS_TOKEN", metrics_token.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .chain(
+            self.jwt_previous_secrets
+                .iter()
+                .map(|k| ("MORPHEUS_JWT_PREVIOUS_SECRETS", k)),
+        )
+        .chain(
+            self.wallet_previous_master_keys
+                .iter()
+                .map(|k| ("MORPHEUS_WALLET_PREVIOUS_MASTER_KEYS", k)),
+        );
+        for (name, value) in checked {
+            if let Some(why) = predictable(value) {
+                anyhow::bail!(
+                    "{name} is not random ({why}); with MORPHEUS_ENV=production every secret \
+                     must be, e.g. `openssl rand -hex 32`"
+                );
+            }
+        }
+        Ok(())
     }
 
     fn from_values(values: &BTreeMap<&str, String>) -> anyhow::Result<Self> {
@@ -125,6 +166,38 @@ impl Secrets {
     }
 }
 
+/// Why a secret is obviously not random, if it is: one character repeated, too few distinct
+/// characters for its length, a short pattern repeated (`changemechangeme…`), or a run of
+/// characters each the one before plus the same step (`0123…`, `abcd…`). Random secrets fail
+/// none of these but with negligible odds (below 1e-7 for 32 random hex digits, far less for
+/// longer ones). A wallet master key is judged on its 32 bytes, not on its hex digits.
+fn predictable(secret: &[u8]) -> Option<&'static str> {
+    let distinct = secret
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    if distinct <= 1 {
+        return Some("one character repeated");
+    }
+    if distinct < (secret.len() / 5).clamp(2, 8) {
+        return Some("too few distinct characters");
+    }
+    let short_period = (1..=secret.len() / 2)
+        .any(|period| secret.iter().skip(period).zip(secret).all(|(a, b)| a == b));
+    if short_period {
+        return Some("a short pattern repeated");
+    }
+    let mut steps = [0usize; 256];
+    for pair in secret.windows(2) {
+        steps[usize::from(pair[1].wrapping_sub(pair[0]))] += 1;
+    }
+    let pairs = secret.len().saturating_sub(1);
+    if steps.iter().any(|&n| n * 2 > pairs) {
+        return Some("a sequence of characters");
+    }
+    None
+}
+
 /// 32 random bytes as 64 hex digits: valid for all three secrets.
 fn random_secret() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
@@ -141,8 +214,11 @@ fn development_secrets(
 ) -> anyhow::Result<Vec<(&'static str, String)>> {
     let path = data_dir.join("secrets.json");
     let mut stored: BTreeMap<String, String> = match fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?,
+        Ok(text) => {
+            morpheus_storage::private_files::warn_if_shared(&path);
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
@@ -173,16 +249,12 @@ fn development_secrets(
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        create_private_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
+    let mut file = private_file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
@@ -236,10 +308,117 @@ mod tests {
     }
 
     #[test]
+    fn random_secrets_pass_and_obviously_predictable_ones_do_not() {
+        for _ in 0..2000 {
+            let random = random_secret().unwrap();
+            assert_eq!(predictable(random.as_bytes()), None, "{random}");
+            assert_eq!(
+                predictable(&hex::decode(&random).unwrap()),
+                None,
+                "{random}"
+            );
+            assert_eq!(predictable(&random.as_bytes()[..16]), None, "{random}");
+        }
+        for (secret, why) in [
+            ("x".repeat(40), "one character repeated"),
+            ("ab".repeat(20), "too few distinct characters"),
+            ("aab".repeat(12), "too few distinct characters"),
+            ("changeme".repeat(5), "too few distinct characters"),
+            (
+                "my-gateway-secret-my-gateway-secret-my-gat".to_owned(),
+                "a short pattern repeated",
+            ),
+            (
+                "abcdefghijklmnopqrstuvwxyz0123456789".to_owned(),
+                "a sequence of characters",
+            ),
+            ("0123456789".repeat(4), "a short pattern repeated"),
+        ] {
+            assert_eq!(predictable(secret.as_bytes()), Some(why), "{secret}");
+        }
+        // The test suite's fixed master key: 00 01 02 … 1f.
+        let counting: Vec<u8> = (0..32).collect();
+        assert_eq!(predictable(&counting), Some("a sequence of characters"));
+    }
+
+    #[test]
+    fn production_refuses_predictable_secrets_naming_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let random = || secret(&random_secret().unwrap());
+        let base = Settings {
+            env: Environment::Production,
+            jwt_secret: Some(random()),
+            api_key_pepper: Some(random()),
+            wallet_master_key: Some(random()),
+            ..settings(dir.path())
+        };
+        assert!(Secrets::resolve(&base).is_ok());
+        let cases = [
+            (
+                Settings {
+                    jwt_secret: Some(secret(&"x".repeat(40))),
+                    ..base.clone()
+                },
+                "MORPHEUS_JWT_SECRET",
+            ),
+            (
+                Settings {
+                    api_key_pepper: Some(secret(&"secret12".repeat(4))),
+                    ..base.clone()
+                },
+                "MORPHEUS_API_KEY_PEPPER",
+            ),
+            (
+                Settings {
+                    wallet_master_key: Some(secret(&"ab".repeat(32))),
+                    ..base.clone()
+                },
+                "MORPHEUS_WALLET_MASTER_KEY",
+            ),
+            (
+                Settings {
+                    jwt_previous_secrets: Some(secret(&format!(
+                        "{},{}",
+                        random_secret().unwrap(),
+                        "k".repeat(32)
+                    ))),
+                    ..base.clone()
+                },
+                "MORPHEUS_JWT_PREVIOUS_SECRETS",
+            ),
+            (
+                Settings {
+                    wallet_previous_master_keys: Some(secret(&"00".repeat(32))),
+                    ..base.clone()
+                },
+                "MORPHEUS_WALLET_PREVIOUS_MASTER_KEYS",
+            ),
+            (
+                Settings {
+                    metrics_token: Some(secret("metrics-metrics-metrics")),
+                    ..base.clone()
+                },
+                "MORPHEUS_METRICS_TOKEN",
+            ),
+        ];
+        for (settings, name) in cases {
+            let err = Secrets::resolve(&settings).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{name} is not random (")), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+            // Development keeps accepting them (tests and demos use fixed ones).
+            let development = Settings {
+                env: Environment::Development,
+                ..settings
+            };
+            assert!(Secrets::resolve(&development).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
     fn weak_or_malformed_secrets_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let good = "x".repeat(32);
-        let master = "ab".repeat(32);
+        let good = random_secret().unwrap();
+        let master = random_secret().unwrap();
         let base = Settings {
             env: Environment::Production,
             jwt_secret: Some(secret(&good)),
@@ -260,13 +439,20 @@ mod tests {
         assert!(Secrets::resolve(&bad_master).is_err());
 
         let rotated = Settings {
-            jwt_previous_secrets: Some(secret(&format!("{}, {}", "a".repeat(32), "b".repeat(40)))),
-            wallet_previous_master_keys: Some(secret(&"cd".repeat(32))),
+            jwt_previous_secrets: Some(secret(&format!(
+                "{}, {}",
+                random_secret().unwrap(),
+                random_secret().unwrap()
+            ))),
+            wallet_previous_master_keys: Some(secret(&master)),
             ..base.clone()
         };
         let s = Secrets::resolve(&rotated).unwrap();
         assert_eq!(s.jwt_previous_secrets.len(), 2);
-        assert_eq!(s.wallet_previous_master_keys, vec![vec![0xcd; 32]]);
+        assert_eq!(
+            s.wallet_previous_master_keys,
+            vec![hex::decode(&master).unwrap()]
+        );
         let short_previous = Settings {
             jwt_previous_secrets: Some(secret("too-short")),
             ..base.clone()

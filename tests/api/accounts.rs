@@ -40,6 +40,71 @@ async fn register_returns_the_user_and_normalises_the_email() {
 }
 
 #[tokio::test]
+async fn look_alike_and_compatibility_forms_of_an_address_are_the_same_account() {
+    let app = spawn_app().await;
+    let local = uuid::Uuid::new_v4().simple().to_string();
+    let email = format!("alice.{local}@example.com");
+    assert_eq!(app.register(&email, PASSWORD).await.status(), 201);
+    let duplicate = error_body(app.register(&email, PASSWORD).await, 400).await;
+
+    for same in [
+        // A Cyrillic а, one in the domain, a digit one for the l.
+        format!("\u{0430}lice.{local}@example.com"),
+        format!("alice.{local}@ex\u{0430}mple.com"),
+        format!("a1ice.{local}@example.com"),
+        // Fullwidth letters: NFKC makes them the same address.
+        format!("ＡＬＩＣＥ.{local}@example.com"),
+    ] {
+        let r = app.register(&same, "another good password").await;
+        assert_eq!(error_body(r, 400).await, duplicate, "{same}");
+        // …and the same account to log in to.
+        let r = app.login(&same, PASSWORD).await;
+        assert_eq!(r.status(), 200, "{same}");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) AS n FROM users"), 1);
+}
+
+#[tokio::test]
+async fn addresses_with_invisible_or_formatting_characters_are_refused() {
+    let app = spawn_app().await;
+    let local = uuid::Uuid::new_v4().simple().to_string();
+    for sneaky in [
+        format!("ad\u{200B}a.{local}@example.com"),
+        format!("ada.{local}\u{202E}@example.com"),
+        format!("ada.{local}@exa\u{00AD}mple.com"),
+        format!("ada\u{FEFF}.{local}@example.com"),
+    ] {
+        for r in [
+            app.register(&sneaky, PASSWORD).await,
+            app.login(&sneaky, PASSWORD).await,
+        ] {
+            let body = error_body(r, 422).await;
+            assert_eq!(body["detail"][0]["loc"], json!(["body", "email"]), "{body}");
+            assert_eq!(body["detail"][0]["type"], "value_error", "{body}");
+        }
+    }
+    assert_eq!(app.count("SELECT COUNT(*) AS n FROM users"), 0);
+}
+
+#[tokio::test]
+async fn passwords_of_only_whitespace_or_control_characters_are_refused() {
+    let app = spawn_app().await;
+    for blank in [
+        "        ",
+        "\t\t\t\t\t\t\t\t\t",
+        "\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}",
+        " \u{0001}\u{0002}\u{0003}\u{0004}\u{0005}\u{200B} ",
+    ] {
+        let body = error_body(app.register(&unique_email(), blank).await, 422).await;
+        assert_eq!(
+            body["detail"][0]["loc"],
+            json!(["body", "password"]),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn ids_are_not_sequential() {
     let app = spawn_app().await;
     let mut ids = Vec::new();

@@ -340,3 +340,54 @@ async fn key_listings_are_paged_newest_first_and_capped() {
         assert_eq!(body["detail"][0]["loc"], json!(["query", param]), "{query}");
     }
 }
+
+/// An unknown prefix and a known prefix with a wrong secret do the same work (one lookup past
+/// the cache, one HMAC), so their refusals take the same time: a prober cannot tell which
+/// prefixes exist. Interleaved pairs, medians compared with a wide margin (a loaded machine
+/// moves both alike).
+#[tokio::test]
+async fn an_unknown_prefix_and_a_wrong_secret_take_the_same_time() {
+    const ROUNDS: usize = 300;
+    let app = spawn_app().await;
+    let user = app.seed_user().await;
+    let prefix = KeyPrefix::from_trusted(user.api_key[..9].to_owned());
+    let time = async |key: &str| {
+        let started = std::time::Instant::now();
+        let r = settings_with_key(&app, &format!("Bearer {key}")).await;
+        let elapsed = started.elapsed();
+        assert_eq!(r.status(), 401);
+        elapsed
+    };
+    // Warm both paths (the known key's row is cached from here on).
+    for _ in 0..20 {
+        time(ApiKeySecret::generate().expose()).await;
+        time(ApiKeySecret::with_prefix(prefix.clone()).expose()).await;
+    }
+    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+    for i in 0..ROUNDS {
+        let a = ApiKeySecret::generate();
+        let b = ApiKeySecret::with_prefix(prefix.clone());
+        // Alternate which goes first, so neither always follows the other.
+        if i % 2 == 0 {
+            unknown.push(time(a.expose()).await);
+            wrong.push(time(b.expose()).await);
+        } else {
+            wrong.push(time(b.expose()).await);
+            unknown.push(time(a.expose()).await);
+        }
+    }
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (unknown, wrong) = (median(&mut unknown), median(&mut wrong));
+    let ratio = unknown.as_secs_f64() / wrong.as_secs_f64();
+    println!(
+        "median refusal over {ROUNDS} each: unknown prefix {unknown:?}, known prefix with a \
+         wrong secret {wrong:?} (ratio {ratio:.2})"
+    );
+    assert!(
+        (1.0 / 1.3..=1.3).contains(&ratio),
+        "unknown {unknown:?} vs wrong secret {wrong:?}"
+    );
+}

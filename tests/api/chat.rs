@@ -383,6 +383,128 @@ async fn requests_over_the_caps_are_refused_before_anything_is_spent() {
     assert_eq!(app.sim.counters().sessions_opened, 0);
 }
 
+/// What the proxy-router would refuse with 400 after a session was opened is either made
+/// acceptable (a single `stop` string goes as a list of one) or refused first, with a 422
+/// naming the field (values of the wrong type where go-openai has a type).
+#[tokio::test]
+async fn chats_the_proxy_router_would_refuse_are_fixed_or_refused_first() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let mut stop = ask("llama-3.3-70b", "hi");
+    stop["stop"] = json!("\n\n");
+    assert_eq!(app.chat(&user.api_key, &stop).await.status(), 200);
+
+    let sessions_before = app.sim.counters().sessions_opened;
+    for (field, value, loc) in [
+        (
+            "response_format",
+            json!(5),
+            json!(["body", "response_format"]),
+        ),
+        (
+            "response_format",
+            json!({"type": ["json_object"]}),
+            json!(["body", "response_format", "type"]),
+        ),
+        (
+            "stream_options",
+            json!({"include_usage": "yes"}),
+            json!(["body", "stream_options", "include_usage"]),
+        ),
+    ] {
+        let mut request = ask("llama-3.3-70b", "hi");
+        request[field] = value;
+        let r = app.chat(&user.api_key, &request).await;
+        assert_eq!(r.status(), 422, "{field}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["detail"][0]["loc"], loc, "{body}");
+    }
+    for message in [
+        json!({"role": "assistant", "content": null, "tool_calls": [5]}),
+        json!({"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]}),
+        json!({"role": "user", "content": [{"type": "text", "text": 5}]}),
+        json!({"role": "user", "content": [{"type": "image_url", "image_url": "https://x/y.png"}]}),
+    ] {
+        let request = json!({"model": "llama-3.3-70b", "messages": [message.clone()]});
+        let r = app.chat(&user.api_key, &request).await;
+        assert_eq!(r.status(), 422, "{message}");
+    }
+    assert_eq!(
+        app.sim.counters().sessions_opened,
+        sessions_before,
+        "nothing was spent"
+    );
+}
+
+/// Members the gateway forwards without modelling them cannot ask for more than the caps
+/// under another name, nor carry a deeply nested document.
+#[tokio::test]
+async fn unmodelled_knobs_are_bounded_and_unknown_members_cannot_nest_deeply() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let nested =
+        |levels: usize| -> Value { (0..levels).fold(json!(1), |inner, _| json!({ "x": inner })) };
+    let refused = [
+        (
+            json!({"max_new_tokens": 1_000_000}),
+            "max_new_tokens",
+            "max_tokens_exceeded",
+        ),
+        (json!({"num_predict": -1}), "num_predict", "invalid_value"),
+        (
+            json!({"max_length": "100000"}),
+            "max_length",
+            "invalid_value",
+        ),
+        (json!({"best_of": 64}), "best_of", "too_many_choices"),
+        (
+            json!({"num_return_sequences": 0}),
+            "num_return_sequences",
+            "invalid_value",
+        ),
+        (json!({"top_k": 1e12}), "top_k", "invalid_value"),
+        (
+            json!({"top_logprobs": 1000}),
+            "top_logprobs",
+            "invalid_value",
+        ),
+        (
+            json!({"x_vendor": nested(9)}),
+            "x_vendor",
+            "nesting_too_deep",
+        ),
+        (
+            json!({"x_list": [[[[[[[[[1]]]]]]]]]}),
+            "x_list",
+            "nesting_too_deep",
+        ),
+    ];
+    for (extra, param, code) in refused {
+        let mut request = ask("llama-3.3-70b", "hi");
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        let error = openai_error(app.chat(&user.api_key, &request).await, 400).await;
+        assert_eq!(error["param"], param, "{extra}");
+        assert_eq!(error["code"], code, "{extra}");
+        assert_eq!(error["type"], "invalid_request_error");
+    }
+    assert_eq!(app.sim.counters().sessions_opened, 0, "nothing was spent");
+
+    // Within bounds (or null) they go through, as written.
+    let mut fine = ask("llama-3.3-70b", "hi");
+    for (k, v) in [
+        ("max_new_tokens", json!(256)),
+        ("best_of", json!(2)),
+        ("top_k", json!(-1)),
+        ("top_logprobs", json!(null)),
+        ("x_vendor", nested(8)),
+    ] {
+        fine[k] = v;
+    }
+    assert_eq!(app.chat(&user.api_key, &fine).await.status(), 200);
+}
+
 /// The body goes upstream as the client wrote it, so a repeated member must not slip a second
 /// value past the caps: the gateway refuses a body that names a field twice.
 #[tokio::test]

@@ -100,3 +100,33 @@ fn an_invalid_value_stops_the_start_with_one_line_naming_the_setting() {
     );
     assert!(out.stdout.is_empty(), "nothing started");
 }
+
+#[test]
+fn production_refuses_to_start_on_a_secret_that_is_not_random_in_one_line_naming_it() {
+    let random = || -> String {
+        rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let weak = "s".repeat(48);
+    let out = gateway(
+        &["serve"],
+        &[
+            ("MORPHEUS_ENV", "production"),
+            // Were the secret accepted, the start would stop here, at once, on another line.
+            ("DATABASE_URL", "postgres://gw@127.0.0.1:1/none"),
+            ("MORPHEUS_JWT_SECRET", &weak),
+            ("MORPHEUS_API_KEY_PEPPER", &random()),
+            ("MORPHEUS_WALLET_MASTER_KEY", &random()),
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("MORPHEUS_JWT_SECRET is not random (one character repeated)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&weak), "the secret is not printed");
+}

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{client_from, spawn_app};
+use crate::helpers::{client_from, error_body, spawn_app};
 use crate::market::{MarketApp, spawn_market_app, spawn_market_app_with};
 
 pub const LLAMA_ID: &str = "0xdf474728f624712570170f311a866a6937436c14861568f38593a531b7f45845";
@@ -128,16 +128,35 @@ async fn rated_bids_are_shared_and_limited_per_client_address() {
     assert!(proxy_router_requests(&app).await - before <= 2);
 }
 
+/// Issue 15: the model is named as for `POST /session/modelsession`: its name (any case) or
+/// its on-chain id give the same bids; an unknown one is a 404, a missing or blank one a 422.
 #[tokio::test]
-async fn rated_bids_need_an_on_chain_id() {
+async fn rated_bids_accept_a_model_name_as_sessions_do() {
     let app = spawn_market_app().await;
-    for query in ["", "?model_id=llama-3.3-70b", "?model_id=0x1234"] {
-        let r = app
-            .client
+    let get = async |query: &str| {
+        app.client
             .get(app.url(&format!("/api/v1/models/ratedbids{query}")))
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    };
+    let by_id: Value = get(&format!("?model_id={LLAMA_ID}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(!by_id["bids"].as_array().unwrap().is_empty());
+    for name in ["llama-3.3-70b", "LLAMA-3.3-70B", "%20llama-3.3-70b%20"] {
+        let r = get(&format!("?model_id={name}")).await;
+        assert_eq!(r.status(), 200, "{name}");
+        assert_eq!(r.json::<Value>().await.unwrap(), by_id, "{name}");
+    }
+    for unknown in ["no-such-model", "0x1234"] {
+        let body = error_body(get(&format!("?model_id={unknown}")).await, 404).await;
+        assert!(body["detail"].as_str().unwrap().contains(unknown), "{body}");
+    }
+    for query in ["", "?model_id=", "?model_id=%20%20"] {
+        let r = get(query).await;
         assert_eq!(r.status(), 422, "{query}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["detail"][0]["loc"][1], "model_id", "{body}");

@@ -202,6 +202,48 @@ async fn forged_and_malformed_access_tokens_are_all_refused_alike() {
 }
 
 #[tokio::test]
+async fn tokens_issued_in_the_future_or_not_valid_yet_are_refused() {
+    let app = spawn_app().await;
+    let user = app.seed_user().await;
+    let key = JWT_SECRET.as_bytes();
+    let now = Utc::now().timestamp();
+    let status = async |claims: Value| {
+        let token = mint(header(Algorithm::HS256), &claims, key);
+        app.authed(Method::GET, "/api/v1/auth/me", &token, None)
+            .await
+            .status()
+    };
+    let base = || claims(user.id);
+    for (name, claims, expected) in [
+        ("as issued", base(), 200),
+        (
+            "iat 2 s ahead (clock skew)",
+            with(base(), "iat", json!(now + 2)),
+            200,
+        ),
+        (
+            "iat a minute ahead",
+            with(base(), "iat", json!(now + 60)),
+            401,
+        ),
+        (
+            "iat a day ahead",
+            with(base(), "iat", json!(now + 86_400)),
+            401,
+        ),
+        ("nbf passed", with(base(), "nbf", json!(now - 60)), 200),
+        (
+            "nbf a minute ahead",
+            with(base(), "nbf", json!(now + 60)),
+            401,
+        ),
+        ("nbf not a number", with(base(), "nbf", json!("soon")), 401),
+    ] {
+        assert_eq!(status(claims).await, expected, "{name}");
+    }
+}
+
+#[tokio::test]
 async fn refresh_rotates_and_a_replayed_token_revokes_the_family() {
     let app = spawn_app().await;
     let user = app.seed_user().await;

@@ -31,6 +31,7 @@ pub struct StorageUnavailable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InsertUserError {
+    /// The address, or one that looks like it, is taken.
     #[error("a user with this email already exists")]
     DuplicateEmail,
     /// The random id collided with an existing one: draw another.
@@ -44,6 +45,8 @@ pub enum InsertUserError {
 pub trait UserRepository: Send + Sync {
     async fn insert_user(&self, user: NewUser) -> Result<User, InsertUserError>;
     async fn find_user(&self, id: UserId) -> anyhow::Result<Option<User>>;
+    /// The account of this address: the one with exactly this address, else the one whose
+    /// address looks like it (the same [`Email::skeleton`]).
     async fn find_user_by_email(&self, email: &Email) -> anyhow::Result<Option<User>>;
     /// Replaces the hash without ending any sign-in (a hash upgraded at login).
     async fn update_password_hash(&self, id: UserId, hash: PasswordHash) -> anyhow::Result<()>;
@@ -329,11 +332,16 @@ pub struct LoginAdmission {
 /// counts it (its network prefix).
 pub trait AuthThrottle: Send + Sync {
     /// Records a login attempt; `Err` when the account, the client or the pair is over its
-    /// limit.
-    fn login(&self, account: &Email, client: Option<IpAddr>) -> Result<LoginAdmission, Throttled>;
+    /// limit. Accounts are keyed on their address's skeleton, so look-alike addresses (one
+    /// account) share one count.
+    fn login(
+        &self,
+        account: &EmailSkeleton,
+        client: Option<IpAddr>,
+    ) -> Result<LoginAdmission, Throttled>;
     /// The attempt had the right password: the account's run of failures ends, and the
     /// client becomes one the account is known to log in from.
-    fn login_succeeded(&self, account: &Email, client: Option<IpAddr>);
+    fn login_succeeded(&self, account: &EmailSkeleton, client: Option<IpAddr>);
     /// Records a registration attempt; `Err` when the client is over its limit.
     fn registration(&self, client: Option<IpAddr>) -> Result<(), Throttled>;
 }

@@ -107,7 +107,12 @@ impl UserRepository for MemoryStore {
             return Err(InsertUserError::IdTaken);
         }
         let mut users = lock(&self.users);
-        if take(&self.email_races) || users.values().any(|u| u.email == user.email) {
+        let skeleton = user.email.skeleton();
+        if take(&self.email_races)
+            || users
+                .values()
+                .any(|u| u.email == user.email || u.email.skeleton() == skeleton)
+        {
             return Err(InsertUserError::DuplicateEmail);
         }
         let stored = User {
@@ -127,9 +132,12 @@ impl UserRepository for MemoryStore {
         Ok(self.user(id))
     }
     async fn find_user_by_email(&self, email: &Email) -> anyhow::Result<Option<User>> {
-        Ok(lock(&self.users)
+        let users = lock(&self.users);
+        let skeleton = email.skeleton();
+        Ok(users
             .values()
             .find(|u| &u.email == email)
+            .or_else(|| users.values().find(|u| u.email.skeleton() == skeleton))
             .cloned())
     }
     async fn update_password_hash(&self, id: UserId, hash: PasswordHash) -> anyhow::Result<()> {
@@ -556,7 +564,7 @@ pub struct FakeThrottle {
 }
 
 impl AuthThrottle for FakeThrottle {
-    fn login(&self, _: &Email, _: Option<IpAddr>) -> Result<LoginAdmission, Throttled> {
+    fn login(&self, _: &EmailSkeleton, _: Option<IpAddr>) -> Result<LoginAdmission, Throttled> {
         self.logins.fetch_add(1, Ordering::SeqCst);
         if self.refuse_logins.load(Ordering::SeqCst) {
             return Err(Throttled {
@@ -567,7 +575,7 @@ impl AuthThrottle for FakeThrottle {
             delay: Duration::ZERO,
         })
     }
-    fn login_succeeded(&self, _: &Email, _: Option<IpAddr>) {
+    fn login_succeeded(&self, _: &EmailSkeleton, _: Option<IpAddr>) {
         self.successes.fetch_add(1, Ordering::SeqCst);
     }
     fn registration(&self, _: Option<IpAddr>) -> Result<(), Throttled> {

@@ -47,7 +47,8 @@ impl fmt::Debug for Database {
 
 impl Database {
     /// Opens the pool. Blocks while the first connections are made, so call it at start-up.
-    /// For SQLite, creates the file's directory if needed and switches the file to WAL.
+    /// For SQLite, creates the file and its directory if needed, owner-only (0600 and 0700),
+    /// and switches the file to WAL.
     ///
     /// # Errors
     /// The database cannot be reached (within `connection_timeout`) or opened.
@@ -56,10 +57,13 @@ impl Database {
             DatabaseUrl::Postgres(_) => Backend::Postgres,
             DatabaseUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).with_context(|| {
+                    crate::private_files::create_private_dir_all(dir).with_context(|| {
                         format!("creating the directory of the SQLite database {url}")
                     })?;
                 }
+                // Owner-only before SQLite opens it: its -wal and -shm files take its mode.
+                crate::private_files::create_private_file(path)
+                    .with_context(|| format!("creating the SQLite database {url}"))?;
                 Backend::Sqlite
             }
         };

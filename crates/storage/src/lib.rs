@@ -16,6 +16,7 @@ mod bridge;
 mod connection;
 mod database;
 mod migrations;
+pub mod private_files;
 mod repositories;
 mod schema;
 mod task_locks;

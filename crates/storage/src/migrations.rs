@@ -16,17 +16,28 @@ impl Database {
     /// # Errors
     /// A migration failed (it is rolled back) or the database is unreachable.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let applied = self
+        let (applied, clashing) = self
             .run(|conn| {
                 let applied = match conn {
                     AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
                     AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
                 }
                 .map_err(|e| anyhow::anyhow!(e))
-                .context("running database migrations")?;
-                Ok::<_, anyhow::Error>(applied.iter().map(ToString::to_string).collect::<Vec<_>>())
+                .context("running database migrations")?
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>();
+                let clashing = crate::repositories::users::fill_email_skeletons(conn)?;
+                Ok::<_, anyhow::Error>((applied, clashing))
             })
             .await?;
+        if clashing > 0 {
+            tracing::warn!(
+                accounts = clashing,
+                "accounts made before look-alike addresses were refused share their address's \
+                 skeleton with an older account; each still logs in with its exact address"
+            );
+        }
         if applied.is_empty() {
             tracing::info!(
                 backend = self.backend_name(),

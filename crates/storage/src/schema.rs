@@ -11,6 +11,9 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         token_generation -> BigInt,
+        /// The address's UTS #39 confusable skeleton; unique. Null only for accounts made
+        /// before the column that share a skeleton with an older one.
+        email_skeleton -> Nullable<Text>,
     }
 }
 

@@ -10,7 +10,7 @@
 //!   with the process.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -126,7 +126,7 @@ impl TaskLocks {
                 path.push(format!(".task-{task}.lock"));
                 let path = PathBuf::from(path);
                 blocking(move || {
-                    let file = OpenOptions::new()
+                    let file = crate::private_files::private_file_options()
                         .create(true)
                         .truncate(false)
                         .write(true)

@@ -16,6 +16,9 @@
 //!   never more guesses than that are checked in a row, and the owner's usual address is not
 //!   locked out by them.
 //!
+//! An account is its address's skeleton (Unicode TS #39): look-alike addresses are one
+//! account, so they share every count instead of multiplying the guesses.
+//!
 //! Attempts are counted before the password is checked (concurrent guesses cannot slip past a
 //! limit) and a success ends the account's run. The client address is the HTTP layer's: the
 //! peer, or the forwarded client behind a configured trusted proxy, reduced to its network
@@ -30,7 +33,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock, QuantaInstant};
 use governor::{DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
-use morpheus_domain::Email;
+use morpheus_domain::EmailSkeleton;
 use morpheus_domain::ports::{AuthThrottle, LoginAdmission, Throttled};
 use tokio::time::Instant;
 
@@ -161,7 +164,7 @@ impl GovernorAuthThrottle {
     /// at its limit and the client is not one the account logs in from.
     fn account_attempt(
         &self,
-        account: &Email,
+        account: &EmailSkeleton,
         client: Option<IpAddr>,
     ) -> Result<LoginAdmission, Throttled> {
         let s = &self.settings;
@@ -208,7 +211,11 @@ fn throttled(now: QuantaInstant) -> impl Fn(NotUntil<QuantaInstant>) -> Throttle
 }
 
 impl AuthThrottle for GovernorAuthThrottle {
-    fn login(&self, account: &Email, client: Option<IpAddr>) -> Result<LoginAdmission, Throttled> {
+    fn login(
+        &self,
+        account: &EmailSkeleton,
+        client: Option<IpAddr>,
+    ) -> Result<LoginAdmission, Throttled> {
         self.housekeeping();
         let now = DefaultClock::default().now();
         if let Some(ip) = client {
@@ -220,7 +227,7 @@ impl AuthThrottle for GovernorAuthThrottle {
         self.account_attempt(account, client)
     }
 
-    fn login_succeeded(&self, account: &Email, client: Option<IpAddr>) {
+    fn login_succeeded(&self, account: &EmailSkeleton, client: Option<IpAddr>) {
         let now = Instant::now();
         let mut runs = self.runs();
         let run = runs.entry(account.as_str().to_owned()).or_default();
@@ -263,8 +270,8 @@ const SETTINGS: AuthThrottleSettings = AuthThrottleSettings {
 mod tests {
     use super::*;
 
-    fn email(s: &str) -> Email {
-        Email::parse(s).unwrap()
+    fn email(s: &str) -> EmailSkeleton {
+        morpheus_domain::Email::parse(s).unwrap().skeleton()
     }
 
     fn ip(last: u8) -> Option<IpAddr> {
@@ -288,6 +295,28 @@ mod tests {
             t.login(&email("other@example.com"), ip(1)).unwrap().delay,
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn look_alike_addresses_share_one_account_s_count() {
+        let t = GovernorAuthThrottle::new(SETTINGS);
+        // Ten guesses spread over the address and four look-alikes of it, from one client.
+        for (i, account) in [
+            "victim@example.com",
+            "vict\u{0456}m@example.com",
+            "v\u{0456}ctim@example.com",
+            "victim@ex\u{0430}mple.com",
+            "ＶＩＣＴＩＭ@example.com",
+        ]
+        .iter()
+        .cycle()
+        .take(10)
+        .enumerate()
+        {
+            assert!(t.login(&email(account), ip(1)).is_ok(), "attempt {i}");
+        }
+        assert!(t.login(&email("victim@example.com"), ip(1)).is_err());
+        assert!(t.login(&email("vict\u{0456}m@example.com"), ip(1)).is_err());
     }
 
     #[test]

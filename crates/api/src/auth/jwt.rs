@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 const ISSUER: &str = "morpheus-gateway";
 const ACCESS_AUDIENCE: &str = "morpheus-gateway:access";
 const REFRESH_AUDIENCE: &str = "morpheus-gateway:refresh";
-/// Clock skew tolerated on `exp` (jsonwebtoken's default is a full minute).
+/// Clock skew tolerated on `exp`, `nbf` and `iat` (jsonwebtoken's default is a full minute).
 const LEEWAY_SECONDS: u64 = 5;
 
 pub struct JwtSettings {
@@ -48,6 +48,9 @@ struct Claims {
     aud: String,
     iat: i64,
     exp: i64,
+    /// Never issued here; a token that carries one must be past it (and it must be a number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
     jti: String,
     /// "access" or "refresh": checked in addition to the audience (RFC 8725 §3.12).
     token_type: String,
@@ -94,6 +97,7 @@ impl JwtCodec {
 fn validation(audience: &str) -> Validation {
     let mut v = Validation::new(Algorithm::HS256);
     v.leeway = LEEWAY_SECONDS;
+    v.validate_nbf = true;
     v.set_issuer(&[ISSUER]);
     v.set_audience(&[audience]);
     v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
@@ -115,6 +119,7 @@ impl TokenCodec for JwtCodec {
             aud: audience(claims.kind).to_owned(),
             iat: claims.issued_at.timestamp(),
             exp: claims.expires_at.timestamp(),
+            nbf: None,
             jti: claims.token_id.clone(),
             token_type: claims.kind.as_str().to_owned(),
             fam: claims.family_id.clone(),
@@ -144,6 +149,12 @@ impl TokenCodec for JwtCodec {
             jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|_| InvalidToken)?;
         let c = data.claims;
         if c.token_type != expected.as_str() {
+            return Err(InvalidToken);
+        }
+        // Issued in the future (beyond the clock skew) or not valid yet: refused. jsonwebtoken
+        // checks `exp` and `nbf`, but skips an `nbf` that is not a number, and never `iat`.
+        let latest = Utc::now().timestamp() + LEEWAY_SECONDS as i64;
+        if c.iat > latest || c.nbf.is_some_and(|nbf| nbf > latest) {
             return Err(InvalidToken);
         }
         let user_id = c.sub.parse::<i64>().map(UserId).map_err(|_| InvalidToken)?;
@@ -267,6 +278,7 @@ mod tests {
             aud: ACCESS_AUDIENCE.into(),
             iat: Utc::now().timestamp(),
             exp: Utc::now().timestamp() + 60,
+            nbf: None,
             jti: "j".into(),
             token_type: "access".into(),
             fam: None,
@@ -283,5 +295,40 @@ mod tests {
         header.kid = Some(fingerprint(&[1u8; 32]));
         let right_kid = jsonwebtoken::encode(&header, &body, &key).unwrap();
         assert!(c.decode(&right_kid, TokenKind::Access).is_ok());
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_or_not_valid_yet_is_refused() {
+        let c = codec();
+        let now = Utc::now().timestamp();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(fingerprint(&[1u8; 32]));
+        let key = EncodingKey::from_secret(&[1u8; 32]);
+        let token = |set: &[(&str, serde_json::Value)]| {
+            let mut body = serde_json::json!({
+                "sub": "42", "iss": ISSUER, "aud": ACCESS_AUDIENCE, "iat": now,
+                "exp": now + 600, "jti": "j", "token_type": "access",
+            });
+            for (claim, value) in set {
+                body[*claim] = value.clone();
+            }
+            jsonwebtoken::encode(&header, &body, &key).unwrap()
+        };
+        let soon = serde_json::json!(now + LEEWAY_SECONDS as i64 - 2);
+        let later = serde_json::json!(now + 60);
+        let before = serde_json::json!(now - 60);
+        for (name, set, accepted) in [
+            ("as issued", vec![], true),
+            ("iat within the leeway", vec![("iat", soon.clone())], true),
+            ("iat in the future", vec![("iat", later.clone())], false),
+            ("iat not a number", vec![("iat", "now".into())], false),
+            ("nbf passed", vec![("nbf", before)], true),
+            ("nbf within the leeway", vec![("nbf", soon)], true),
+            ("nbf in the future", vec![("nbf", later)], false),
+            ("nbf not a number", vec![("nbf", "soon".into())], false),
+        ] {
+            let decoded = c.decode(&token(&set), TokenKind::Access);
+            assert_eq!(decoded.is_ok(), accepted, "{name}: {decoded:?}");
+        }
     }
 }

@@ -57,8 +57,8 @@ impl ModelList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct RatedBidsQuery {
-    /// The model's id on chain (`0x` + 64 hex digits), not its name.
-    #[param(pattern = "^0x[0-9a-fA-F]{64}$")]
+    /// A model name, alias or on-chain id (`0x` + 64 hex digits).
+    #[param(min_length = 1, max_length = 256, pattern = "\\S")]
     pub model_id: String,
 }
 

@@ -27,7 +27,7 @@ pub struct SessionDataRequest {
 #[into_params(parameter_in = Query)]
 pub struct ModelSessionQuery {
     /// A model name, alias or on-chain id (`0x` + 64 hex digits).
-    #[param(min_length = 1, max_length = 256)]
+    #[param(min_length = 1, max_length = 256, pattern = "\\S")]
     pub model_id: String,
 }
 

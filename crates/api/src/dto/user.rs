@@ -10,7 +10,12 @@ use utoipa::ToSchema;
 pub struct UserCreate {
     #[schema(format = Email, max_length = 254)]
     pub email: String,
-    #[schema(min_length = 8, max_length = 1024)]
+    /// Not only whitespace, control or invisible characters.
+    #[schema(
+        min_length = 8,
+        max_length = 1024,
+        pattern = "[^\\s\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u034F\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u2800\\u3164\\uFE00-\\uFE0F\\uFEFF\\uFFA0\\uFFF0-\\uFFFB]"
+    )]
     pub password: String,
     #[serde(default)]
     #[schema(max_length = 255, pattern = r"^[^\u0000]*$")]

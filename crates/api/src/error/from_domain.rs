@@ -151,18 +151,24 @@ fn busy() -> ApiError {
     ApiError::ServiceUnavailable("The server is busy; try again shortly")
 }
 
+impl From<ResolveModelError> for ApiError {
+    fn from(e: ResolveModelError) -> Self {
+        match e {
+            ResolveModelError::Unknown(name) => {
+                ApiError::NotFound(format!("Model '{name}' not found"))
+            }
+            ResolveModelError::NotLoaded => ApiError::ServiceUnavailable(
+                "The model list has not been loaded from the marketplace yet; retry shortly",
+            ),
+            ResolveModelError::NoDefault => ApiError::NotFound("No such model".to_owned()),
+        }
+    }
+}
+
 impl From<OpenSessionError> for ApiError {
     fn from(e: OpenSessionError) -> Self {
         match e {
-            OpenSessionError::Model(ResolveModelError::Unknown(name)) => {
-                ApiError::NotFound(format!("Model '{name}' not found"))
-            }
-            OpenSessionError::Model(ResolveModelError::NotLoaded) => ApiError::ServiceUnavailable(
-                "The model list has not been loaded from the marketplace yet; retry shortly",
-            ),
-            OpenSessionError::Model(ResolveModelError::NoDefault) => {
-                ApiError::NotFound("No such model".to_owned())
-            }
+            OpenSessionError::Model(e) => e.into(),
             OpenSessionError::BidNotFound => ApiError::NotFound("Bid not found".to_owned()),
             OpenSessionError::Upstream(e) => e.into(),
             OpenSessionError::Unknown(e) => e.into(),

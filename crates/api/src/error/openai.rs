@@ -141,7 +141,7 @@ impl From<LimitExceeded> for OpenAiError {
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             e.code,
-            Some(e.param),
+            Some(&e.param),
             e.message,
         )
     }

@@ -7,6 +7,9 @@ use crate::model::{ApiKeyDigest, ApiKeySecret};
 #[derive(Clone)]
 pub struct ApiKeyHasher {
     key: hmac::Key,
+    /// Verifications made (unit tests check that every refusal path makes one).
+    #[cfg(test)]
+    pub(crate) verifications: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for ApiKeyHasher {
@@ -28,6 +31,8 @@ impl ApiKeyHasher {
         );
         Ok(Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, pepper),
+            #[cfg(test)]
+            verifications: Default::default(),
         })
     }
 
@@ -40,9 +45,16 @@ impl ApiKeyHasher {
         )
     }
 
-    /// Constant-time comparison of a presented key with a stored digest.
-    pub fn verify(&self, key: &ApiKeySecret, stored: &ApiKeyDigest) -> bool {
-        hmac::verify(&self.key, key.expose().as_bytes(), &stored.0).is_ok()
+    /// Constant-time comparison of a presented key with a stored digest. Without one (an
+    /// unknown prefix) the key's HMAC is still computed, against a digest nothing matches, so
+    /// an unknown prefix costs what a wrong secret costs.
+    pub fn verify(&self, key: &ApiKeySecret, stored: Option<&ApiKeyDigest>) -> bool {
+        #[cfg(test)]
+        self.verifications
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        const NOTHING: [u8; 32] = [0; 32];
+        let digest = stored.map_or(&NOTHING[..], |d| &d.0);
+        hmac::verify(&self.key, key.expose().as_bytes(), digest).is_ok() && stored.is_some()
     }
 }
 
@@ -64,11 +76,12 @@ mod tests {
         let h = hasher();
         let key = ApiKeySecret::generate();
         let digest = h.digest(&key);
-        assert!(h.verify(&key, &digest));
+        assert!(h.verify(&key, Some(&digest)));
 
         // Same prefix, different secret: the original gateway accepted this.
         let impostor = ApiKeySecret::with_prefix(key.prefix().clone());
-        assert!(!h.verify(&impostor, &digest));
+        assert!(!h.verify(&impostor, Some(&digest)));
+        assert!(!h.verify(&key, None));
 
         // A key differing in one character cannot even be presented: its checksum fails.
         let mut s = key.expose().to_owned();
@@ -81,6 +94,6 @@ mod tests {
     fn the_pepper_matters() {
         let key = ApiKeySecret::generate();
         let other = ApiKeyHasher::new(&[8u8; 32]).unwrap();
-        assert!(!other.verify(&key, &hasher().digest(&key)));
+        assert!(!other.verify(&key, Some(&hasher().digest(&key))));
     }
 }

@@ -4,10 +4,23 @@ use secrecy::{ExposeSecret, SecretString};
 use super::UserId;
 use crate::validation::{Invalid, check_char_len};
 
-/// A syntactically valid e-mail address, normalised to lower case so that uniqueness is
-/// case-insensitive (`Alice@Example.com` and `alice@example.com` are one account).
+/// A syntactically valid e-mail address in NFKC, lower case, so that uniqueness ignores case
+/// and compatibility forms (`Alice@Example.com`, `ａｌｉｃｅ@example.com` and `alice@example.com`
+/// are one account). Addresses carrying an invisible or formatting character (zero-width
+/// characters, bidi controls, soft hyphens, …) are refused: they display as another address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Email(String);
+
+/// An address's confusable skeleton (Unicode TS #39): two addresses with the same skeleton look
+/// alike (`аlice` with a Cyrillic `а`, `a1ice`, `alice`), and are one account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EmailSkeleton(String);
+
+impl EmailSkeleton {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl Email {
     /// RFC 5321 caps a forward path at 256 octets including the angle brackets.
@@ -15,11 +28,25 @@ impl Email {
 
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let trimmed = raw.trim();
-        if trimmed.len() > Self::MAX_LEN {
+        if let Some(c) = trimmed
+            .chars()
+            .find(|&c| crate::validation::is_invisible(c))
+        {
+            return Err(Invalid::new(
+                "value_error",
+                format!(
+                    "value is not a valid email address: it contains an invisible or formatting \
+                     character (U+{:04X})",
+                    u32::from(c)
+                ),
+            ));
+        }
+        let normalised = nfkc_lowercase(trimmed);
+        if normalised.len() > Self::MAX_LEN {
             return Err(Invalid::too_long(Self::MAX_LEN));
         }
         let parsed = email_address::EmailAddress::parse_with_options(
-            trimmed,
+            &normalised,
             email_address::Options::default()
                 .without_display_text()
                 .without_domain_literal(),
@@ -38,7 +65,7 @@ impl Email {
                 "value is not a valid email address: the domain must contain a dot",
             ));
         }
-        Ok(Self(parsed.as_str().to_lowercase()))
+        Ok(Self(parsed.as_str().to_owned()))
     }
 
     /// Rebuilds an address that was validated before it was stored.
@@ -49,6 +76,21 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The UTS #39 skeleton of the address: what it looks like, whatever the characters.
+    pub fn skeleton(&self) -> EmailSkeleton {
+        EmailSkeleton(unicode_security::skeleton(&self.0).collect())
+    }
+}
+
+/// NFKC, lower case, NFKC again (lowering can leave a string that is not NFKC).
+fn nfkc_lowercase(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    text.nfkc()
+        .collect::<String>()
+        .to_lowercase()
+        .nfkc()
+        .collect()
 }
 
 /// A password as the user typed it. Never logged (`Debug` is redacted by `SecretString`).
@@ -65,6 +107,17 @@ impl Password {
     /// For a new password: the length rules, and not one of the most common passwords.
     pub fn parse(raw: String) -> Result<Self, Invalid> {
         check_char_len(&raw, Self::MIN_CHARS, Self::MAX_CHARS)?;
+        // Eight spaces, tabs or zero-width characters are no secret, and some clients trim
+        // them away before they ever reach a login form.
+        if raw
+            .chars()
+            .all(|c| c.is_whitespace() || crate::validation::is_invisible(c))
+        {
+            return Err(Invalid::new(
+                "value_error",
+                "A password must contain characters other than spaces and control characters",
+            ));
+        }
         if is_common_password(&raw) {
             return Err(Invalid::new(
                 "value_error",
@@ -241,6 +294,74 @@ mod tests {
         }
         let long = format!("{}@example.com", "a".repeat(250));
         assert_eq!(Email::parse(&long).unwrap_err().kind, "string_too_long");
+    }
+
+    #[test]
+    fn emails_are_nfkc_normalised() {
+        // Fullwidth letters and a compatibility ligature are the plain address.
+        assert_eq!(
+            Email::parse("ＡＤＡ@ﬁrm.example.com").unwrap().as_str(),
+            "ada@firm.example.com"
+        );
+    }
+
+    #[test]
+    fn emails_with_invisible_or_formatting_characters_are_refused() {
+        for sneaky in [
+            "ad\u{200B}a@example.com",  // zero-width space
+            "ad\u{200D}a@example.com",  // zero-width joiner
+            "ad\u{2060}a@example.com",  // word joiner
+            "ada\u{00AD}@example.com",  // soft hyphen
+            "\u{202E}moc.elpmaxe@ada",  // right-to-left override
+            "ada@exa\u{2066}mple.com",  // left-to-right isolate
+            "ada\u{FEFF}@example.com",  // byte-order mark
+            "ada\u{E0041}@example.com", // tag character
+            "ad\u{0007}a@example.com",  // a control character
+        ] {
+            let refused = Email::parse(sneaky).unwrap_err();
+            assert_eq!(refused.kind, "value_error", "{sneaky:?}");
+            assert!(refused.message.contains("invisible"), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn look_alike_addresses_share_a_skeleton_and_others_do_not() {
+        let skeleton = |s: &str| Email::parse(s).unwrap().skeleton();
+        let plain = skeleton("alice@example.com");
+        for look_alike in [
+            "\u{0430}lice@example.com", // Cyrillic а
+            "al\u{0456}ce@example.com", // Cyrillic і
+            "alice@ex\u{0430}mple.com", // in the domain
+            "a\u{217C}ice@example.com", // SMALL ROMAN NUMERAL FIFTY: NFKC makes it an l
+            "alice@examp1e.com",        // digit one
+        ] {
+            assert_eq!(skeleton(look_alike), plain, "{look_alike:?}");
+        }
+        for other in [
+            "alicia@example.com",
+            "alice@example.org",
+            "alíce@example.com",
+        ] {
+            assert_ne!(skeleton(other), plain, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_of_only_whitespace_or_control_characters_are_refused() {
+        for blank in [
+            " ".repeat(8),
+            "\t".repeat(12),
+            "\u{3000}".repeat(8),
+            "\u{200B}".repeat(9),
+            " \u{0001}\u{0002}\u{0003}\u{0004}\u{0005}\u{0006} ".to_owned(),
+        ] {
+            assert_eq!(
+                Password::parse(blank.clone()).unwrap_err().kind,
+                "value_error",
+                "{blank:?}"
+            );
+        }
+        assert!(Password::parse("  spaced out  ".into()).is_ok());
     }
 
     #[test]

@@ -240,8 +240,9 @@ impl AccountService {
         self.throttle
             .registration(client)
             .map_err(RegisterError::Throttled)?;
-        // Checked first so a duplicate does not cost a hash; the unique index still decides
-        // races between two registrations of one address.
+        // Checked first so a duplicate does not cost a hash; the unique indexes still decide
+        // races between two registrations of one address. A look-alike address (the same
+        // skeleton) is the same account, so it is taken too.
         if self.users.find_user_by_email(&email).await?.is_some() {
             return Err(RegisterError::EmailTaken);
         }
@@ -270,9 +271,11 @@ impl AccountService {
         password: Password,
         client: Option<IpAddr>,
     ) -> Result<TokenPair, LoginError> {
+        // Keyed on the skeleton: look-alike addresses are one account, with one count.
+        let account = email.skeleton();
         let admission = self
             .throttle
-            .login(&email, client)
+            .login(&account, client)
             .map_err(LoginError::Throttled)?;
         // Before the hash, so an account under attack answers no guess sooner than this.
         if !admission.delay.is_zero() {
@@ -294,7 +297,7 @@ impl AccountService {
             }
             _ => return Err(LoginError::InvalidCredentials),
         };
-        self.throttle.login_succeeded(&email, client);
+        self.throttle.login_succeeded(&account, client);
         Ok(self.issue_pair(&user, Utc::now()).await?)
     }
 
@@ -454,9 +457,10 @@ impl AccountService {
         password: &Password,
         client: Option<IpAddr>,
     ) -> Result<(), Reauthentication> {
+        let account = user.email.skeleton();
         let admission = self
             .throttle
-            .login(&user.email, client)
+            .login(&account, client)
             .map_err(Reauthentication::Throttled)?;
         if !admission.delay.is_zero() {
             tokio::time::sleep(admission.delay).await;
@@ -467,7 +471,7 @@ impl AccountService {
             .await?
         {
             Verification::Match { .. } => {
-                self.throttle.login_succeeded(&user.email, client);
+                self.throttle.login_succeeded(&account, client);
                 Ok(())
             }
             Verification::Mismatch => Err(Reauthentication::Incorrect),

@@ -164,6 +164,12 @@ impl ApiKeyService {
 
     /// Checks a presented key: its prefix finds the row, then the digest of the *whole* key is
     /// compared in constant time. Revoked keys and keys of inactive users are refused.
+    ///
+    /// A key its cached row accepts is let through at once. Every other outcome (not cached,
+    /// unknown prefix, wrong secret, revoked key, inactive owner) does the same work: one HMAC
+    /// against the cache's row (or against nothing), one database lookup, one HMAC against the
+    /// row found (or against nothing). So a refusal takes as long whether its prefix exists or
+    /// not, and timing does not tell a prober which prefixes are real keys.
     pub async fn authenticate(&self, presented: &str) -> Result<ApiKeyPrincipal, ApiKeyAuthError> {
         let secret = ApiKeySecret::parse(presented).map_err(|_| {
             if presented.starts_with("sk-") {
@@ -172,16 +178,25 @@ impl ApiKeyService {
                 ApiKeyAuthError::Malformed
             }
         })?;
-        let stored = self
-            .stored_key(secret.prefix())
-            .await?
-            .ok_or(ApiKeyAuthError::Invalid)?;
-        if !self.hasher.verify(&secret, &stored.digest)
-            || !stored.key.is_active
-            || !stored.owner_active
-        {
-            return Err(ApiKeyAuthError::Invalid);
-        }
+        let cached = self.cache.as_ref().and_then(|c| c.get(secret.prefix()));
+        let verified = self
+            .hasher
+            .verify(&secret, cached.as_ref().map(|s| &s.digest));
+        let stored = match cached {
+            Some(stored) if verified && stored.key.is_active && stored.owner_active => stored,
+            _ => {
+                let found = self.lookup(secret.prefix()).await?;
+                let verified = self
+                    .hasher
+                    .verify(&secret, found.as_ref().map(|s| &s.digest));
+                match found {
+                    Some(stored) if verified && stored.key.is_active && stored.owner_active => {
+                        stored
+                    }
+                    _ => return Err(ApiKeyAuthError::Invalid),
+                }
+            }
+        };
         let now = Utc::now();
         let stale = stored
             .key
@@ -201,15 +216,11 @@ impl ApiKeyService {
         Ok(ApiKeyPrincipal { key })
     }
 
-    /// The key's row: from the cache when it is trusted, else from the database (and then
-    /// cached).
-    async fn stored_key(&self, prefix: &KeyPrefix) -> anyhow::Result<Option<StoredApiKey>> {
+    /// The key's row from the database, cached when it exists.
+    async fn lookup(&self, prefix: &KeyPrefix) -> anyhow::Result<Option<StoredApiKey>> {
         let Some(cache) = &self.cache else {
             return self.keys.find_api_key_by_prefix(prefix).await;
         };
-        if let Some(stored) = cache.get(prefix) {
-            return Ok(Some(stored));
-        }
         let generation = cache.generation();
         let found = self.keys.find_api_key_by_prefix(prefix).await?;
         if let Some(stored) = &found {
@@ -347,6 +358,51 @@ mod tests {
             Err(ApiKeyAuthError::Invalid)
         ));
         assert_eq!(repo.lookups.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_prefix_and_a_wrong_secret_do_the_same_work() {
+        let repo = Arc::new(OneKey::default());
+        let hasher = ApiKeyHasher::new(&[3u8; 32]).unwrap();
+        let verifications = hasher.verifications.clone();
+        let cache = ApiKeyCache::new(crate::services::ApiKeyCacheOptions {
+            capacity: 16,
+            max_age: std::time::Duration::from_secs(60),
+        });
+        cache.mark_fresh();
+        let service = ApiKeyService::new(repo.clone(), hasher).with_cache(cache);
+        let (_, key) = service.create(UserId(1), None).await.unwrap();
+        // The right key: looked up once, then accepted from the cache with one HMAC.
+        assert!(service.authenticate(key.expose()).await.is_ok());
+        let work = || {
+            (
+                repo.lookups.load(Ordering::SeqCst),
+                verifications.load(Ordering::SeqCst),
+            )
+        };
+        let before = work();
+        assert!(service.authenticate(key.expose()).await.is_ok());
+        assert_eq!(
+            work(),
+            (before.0, before.1 + 1),
+            "cached: no lookup, one HMAC"
+        );
+
+        // Each refusal: one HMAC against the cache, one lookup, one HMAC against the row, be
+        // the prefix known (and its row cached) or not.
+        let cost = async |presented: &ApiKeySecret| {
+            let before = work();
+            assert!(matches!(
+                service.authenticate(presented.expose()).await,
+                Err(ApiKeyAuthError::Invalid)
+            ));
+            let after = work();
+            (after.0 - before.0, after.1 - before.1)
+        };
+        let wrong_secret = ApiKeySecret::with_prefix(key.prefix().clone());
+        let unknown_prefix = ApiKeySecret::generate();
+        assert_eq!(cost(&wrong_secret).await, (1, 2));
+        assert_eq!(cost(&unknown_prefix).await, (1, 2));
     }
 
     #[tokio::test]

@@ -60,16 +60,16 @@ pub struct ChatShape {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct LimitExceeded {
-    pub param: &'static str,
+    pub param: String,
     pub code: &'static str,
     pub message: String,
 }
 
 impl ChatLimits {
     pub fn check(&self, shape: &ChatShape) -> Result<(), LimitExceeded> {
-        let over = |param, code, message: String| {
+        let over = |param: &str, code, message: String| {
             Err(LimitExceeded {
-                param,
+                param: param.to_owned(),
                 code,
                 message,
             })
@@ -109,6 +109,100 @@ impl ChatLimits {
             );
         }
         Ok(())
+    }
+}
+
+/// A member of a chat request the gateway forwards without modelling it, as the HTTP layer
+/// read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnmodelledValue {
+    Null,
+    /// A whole number that fits in 64 bits.
+    Integer(i64),
+    /// Anything else: a fraction, a huge number, text, a list or an object.
+    Other,
+}
+
+/// What bounds a numeric member some providers honour and the gateway does not model.
+#[derive(Debug, Clone, Copy)]
+enum KnobBound {
+    /// A number of tokens: 0 up to the `max_tokens` cap.
+    Tokens,
+    /// A number of sequences generated per answer: 1 up to the `n` cap.
+    Sequences,
+    Between(i64, i64),
+}
+
+/// Numeric knobs of inference servers (vLLM, TGI, Ollama, llama.cpp, …) that OpenAI's API does
+/// not have, or the gateway does not model, and that cost a provider as much as the caps the
+/// gateway enforces: bounded like them, so a request cannot ask for more through another name.
+const KNOBS: &[(&str, KnobBound)] = &[
+    ("max_new_tokens", KnobBound::Tokens),
+    ("max_length", KnobBound::Tokens),
+    ("max_output_tokens", KnobBound::Tokens),
+    ("num_predict", KnobBound::Tokens),
+    ("n_predict", KnobBound::Tokens),
+    ("min_tokens", KnobBound::Tokens),
+    ("min_new_tokens", KnobBound::Tokens),
+    ("best_of", KnobBound::Sequences),
+    ("num_return_sequences", KnobBound::Sequences),
+    ("num_beams", KnobBound::Sequences),
+    // OpenAI's own range.
+    ("top_logprobs", KnobBound::Between(0, 20)),
+    // -1 and 0 mean "off" on vLLM and llama.cpp; no vocabulary is this large.
+    ("top_k", KnobBound::Between(-1, 1_000_000)),
+];
+
+/// Members the gateway does not model may nest at most this deep (an object or list in the
+/// member's value counts one, and so on), so a request cannot hand providers a deeply
+/// nested document the gateway never looked at.
+pub const MAX_UNMODELLED_DEPTH: usize = 8;
+
+impl ChatLimits {
+    /// Checks a top-level member of a chat request that the gateway forwards without
+    /// modelling it: a known numeric knob must be a whole number within its bound, and any
+    /// such member may nest at most [`MAX_UNMODELLED_DEPTH`] deep.
+    pub fn check_unmodelled(
+        &self,
+        name: &str,
+        value: UnmodelledValue,
+        depth: usize,
+    ) -> Result<(), LimitExceeded> {
+        let refuse = |code, message: String| {
+            Err(LimitExceeded {
+                param: name.to_owned(),
+                code,
+                message,
+            })
+        };
+        if depth > MAX_UNMODELLED_DEPTH {
+            return refuse(
+                "nesting_too_deep",
+                format!(
+                    "{name} nests {depth} levels deep; members the gateway forwards as they are \
+                     may nest at most {MAX_UNMODELLED_DEPTH}"
+                ),
+            );
+        }
+        let Some((_, bound)) = KNOBS.iter().find(|(knob, _)| *knob == name) else {
+            return Ok(());
+        };
+        let (low, high, code) = match *bound {
+            KnobBound::Tokens => (0, i64::from(self.max_tokens), "max_tokens_exceeded"),
+            KnobBound::Sequences => (1, i64::from(self.max_choices), "too_many_choices"),
+            KnobBound::Between(low, high) => (low, high, "invalid_value"),
+        };
+        match value {
+            UnmodelledValue::Null => Ok(()),
+            UnmodelledValue::Integer(n) if (low..=high).contains(&n) => Ok(()),
+            UnmodelledValue::Integer(n) if n > high => {
+                refuse(code, format!("{name} may be at most {high}"))
+            }
+            _ => refuse(
+                "invalid_value",
+                format!("{name} must be a whole number from {low} to {high}"),
+            ),
+        }
     }
 }
 
@@ -238,6 +332,46 @@ fn is_transient(error: &MarketplaceError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unmodelled_knobs_are_bounded_like_the_caps_and_unknown_members_are_shallow() {
+        let limits = ChatLimits {
+            max_tokens: 4096,
+            max_choices: 8,
+            max_messages: 10,
+            max_tools: 4,
+        };
+        let check = |name, value, depth| {
+            limits
+                .check_unmodelled(name, value, depth)
+                .map_err(|e| (e.param, e.code))
+        };
+        use UnmodelledValue::*;
+        assert!(check("max_new_tokens", Integer(4096), 0).is_ok());
+        assert!(check("max_new_tokens", Null, 0).is_ok());
+        assert_eq!(
+            check("max_new_tokens", Integer(4097), 0),
+            Err(("max_new_tokens".into(), "max_tokens_exceeded"))
+        );
+        assert_eq!(
+            check("num_predict", Integer(-1), 0),
+            Err(("num_predict".into(), "invalid_value"))
+        );
+        assert_eq!(
+            check("best_of", Integer(9), 0),
+            Err(("best_of".into(), "too_many_choices"))
+        );
+        assert_eq!(
+            check("top_k", Other, 0),
+            Err(("top_k".into(), "invalid_value"))
+        );
+        assert!(check("top_k", Integer(-1), 0).is_ok());
+        assert!(check("x_vendor", Other, MAX_UNMODELLED_DEPTH).is_ok());
+        assert_eq!(
+            check("x_vendor", Other, MAX_UNMODELLED_DEPTH + 1),
+            Err(("x_vendor".into(), "nesting_too_deep"))
+        );
+    }
 
     #[test]
     fn caps_name_the_field_over_its_limit() {

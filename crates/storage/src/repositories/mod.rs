@@ -9,7 +9,7 @@ mod refresh_tokens;
 mod revocations;
 mod sessions;
 mod usage;
-mod users;
+pub(crate) mod users;
 mod wallet_keys;
 
 use diesel::result::{DatabaseErrorKind, Error};

@@ -32,6 +32,7 @@ struct UserRow {
 struct NewUserRow {
     id: i64,
     email: String,
+    email_skeleton: Option<String>,
     name: Option<String>,
     password_hash: String,
     is_active: bool,
@@ -59,6 +60,7 @@ impl From<NewUser> for NewUserRow {
         let created_at = user.created_at.naive_utc();
         NewUserRow {
             id: user.id.0,
+            email_skeleton: Some(user.email.skeleton().as_str().to_owned()),
             email: user.email.as_str().to_owned(),
             name: user.name.map(|name| name.as_str().to_owned()),
             password_hash: user.password_hash.0,
@@ -67,6 +69,32 @@ impl From<NewUser> for NewUserRow {
             updated_at: created_at,
         }
     }
+}
+
+/// Fills in the skeleton of accounts made before the column existed (run after the
+/// migrations, at every start: after the first, only rows that clash remain, found through
+/// the index). Returns how many could not take theirs because an older look-alike account
+/// already has it; those keep logging in by their exact address.
+pub(crate) fn fill_email_skeletons(conn: &mut AnyConnection) -> anyhow::Result<usize> {
+    let missing: Vec<(i64, String)> = users::table
+        .filter(users::email_skeleton.is_null())
+        .order((users::created_at.asc(), users::id.asc()))
+        .select((users::id, users::email))
+        .load(conn)
+        .context("reading accounts without an email skeleton")?;
+    let mut clashing = 0;
+    for (id, email) in missing {
+        let skeleton = Email::from_trusted(email).skeleton().as_str().to_owned();
+        match diesel::update(users::table.find(id))
+            .set(users::email_skeleton.eq(skeleton))
+            .execute(conn)
+        {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => clashing += 1,
+            Err(e) => return Err(anyhow::Error::new(e).context("storing an email skeleton")),
+        }
+    }
+    Ok(clashing)
 }
 
 fn load_user(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<User>> {
@@ -88,10 +116,14 @@ impl UserRepository for Database {
                 if !is_unique_violation(&error) {
                     return Err(anyhow::Error::new(error).context("inserting a user").into());
                 }
-                // The email and the id are both unique. Asking which one clashed works the
-                // same on both backends, unlike parsing their constraint messages.
+                // The email, its skeleton and the id are all unique. Asking which one clashed
+                // works the same on both backends, unlike parsing their constraint messages.
                 let email_taken = diesel::select(diesel::dsl::exists(
-                    users::table.filter(users::email.eq(&row.email)),
+                    users::table.filter(
+                        users::email
+                            .eq(&row.email)
+                            .or(users::email_skeleton.eq(&row.email_skeleton)),
+                    ),
                 ))
                 .get_result::<bool>(conn)
                 .context("checking which unique key a new user clashed with")?;
@@ -117,15 +149,23 @@ impl UserRepository for Database {
 
     #[tracing::instrument(skip_all)]
     async fn find_user_by_email(&self, email: &Email) -> anyhow::Result<Option<User>> {
+        let skeleton = email.skeleton().as_str().to_owned();
         let email = email.as_str().to_owned();
         self.run(move |conn| {
-            users::table
-                .filter(users::email.eq(email))
+            // Both columns are unique, so at most two rows: the exact address wins over a
+            // look-alike (only accounts older than the skeleton column can be both).
+            let rows: Vec<UserRow> = users::table
+                .filter(
+                    users::email
+                        .eq(&email)
+                        .or(users::email_skeleton.eq(skeleton)),
+                )
+                .order((users::created_at.asc(), users::id.asc()))
                 .select(UserRow::as_select())
-                .first(conn)
-                .optional()
-                .map(|row| row.map(User::from))
-                .context("looking up a user by email")
+                .load(conn)
+                .context("looking up a user by email")?;
+            let exact = rows.iter().position(|row| row.email == email);
+            Ok(rows.into_iter().nth(exact.unwrap_or(0)).map(User::from))
         })
         .await
     }

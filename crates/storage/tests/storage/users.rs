@@ -160,3 +160,73 @@ async fn users_are_listed_newest_first_and_filtered_by_email_literally() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_look_alike_address_is_the_same_account() {
+    each_backend(async |t| {
+        let alice =
+            t.db.insert_user(new_user("alice@example.com"))
+                .await
+                .unwrap();
+        // A Cyrillic а: another address, the same skeleton.
+        let look_alike = Email::parse("\u{0430}lice@example.com").unwrap();
+        assert_ne!(look_alike, alice.email);
+        let found = t.db.find_user_by_email(&look_alike).await.unwrap().unwrap();
+        assert_eq!(found.id, alice.id);
+        assert!(matches!(
+            t.db.insert_user(new_user("\u{0430}lice@example.com")).await,
+            Err(InsertUserError::DuplicateEmail)
+        ));
+        assert_eq!(t.count("SELECT COUNT(*) AS n FROM users"), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn accounts_older_than_the_skeleton_column_get_theirs_at_the_next_start() {
+    each_backend(async |t| {
+        let older = t.db.insert_user(new_user("bob@example.com")).await.unwrap();
+        let newer =
+            t.db.insert_user(new_user("carol@example.com"))
+                .await
+                .unwrap();
+        // As the migration leaves them: no skeleton; and a look-alike of Bob made before
+        // look-alikes were refused.
+        t.execute("UPDATE users SET email_skeleton = NULL");
+        let mut twin = new_user("b\u{043E}b@example.com");
+        twin.created_at = older.created_at + chrono::Duration::hours(1);
+        let twin_id = twin.id.0;
+        t.db.insert_user(twin).await.unwrap();
+        t.execute(&format!(
+            "UPDATE users SET email_skeleton = NULL WHERE id = {twin_id}"
+        ));
+
+        t.db.migrate().await.unwrap();
+
+        assert_eq!(
+            t.count("SELECT COUNT(*) AS n FROM users WHERE email_skeleton IS NOT NULL"),
+            2
+        );
+        // The look-alike keeps its own login; a new look-alike is refused.
+        let twin_email = Email::parse("b\u{043E}b@example.com").unwrap();
+        let found = t.db.find_user_by_email(&twin_email).await.unwrap().unwrap();
+        assert_eq!(found.id.0, twin_id);
+        let bob =
+            t.db.find_user_by_email(&older.email)
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(bob.id, older.id);
+        assert!(
+            t.db.find_user_by_email(&newer.email)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(matches!(
+            t.db.insert_user(new_user("b\u{03BF}b@example.com")).await,
+            Err(InsertUserError::DuplicateEmail)
+        ));
+    })
+    .await;
+}

@@ -9,8 +9,10 @@ use crate::extract::ValidatedJson;
 
 /// Log in with email and password; returns an access token and a refresh token.
 ///
-/// An unknown email, a wrong password and a disabled account all get the same 401. Attempts are
-/// limited per account and per client address (429 with `Retry-After`).
+/// An unknown email, a wrong password and a disabled account all get the same 401. An address
+/// that looks like an account's (the same confusable skeleton) logs in to that account.
+/// Attempts are limited per account (look-alike addresses counting as one) and per client
+/// address (429 with `Retry-After`).
 #[utoipa::path(
     operation_id = "login_api_v1_auth_login_post",
     tag = "Auth",

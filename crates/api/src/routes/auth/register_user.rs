@@ -9,8 +9,11 @@ use crate::extract::ValidatedJson;
 
 /// Register a new user.
 ///
-/// The email is normalised to lower case (addresses are unique case-insensitively). Passwords
-/// are 8 to 1024 characters and hashed with argon2id.
+/// The email is normalised to NFKC and lower case, and an address that looks like an existing
+/// one (the same Unicode TS #39 confusable skeleton) belongs to that account: the same 400 as
+/// a duplicate. Addresses with invisible or formatting characters are refused (422). Passwords
+/// are 8 to 1024 characters, not only whitespace or control characters, and hashed with
+/// argon2id.
 #[utoipa::path(
     operation_id = "register_user_api_v1_auth_register_post",
     tag = "Auth",

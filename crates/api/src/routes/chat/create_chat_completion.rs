@@ -8,7 +8,7 @@ use morpheus_domain::{SessionId, UsageOutcome};
 
 use super::{forward, node_rewrites, sse};
 use crate::AppState;
-use crate::dto::ChatCompletionRequest;
+use crate::dto::{ChatCompletionRequest, ChatCompletionStreamEvent};
 use crate::error::{ApiError, ErrorResponse, HTTPValidationError, OpenAiError, OpenAiErrorBody};
 use crate::extract::{JsonWithRaw, OpenAiKeyUser};
 use crate::request_context::{TraceSpan, add_upstream_wait, record_chat, record_usage};
@@ -25,7 +25,7 @@ use crate::routes::session::owner;
     responses(
         (status = 200, description = "The completion (JSON), or its chunks (text/event-stream)", content(
             (serde_json::Value = "application/json"),
-            (String = "text/event-stream"),
+            (ChatCompletionStreamEvent = "text/event-stream"),
         )),
         (status = 400, description = "Over a cap, no session and automation off, or refused by the provider", body = OpenAiErrorBody),
         (status = 401, description = "Missing or invalid API key", body = OpenAiErrorBody),
@@ -136,6 +136,7 @@ fn prepare(
         .chat_limits
         .check(&forward::shape(request))
         .map_err(OpenAiError::from)?;
+    forward::check_unmodelled(&body.raw, &state.chat_limits).map_err(OpenAiError::from)?;
     if !state.marketplace_configured {
         return Err(OpenAiError::from(ApiError::from(
             morpheus_domain::ports::MarketplaceError::NotConfigured,

@@ -2,7 +2,7 @@
 
 use actix_web::HttpRequest;
 use actix_web::web::Bytes;
-use morpheus_domain::services::ChatShape;
+use morpheus_domain::services::{ChatLimits, ChatShape, LimitExceeded, UnmodelledValue};
 use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
@@ -35,6 +35,49 @@ pub fn shape(request: &ChatCompletionRequest) -> ChatShape {
         messages: request.messages.len(),
         tools: request.tools.as_ref().map_or(0, Vec::len),
     }
+}
+
+/// The members [`ChatCompletionRequest`] models; every other one is forwarded as it is.
+const MODELLED: &[&str] = &[
+    "model",
+    "messages",
+    "stream",
+    "n",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "seed",
+    "stream_options",
+    "metadata",
+    "user",
+    "session_id",
+];
+
+/// The members the gateway forwards without modelling them: numeric knobs within their
+/// bounds (`max_new_tokens`, `best_of`, `top_k`, …), nothing nested too deep.
+pub fn check_unmodelled(raw: &[u8], limits: &ChatLimits) -> Result<(), LimitExceeded> {
+    // The body was parsed as an object already; a body that is not one has no members.
+    for (name, value) in json_members::all(raw).unwrap_or_default() {
+        if MODELLED.contains(&name.as_ref()) {
+            continue;
+        }
+        let text = value.get();
+        let read = match text {
+            "null" => UnmodelledValue::Null,
+            _ => text
+                .parse::<i64>()
+                .map_or(UnmodelledValue::Other, UnmodelledValue::Integer),
+        };
+        limits.check_unmodelled(&name, read, json_members::depth(text.as_bytes()))?;
+    }
+    Ok(())
 }
 
 /// Range checks serde does not do, as 422s located like every other validation error.
@@ -91,6 +134,30 @@ pub fn check_ranges(request: &ChatCompletionRequest) -> Result<(), ApiError> {
             "value_error",
             "Input should be between -2 and 2",
         );
+    }
+    // Typed in the contract (`ChatStreamOptions`) but kept as sent: the gateway adds
+    // `include_usage` to it and passes the rest on.
+    match &request.stream_options {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(options)) => {
+            let usage = options.get("include_usage");
+            if usage.is_some_and(|v| !v.is_boolean() && !v.is_null()) {
+                errors.push(FieldError::new(
+                    vec![
+                        LocItem::from("body"),
+                        LocItem::from("stream_options"),
+                        LocItem::from("include_usage"),
+                    ],
+                    "bool_type",
+                    "Input should be a valid boolean",
+                ));
+            }
+        }
+        Some(_) => errors.push(FieldError::new(
+            vec![LocItem::from("body"), LocItem::from("stream_options")],
+            "model_type",
+            "Input should be an object",
+        )),
     }
     if let Some(tools) = &request.tools {
         for (i, tool) in tools.iter().enumerate() {

@@ -54,6 +54,39 @@ pub fn replace_values(json: &[u8], name: &str, value: &[u8]) -> Option<Option<Ve
     Some(Some(out))
 }
 
+/// Every member of a JSON object as (name, raw value), in order; `None` when it is not one.
+pub fn all(json: &[u8]) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+    serde_json::from_slice::<AllMembers<'_>>(json)
+        .ok()
+        .map(|members| members.0)
+}
+
+/// How deep a JSON value nests: 0 for a scalar, 1 for `{}` or `[1]`, 2 for `[[1]]`, …
+pub fn depth(value: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for &b in value {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// `json` (an object) with one more member, `"name": value` (raw JSON), at its end; `None` when
 /// `json` is not a JSON object.
 pub fn with_member(json: &[u8], name: &str, value: &[u8]) -> Option<Vec<u8>> {
@@ -142,5 +175,23 @@ impl<'de> Deserialize<'de> for AllMembers<'de> {
             }
         }
         deserializer.deserialize_map(Members)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_nesting_outside_strings() {
+        for (json, expected) in [
+            ("1", 0),
+            (r#""[{[{""#, 0),
+            ("{}", 1),
+            ("[1,[2,[3]],4]", 3),
+            (r#"{"a":{"b":"}}}\"{{"},"c":[[]]}"#, 3),
+        ] {
+            assert_eq!(depth(json.as_bytes()), expected, "{json}");
+        }
     }
 }

@@ -34,7 +34,7 @@ pub fn refuse_lossy(request: &ChatCompletionRequest) -> Result<(), OpenAiError> 
     for (i, message) in request.messages.iter().enumerate() {
         if let Some(MessageContent::Parts(parts)) = &message.content {
             for (j, part) in parts.iter().enumerate() {
-                let kind = part.get("type").and_then(Value::as_str).unwrap_or_default();
+                let kind = part.kind.as_str();
                 if !KEPT_PARTS.contains(&kind) {
                     return refuse(
                         format!("messages[{i}].content[{j}].type"),

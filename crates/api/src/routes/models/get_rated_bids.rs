@@ -9,7 +9,8 @@ use crate::error::{
 };
 use crate::extract::ValidatedQuery;
 
-/// The bids for a model, best first, as rated by the proxy-router.
+/// The bids for a model, best first, as rated by the proxy-router. The model is named as for
+/// `POST /session/modelsession`: a name, an alias or an on-chain id.
 ///
 /// Needs no credential: answers are shared for a short while per model (concurrent calls wait
 /// for the one request to the proxy-router in flight), and calls are limited per client
@@ -20,8 +21,9 @@ use crate::extract::ValidatedQuery;
     params(RatedBidsQuery),
     responses(
         (status = 200, description = "The model's bids with their scores", body = RatedBids),
-        (status = 422, description = "model_id is missing or not an on-chain id", body = HTTPValidationError),
-        (status = 503, description = "No proxy-router is configured", body = ErrorResponse),
+        (status = 404, description = "No such model", body = ErrorResponse),
+        (status = 422, description = "model_id is missing or blank", body = HTTPValidationError),
+        (status = 503, description = "No proxy-router is configured, or the model list is not loaded yet", body = ErrorResponse),
         MarketplaceErrors,
     )
 )]
@@ -38,13 +40,20 @@ pub async fn get_rated_bids(
             message: "Too many requests for rated bids from this client address",
             retry_after,
         })?;
-    let model = ModelId::parse(&query.0.model_id).map_err(|invalid| {
-        ApiError::validation(FieldError::new(
+    let requested = query.0.model_id.trim();
+    if requested.is_empty() || requested.chars().count() > 256 {
+        return Err(ApiError::validation(FieldError::new(
             vec![LocItem::from("query"), LocItem::from("model_id")],
-            "string_pattern_mismatch",
-            invalid.message,
-        ))
-    })?;
+            "string_too_short",
+            "model_id must be 1 to 256 characters",
+        )));
+    }
+    // An on-chain id is asked for as it is (the catalogue may not list it); a name or an
+    // alias is resolved first, so both share the id's cached answer.
+    let model = match ModelId::parse(requested) {
+        Ok(id) => id,
+        Err(_) => state.sessions.catalogue().resolve(Some(requested))?.id,
+    };
     let market = state.sessions.market();
     let bids = state
         .rated_bids

@@ -189,18 +189,7 @@ async fn ping_reports_alive_ended_and_missing_sessions() {
         "a ping spends no tokens"
     );
     // Closed on chain by someone else: the ping finds out and stops using it.
-    let session = alive["session_id"].as_str().unwrap();
-    let closed = app
-        .client
-        .post(format!(
-            "{}/blockchain/sessions/{session}/close",
-            app.sim.base_url()
-        ))
-        .basic_auth("morpheus", Some("sim-password"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(closed.status(), 200);
+    close_on_chain(&app, alive["session_id"].as_str().unwrap()).await;
     assert_eq!(ping(user.api_key.clone()).await["status"], "expired");
     assert_eq!(ping(user.api_key.clone()).await["status"], "no_session");
 }
@@ -415,18 +404,7 @@ async fn a_chain_read_blip_does_not_open_a_new_session() {
     assert_eq!(active, 1);
 
     // When the chain confirms the session is gone, it is renewed as before.
-    let session = app.sim.session_ids().pop().unwrap();
-    let closed = app
-        .client
-        .post(format!(
-            "{}/blockchain/sessions/{session}/close",
-            app.sim.base_url()
-        ))
-        .basic_auth("morpheus", Some("sim-password"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(closed.status(), 200);
+    close_on_chain(&app, &app.sim.session_ids().pop().unwrap()).await;
     assert_eq!(chat().await.status(), 200);
     assert_eq!(app.sim.counters().sessions_opened, 2);
 }
@@ -469,4 +447,19 @@ async fn an_open_whose_client_left_is_recorded_and_used() {
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(app.sim.counters().sessions_opened, 1, "and it was used");
+}
+
+/// Someone else closes `session` on the node, behind the gateway's back.
+async fn close_on_chain(app: &crate::market::MarketApp, session: &str) {
+    let closed = app
+        .client
+        .post(format!(
+            "{}/blockchain/sessions/{session}/close",
+            app.sim.base_url()
+        ))
+        .basic_auth("morpheus", Some("sim-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 200);
 }

@@ -126,21 +126,26 @@ pub(crate) fn rated_bids(body: &[u8]) -> Result<Vec<RatedBid>, String> {
     Ok(entries(items, "rated bid", |raw| {
         let s: WireScoredBid =
             serde_json::from_str(raw.get()).map_err(|e| shape_error("rated bid", &e))?;
-        let b = s.bid;
         Ok(RatedBid {
             id: BidId::parse(&s.id).map_err(|e| e.message)?,
-            bid: Bid {
-                id: BidId::parse(&b.id).map_err(|e| e.message)?,
-                provider: b.provider,
-                model_agent_id: b.model_agent_id,
-                price_per_second: b.price_per_second,
-                nonce: b.nonce,
-                created_at: b.created_at,
-                deleted_at: b.deleted_at,
-            },
+            bid: s.bid.into_bid()?,
             score: s.score,
         })
     }))
+}
+
+impl WireBid {
+    fn into_bid(self) -> Result<Bid, String> {
+        Ok(Bid {
+            id: BidId::parse(&self.id).map_err(|e| e.message)?,
+            provider: self.provider,
+            model_agent_id: self.model_agent_id,
+            price_per_second: self.price_per_second,
+            nonce: self.nonce,
+            created_at: self.created_at,
+            deleted_at: self.deleted_at,
+        })
+    }
 }
 
 /// `{"bid":{Bid}}`: `None` for the zero bid the chain returns for an id it does not know
@@ -161,15 +166,7 @@ pub(crate) fn bid(body: &[u8]) -> Result<Option<Bid>, String> {
     if zero || b.deleted_at != 0 {
         return Ok(None);
     }
-    Ok(Some(Bid {
-        id: BidId::parse(&b.id).map_err(|e| e.message)?,
-        provider: b.provider,
-        model_agent_id: b.model_agent_id,
-        price_per_second: b.price_per_second,
-        nonce: b.nonce,
-        created_at: b.created_at,
-        deleted_at: b.deleted_at,
-    }))
+    b.into_bid().map(Some)
 }
 
 // ---------------------------------------------------------------- sessions

@@ -18,6 +18,9 @@ use chrono::{DateTime, Utc};
 use crate::model::*;
 use crate::ports::*;
 
+mod market;
+pub use market::{FakeMarket, MemorySessions, SessionWorld};
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

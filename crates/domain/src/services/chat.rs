@@ -330,7 +330,10 @@ fn is_transient(error: &MarketplaceError) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod limits_tests {
     use super::*;
 
     #[test]

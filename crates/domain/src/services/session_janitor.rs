@@ -109,3 +109,91 @@ impl SessionJanitor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FakeMarket, SessionWorld};
+
+    async fn world_with_sessions(n: usize) -> (SessionWorld, SessionJanitor, Vec<SessionRecord>) {
+        let w = SessionWorld::new(true).await;
+        let mut records = Vec::new();
+        for _ in 0..n {
+            // A new key each time: one active session per key and model.
+            let owner = crate::services::SessionOwner {
+                key: ApiKeyId::random(),
+                user: w.owner.user,
+            };
+            records.push(
+                w.sessions
+                    .session_for_chat(owner, &w.resolved())
+                    .await
+                    .unwrap(),
+            );
+        }
+        let janitor = SessionJanitor::new(w.store.clone(), w.market.clone());
+        (w, janitor, records)
+    }
+
+    #[tokio::test]
+    async fn ended_sessions_are_closed_and_a_failed_close_is_tried_again() {
+        let (w, janitor, records) = world_with_sessions(2).await;
+        let later = Utc::now() + chrono::Duration::days(2);
+        FakeMarket::fail_next(
+            &w.market.close_failures,
+            MarketplaceError::Unreachable("refused".to_owned()),
+        );
+        let report = janitor.run_once(later).await.unwrap();
+        assert_eq!((report.closed, report.close_failures), (1, 1));
+        let report = janitor.run_once(later).await.unwrap();
+        assert_eq!((report.closed, report.close_failures), (1, 0));
+        for r in &records {
+            assert_eq!(w.store.record(&r.id).unwrap().state, SessionState::Closed);
+        }
+        // Nothing is closed before its end: that would lock the stake.
+        let (w, janitor, records) = world_with_sessions(1).await;
+        assert_eq!(janitor.run_once(Utc::now()).await.unwrap().closed, 0);
+        assert_eq!(
+            w.store.record(&records[0].id).unwrap().state,
+            SessionState::Active
+        );
+    }
+
+    #[tokio::test]
+    async fn records_follow_the_chain_and_a_failing_node_changes_nothing() {
+        let (w, janitor, records) = world_with_sessions(3).await;
+        w.market.close_on_chain(&records[0].id);
+        w.market.chain.lock().unwrap().remove(&records[1].id);
+        let now = Utc::now();
+        let report = janitor.run_once(now).await.unwrap();
+        assert_eq!(report.reconciled, 2);
+        assert_eq!(
+            w.store.record(&records[0].id).unwrap().state,
+            SessionState::Closed
+        );
+        assert_eq!(
+            w.store.record(&records[1].id).unwrap().state,
+            SessionState::Closed
+        );
+        assert_eq!(
+            w.store.record(&records[2].id).unwrap().state,
+            SessionState::Active
+        );
+
+        let (w, janitor, records) = world_with_sessions(2).await;
+        w.market.close_on_chain(&records[0].id);
+        w.market.close_on_chain(&records[1].id);
+        FakeMarket::fail_next(
+            &w.market.read_failures,
+            MarketplaceError::Timeout(TimeoutPhase::Total),
+        );
+        let report = janitor.run_once(Utc::now()).await.unwrap();
+        assert!(report.reconcile_interrupted);
+        assert_eq!(report.reconciled, 0);
+        assert!(
+            records
+                .iter()
+                .all(|r| w.store.record(&r.id).unwrap().state == SessionState::Active)
+        );
+    }
+}

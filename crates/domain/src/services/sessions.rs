@@ -613,3 +613,6 @@ fn ends_at(
         _ => opened_at + chrono::Duration::seconds(i64::from(terms.duration.seconds())),
     }
 }
+
+#[cfg(test)]
+mod tests;

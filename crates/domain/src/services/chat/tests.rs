@@ -1,0 +1,148 @@
+//! The chat service on fake ports: which upstream failures renew the session, which are
+//! retried on it, and which end the request.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::services::{AutomationService, UsageMeter};
+use crate::testing::{FakeMarket, SessionWorld};
+
+struct NoUsage;
+
+impl UsageSink for NoUsage {
+    fn record(&self, _: UsageRecord) {}
+}
+
+fn request() -> ChatRequest {
+    ChatRequest {
+        model: Some(SessionWorld::MODEL_NAME.to_owned()),
+        session_id: None,
+        stream: false,
+        body: Bytes::from_static(b"{\"messages\":[]}"),
+        request_id: None,
+    }
+}
+
+async fn complete(w: &SessionWorld) -> Result<ChatAnswer, ChatError> {
+    let chat = ChatService::new(w.sessions.clone());
+    let mut meter = UsageMeter::start(std::sync::Arc::new(NoUsage), w.owner, false);
+    chat.complete(w.owner, request(), &mut meter).await
+}
+
+fn chats(w: &SessionWorld) -> usize {
+    w.market.chats.lock().unwrap().len()
+}
+
+#[tokio::test]
+async fn a_chain_read_blip_is_retried_on_the_same_session() {
+    let w = SessionWorld::new(true).await;
+    let first = complete(&w).await.unwrap().session.id;
+    FakeMarket::fail_next(
+        &w.market.chat_failures,
+        MarketplaceError::SessionGone(SessionGone::NotFound),
+    );
+    let again = complete(&w).await.unwrap();
+    assert_eq!(again.session.id, first);
+    assert_eq!(w.market.opens(), 1, "no new paid session");
+}
+
+#[tokio::test]
+async fn a_session_gone_on_chain_is_renewed_once() {
+    let w = SessionWorld::new(true).await;
+    let first = complete(&w).await.unwrap().session.id;
+    w.market.close_on_chain(&first);
+    let renewed = complete(&w).await.unwrap();
+    assert_ne!(renewed.session.id, first);
+    assert_eq!(w.market.opens(), 2);
+}
+
+#[tokio::test]
+async fn when_the_chain_cannot_be_read_nothing_is_retired_or_opened() {
+    let w = SessionWorld::new(true).await;
+    let first = complete(&w).await.unwrap().session.id;
+    FakeMarket::fail_next(
+        &w.market.chat_failures,
+        MarketplaceError::SessionGone(SessionGone::NotFound),
+    );
+    FakeMarket::fail_next(
+        &w.market.read_failures,
+        MarketplaceError::Timeout(TimeoutPhase::Total),
+    );
+    let got = complete(&w).await;
+    assert!(
+        matches!(
+            got,
+            Err(ChatError::Upstream(MarketplaceError::SessionGone(
+                SessionGone::NotFound
+            )))
+        ),
+        "{got:?}"
+    );
+    assert_eq!(w.market.opens(), 1);
+    assert_eq!(w.store.record(&first).unwrap().state, SessionState::Active);
+}
+
+#[tokio::test]
+async fn an_expired_session_is_renewed_once_then_the_error_stands() {
+    let w = SessionWorld::new(true).await;
+    complete(&w).await.unwrap();
+    for _ in 0..2 {
+        FakeMarket::fail_next(
+            &w.market.chat_failures,
+            MarketplaceError::SessionGone(SessionGone::Expired),
+        );
+    }
+    let got = complete(&w).await;
+    assert!(matches!(got, Err(ChatError::Upstream(_))), "{got:?}");
+    assert_eq!(w.market.opens(), 2, "renewed once, not twice");
+}
+
+#[tokio::test]
+async fn a_brief_unavailability_is_retried_once_and_a_refusal_never() {
+    let w = SessionWorld::new(true).await;
+    complete(&w).await.unwrap();
+    FakeMarket::fail_next(
+        &w.market.chat_failures,
+        MarketplaceError::Rejected {
+            status: 503,
+            message: "unavailable".to_owned(),
+            retry_after: None,
+        },
+    );
+    let before = chats(&w);
+    assert!(complete(&w).await.is_ok());
+    assert_eq!(chats(&w), before + 2, "sent again once");
+    FakeMarket::fail_next(
+        &w.market.chat_failures,
+        MarketplaceError::Provider {
+            fault: ProviderFault::InvalidRequest,
+            message: "too long".to_owned(),
+            retry_after: None,
+        },
+    );
+    let before = chats(&w);
+    assert!(complete(&w).await.is_err());
+    assert_eq!(chats(&w), before + 1, "not sent again");
+}
+
+#[tokio::test]
+async fn without_automation_an_ended_session_says_it_ended() {
+    let w = SessionWorld::new(true).await;
+    let first = complete(&w).await.unwrap().session.id;
+    AutomationService::new(w.store.clone())
+        .update(
+            w.owner.user,
+            AutomationUpdate {
+                is_enabled: Some(false),
+                session_duration: None,
+            },
+        )
+        .await
+        .unwrap();
+    w.market.close_on_chain(&first);
+    let got = complete(&w).await;
+    assert!(
+        matches!(got, Err(ChatError::Session(ChatSessionError::Ended))),
+        "{got:?}"
+    );
+}

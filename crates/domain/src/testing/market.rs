@@ -1,0 +1,415 @@
+//! Session records, automation settings and the proxy-router, in memory: what the session
+//! service, the chat service and the janitor need, with the node's answers scripted by the test.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::lock;
+use crate::model::*;
+use crate::ports::*;
+
+/// Session records and automation settings.
+#[derive(Default)]
+pub struct MemorySessions {
+    pub records: Mutex<Vec<SessionRecord>>,
+    pub automation: Mutex<BTreeMap<UserId, AutomationSettings>>,
+}
+
+impl MemorySessions {
+    pub fn record(&self, id: &SessionId) -> Option<SessionRecord> {
+        lock(&self.records).iter().find(|r| &r.id == id).cloned()
+    }
+
+    fn update(&self, id: &SessionId, change: impl FnOnce(&mut SessionRecord)) {
+        if let Some(r) = lock(&self.records).iter_mut().find(|r| &r.id == id) {
+            change(r);
+        }
+    }
+}
+
+#[async_trait]
+impl SessionRepository for MemorySessions {
+    async fn insert_session(&self, session: SessionRecord) -> Result<(), InsertSessionError> {
+        let mut records = lock(&self.records);
+        if records.iter().any(|r| r.id == session.id) {
+            return Err(InsertSessionError::Duplicate);
+        }
+        let active = |r: &&SessionRecord| {
+            r.state == SessionState::Active
+                && r.api_key_id == session.api_key_id
+                && r.model_id == session.model_id
+        };
+        if session.state == SessionState::Active && records.iter().any(|r| active(&r)) {
+            return Err(InsertSessionError::ActiveExists);
+        }
+        records.push(session);
+        Ok(())
+    }
+
+    async fn find_active_session(
+        &self,
+        key: ApiKeyId,
+        model: &ModelId,
+    ) -> anyhow::Result<Option<SessionRecord>> {
+        Ok(lock(&self.records)
+            .iter()
+            .find(|r| {
+                r.state == SessionState::Active && r.api_key_id == key && &r.model_id == model
+            })
+            .cloned())
+    }
+
+    async fn find_key_session(
+        &self,
+        key: ApiKeyId,
+        id: &SessionId,
+    ) -> anyhow::Result<Option<SessionRecord>> {
+        Ok(self.record(id).filter(|r| r.api_key_id == key))
+    }
+
+    async fn list_active_sessions(&self, key: ApiKeyId) -> anyhow::Result<Vec<SessionRecord>> {
+        Ok(lock(&self.records)
+            .iter()
+            .rev()
+            .filter(|r| r.state == SessionState::Active && r.api_key_id == key)
+            .cloned()
+            .collect())
+    }
+
+    async fn count_active_sessions(&self) -> anyhow::Result<u64> {
+        let records = lock(&self.records);
+        Ok(records
+            .iter()
+            .filter(|r| r.state == SessionState::Active)
+            .count() as u64)
+    }
+
+    async fn retire_session(&self, id: &SessionId) -> anyhow::Result<bool> {
+        let mut retired = false;
+        self.update(id, |r| {
+            if r.state == SessionState::Active {
+                r.state = SessionState::Retired;
+                retired = true;
+            }
+        });
+        Ok(retired)
+    }
+
+    async fn mark_session_closed(&self, id: &SessionId, at: DateTime<Utc>) -> anyhow::Result<()> {
+        self.update(id, |r| {
+            r.state = SessionState::Closed;
+            r.closed_at = Some(at);
+        });
+        Ok(())
+    }
+
+    async fn sessions_due_for_close(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<SessionRecord>> {
+        let mut due: Vec<SessionRecord> = lock(&self.records)
+            .iter()
+            .filter(|r| r.state != SessionState::Closed && r.ends_at <= now)
+            .cloned()
+            .collect();
+        due.sort_by_key(|r| r.ends_at);
+        due.truncate(limit as usize);
+        Ok(due)
+    }
+
+    async fn list_open_sessions(
+        &self,
+        after: Option<&SessionId>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<SessionRecord>> {
+        let mut open: Vec<SessionRecord> = lock(&self.records)
+            .iter()
+            .filter(|r| r.state != SessionState::Closed && after.is_none_or(|a| &r.id > a))
+            .cloned()
+            .collect();
+        open.sort_by(|a, b| a.id.cmp(&b.id));
+        open.truncate(limit as usize);
+        Ok(open)
+    }
+
+    async fn update_session_end(
+        &self,
+        id: &SessionId,
+        ends_at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        self.update(id, |r| r.ends_at = ends_at);
+        Ok(())
+    }
+
+    async fn find_session(&self, id: &SessionId) -> anyhow::Result<Option<SessionRecord>> {
+        Ok(self.record(id))
+    }
+
+    async fn list_sessions(
+        &self,
+        user: Option<UserId>,
+        include_closed: bool,
+        limit: u32,
+    ) -> anyhow::Result<Vec<SessionRecord>> {
+        Ok(lock(&self.records)
+            .iter()
+            .rev()
+            .filter(|r| user.is_none_or(|u| r.user_id == u))
+            .filter(|r| include_closed || r.state != SessionState::Closed)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl AutomationRepository for MemorySessions {
+    async fn get_or_create_automation(
+        &self,
+        defaults: AutomationSettings,
+    ) -> anyhow::Result<AutomationSettings> {
+        Ok(lock(&self.automation)
+            .entry(defaults.user_id)
+            .or_insert(defaults)
+            .clone())
+    }
+
+    async fn update_automation(
+        &self,
+        defaults: AutomationSettings,
+        update: AutomationUpdate,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<AutomationSettings> {
+        let mut all = lock(&self.automation);
+        let settings = all.entry(defaults.user_id).or_insert(defaults);
+        if let Some(enabled) = update.is_enabled {
+            settings.is_enabled = enabled;
+        }
+        if let Some(duration) = update.session_duration {
+            settings.session_duration = duration;
+        }
+        settings.updated_at = at;
+        Ok(settings.clone())
+    }
+}
+
+/// A proxy-router whose chain is a map and whose failures are queued by the test: each queue's
+/// errors are returned by the next calls of that kind, in order, then the calls succeed.
+#[derive(Default)]
+pub struct FakeMarket {
+    /// The sessions on chain.
+    pub chain: Mutex<BTreeMap<SessionId, UpstreamSession>>,
+    /// Bids the chain knows.
+    pub bids: Mutex<BTreeMap<BidId, Bid>>,
+    pub open_failures: Mutex<VecDeque<MarketplaceError>>,
+    pub chat_failures: Mutex<VecDeque<MarketplaceError>>,
+    pub read_failures: Mutex<VecDeque<MarketplaceError>>,
+    pub close_failures: Mutex<VecDeque<MarketplaceError>>,
+    /// Sessions opened, chat calls made (on which session) and close calls made.
+    pub opened: AtomicU64,
+    pub chats: Mutex<Vec<SessionId>>,
+    pub closes: Mutex<Vec<SessionId>>,
+}
+
+impl FakeMarket {
+    pub fn fail_next(queue: &Mutex<VecDeque<MarketplaceError>>, error: MarketplaceError) {
+        lock(queue).push_back(error);
+    }
+
+    pub fn opens(&self) -> u64 {
+        self.opened.load(Ordering::SeqCst)
+    }
+
+    /// Puts a session on chain, open until `ends_at`.
+    pub fn add_session(&self, id: &SessionId, model: &ModelId, ends_at: DateTime<Utc>) {
+        let now = Utc::now().timestamp().max(0) as u64;
+        lock(&self.chain).insert(
+            id.clone(),
+            UpstreamSession {
+                id: id.clone(),
+                user: String::new(),
+                provider: "0x00000000000000000000000000000000000000aa".to_owned(),
+                model_agent_id: model.as_str().to_owned(),
+                bid_id: String::new(),
+                stake: 0,
+                price_per_second: 0,
+                opened_at: now,
+                ends_at: ends_at.timestamp().max(0) as u64,
+                closed_at: 0,
+            },
+        );
+    }
+
+    /// Closes a session on chain, behind the gateway's back.
+    pub fn close_on_chain(&self, id: &SessionId) {
+        if let Some(s) = lock(&self.chain).get_mut(id) {
+            s.closed_at = Utc::now().timestamp().max(1) as u64;
+        }
+    }
+
+    fn open(&self, model: &ModelId, terms: SessionTerms) -> Result<SessionId, MarketplaceError> {
+        if let Some(error) = lock(&self.open_failures).pop_front() {
+            return Err(error);
+        }
+        let n = self.opened.fetch_add(1, Ordering::SeqCst) + 1;
+        let id = SessionId::parse(&format!("0x{n:064x}")).expect("a session id");
+        let ends = Utc::now() + chrono::Duration::seconds(i64::from(terms.duration.seconds()));
+        self.add_session(&id, model, ends);
+        Ok(id)
+    }
+}
+
+fn hash(n: u64) -> TxHash {
+    TxHash::parse(&format!("0x{n:064x}")).expect("a transaction hash")
+}
+
+#[async_trait]
+impl Marketplace for FakeMarket {
+    async fn health(&self) -> Result<(), MarketplaceError> {
+        Ok(())
+    }
+
+    async fn models(&self) -> Result<Vec<MarketModel>, MarketplaceError> {
+        Ok(Vec::new())
+    }
+
+    async fn rated_bids(&self, _: &ModelId) -> Result<Vec<RatedBid>, MarketplaceError> {
+        Ok(Vec::new())
+    }
+
+    async fn bid(&self, id: &BidId) -> Result<Option<Bid>, MarketplaceError> {
+        Ok(lock(&self.bids).get(id).cloned())
+    }
+
+    async fn approve(&self, _: &EthAddress, _: u128) -> Result<TxHash, MarketplaceError> {
+        Ok(hash(1))
+    }
+
+    async fn open_model_session(
+        &self,
+        model: &ModelId,
+        terms: SessionTerms,
+    ) -> Result<SessionId, MarketplaceError> {
+        self.open(model, terms)
+    }
+
+    async fn open_bid_session(
+        &self,
+        bid: &BidId,
+        terms: SessionTerms,
+    ) -> Result<SessionId, MarketplaceError> {
+        let model = lock(&self.bids)
+            .get(bid)
+            .and_then(|b| ModelId::parse(&b.model_agent_id).ok())
+            .ok_or_else(|| MarketplaceError::Rejected {
+                status: 500,
+                message: "failed to initiate session".to_owned(),
+                retry_after: None,
+            })?;
+        self.open(&model, terms)
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<UpstreamSession, MarketplaceError> {
+        if let Some(error) = lock(&self.read_failures).pop_front() {
+            return Err(error);
+        }
+        lock(&self.chain)
+            .get(id)
+            .cloned()
+            .ok_or(MarketplaceError::SessionGone(SessionGone::NotFound))
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<TxHash, MarketplaceError> {
+        lock(&self.closes).push(id.clone());
+        if let Some(error) = lock(&self.close_failures).pop_front() {
+            return Err(error);
+        }
+        self.close_on_chain(id);
+        Ok(hash(2))
+    }
+
+    async fn chat(&self, call: ChatCall) -> Result<ChatReply, MarketplaceError> {
+        lock(&self.chats).push(call.session.clone());
+        if let Some(error) = lock(&self.chat_failures).pop_front() {
+            return Err(error);
+        }
+        let open = lock(&self.chain)
+            .get(&call.session)
+            .is_some_and(|s| !s.is_closed());
+        if !open {
+            return Err(MarketplaceError::SessionGone(SessionGone::NotFound));
+        }
+        Ok(ChatReply::Complete {
+            body: Bytes::from_static(b"{\"choices\":[]}"),
+            usage: None,
+        })
+    }
+}
+
+/// The session service on the fakes above, with one model listed and one key's owner.
+pub struct SessionWorld {
+    pub store: std::sync::Arc<MemorySessions>,
+    pub market: std::sync::Arc<FakeMarket>,
+    pub sessions: crate::services::SessionService,
+    pub owner: crate::services::SessionOwner,
+    pub model: ModelId,
+}
+
+impl SessionWorld {
+    pub const MODEL_NAME: &'static str = "llama";
+
+    /// `automated`: whether the owner's automation is on (it opens sessions for chats).
+    pub async fn new(automated: bool) -> Self {
+        use crate::services::*;
+        let store = std::sync::Arc::new(MemorySessions::default());
+        let market = std::sync::Arc::new(FakeMarket::default());
+        let model = ModelId::parse(&format!("0x{:064x}", 0xabc)).expect("a model id");
+        let catalogue = std::sync::Arc::new(ModelCatalogue::new(CatalogueOptions {
+            default_model: None,
+            aliases: Vec::new(),
+        }));
+        let listed = vec![MarketModel {
+            id: model.clone(),
+            name: Self::MODEL_NAME.to_owned(),
+            tags: vec!["Default".to_owned()],
+            created_at: 0,
+            owner: String::new(),
+            is_deleted: false,
+        }];
+        catalogue.replace(listed.clone(), listed, Utc::now());
+        let automation = AutomationService::new(store.clone());
+        let owner = SessionOwner {
+            key: ApiKeyId::random(),
+            user: UserId::random(),
+        };
+        automation
+            .update(
+                owner.user,
+                AutomationUpdate {
+                    is_enabled: Some(automated),
+                    session_duration: None,
+                },
+            )
+            .await
+            .expect("automation settings");
+        let sessions =
+            SessionService::new(store.clone(), market.clone(), automation, catalogue, None);
+        Self {
+            store,
+            market,
+            sessions,
+            owner,
+            model,
+        }
+    }
+
+    pub fn resolved(&self) -> crate::services::ResolvedModel {
+        self.sessions.catalogue().named(&self.model)
+    }
+}

@@ -2,8 +2,11 @@ use actix_web::{HttpResponse, post, web};
 
 use crate::AppState;
 use crate::dto::Logout;
-use crate::error::{ApiError, ErrorResponse, JsonBodyErrors, ServerErrors};
+use crate::error::{ApiError, ErrorResponse, FieldError, JsonBodyErrors, LocItem, ServerErrors};
 use crate::extract::{AuthenticatedUser, ValidatedJson};
+
+/// The longest refresh token accepted, as the contract declares (`Logout.refresh_token`).
+const MAX_REFRESH_TOKEN_CHARS: usize = 8192;
 
 /// Sign out.
 ///
@@ -29,6 +32,26 @@ pub async fn logout(
     body: ValidatedJson<Logout>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
+    // The bounds the contract declares: the answer is otherwise the same 204 for any token.
+    let length = body.refresh_token.chars().count();
+    if !(1..=MAX_REFRESH_TOKEN_CHARS).contains(&length) {
+        let (kind, msg) = if length == 0 {
+            (
+                "string_too_short",
+                "String should have at least 1 character",
+            )
+        } else {
+            (
+                "string_too_long",
+                "String should have at most 8192 characters",
+            )
+        };
+        return Err(ApiError::validation(FieldError::new(
+            vec![LocItem::from("body"), LocItem::from("refresh_token")],
+            kind,
+            msg,
+        )));
+    }
     state
         .accounts
         .logout(user.0.id, &body.refresh_token, body.everywhere)

@@ -8,6 +8,7 @@
 //! | `refresh_token_purge` | one replica | hour: expired refresh-token records |
 //! | `catalogue_refresh` | each replica | `models_refresh_seconds`: the model list this replica serves |
 //! | `session_sweep` | one replica | `session_sweep_seconds`: ended sessions closed, records reconciled |
+//! | `session_pool` | each replica | a quarter of `pool_lease_seconds`: leases renewed, long-idle sessions let go (or closed after the idle grace) |
 //!
 //! The usage writer is not periodic (a batch leaves when it fills or its first record has
 //! waited long enough); it is flushed at shutdown.
@@ -136,6 +137,24 @@ pub fn register(
                     })
             }
         });
+    let pool = state.sessions.pool().clone();
+    supervisor
+        .every(
+            "session_pool",
+            Duration::from_secs(settings.pool_lease_seconds) / 4,
+        )
+        .first_run_after_interval()
+        .spawn(move || {
+            let pool = pool.clone();
+            async move { pool.tend().await }
+        });
+    let pool = state.sessions.pool().clone();
+    // Another replica can take this one's idle sessions at once instead of after the lease.
+    supervisor.at_shutdown("session_pool", async move {
+        if let Err(error) = pool.release_all().await {
+            tracing::warn!(error.cause_chain = ?error, "letting go of pooled sessions at shutdown failed");
+        }
+    });
     supervisor
         .every(
             "session_sweep",

@@ -177,6 +177,20 @@ settings! {
     diamond_contract_address: Option<String> = None, check = checks::eth_address;
     /// how often ended sessions are closed and records reconciled
     session_sweep_seconds: u64 = 60, range = 1 ..= 86_400;
+    /// most pooled sessions per model, open or being opened, all replicas together (each
+    /// stakes MOR; the node serves one request per session at a time)
+    pool_max_sessions_per_model: u32 = 8, range = 1 ..= 1_000;
+    /// most requests waiting for a pooled session, per model and replica (429 `pool_busy` beyond)
+    pool_queue_depth: usize = 256, range = 0 ..= 100_000;
+    /// how long a request waits for a pooled session (429 `pool_busy` with Retry-After beyond);
+    /// opening one takes the node seconds to minutes
+    pool_queue_ms: u64 = 30_000, range = 0 ..= 600_000;
+    /// how long a replica's hold on a pooled session lasts unrenewed (renewed every quarter);
+    /// a replica that dies lets its sessions go after this
+    pool_lease_seconds: u64 = 60, range = 4 ..= 3_600;
+    /// close idle pooled sessions (beyond one per model) after this many seconds; 0 keeps them
+    /// until their end, since closing early locks the unused stake for about a day
+    pool_idle_grace_seconds: u64 = 0, range = 0 ..= 86_400;
     /// cap on `max_tokens` / `max_completion_tokens`
     chat_max_tokens: u32 = 32_768, range = 1 ..= 100_000_000;
     /// cap on `n`

@@ -354,12 +354,20 @@ pub fn build_state(
     let market: Arc<dyn morpheus_domain::ports::Marketplace> = Arc::new(
         InstrumentedMarketplace::new(marketplace.market.clone(), metrics.clone()),
     );
+    let pool = SessionPool::new(
+        db.clone(),
+        db.clone(),
+        market.clone(),
+        replica_name(),
+        pool_settings(settings),
+    );
     let sessions = SessionService::new(
         db.clone(),
         market.clone(),
         automation.clone(),
         catalogue,
         spender,
+        pool,
     );
     let (usage, usage_writer) =
         BatchedUsageWriter::start(db.clone(), UsageWriterOptions::default());
@@ -427,6 +435,34 @@ pub fn build_state(
             revocations: RevocationWatcher::new(db_for_janitor, key_cache),
         },
     })
+}
+
+/// This process's name in the pool's leases: unique among replicas, and readable in the
+/// database (the host, the process, and a random part for restarts).
+fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".to_owned());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+fn pool_settings(settings: &Settings) -> PoolSettings {
+    PoolSettings {
+        max_sessions_per_model: settings.pool_max_sessions_per_model,
+        queue_depth: settings.pool_queue_depth,
+        queue_wait: Duration::from_millis(settings.pool_queue_ms),
+        lease: Duration::from_secs(settings.pool_lease_seconds),
+        idle_grace: (settings.pool_idle_grace_seconds > 0)
+            .then(|| Duration::from_secs(settings.pool_idle_grace_seconds)),
+        // An open and its recovery, with room to spare: a reservation older than that is
+        // from a replica that died mid-open.
+        open_stale_after: Duration::from_millis(
+            settings.proxy_router_open_timeout_ms + settings.proxy_router_open_recovery_ms,
+        ) + Duration::from_secs(60),
+        end_margin: Duration::from_secs(30),
+    }
 }
 
 /// The connection caps, derived from the open-file limit (raised to its hard limit first).

@@ -6,7 +6,13 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
-use crate::market::{ask, openai_error, spawn_market_app, sse_events};
+use std::time::Duration;
+
+use morpheus_router_sim::{ProviderLatency, SimConfig};
+
+use crate::market::{
+    ask, openai_error, sim_config, spawn_market_app, spawn_market_app_on, sse_events,
+};
 
 #[tokio::test]
 async fn a_completion_runs_on_a_session_opened_for_the_key_and_reused() {
@@ -46,9 +52,10 @@ async fn a_completion_runs_on_a_session_opened_for_the_key_and_reused() {
 }
 
 #[tokio::test]
-async fn each_model_gets_its_own_session_and_each_key_its_own() {
+async fn each_model_gets_its_own_pooled_session_and_keys_share_them() {
     let app = spawn_market_app().await;
     let user = app.seed_automated_user().await;
+    let other = app.seed_automated_user().await;
     let second_key = app.create_key(&user.access, "second").await["key"]
         .as_str()
         .unwrap()
@@ -57,11 +64,17 @@ async fn each_model_gets_its_own_session_and_each_key_its_own() {
         (&user.api_key, "llama-3.3-70b"),
         (&user.api_key, "qwen3-235b"),
         (&second_key, "llama-3.3-70b"),
+        (&other.api_key, "llama-3.3-70b"),
         (&user.api_key, "llama-3.3-70b"),
     ] {
         assert_eq!(app.chat(key, &ask(model, "hi")).await.status(), 200);
     }
-    assert_eq!(app.sim.counters().sessions_opened, 3);
+    // One request at a time: the first session of each model serves every key after it.
+    assert_eq!(app.sim.counters().sessions_opened, 2);
+    assert_eq!(
+        app.count("SELECT COUNT(*) AS n FROM sessions WHERE pooled AND state = 'active'"),
+        2
+    );
 }
 
 #[tokio::test]
@@ -249,31 +262,71 @@ async fn a_stream_relays_every_chunk_and_ends_with_done() {
 }
 
 #[tokio::test]
-async fn fifty_concurrent_first_requests_open_exactly_one_session() {
-    let app = Arc::new(spawn_market_app().await);
-    let user = app.seed_automated_user().await;
-    let key = Arc::new(user.api_key);
+async fn fifty_concurrent_requests_open_at_most_the_cap_and_never_share_a_session() {
+    const CAP: u32 = 8;
+    // A second per answer, so the requests really overlap and the queue is used; the queue's
+    // deadline is long enough for most, not for all.
+    let config = SimConfig {
+        provider_latency: ProviderLatency {
+            first_token: Duration::from_millis(400),
+            per_token: Duration::ZERO,
+        },
+        ..sim_config()
+    };
+    let app = Arc::new(
+        spawn_market_app_on(config, |s| {
+            s.pool_max_sessions_per_model = CAP;
+            s.pool_queue_ms = 1_000;
+        })
+        .await,
+    );
+    let users = [
+        app.seed_automated_user().await,
+        app.seed_automated_user().await,
+    ];
     let started = std::time::Instant::now();
     let tasks: Vec<_> = (0..50)
         .map(|i| {
-            let (app, key) = (app.clone(), key.clone());
+            let (app, key) = (app.clone(), users[i % 2].api_key.clone());
             tokio::spawn(async move {
-                app.chat(&key, &ask("llama-3.3-70b", &format!("request {i}")))
-                    .await
-                    .status()
+                let r = app
+                    .chat(&key, &ask("llama-3.3-70b", &format!("request {i}")))
+                    .await;
+                let retry_after = r.headers().get("retry-after").cloned();
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or_default();
+                (status, retry_after, body)
             })
         })
         .collect();
+    let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
     for task in tasks {
-        assert_eq!(task.await.unwrap(), 200);
+        let (status, retry_after, body) = task.await.unwrap();
+        *statuses.entry(status).or_default() += 1;
+        match status {
+            200 => {}
+            429 => {
+                assert_eq!(body["error"]["code"], "pool_busy", "{body}");
+                assert!(retry_after.is_some(), "429 without Retry-After");
+            }
+            other => panic!("{other}: {body}"),
+        }
     }
-    let opened = app.sim.counters().sessions_opened;
+    let counters = app.sim.counters();
     println!(
-        "single-flight: 50 concurrent first requests → {opened} session opened in {:?}",
+        "pool: 50 concurrent requests, cap {CAP} → {} sessions opened, statuses {statuses:?}, \
+         most requests on one session at once {}, in {:?}",
+        counters.sessions_opened,
+        counters.max_session_concurrency,
         started.elapsed()
     );
-    assert_eq!(opened, 1);
-    assert_eq!(app.sim.counters().chat_requests, 50);
+    assert!(counters.sessions_opened <= u64::from(CAP));
+    assert!(statuses.get(&200).copied().unwrap_or(0) >= CAP);
+    assert_eq!(
+        counters.max_session_concurrency, 1,
+        "a session served two at once"
+    );
+    assert_eq!(counters.session_waits, 0);
 }
 
 #[tokio::test]
@@ -628,9 +681,17 @@ async fn every_request_leaves_one_usage_record() {
     }
 }
 
-#[tokio::test]
-async fn two_replicas_racing_for_a_session_leave_one_active() {
-    let app = Arc::new(spawn_market_app().await);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_pool_open_within_the_cap_and_never_share_a_session() {
+    const CAP: u32 = 4;
+    let config = SimConfig {
+        provider_latency: ProviderLatency {
+            first_token: Duration::from_millis(150),
+            per_token: Duration::ZERO,
+        },
+        ..sim_config()
+    };
+    let app = Arc::new(spawn_market_app_on(config, |s| s.pool_max_sessions_per_model = CAP).await);
     // A second gateway process on the same database and proxy-router.
     let replica = morpheus_gateway::startup::Application::build(app.settings.clone())
         .await
@@ -639,7 +700,7 @@ async fn two_replicas_racing_for_a_session_leave_one_active() {
     tokio::spawn(replica.run_until_stopped());
     let user = app.seed_automated_user().await;
     let key = Arc::new(user.api_key);
-    let tasks: Vec<_> = (0..20)
+    let tasks: Vec<_> = (0..40)
         .map(|i| {
             let (app, key) = (app.clone(), key.clone());
             let base = if i % 2 == 0 {
@@ -662,28 +723,22 @@ async fn two_replicas_racing_for_a_session_leave_one_active() {
     for task in tasks {
         assert_eq!(task.await.unwrap(), 200);
     }
-    let opened = app.sim.counters().sessions_opened;
-    println!("two replicas, 20 concurrent first requests → {opened} upstream opens");
-    assert!(
-        (1..=2).contains(&opened),
-        "one open per replica at most: {opened}"
+    let counters = app.sim.counters();
+    println!(
+        "two replicas, 40 concurrent requests, cap {CAP} → {} upstream opens, most requests \
+         on one session at once {}",
+        counters.sessions_opened, counters.max_session_concurrency
     );
-    let rows = |state: &str| {
-        app.count(&format!(
-            "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = '{state}'",
-            user.id
-        ))
-    };
+    assert!((1..=u64::from(CAP)).contains(&counters.sessions_opened));
     assert_eq!(
-        rows("active"),
-        1,
-        "one active session for the key and model"
+        counters.max_session_concurrency, 1,
+        "a session was claimed twice"
     );
     assert_eq!(
-        rows("retired"),
-        i64::try_from(opened).unwrap() - 1,
-        "a surplus session is kept, to be closed at its end"
+        app.count("SELECT COUNT(*) AS n FROM sessions WHERE pooled AND state = 'active'"),
+        i64::try_from(counters.sessions_opened).unwrap()
     );
+    assert_eq!(app.count("SELECT COUNT(*) AS n FROM pool_opens"), 0);
 }
 
 #[tokio::test]

@@ -30,16 +30,10 @@ pub async fn spawn_market_app() -> MarketApp {
     spawn_market_app_with(|_| {}).await
 }
 
-/// The simulator these tests run against: today's proxy-router, except for the behaviours the
-/// gateway is not ready for yet. Each is a knob to remove once the gateway copes with the real
-/// one (issue 11 §2).
+/// The simulator these tests run against: today's proxy-router, one request per session at a
+/// time included.
 pub fn sim_config() -> SimConfig {
-    SimConfig {
-        // legacy sim behaviour until the gateway claims an idle session per request from a pool
-        // instead of sending a key's concurrent requests to one session (issue 11 §2)
-        session_concurrency: None,
-        ..SimConfig::default()
-    }
+    SimConfig::default()
 }
 
 pub async fn spawn_market_app_with(adjust: impl FnOnce(&mut Settings)) -> MarketApp {

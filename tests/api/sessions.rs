@@ -90,11 +90,16 @@ async fn a_bid_session_replaces_the_keys_session_for_that_model() {
     let by_bid: Value = r.json().await.unwrap();
     assert_eq!(by_bid["model"], LLAMA_ID);
     assert_ne!(by_bid["session_id"], first["session_id"]);
-    let active = app.count(&format!(
-        "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = 'active'",
-        user.id
-    ));
-    assert_eq!(active, 1);
+    let count = |pooled: bool| {
+        app.count(&format!(
+            "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {} AND state = 'active' \
+             AND pooled = {pooled}",
+            user.id
+        ))
+    };
+    assert_eq!(count(false), 1, "one session of the key's own per model");
+    // The replaced one is paid for: it serves the shared pool until its end.
+    assert_eq!(count(true), 1);
 
     // Without asking the chain first, the node's handshake failure came back as a 502.
     for unknown in [
@@ -334,15 +339,10 @@ async fn the_sweep_closes_ended_sessions_and_keeps_records_on_a_flaky_upstream()
 }
 
 #[tokio::test]
-async fn a_deleted_accounts_sessions_are_still_closed_at_their_end() {
+async fn a_deleted_accounts_sessions_join_the_pool_and_are_closed_at_their_end() {
     let app = spawn_market_app_with(|s| s.session_sweep_seconds = 1).await;
     let user = app.seed_automated_user().await;
-    assert_eq!(
-        app.chat(&user.api_key, &ask("llama-3.3-70b", "hi"))
-            .await
-            .status(),
-        200
-    );
+    open_model_session(&app, &user.api_key, "llama-3.3-70b").await;
     let r = app
         .authed(
             reqwest::Method::DELETE,
@@ -354,7 +354,7 @@ async fn a_deleted_accounts_sessions_are_still_closed_at_their_end() {
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["deleted_data"]["sessions"], 1, "{body}");
-    // Paid for on chain: the session stays on record, retired, until its end has passed;
+    // Paid for on chain: the session serves the shared pool until its end has passed;
     // under the account's pseudonym (a negative id), not the user's id.
     assert_eq!(
         app.count(&format!(
@@ -368,7 +368,11 @@ async fn a_deleted_accounts_sessions_are_still_closed_at_their_end() {
             "SELECT COUNT(*) AS n FROM sessions WHERE user_id < 0 AND state = '{state}'"
         ))
     };
-    assert_eq!(state("retired"), 1);
+    assert_eq!(state("active"), 1);
+    assert_eq!(
+        app.count("SELECT COUNT(*) AS n FROM sessions WHERE user_id < 0 AND pooled"),
+        1
+    );
     app.execute_sql("UPDATE sessions SET ends_at = '2000-01-01 00:00:00' WHERE user_id < 0");
     for _ in 0..60 {
         if state("closed") == 1 {

@@ -404,7 +404,7 @@ async fn a_hundred_concurrent_streams_of_two_users_never_mix() {
         );
         let right = app.count(&format!(
             "SELECT COUNT(*) AS n FROM usage_records u JOIN sessions s ON s.id = u.session_id \
-             WHERE u.user_id = {id} AND s.user_id = {id} AND u.outcome = 'completed' \
+             WHERE u.user_id = {id} AND u.outcome = 'completed' \
              AND u.status = 200 AND u.stream AND u.prompt_tokens = {words} \
              AND u.completion_tokens = {answer}",
             id = user.id,

@@ -85,6 +85,18 @@ diesel::table! {
         opened_at -> Timestamp,
         ends_at -> Timestamp,
         closed_at -> Nullable<Timestamp>,
+        pooled -> Bool,
+        leased_by -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    pool_opens (id) {
+        id -> BigInt,
+        model_id -> Text,
+        replica -> Text,
+        started_at -> Timestamp,
     }
 }
 
@@ -131,4 +143,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     sessions,
     usage_records,
     api_key_revocations,
+    pool_opens,
 );

@@ -156,7 +156,12 @@ async fn sixty_four_concurrent_writers_meet_no_lock_error_and_no_5xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_completions_on_one_key_are_all_counted() {
     // A thousand connections from one address: lift the per-client connection cap.
-    let app = spawn_market_app_with(|s| s.max_connections_per_client = 10_000).await;
+    // The pool serves them eight at a time: all of them may wait.
+    let app = spawn_market_app_with(|s| {
+        s.max_connections_per_client = 10_000;
+        s.pool_queue_depth = 1_000;
+    })
+    .await;
     let user = app.seed_automated_user().await;
     let (app, key) = (&app, user.api_key.as_str());
     let answers = join_all((0..1_000).map(|n| async move {

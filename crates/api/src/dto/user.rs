@@ -138,8 +138,8 @@ pub struct AccountDeleted {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeletedData {
-    /// Marketplace sessions retired: no longer used for requests; each is still closed on
-    /// chain at its end, so its stake comes back.
+    /// The user's own marketplace sessions, moved to the shared pool: they serve other
+    /// requests until their end, when they are closed on chain so their stake comes back.
     pub sessions: i64,
     pub api_keys: i64,
     pub private_key: bool,

@@ -210,6 +210,18 @@ impl From<ChatSessionError> for OpenAiError {
                  enable it with PUT /api/v1/automation/settings {\"is_enabled\": true}, or open \
                  a session with POST /api/v1/session/modelsession?model_id=<model>",
             ),
+            ChatSessionError::PoolBusy(busy) => {
+                let mut error = OpenAiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "pool_busy",
+                    None,
+                    "Every marketplace session for this model is busy and no more may be opened \
+                     now; retry after the time in Retry-After",
+                );
+                error.retry_after = Some(busy.retry_after.as_secs().max(1));
+                error
+            }
             ChatSessionError::Upstream(e) => ApiError::from(e).into(),
             ChatSessionError::Unknown(e) => ApiError::from(e).into(),
         }

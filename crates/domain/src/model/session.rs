@@ -79,6 +79,10 @@ pub struct SessionRecord {
     /// The chain's `EndsAt`.
     pub ends_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
+    /// In the shared pool: the gateway's, serving any key's requests one at a time. Sessions
+    /// automation opens are pooled from the start; an explicit session joins when its key
+    /// gives it up (it is paid for). Otherwise the session is its key's.
+    pub pooled: bool,
 }
 
 impl SessionRecord {

@@ -264,7 +264,8 @@ pub struct NewUser {
 /// What deleting an account removed, reported back to the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AccountDeletion {
-    /// Marketplace sessions retired: no longer used, still closed on chain at their end.
+    /// The user's own marketplace sessions, moved into the shared pool: they serve other
+    /// requests until their end, when they are closed on chain.
     pub sessions: u64,
     pub api_keys: u64,
     pub private_key: bool,

@@ -84,3 +84,78 @@ pub trait UsageRepository: Send + Sync {
 pub trait UsageSink: Send + Sync {
     fn record(&self, record: UsageRecord);
 }
+
+/// A reservation for one session open, counted against the model's cap on every replica until
+/// [`SessionPoolRepository::finish_open`] ends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenTicket(pub i64);
+
+/// What a replica asks the shared pool for when it needs one more session of a model.
+#[derive(Debug, Clone)]
+pub struct PoolTakeRequest {
+    pub model: ModelId,
+    /// The replica asking (leases are recorded under this name).
+    pub replica: String,
+    /// Most pooled sessions of the model, open or being opened, on all replicas together.
+    pub cap: u32,
+    pub now: DateTime<Utc>,
+    /// A session must end after this to be leased or counted (it could serve a request).
+    pub usable_after: DateTime<Utc>,
+    /// Until when a session leased now is this replica's.
+    pub lease_until: DateTime<Utc>,
+    /// Reservations started before this belong to a replica that died mid-open: they no longer
+    /// count.
+    pub opens_stale_before: DateTime<Utc>,
+}
+
+/// What the shared pool gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolTake {
+    /// An idle pooled session no replica held, now leased to the asking one.
+    Leased(SessionRecord),
+    /// Room under the cap: the asking replica may open one session.
+    Reserved(OpenTicket),
+    /// The model's pool is at its cap on all replicas together.
+    Full,
+}
+
+/// The pooled sessions' leases and the per-model cap, shared by every replica through the
+/// database: the decisions are taken in one transaction under a per-model lock, so no session
+/// is leased twice and no two replicas open past the cap.
+#[async_trait]
+pub trait SessionPoolRepository: Send + Sync {
+    async fn take_or_reserve(&self, request: PoolTakeRequest) -> anyhow::Result<PoolTake>;
+    /// Ends the reservation `ticket`; when the open succeeded, stores its session in the same
+    /// transaction, pooled and leased to `replica` until `lease_until`.
+    async fn finish_open(
+        &self,
+        ticket: OpenTicket,
+        opened: Option<SessionRecord>,
+        replica: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), InsertSessionError>;
+    /// Extends every lease `replica` holds on an active session to `until`, and returns the
+    /// sessions it holds: a session missing from the list was taken over after its lease ran
+    /// out and is no longer this replica's.
+    async fn renew_leases(
+        &self,
+        replica: &str,
+        until: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<SessionId>>;
+    /// Gives up `replica`'s leases on `ids`: the sessions stay in the pool for any replica.
+    async fn release_leases(&self, replica: &str, ids: Vec<SessionId>) -> anyhow::Result<()>;
+    /// Moves an active session into the pool (its key gave it up); `false` if it was not active.
+    async fn join_pool(&self, id: &SessionId) -> anyhow::Result<bool>;
+    /// How many pooled sessions and reservations each model has, for metrics:
+    /// `(model, active sessions, leased sessions, opens in progress)`.
+    async fn pool_census(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<PoolCensus>>;
+}
+
+/// One model's pool across replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolCensus {
+    pub model: ModelId,
+    pub active: u64,
+    pub leased: u64,
+    pub opening: u64,
+}

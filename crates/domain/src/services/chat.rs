@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{ChatSessionError, ResolveModelError, ResolvedModel, SessionOwner, SessionService};
+use super::{
+    ChatSessionError, ResolveModelError, ResolvedModel, SessionLease, SessionOwner, SessionService,
+};
 use crate::model::*;
 use crate::ports::*;
 
@@ -227,11 +229,11 @@ impl ChatService {
         request: ChatRequest,
         meter: &mut super::UsageMeter,
     ) -> Result<ChatAnswer, ChatError> {
-        let (model, mut session) = match &request.session_id {
+        let (model, mut lease) = match &request.session_id {
             Some(id) => {
                 let session = self.sessions.pinned_session(owner, id).await?;
                 let model = self.sessions.catalogue().named(&session.model_id);
-                (model, session)
+                (model, SessionLease::unpooled(session))
             }
             None => {
                 let model = self
@@ -240,17 +242,18 @@ impl ChatService {
                     .resolve(request.model.as_deref())?;
                 // Known before the session: a failure to get one is still attributed.
                 meter.set_model(model.id.clone());
-                let session = self.sessions.session_for_chat(owner, &model).await?;
-                (model, session)
+                let lease = self.sessions.session_for_chat(owner, &model).await?;
+                (model, lease)
             }
         };
         meter.set_model(model.id.clone());
-        meter.set_session(session.id.clone());
+        meter.set_session(lease.session().id.clone());
 
         let mut renewed = false;
         let mut retried = false;
         let mut confirmed = false;
         loop {
+            let session = lease.session().clone();
             let call = ChatCall {
                 session: session.id.clone(),
                 body: request.body.clone(),
@@ -262,7 +265,7 @@ impl ChatService {
                     return Ok(ChatAnswer {
                         model,
                         session,
-                        reply,
+                        reply: hold_until_relayed(reply, lease),
                     });
                 }
                 Err(MarketplaceError::SessionGone(SessionGone::NotFound)) if !confirmed => {
@@ -276,8 +279,8 @@ impl ChatService {
                         }
                         Some(false) => {
                             renewed = true;
-                            session = self.renew(owner, &session).await?;
-                            meter.set_session(session.id.clone());
+                            lease = self.renew(owner, lease).await?;
+                            meter.set_session(lease.session().id.clone());
                         }
                         None => {
                             return Err(MarketplaceError::SessionGone(SessionGone::NotFound).into());
@@ -287,8 +290,8 @@ impl ChatService {
                 Err(MarketplaceError::SessionGone(gone)) if !renewed => {
                     tracing::info!(session = %session.id, %gone, "upstream session gone; renewing once");
                     renewed = true;
-                    session = self.renew(owner, &session).await?;
-                    meter.set_session(session.id.clone());
+                    lease = self.renew(owner, lease).await?;
+                    meter.set_session(lease.session().id.clone());
                 }
                 Err(error) if !retried && is_transient(&error) => {
                     tracing::info!(session = %session.id, %error, "transient upstream failure; retrying once");
@@ -305,8 +308,8 @@ impl ChatService {
     async fn renew(
         &self,
         owner: SessionOwner,
-        gone: &SessionRecord,
-    ) -> Result<SessionRecord, ChatSessionError> {
+        gone: SessionLease,
+    ) -> Result<SessionLease, ChatSessionError> {
         self.sessions
             .renew_for_chat(owner, gone)
             .await
@@ -315,6 +318,35 @@ impl ChatService {
                 ChatSessionError::AutomationDisabled => ChatSessionError::Ended,
                 other => other,
             })
+    }
+}
+
+/// Keeps the session's lease until the answer was relayed: a whole answer has been read
+/// already, a stream holds the lease until it ends or is dropped (the client left).
+fn hold_until_relayed(reply: ChatReply, lease: SessionLease) -> ChatReply {
+    match reply {
+        complete @ ChatReply::Complete { .. } => complete,
+        ChatReply::Stream(events) => ChatReply::Stream(Box::pin(Leased {
+            events,
+            _lease: lease,
+        })),
+    }
+}
+
+/// A stream of events that holds a session's lease while it lives.
+struct Leased {
+    events: ChatEventStream,
+    _lease: SessionLease,
+}
+
+impl futures_core::Stream for Leased {
+    type Item = Result<ChatEvent, StreamFault>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.events.as_mut().poll_next(cx)
     }
 }
 

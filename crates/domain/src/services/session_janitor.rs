@@ -124,11 +124,17 @@ mod tests {
                 key: ApiKeyId::random(),
                 user: w.owner.user,
             };
+            let terms = SessionTerms {
+                duration: SessionDuration::DEFAULT,
+                direct_payment: false,
+                failover: false,
+            };
             records.push(
                 w.sessions
-                    .session_for_chat(owner, &w.resolved())
+                    .open_for_model(owner, &w.resolved().name, terms)
                     .await
-                    .unwrap(),
+                    .unwrap()
+                    .session,
             );
         }
         let janitor = SessionJanitor::new(w.store.clone(), w.market.clone());

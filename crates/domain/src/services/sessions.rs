@@ -1,16 +1,19 @@
 //! Marketplace sessions: which session a chat request runs on, and the session operations of
 //! the API (open by model or bid, close, ping, approve).
 //!
-//! A session belongs to the API key that opened it; a key has at most one active session per
-//! model. Opening is single-flight per (key, model) in this process, and the storage's unique
-//! index settles races between replicas.
+//! A session a key opens explicitly (by model or bid) belongs to that key; a key has at most one
+//! active such session per model, and its requests use it. Opening one is single-flight per
+//! (key, model) in this process, and the storage's unique index settles races between replicas.
+//! Without one, requests run on the shared pool ([`SessionPool`]) when automation is on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use chrono::{DateTime, Utc};
 
-use super::{AutomationService, ModelCatalogue, ResolveModelError, ResolvedModel};
+use super::{
+    AutomationService, ModelCatalogue, ResolveModelError, ResolvedModel, SessionLease, SessionPool,
+};
 use crate::model::*;
 use crate::ports::*;
 
@@ -40,15 +43,16 @@ pub struct SessionService {
     automation: AutomationService,
     catalogue: Arc<ModelCatalogue>,
     spender: Option<EthAddress>,
+    pool: SessionPool,
     flights: Arc<Mutex<Flights>>,
-    /// The active session of recently seen (key, model) pairs: the steady state of chat
-    /// needs no database read per request.
+    /// The explicit session (or that there is none) of recently seen (key, model) pairs: the
+    /// steady state of chat needs no database read per request.
     recent: Arc<quick_cache::sync::Cache<(ApiKeyId, ModelId), RecentSession>>,
 }
 
 #[derive(Clone)]
 struct RecentSession {
-    session: SessionRecord,
+    session: Option<SessionRecord>,
     read_at: std::time::Instant,
 }
 
@@ -70,10 +74,29 @@ pub enum ChatSessionError {
     /// No active session and automation is off for this user.
     #[error("automation is disabled")]
     AutomationDisabled,
+    /// Every pooled session of the model is busy, the cap allows no more, and none came back
+    /// within the queue's deadline.
+    #[error("every session of the model is busy")]
+    PoolBusy(super::PoolBusy),
     #[error(transparent)]
     Upstream(#[from] MarketplaceError),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
+}
+
+impl ChatSessionError {
+    /// The same error again, for telling several waiting requests (an `anyhow` error cannot
+    /// be cloned; its text is kept).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::NotFound => Self::NotFound,
+            Self::Ended => Self::Ended,
+            Self::AutomationDisabled => Self::AutomationDisabled,
+            Self::PoolBusy(busy) => Self::PoolBusy(*busy),
+            Self::Upstream(e) => Self::Upstream(e.clone()),
+            Self::Unknown(e) => Self::Unknown(anyhow::anyhow!("{e:#}")),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +166,7 @@ impl SessionService {
         automation: AutomationService,
         catalogue: Arc<ModelCatalogue>,
         spender: Option<EthAddress>,
+        pool: SessionPool,
     ) -> Self {
         Self {
             sessions,
@@ -150,6 +174,7 @@ impl SessionService {
             automation,
             catalogue,
             spender,
+            pool,
             flights: Arc::default(),
             recent: Arc::new(quick_cache::sync::Cache::new(RECENT_SESSION_CAPACITY)),
         }
@@ -159,7 +184,7 @@ impl SessionService {
         self.recent.insert(
             (session.api_key_id, session.model_id.clone()),
             RecentSession {
-                session: session.clone(),
+                session: Some(session.clone()),
                 read_at: std::time::Instant::now(),
             },
         );
@@ -167,8 +192,9 @@ impl SessionService {
 
     /// Forgets the session of (key, model) if it is `id`.
     fn forget(&self, key: ApiKeyId, model: &ModelId, id: &SessionId) {
-        self.recent
-            .remove_if(&(key, model.clone()), |recent| &recent.session.id == id);
+        self.recent.remove_if(&(key, model.clone()), |recent| {
+            recent.session.as_ref().is_none_or(|s| &s.id == id)
+        });
     }
 
     /// Retires a session in storage and in memory.
@@ -187,6 +213,10 @@ impl SessionService {
 
     pub fn market(&self) -> &Arc<dyn Marketplace> {
         &self.market
+    }
+
+    pub fn pool(&self) -> &SessionPool {
+        &self.pool
     }
 
     /// Sessions recorded as active, all keys and replicas together (for metrics).
@@ -215,15 +245,15 @@ impl SessionService {
         Ok(session)
     }
 
-    /// The session a chat request without `session_id` runs on: the key's active session for
-    /// the model, else a new one when the user's automation allows it.
+    /// The session a chat request without `session_id` runs on: the key's own session for
+    /// the model, else one of the shared pool when the user's automation allows it.
     pub async fn session_for_chat(
         &self,
         owner: SessionOwner,
         model: &ResolvedModel,
-    ) -> Result<SessionRecord, ChatSessionError> {
+    ) -> Result<SessionLease, ChatSessionError> {
         if let Some(session) = self.usable_session(owner.key, &model.id).await? {
-            return Ok(session);
+            return Ok(SessionLease::unpooled(session));
         }
         let settings = self.automation.get(owner.user).await?;
         if !settings.is_enabled {
@@ -234,15 +264,7 @@ impl SessionService {
             direct_payment: false,
             failover: false,
         };
-        let opened = self
-            .open_single_flight(owner, &model.id, SessionOrigin::Automated, terms)
-            .await
-            .map_err(|e| match e {
-                OpenSessionError::Upstream(e) => ChatSessionError::Upstream(e),
-                OpenSessionError::Unknown(e) => ChatSessionError::Unknown(e),
-                other => ChatSessionError::Unknown(anyhow::anyhow!(other)),
-            })?;
-        Ok(opened.session)
+        self.pool.claim(&model.id, terms, owner).await
     }
 
     /// Whether the chain still has `session` open although the node just said `session not
@@ -262,15 +284,21 @@ impl SessionService {
         }
     }
 
-    /// After the upstream said a session is expired or unknown: retire it and find or open
-    /// another for the same model (automation permitting).
+    /// After the upstream said a session is expired or unknown: stop using it and find another
+    /// for the same model (automation permitting).
     pub async fn renew_for_chat(
         &self,
         owner: SessionOwner,
-        gone: &SessionRecord,
-    ) -> Result<SessionRecord, ChatSessionError> {
-        self.retire(gone).await?;
-        let model = self.catalogue.named(&gone.model_id);
+        mut gone: SessionLease,
+    ) -> Result<SessionLease, ChatSessionError> {
+        let model = self.catalogue.named(&gone.session().model_id);
+        if gone.session().pooled {
+            // Retired as it goes back; the pool opens another if requests wait.
+            gone.spoil();
+        } else {
+            self.retire(gone.session()).await?;
+        }
+        drop(gone);
         self.session_for_chat(owner, &model).await
     }
 
@@ -282,18 +310,28 @@ impl SessionService {
         let now = Utc::now();
         let cache_key = (key, model.clone());
         if let Some(recent) = self.recent.get(&cache_key) {
-            if recent.read_at.elapsed() < RECENT_SESSION_TTL
-                && recent.session.is_usable(now, Self::margin())
-            {
-                return Ok(Some(recent.session));
+            if recent.read_at.elapsed() < RECENT_SESSION_TTL {
+                match recent.session {
+                    None => return Ok(None),
+                    Some(session) if session.is_usable(now, Self::margin()) => {
+                        return Ok(Some(session));
+                    }
+                    Some(_) => {}
+                }
             }
             self.recent.remove(&cache_key);
         }
         let found = self.sessions.find_active_session(key, model).await?;
         let usable = found.filter(|s| s.is_usable(now, Self::margin()));
-        if let Some(session) = &usable {
-            self.remember(session);
-        }
+        // Remembered either way: most keys have no explicit session, and asking the database
+        // each time would put a round trip on every pooled request.
+        self.recent.insert(
+            cache_key,
+            RecentSession {
+                session: usable.clone(),
+                read_at: std::time::Instant::now(),
+            },
+        );
         Ok(usable)
     }
 
@@ -356,6 +394,7 @@ impl SessionService {
             opened_at,
             ends_at: ends_at(upstream.as_ref(), opened_at, terms),
             closed_at: None,
+            pooled: false,
         };
         let flight = self.flight(owner.key, &record.model_id);
         let _guard = flight.lock().await;
@@ -364,7 +403,9 @@ impl SessionService {
             .find_active_session(owner.key, &record.model_id)
             .await?
         {
-            self.retire(&previous).await?;
+            // Paid for and still open: it serves the pool until its end rather than nobody.
+            self.forget(previous.api_key_id, &previous.model_id, &previous.id);
+            self.pool.join(&previous.id).await?;
         }
         let session = self.store(record).await?;
         Ok(OpenedSession {
@@ -432,6 +473,7 @@ impl SessionService {
             opened_at,
             ends_at: ends_at(upstream.as_ref(), opened_at, terms),
             closed_at: None,
+            pooled: false,
         };
         let session = self.store(record).await?;
         Ok(OpenedSession {
@@ -538,19 +580,28 @@ impl SessionService {
             .await
     }
 
-    /// Operators: closes a session as its key's holder would (on chain, then the record);
-    /// `false` when it was closed already.
+    /// Operators: closes a session, the key's own or a pooled one (on chain, then the
+    /// record); `false` when it was closed already.
     pub async fn close_any(&self, id: &SessionId) -> Result<bool, CloseSessionError> {
         let session = self
             .sessions
             .find_session(id)
             .await?
             .ok_or(CloseSessionError::NotFound)?;
-        let owner = SessionOwner {
-            key: session.api_key_id,
-            user: session.user_id,
-        };
-        Ok(!self.close(owner, Some(id)).await?.is_empty())
+        if session.state == SessionState::Closed {
+            return Ok(false);
+        }
+        match self.market.close_session(&session.id).await {
+            Ok(_) | Err(MarketplaceError::SessionGone(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.forget(session.api_key_id, &session.model_id, &session.id);
+        // A pooled session still held by a replica is dropped from it when its next
+        // request hears that it is gone.
+        self.sessions
+            .mark_session_closed(&session.id, Utc::now())
+            .await?;
+        Ok(true)
     }
 
     /// `POST /session/pingsession`: asks the chain about the session (no tokens are spent, the
@@ -603,7 +654,7 @@ impl SessionService {
 
 /// The chain's end when known; otherwise an estimate from the requested duration (the janitor
 /// corrects it from the chain later).
-fn ends_at(
+pub(super) fn ends_at(
     upstream: Option<&UpstreamSession>,
     opened_at: DateTime<Utc>,
     terms: SessionTerms,

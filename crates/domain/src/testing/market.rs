@@ -13,11 +13,16 @@ use super::lock;
 use crate::model::*;
 use crate::ports::*;
 
-/// Session records and automation settings.
+/// Session records, the pool's leases and reservations, and automation settings.
 #[derive(Default)]
 pub struct MemorySessions {
     pub records: Mutex<Vec<SessionRecord>>,
     pub automation: Mutex<BTreeMap<UserId, AutomationSettings>>,
+    /// Who holds each pooled session's lease, and until when.
+    pub leases: Mutex<BTreeMap<SessionId, (String, DateTime<Utc>)>>,
+    /// Opens in progress: (ticket, model, started).
+    pub opens: Mutex<Vec<(i64, ModelId, DateTime<Utc>)>>,
+    next_ticket: AtomicU64,
 }
 
 impl MemorySessions {
@@ -41,6 +46,8 @@ impl SessionRepository for MemorySessions {
         }
         let active = |r: &&SessionRecord| {
             r.state == SessionState::Active
+                && !r.pooled
+                && !session.pooled
                 && r.api_key_id == session.api_key_id
                 && r.model_id == session.model_id
         };
@@ -59,7 +66,10 @@ impl SessionRepository for MemorySessions {
         Ok(lock(&self.records)
             .iter()
             .find(|r| {
-                r.state == SessionState::Active && r.api_key_id == key && &r.model_id == model
+                r.state == SessionState::Active
+                    && !r.pooled
+                    && r.api_key_id == key
+                    && &r.model_id == model
             })
             .cloned())
     }
@@ -69,14 +79,14 @@ impl SessionRepository for MemorySessions {
         key: ApiKeyId,
         id: &SessionId,
     ) -> anyhow::Result<Option<SessionRecord>> {
-        Ok(self.record(id).filter(|r| r.api_key_id == key))
+        Ok(self.record(id).filter(|r| r.api_key_id == key && !r.pooled))
     }
 
     async fn list_active_sessions(&self, key: ApiKeyId) -> anyhow::Result<Vec<SessionRecord>> {
         Ok(lock(&self.records)
             .iter()
             .rev()
-            .filter(|r| r.state == SessionState::Active && r.api_key_id == key)
+            .filter(|r| r.state == SessionState::Active && !r.pooled && r.api_key_id == key)
             .cloned()
             .collect())
     }
@@ -169,6 +179,131 @@ impl SessionRepository for MemorySessions {
 }
 
 #[async_trait]
+impl SessionPoolRepository for MemorySessions {
+    async fn take_or_reserve(&self, r: PoolTakeRequest) -> anyhow::Result<PoolTake> {
+        // One lock order (records, leases, opens) for the whole decision: the database's
+        // per-model lock.
+        let records = lock(&self.records);
+        let mut leases = lock(&self.leases);
+        let mut opens = lock(&self.opens);
+        opens.retain(|(_, _, started)| *started >= r.opens_stale_before);
+        let usable: Vec<&SessionRecord> = records
+            .iter()
+            .filter(|s| {
+                s.pooled
+                    && s.state == SessionState::Active
+                    && s.model_id == r.model
+                    && s.ends_at > r.usable_after
+            })
+            .collect();
+        let free = usable
+            .iter()
+            .filter(|s| leases.get(&s.id).is_none_or(|(_, until)| *until < r.now))
+            .max_by_key(|s| s.ends_at);
+        if let Some(session) = free {
+            leases.insert(session.id.clone(), (r.replica.clone(), r.lease_until));
+            return Ok(PoolTake::Leased((*session).clone()));
+        }
+        let opening = opens.iter().filter(|(_, m, _)| *m == r.model).count();
+        if usable.len() + opening >= r.cap as usize {
+            return Ok(PoolTake::Full);
+        }
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed) as i64;
+        opens.push((ticket, r.model.clone(), r.now));
+        Ok(PoolTake::Reserved(OpenTicket(ticket)))
+    }
+
+    async fn finish_open(
+        &self,
+        ticket: OpenTicket,
+        opened: Option<SessionRecord>,
+        replica: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), InsertSessionError> {
+        let mut records = lock(&self.records);
+        lock(&self.opens).retain(|(t, _, _)| *t != ticket.0);
+        if let Some(session) = opened {
+            if records.iter().any(|r| r.id == session.id) {
+                return Err(InsertSessionError::Duplicate);
+            }
+            lock(&self.leases).insert(session.id.clone(), (replica.to_owned(), lease_until));
+            records.push(session);
+        }
+        Ok(())
+    }
+
+    async fn renew_leases(
+        &self,
+        replica: &str,
+        until: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<SessionId>> {
+        let records = lock(&self.records);
+        let mut leases = lock(&self.leases);
+        let mut held = Vec::new();
+        for (id, lease) in leases.iter_mut() {
+            let active = records
+                .iter()
+                .any(|r| &r.id == id && r.state == SessionState::Active);
+            if lease.0 == replica && active {
+                lease.1 = until;
+                held.push(id.clone());
+            }
+        }
+        Ok(held)
+    }
+
+    async fn release_leases(&self, replica: &str, ids: Vec<SessionId>) -> anyhow::Result<()> {
+        lock(&self.leases).retain(|id, (holder, _)| !(holder == replica && ids.contains(id)));
+        Ok(())
+    }
+
+    async fn join_pool(&self, id: &SessionId) -> anyhow::Result<bool> {
+        let mut joined = false;
+        self.update(id, |r| {
+            if r.state == SessionState::Active {
+                r.pooled = true;
+                joined = true;
+            }
+        });
+        lock(&self.leases).remove(id);
+        Ok(joined)
+    }
+
+    async fn pool_census(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<PoolCensus>> {
+        let records = lock(&self.records);
+        let leases = lock(&self.leases);
+        let mut census: BTreeMap<ModelId, PoolCensus> = BTreeMap::new();
+        for r in records
+            .iter()
+            .filter(|r| r.pooled && r.state == SessionState::Active && r.ends_at > now)
+        {
+            let c = census.entry(r.model_id.clone()).or_insert(PoolCensus {
+                model: r.model_id.clone(),
+                active: 0,
+                leased: 0,
+                opening: 0,
+            });
+            c.active += 1;
+            if leases.get(&r.id).is_some_and(|(_, until)| *until > now) {
+                c.leased += 1;
+            }
+        }
+        for (_, model, _) in lock(&self.opens).iter() {
+            census
+                .entry(model.clone())
+                .or_insert(PoolCensus {
+                    model: model.clone(),
+                    active: 0,
+                    leased: 0,
+                    opening: 0,
+                })
+                .opening += 1;
+        }
+        Ok(census.into_values().collect())
+    }
+}
+
+#[async_trait]
 impl AutomationRepository for MemorySessions {
     async fn get_or_create_automation(
         &self,
@@ -227,6 +362,22 @@ impl FakeMarket {
     }
 
     /// Puts a session on chain, open until `ends_at`.
+    /// A bid on `model` the chain knows.
+    pub fn add_bid(&self, id: &BidId, model: &ModelId) {
+        lock(&self.bids).insert(
+            id.clone(),
+            Bid {
+                id: id.clone(),
+                provider: format!("0x{:040x}", 1),
+                model_agent_id: model.as_str().to_owned(),
+                price_per_second: 1,
+                nonce: 0,
+                created_at: 1,
+                deleted_at: 0,
+            },
+        );
+    }
+
     pub fn add_session(&self, id: &SessionId, model: &ModelId, ends_at: DateTime<Utc>) {
         let now = Utc::now().timestamp().max(0) as u64;
         lock(&self.chain).insert(
@@ -357,6 +508,8 @@ pub struct SessionWorld {
     pub store: std::sync::Arc<MemorySessions>,
     pub market: std::sync::Arc<FakeMarket>,
     pub sessions: crate::services::SessionService,
+    /// The automation settings the session service reads (and caches).
+    pub automation: crate::services::AutomationService,
     pub owner: crate::services::SessionOwner,
     pub model: ModelId,
 }
@@ -398,14 +551,41 @@ impl SessionWorld {
             )
             .await
             .expect("automation settings");
-        let sessions =
-            SessionService::new(store.clone(), market.clone(), automation, catalogue, None);
+        let pool = crate::services::SessionPool::new(
+            store.clone(),
+            store.clone(),
+            market.clone(),
+            "replica-a".to_owned(),
+            Self::pool_settings(),
+        );
+        let sessions = SessionService::new(
+            store.clone(),
+            market.clone(),
+            automation.clone(),
+            catalogue,
+            None,
+            pool,
+        );
         Self {
             store,
             market,
             sessions,
+            automation,
             owner,
             model,
+        }
+    }
+
+    /// The pool's bounds in these tests: a cap of 4, a short queue.
+    pub fn pool_settings() -> crate::services::PoolSettings {
+        crate::services::PoolSettings {
+            max_sessions_per_model: 4,
+            queue_depth: 16,
+            queue_wait: std::time::Duration::from_millis(500),
+            lease: std::time::Duration::from_secs(60),
+            idle_grace: None,
+            open_stale_after: std::time::Duration::from_secs(600),
+            end_margin: std::time::Duration::from_secs(30),
         }
     }
 

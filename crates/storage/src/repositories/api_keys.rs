@@ -4,13 +4,13 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use morpheus_domain::ports::{ApiKeyRepository, InsertApiKeyError};
 use morpheus_domain::{
-    ApiKey, ApiKeyDigest, ApiKeyId, KeyPrefix, NewApiKey, Page, StoredApiKey, UserId,
+    ApiKey, ApiKeyDigest, ApiKeyId, KeyPrefix, NewApiKey, Page, SessionState, StoredApiKey, UserId,
 };
 
 use super::is_unique_violation;
 use crate::connection::AnyConnection;
 use crate::database::Database;
-use crate::schema::{api_keys, users};
+use crate::schema::{api_keys, sessions, users};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = api_keys)]
@@ -203,6 +203,16 @@ impl ApiKeyRepository for Database {
                     // With the deactivation or not at all: every replica's cache reads this.
                     super::revocations::log_revocations(c, vec![key.prefix.as_str().to_owned()])?;
                 }
+                // The key's own sessions are paid for: they serve the shared pool until their
+                // end rather than nobody.
+                diesel::update(
+                    sessions::table
+                        .filter(sessions::api_key_id.eq(id.0))
+                        .filter(sessions::state.eq(SessionState::Active.as_str()))
+                        .filter(sessions::pooled.eq(false)),
+                )
+                .set(sessions::pooled.eq(true))
+                .execute(c)?;
                 Ok::<_, diesel::result::Error>(key)
             })
             .context("deactivating an API key")

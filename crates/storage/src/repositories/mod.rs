@@ -7,6 +7,7 @@ mod delegations;
 mod health;
 mod refresh_tokens;
 mod revocations;
+mod session_pool;
 mod sessions;
 mod usage;
 pub(crate) mod users;

@@ -13,7 +13,7 @@ use crate::schema::sessions;
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = sessions)]
-struct SessionRow {
+pub(super) struct SessionRow {
     id: String,
     api_key_id: i64,
     user_id: i64,
@@ -24,6 +24,7 @@ struct SessionRow {
     opened_at: NaiveDateTime,
     ends_at: NaiveDateTime,
     closed_at: Option<NaiveDateTime>,
+    pooled: bool,
 }
 
 impl From<SessionRecord> for SessionRow {
@@ -39,6 +40,7 @@ impl From<SessionRecord> for SessionRow {
             opened_at: session.opened_at.naive_utc(),
             ends_at: session.ends_at.naive_utc(),
             closed_at: session.closed_at.map(|at| at.naive_utc()),
+            pooled: session.pooled,
         }
     }
 }
@@ -67,6 +69,7 @@ impl TryFrom<SessionRow> for SessionRecord {
             opened_at: row.opened_at.and_utc(),
             ends_at: row.ends_at.and_utc(),
             closed_at: row.closed_at.map(|at| at.and_utc()),
+            pooled: row.pooled,
         })
     }
 }
@@ -130,6 +133,7 @@ impl SessionRepository for Database {
                 .filter(sessions::api_key_id.eq(key.0))
                 .filter(sessions::model_id.eq(model))
                 .filter(sessions::state.eq(SessionState::Active.as_str()))
+                .filter(sessions::pooled.eq(false))
                 .select(SessionRow::as_select())
                 .first(conn)
                 .optional()
@@ -152,6 +156,8 @@ impl SessionRepository for Database {
             sessions::table
                 .find(id)
                 .filter(sessions::api_key_id.eq(key.0))
+                // A pooled session is no key's, whichever key's request opened it.
+                .filter(sessions::pooled.eq(false))
                 .select(SessionRow::as_select())
                 .first(conn)
                 .optional()
@@ -168,6 +174,7 @@ impl SessionRepository for Database {
             let rows = sessions::table
                 .filter(sessions::api_key_id.eq(key.0))
                 .filter(sessions::state.eq(SessionState::Active.as_str()))
+                .filter(sessions::pooled.eq(false))
                 // The id breaks ties between sessions opened in the same instant.
                 .order((sessions::opened_at.desc(), sessions::id.desc()))
                 .select(SessionRow::as_select())

@@ -211,15 +211,17 @@ impl UserRepository for Database {
                 // before the records are pseudonymised below (it locks the user too).
                 lock_for_deletion(c, id)?;
                 // Deleting the owned rows one table at a time counts exactly what went; the
-                // user's deletion cascades to the rest (refresh tokens). Sessions stay, retired:
-                // they are paid for on chain, and the sweep still has to close them after
-                // their end so the stake comes back.
-                let retired = diesel::update(
+                // user's deletion cascades to the rest (refresh tokens). The user's own
+                // sessions join the shared pool: they are paid for on chain, so they serve
+                // other requests until their end, when the sweep closes them and the stake
+                // comes back.
+                let pooled = diesel::update(
                     sessions::table
                         .filter(sessions::user_id.eq(id))
-                        .filter(sessions::state.eq(SessionState::Active.as_str())),
+                        .filter(sessions::state.eq(SessionState::Active.as_str()))
+                        .filter(sessions::pooled.eq(false)),
                 )
-                .set(sessions::state.eq(SessionState::Retired.as_str()))
+                .set(sessions::pooled.eq(true))
                 .execute(c)?;
                 // Usage records are the operator's accounting: they stay, as do the sessions
                 // they name, under a pseudonym that no longer leads to the user. Not counted:
@@ -250,7 +252,7 @@ impl UserRepository for Database {
                 // nothing is reported; usage records a late batch wrote after an earlier
                 // deletion are pseudonymised all the same.
                 Ok::<_, diesel::result::Error>((users > 0).then(|| AccountDeletion {
-                    sessions: to_u64(retired),
+                    sessions: to_u64(pooled),
                     api_keys: to_u64(api_keys),
                     private_key: wallet_keys > 0,
                     automation_settings: automation > 0,

@@ -39,6 +39,7 @@ async fn populate(t: &TestDb, user: &User, tag: u8) {
             opened_at: now(),
             ends_at: now() + Duration::hours(1),
             closed_at: None,
+            pooled: false,
         })
         .await
         .unwrap();
@@ -162,14 +163,20 @@ async fn deleting_an_account_removes_everything_it_owned_and_says_what() {
             t.count("SELECT COUNT(DISTINCT user_id) AS n FROM usage_records WHERE user_id < 0"),
             1
         );
-        // Sessions are paid for on chain: they stay, retired, until the sweep closes them
-        // after their end; Bob's are untouched.
+        // Sessions are paid for on chain: they stay, in the shared pool, until the sweep
+        // closes them after their end; Bob's are untouched.
         let sessions = |user: UserId, state: &str| {
             t.count(&format!(
                 "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {user} AND state = '{state}'"
             ))
         };
-        assert_eq!(sessions(pseudonym, "retired"), 2);
+        assert_eq!(sessions(pseudonym, "active"), 2);
+        assert_eq!(
+            t.count(&format!(
+                "SELECT COUNT(*) AS n FROM sessions WHERE user_id = {pseudonym} AND pooled"
+            )),
+            2
+        );
         assert_eq!(
             sessions(alice.id, "retired") + sessions(alice.id, "active"),
             0

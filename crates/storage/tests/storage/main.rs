@@ -11,6 +11,7 @@ mod connecting;
 mod delegations;
 mod migrations_redo;
 mod refresh_tokens;
+mod session_pool;
 mod sessions;
 mod task_locks;
 mod usage;

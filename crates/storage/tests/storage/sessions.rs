@@ -48,6 +48,7 @@ fn session(key: &ApiKey, id: u64, model_n: u64) -> SessionRecord {
         opened_at: now(),
         ends_at: now() + Duration::hours(1),
         closed_at: None,
+        pooled: false,
     }
 }
 
@@ -403,9 +404,12 @@ async fn sessions_outlive_their_key_and_account_until_closed() {
         assert_eq!(t.db.list_usage(alice.id, 10).await.unwrap().len(), 2);
 
         t.db.delete_user(alice.id).await.unwrap().unwrap();
-        // The account's sessions are retired, not deleted: the sweep closes them at their end.
-        // They stay under the account's pseudonym, as its usage records do.
-        assert_eq!(count_sessions(t, "user_id < 0 AND state = 'retired'"), 2);
+        // The account's sessions join the shared pool, not deleted: the sweep closes them at
+        // their end. They stay under the account's pseudonym, as its usage records do.
+        assert_eq!(
+            count_sessions(t, "user_id < 0 AND state = 'active' AND pooled"),
+            2
+        );
         assert_eq!(count_sessions(t, &format!("user_id = {}", alice.id)), 0);
         assert!(t.db.list_usage(alice.id, 10).await.unwrap().is_empty());
         assert_eq!(

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::services::{AutomationService, UsageMeter};
+use crate::services::UsageMeter;
 use crate::testing::{FakeMarket, SessionWorld};
 
 struct NoUsage;
@@ -126,10 +126,22 @@ async fn a_brief_unavailability_is_retried_once_and_a_refusal_never() {
 }
 
 #[tokio::test]
-async fn without_automation_an_ended_session_says_it_ended() {
+async fn without_automation_the_keys_ended_session_says_it_ended() {
     let w = SessionWorld::new(true).await;
-    let first = complete(&w).await.unwrap().session.id;
-    AutomationService::new(w.store.clone())
+    let terms = SessionTerms {
+        duration: SessionDuration::DEFAULT,
+        direct_payment: false,
+        failover: false,
+    };
+    let first = w
+        .sessions
+        .open_for_model(w.owner, SessionWorld::MODEL_NAME, terms)
+        .await
+        .unwrap()
+        .session
+        .id;
+    assert_eq!(complete(&w).await.unwrap().session.id, first);
+    w.automation
         .update(
             w.owner.user,
             AutomationUpdate {

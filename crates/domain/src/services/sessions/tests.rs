@@ -8,20 +8,36 @@ use chrono::Utc;
 use super::*;
 use crate::testing::{FakeMarket, SessionWorld};
 
+fn terms() -> SessionTerms {
+    SessionTerms {
+        duration: SessionDuration::DEFAULT,
+        direct_payment: false,
+        failover: false,
+    }
+}
+
 #[tokio::test]
-async fn concurrent_chats_of_one_key_open_one_session() {
+async fn concurrent_explicit_opens_of_one_key_open_one_session_which_its_chats_use() {
     let w = Arc::new(SessionWorld::new(true).await);
+    let name = w.resolved().name;
     let calls = (0..16).map(|_| {
-        let w = w.clone();
-        tokio::spawn(async move { w.sessions.session_for_chat(w.owner, &w.resolved()).await })
+        let (w, name) = (w.clone(), name.clone());
+        tokio::spawn(async move { w.sessions.open_for_model(w.owner, &name, terms()).await })
     });
     let mut ids = Vec::new();
     for call in calls {
-        ids.push(call.await.unwrap().unwrap().id);
+        ids.push(call.await.unwrap().unwrap().session.id);
     }
     assert_eq!(w.market.opens(), 1);
     assert!(ids.windows(2).all(|p| p[0] == p[1]));
-    assert_eq!(w.sessions.count_active().await.unwrap(), 1);
+    let chat = w
+        .sessions
+        .session_for_chat(w.owner, &w.resolved())
+        .await
+        .unwrap();
+    assert_eq!(chat.session().id, ids[0]);
+    assert!(!chat.session().pooled);
+    assert_eq!(w.market.opens(), 1);
 }
 
 #[tokio::test]
@@ -36,34 +52,66 @@ async fn without_automation_no_session_is_opened() {
 }
 
 #[tokio::test]
-async fn a_session_near_its_end_is_retired_and_replaced() {
+async fn a_pooled_session_near_its_end_is_not_taken_and_another_is_opened() {
     let w = SessionWorld::new(true).await;
-    let first = w
+    let near = SessionRecord {
+        id: SessionId::parse(&format!("0x{:064x}", 99)).unwrap(),
+        api_key_id: w.owner.key,
+        user_id: w.owner.user,
+        model_id: w.model.clone(),
+        bid_id: None,
+        origin: SessionOrigin::Automated,
+        state: SessionState::Active,
+        opened_at: Utc::now(),
+        // Closer than the margin a request needs.
+        ends_at: Utc::now() + chrono::Duration::seconds(5),
+        closed_at: None,
+        pooled: true,
+    };
+    w.store.insert_session(near.clone()).await.unwrap();
+    let got = w
         .sessions
         .session_for_chat(w.owner, &w.resolved())
         .await
         .unwrap();
-    // The chain's end comes closer than the margin a request needs.
-    w.store
-        .update_session_end(&first.id, Utc::now() + chrono::Duration::seconds(5))
+    assert_ne!(got.session().id, near.id);
+    assert_eq!(w.market.opens(), 1);
+}
+
+#[tokio::test]
+async fn a_bid_session_that_replaces_the_keys_own_joins_the_pool() {
+    let w = SessionWorld::new(true).await;
+    let first = w
+        .sessions
+        .open_for_model(w.owner, &w.resolved().name, terms())
+        .await
+        .unwrap()
+        .session;
+    let bid = BidId::parse(&format!("0x{:064x}", 1)).unwrap();
+    w.market.add_bid(&bid, &w.model);
+    let second = w
+        .sessions
+        .open_for_bid(w.owner, &bid, terms())
+        .await
+        .unwrap()
+        .session;
+    assert_ne!(first.id, second.id);
+    let first = w.store.record(&first.id).unwrap();
+    assert!(
+        first.pooled && first.state == SessionState::Active,
+        "{first:?}"
+    );
+    // The pool serves from it instead of opening another.
+    let other = crate::services::SessionOwner {
+        key: ApiKeyId::random(),
+        user: w.owner.user,
+    };
+    let lease = w
+        .sessions
+        .session_for_chat(other, &w.resolved())
         .await
         .unwrap();
-    let fresh = SessionService::new(
-        w.store.clone(),
-        w.market.clone(),
-        AutomationService::new(w.store.clone()),
-        w.sessions.catalogue().clone(),
-        None,
-    );
-    let second = fresh
-        .session_for_chat(w.owner, &w.resolved())
-        .await
-        .unwrap();
-    assert_ne!(second.id, first.id);
-    assert_eq!(
-        w.store.record(&first.id).unwrap().state,
-        SessionState::Retired
-    );
+    assert_eq!(lease.session().id, first.id);
     assert_eq!(w.market.opens(), 2);
 }
 
@@ -105,6 +153,7 @@ async fn the_chain_says_whether_a_session_not_found_is_gone() {
         .session_for_chat(w.owner, &w.resolved())
         .await
         .unwrap();
+    let session = session.session().clone();
     assert_eq!(w.sessions.still_open_on_chain(&session).await, Some(true));
     FakeMarket::fail_next(
         &w.market.read_failures,

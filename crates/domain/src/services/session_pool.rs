@@ -1,0 +1,663 @@
+//! The shared session pool: sessions automation opens belong to the gateway and serve any
+//! key's requests, one request per session at a time, because the node serves one request per
+//! session and queues the rest inside itself (proxy-router-behaviour.md §2.1).
+//!
+//! Per model, a replica holds leases on some pooled sessions (recorded in the database) and
+//! claims them in memory: the chat path has no database round trip while a held session is
+//! idle. When none is, the request waits in a bounded queue while the replica takes one more
+//! from the database: an idle session no replica holds, or the right to open one while the
+//! model has fewer than the cap on all replicas together. Opens are started one per waiting
+//! request, never more than the cap allows, and run on their own task: a caller that leaves
+//! does not cancel them, and their session joins the pool.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use super::{ChatSessionError, SessionOwner};
+use crate::model::*;
+use crate::ports::*;
+
+/// How long a replica waits before asking the database again when the model is at its cap on
+/// all replicas together (a session comes back, or another replica lets one go).
+const FULL_RETRY: Duration = Duration::from_millis(250);
+
+/// An idle session this replica holds longer than this is let go (its lease released), so a
+/// replica that gets the traffic can take it; one per model is kept warm.
+const IDLE_RELEASE: Duration = Duration::from_secs(30);
+
+/// The operator's bounds on the pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Most pooled sessions per model, open or opening, all replicas together.
+    pub max_sessions_per_model: u32,
+    /// Most requests waiting per model on one replica; more are refused at once.
+    pub queue_depth: usize,
+    /// How long a request waits for a session before it is refused.
+    pub queue_wait: Duration,
+    /// How long a lease lasts without renewal; renewed every quarter of it.
+    pub lease: Duration,
+    /// Idle sessions beyond the one kept warm are closed after this; `None` keeps them until
+    /// their end (closing early locks the unused stake for about a day).
+    pub idle_grace: Option<Duration>,
+    /// A reservation this old is from a replica that died mid-open (longer than an open and
+    /// its recovery can take).
+    pub open_stale_after: Duration,
+    /// A request does not start on a session this close to its end.
+    pub end_margin: Duration,
+}
+
+/// The pool said no within the queue's deadline (or the queue is full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolBusy {
+    pub retry_after: Duration,
+}
+
+/// Counts for metrics, by model, of this replica's view.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolSnapshot {
+    pub model: String,
+    pub idle: u64,
+    pub busy: u64,
+    pub acquiring: u64,
+    pub waiting: u64,
+}
+
+/// What happened to claims and opens since start (for metrics).
+#[derive(Debug, Default)]
+pub struct PoolCounters {
+    pub claims_immediate: std::sync::atomic::AtomicU64,
+    pub claims_queued: std::sync::atomic::AtomicU64,
+    pub claims_refused: std::sync::atomic::AtomicU64,
+    pub opens_ok: std::sync::atomic::AtomicU64,
+    pub opens_failed: std::sync::atomic::AtomicU64,
+    pub leases_taken: std::sync::atomic::AtomicU64,
+    pub closed_idle: std::sync::atomic::AtomicU64,
+    /// Sum and count of queue waits, in microseconds, for the mean; the histogram lives in
+    /// the HTTP layer's metrics.
+    pub queue_wait_micros: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct SessionPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    repo: Arc<dyn SessionPoolRepository>,
+    sessions: Arc<dyn SessionRepository>,
+    market: Arc<dyn Marketplace>,
+    replica: String,
+    settings: PoolSettings,
+    models: Mutex<HashMap<ModelId, ModelPool>>,
+    counters: PoolCounters,
+    /// Observes each queued claim's wait (metrics), set by the composition root.
+    wait_observer: std::sync::OnceLock<WaitObserver>,
+}
+
+type WaitObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
+type Waiter = oneshot::Sender<Result<SessionLease, ChatSessionError>>;
+
+#[derive(Default)]
+struct ModelPool {
+    /// Most recently returned last: claims take the warmest, the rest age and can be let go.
+    idle: Vec<IdleSession>,
+    busy: HashSet<SessionId>,
+    /// Sessions this replica lost the lease of while they were busy: not taken back.
+    lost: HashSet<SessionId>,
+    /// Tasks taking one more session from the database (leasing or opening).
+    acquiring: usize,
+    waiters: VecDeque<Waiter>,
+    last_claim: Option<Instant>,
+    /// The terms and the key of the latest claim: an open started for no request in
+    /// particular (to replace a session that went away) uses them.
+    last_demand: Option<(SessionTerms, SessionOwner)>,
+}
+
+struct IdleSession {
+    session: SessionRecord,
+    since: Instant,
+}
+
+impl ModelPool {
+    fn held(&self) -> usize {
+        self.idle.len() + self.busy.len()
+    }
+
+    fn drop_gone_waiters(&mut self) {
+        self.waiters.retain(|w| !w.is_closed());
+    }
+}
+
+/// One request's hold on a session: the session goes back to the pool when the lease is
+/// dropped (after the answer was relayed, or the stream broke). Explicit sessions are wrapped
+/// in a lease that returns nowhere.
+pub struct SessionLease {
+    session: SessionRecord,
+    pool: Option<SessionPool>,
+    spoiled: bool,
+}
+
+impl std::fmt::Debug for SessionLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLease")
+            .field("session", &self.session.id)
+            .field("pooled", &self.pool.is_some())
+            .finish()
+    }
+}
+
+impl SessionLease {
+    /// A key's own session: not the pool's.
+    pub fn unpooled(session: SessionRecord) -> Self {
+        Self {
+            session,
+            pool: None,
+            spoiled: false,
+        }
+    }
+
+    pub fn session(&self) -> &SessionRecord {
+        &self.session
+    }
+
+    /// The upstream said the session is gone: it does not go back to the pool.
+    pub fn spoil(&mut self) {
+        self.spoiled = true;
+    }
+
+    /// Takes the session out without giving it back (it is being handed to someone else).
+    fn disarm(mut self) -> SessionRecord {
+        self.pool = None;
+        self.session.clone()
+    }
+}
+
+impl Drop for SessionLease {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give_back(self.session.clone(), self.spoiled);
+        }
+    }
+}
+
+impl SessionPool {
+    pub fn new(
+        repo: Arc<dyn SessionPoolRepository>,
+        sessions: Arc<dyn SessionRepository>,
+        market: Arc<dyn Marketplace>,
+        replica: String,
+        settings: PoolSettings,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                repo,
+                sessions,
+                market,
+                replica,
+                settings,
+                models: Mutex::default(),
+                counters: PoolCounters::default(),
+                wait_observer: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Calls `observe` with each queued claim's wait (for a histogram); the first call wins.
+    pub fn observe_waits(&self, observe: WaitObserver) {
+        let _ = self.inner.wait_observer.set(observe);
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.inner.settings
+    }
+
+    pub fn replica(&self) -> &str {
+        &self.inner.replica
+    }
+
+    pub fn counters(&self) -> &PoolCounters {
+        &self.inner.counters
+    }
+
+    fn models(&self) -> MutexGuard<'_, HashMap<ModelId, ModelPool>> {
+        self.inner
+            .models
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn margin(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.inner.settings.end_margin).unwrap_or_default()
+    }
+
+    fn lease_until(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::from_std(self.inner.settings.lease).unwrap_or_default()
+    }
+
+    /// A session of the pool for one request, waiting in the queue up to its deadline.
+    /// `terms` and `owner` are used if a session has to be opened for it (the record says
+    /// which key's request opened it).
+    pub async fn claim(
+        &self,
+        model: &ModelId,
+        terms: SessionTerms,
+        owner: SessionOwner,
+    ) -> Result<SessionLease, ChatSessionError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counters = &self.inner.counters;
+        let mut rx = {
+            let mut models = self.models();
+            let pool = models.entry(model.clone()).or_default();
+            pool.last_claim = Some(Instant::now());
+            pool.last_demand = Some((terms, owner));
+            let now = Utc::now();
+            while let Some(idle) = pool.idle.pop() {
+                if idle.session.is_usable(now, self.margin()) {
+                    pool.busy.insert(idle.session.id.clone());
+                    counters.claims_immediate.fetch_add(1, Relaxed);
+                    return Ok(self.lease(idle.session));
+                }
+                // Too close to its end to start a request on: the janitor closes it then.
+            }
+            pool.drop_gone_waiters();
+            if pool.waiters.len() >= self.inner.settings.queue_depth {
+                counters.claims_refused.fetch_add(1, Relaxed);
+                return Err(ChatSessionError::PoolBusy(self.busy()));
+            }
+            let (tx, rx) = oneshot::channel();
+            pool.waiters.push_back(tx);
+            self.start_acquiring(model, pool, terms, owner);
+            rx
+        };
+        counters.claims_queued.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.inner.settings.queue_wait, &mut rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ChatSessionError::Unknown(anyhow::anyhow!(
+                "the session pool dropped a waiting request"
+            ))),
+            Err(_) => {
+                // A session may have been handed over at the last moment: take it.
+                rx.close();
+                match rx.try_recv() {
+                    Ok(result) => result,
+                    Err(_) => {
+                        counters.claims_refused.fetch_add(1, Relaxed);
+                        Err(ChatSessionError::PoolBusy(self.busy()))
+                    }
+                }
+            }
+        };
+        let waited = started.elapsed();
+        counters.queue_wait_micros.fetch_add(
+            u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
+        if let Some(observe) = self.inner.wait_observer.get() {
+            observe(waited);
+        }
+        result
+    }
+
+    fn busy(&self) -> PoolBusy {
+        PoolBusy {
+            retry_after: self.inner.settings.queue_wait.max(Duration::from_secs(1)),
+        }
+    }
+
+    fn lease(&self, session: SessionRecord) -> SessionLease {
+        SessionLease {
+            session,
+            pool: Some(self.clone()),
+            spoiled: false,
+        }
+    }
+
+    /// Starts one more acquisition per waiting request not yet covered by one, within the cap
+    /// as far as this replica can see it (the database enforces it across replicas).
+    fn start_acquiring(
+        &self,
+        model: &ModelId,
+        pool: &mut ModelPool,
+        terms: SessionTerms,
+        owner: SessionOwner,
+    ) {
+        let cap = self.inner.settings.max_sessions_per_model as usize;
+        while pool.acquiring < pool.waiters.len() && pool.held() + pool.acquiring < cap {
+            pool.acquiring += 1;
+            let this = self.clone();
+            let model = model.clone();
+            tokio::spawn(async move { this.acquire(model, terms, owner).await });
+        }
+    }
+
+    /// Takes one session from the shared pool, or opens one, for the model's waiting requests.
+    async fn acquire(self, model: ModelId, terms: SessionTerms, owner: SessionOwner) {
+        let outcome = self.acquire_one(&model, terms, owner).await;
+        let failed = {
+            let mut models = self.models();
+            let pool = models.entry(model.clone()).or_default();
+            pool.acquiring -= 1;
+            match outcome {
+                Ok(Some(session)) => Some(Ok(session)),
+                Ok(None) => None,
+                Err(error) => {
+                    // The waiter this open was for learns why; the others keep waiting when a
+                    // session can still come (one is busy or being acquired), else they learn
+                    // it too rather than wait for nothing.
+                    let hopeless = pool.busy.is_empty() && pool.acquiring == 0;
+                    let mut told = Vec::new();
+                    pool.drop_gone_waiters();
+                    if hopeless {
+                        told.extend(pool.waiters.drain(..));
+                    } else if let Some(first) = pool.waiters.pop_front() {
+                        told.push(first);
+                    }
+                    Some(Err((error, told)))
+                }
+            }
+        };
+        match failed {
+            Some(Ok(session)) => self.hand_over(session, false),
+            Some(Err((error, told))) => {
+                for waiter in told {
+                    let _ = waiter.send(Err(error.duplicate()));
+                }
+            }
+            None => {}
+        }
+    }
+
+    async fn acquire_one(
+        &self,
+        model: &ModelId,
+        terms: SessionTerms,
+        owner: SessionOwner,
+    ) -> Result<Option<SessionRecord>, ChatSessionError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        loop {
+            let waiting = {
+                let mut models = self.models();
+                let pool = models.entry(model.clone()).or_default();
+                pool.drop_gone_waiters();
+                !pool.waiters.is_empty()
+            };
+            if !waiting {
+                return Ok(None);
+            }
+            let now = Utc::now();
+            let request = PoolTakeRequest {
+                model: model.clone(),
+                replica: self.inner.replica.clone(),
+                cap: self.inner.settings.max_sessions_per_model,
+                now,
+                usable_after: now + self.margin(),
+                lease_until: self.lease_until(),
+                opens_stale_before: now
+                    - chrono::Duration::from_std(self.inner.settings.open_stale_after)
+                        .unwrap_or_default(),
+            };
+            match self.inner.repo.take_or_reserve(request).await? {
+                PoolTake::Leased(session) => {
+                    self.inner.counters.leases_taken.fetch_add(1, Relaxed);
+                    return Ok(Some(session));
+                }
+                PoolTake::Reserved(ticket) => {
+                    return self.open(model, terms, owner, ticket).await.map(Some);
+                }
+                PoolTake::Full => tokio::time::sleep(FULL_RETRY).await,
+            }
+        }
+    }
+
+    async fn open(
+        &self,
+        model: &ModelId,
+        terms: SessionTerms,
+        owner: SessionOwner,
+        ticket: OpenTicket,
+    ) -> Result<SessionRecord, ChatSessionError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let opened_at = Utc::now();
+        let id = match self.inner.market.open_model_session(model, terms).await {
+            Ok(id) => id,
+            Err(error) => {
+                self.inner.counters.opens_failed.fetch_add(1, Relaxed);
+                if let Err(e) = self
+                    .inner
+                    .repo
+                    .finish_open(ticket, None, &self.inner.replica, self.lease_until())
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not end an open's reservation; it goes stale");
+                }
+                return Err(error.into());
+            }
+        };
+        let upstream = match self.inner.market.session(&id).await {
+            Ok(s) => Some(s),
+            Err(error) => {
+                tracing::warn!(session = %id, %error, "could not read a new session's end; estimating it");
+                None
+            }
+        };
+        let record = SessionRecord {
+            id,
+            api_key_id: owner.key,
+            user_id: owner.user,
+            model_id: model.clone(),
+            bid_id: None,
+            origin: SessionOrigin::Automated,
+            state: SessionState::Active,
+            opened_at,
+            ends_at: super::sessions::ends_at(upstream.as_ref(), opened_at, terms),
+            closed_at: None,
+            pooled: true,
+        };
+        self.inner
+            .repo
+            .finish_open(
+                ticket,
+                Some(record.clone()),
+                &self.inner.replica,
+                self.lease_until(),
+            )
+            .await
+            .map_err(|e| {
+                ChatSessionError::Unknown(anyhow::anyhow!("recording a pooled session: {e}"))
+            })?;
+        self.inner.counters.opens_ok.fetch_add(1, Relaxed);
+        Ok(record)
+    }
+
+    /// Gives a session to the first request still waiting for one, else keeps it idle.
+    /// `busy` says whether it is counted busy already (it comes back from a request).
+    fn hand_over(&self, mut session: SessionRecord, mut busy: bool) {
+        loop {
+            let waiter = {
+                let mut models = self.models();
+                let pool = models.entry(session.model_id.clone()).or_default();
+                match pool.waiters.pop_front() {
+                    Some(waiter) => {
+                        if !busy {
+                            pool.busy.insert(session.id.clone());
+                            busy = true;
+                        }
+                        waiter
+                    }
+                    None => {
+                        if busy {
+                            pool.busy.remove(&session.id);
+                        }
+                        pool.idle.push(IdleSession {
+                            session,
+                            since: Instant::now(),
+                        });
+                        return;
+                    }
+                }
+            };
+            // Sent outside the lock: a waiter that left hands the lease back here, and
+            // dropping it would take the lock again.
+            match waiter.send(Ok(self.lease(session))) {
+                Ok(()) => return,
+                Err(Ok(lease)) => session = lease.disarm(),
+                Err(Err(_)) => unreachable!("only a lease was sent"),
+            }
+        }
+    }
+
+    /// A request finished with its session.
+    fn give_back(&self, session: SessionRecord, spoiled: bool) {
+        let usable = !spoiled && session.is_usable(Utc::now(), self.margin());
+        let keep = {
+            let mut models = self.models();
+            let pool = models.entry(session.model_id.clone()).or_default();
+            let lost = pool.lost.remove(&session.id);
+            if usable && !lost {
+                true
+            } else {
+                pool.busy.remove(&session.id);
+                // Requests still waiting need another session in its place.
+                pool.drop_gone_waiters();
+                if let Some((terms, owner)) = pool.last_demand {
+                    self.start_acquiring(&session.model_id.clone(), pool, terms, owner);
+                }
+                false
+            }
+        };
+        if keep {
+            self.hand_over(session, true);
+        } else if spoiled {
+            let sessions = self.inner.sessions.clone();
+            tokio::spawn(async move {
+                if let Err(error) = sessions.retire_session(&session.id).await {
+                    tracing::warn!(session = %session.id, %error, "could not retire a gone pooled session");
+                }
+            });
+        }
+    }
+
+    /// This replica's view of each model's pool (for metrics).
+    pub fn snapshot(&self) -> Vec<PoolSnapshot> {
+        let mut models = self.models();
+        models
+            .iter_mut()
+            .map(|(model, pool)| {
+                pool.drop_gone_waiters();
+                PoolSnapshot {
+                    model: model.as_str().to_owned(),
+                    idle: pool.idle.len() as u64,
+                    busy: pool.busy.len() as u64,
+                    acquiring: pool.acquiring as u64,
+                    waiting: pool.waiters.len() as u64,
+                }
+            })
+            .collect()
+    }
+
+    /// One round of upkeep, every quarter of the lease: renews this replica's leases, forgets
+    /// sessions whose lease another replica took over, closes idle sessions past the grace
+    /// period (when one is set) and lets go of the leases of sessions idle for long, keeping
+    /// one per model warm.
+    pub async fn tend(&self) -> anyhow::Result<()> {
+        let held: HashSet<SessionId> = self
+            .inner
+            .repo
+            .renew_leases(&self.inner.replica, self.lease_until())
+            .await?
+            .into_iter()
+            .collect();
+        let mut to_release = Vec::new();
+        let mut to_close = Vec::new();
+        {
+            let mut models = self.models();
+            for pool in models.values_mut() {
+                pool.idle.retain(|idle| held.contains(&idle.session.id));
+                let lost: Vec<SessionId> = pool
+                    .busy
+                    .iter()
+                    .filter(|id| !held.contains(*id))
+                    .cloned()
+                    .collect();
+                pool.lost.extend(lost);
+                // The warmest idle session (the last) stays; the others age out.
+                let warm = pool.idle.pop();
+                let mut kept = Vec::new();
+                for idle in pool.idle.drain(..) {
+                    let age = idle.since.elapsed();
+                    match self.inner.settings.idle_grace {
+                        Some(grace) if age >= grace => to_close.push(idle.session),
+                        None if age >= IDLE_RELEASE => to_release.push(idle.session.id),
+                        _ => kept.push(idle),
+                    }
+                }
+                pool.idle = kept;
+                pool.idle.extend(warm);
+            }
+        }
+        if !to_release.is_empty() {
+            self.inner
+                .repo
+                .release_leases(&self.inner.replica, to_release)
+                .await?;
+        }
+        for session in to_close {
+            self.close_idle(session).await;
+        }
+        Ok(())
+    }
+
+    async fn close_idle(&self, session: SessionRecord) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.inner.market.close_session(&session.id).await {
+            Ok(_) | Err(MarketplaceError::SessionGone(_)) => {
+                if let Err(error) = self
+                    .inner
+                    .sessions
+                    .mark_session_closed(&session.id, Utc::now())
+                    .await
+                {
+                    tracing::warn!(session = %session.id, %error, "could not record an idle session's close");
+                }
+                self.inner.counters.closed_idle.fetch_add(1, Relaxed);
+            }
+            Err(error) => {
+                // Kept: the next round tries again.
+                tracing::warn!(session = %session.id, %error, "closing an idle pooled session failed");
+                self.hand_over(session, false);
+            }
+        }
+    }
+
+    /// Moves a key's session into the pool (the key gave it up; it is paid for).
+    pub async fn join(&self, id: &SessionId) -> anyhow::Result<bool> {
+        self.inner.repo.join_pool(id).await
+    }
+
+    /// Lets go of every lease (shutdown): another replica can take the sessions at once.
+    pub async fn release_all(&self) -> anyhow::Result<()> {
+        let ids: Vec<SessionId> = {
+            let mut models = self.models();
+            models
+                .values_mut()
+                .flat_map(|pool| pool.idle.drain(..).map(|idle| idle.session.id))
+                .collect()
+        };
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .repo
+            .release_leases(&self.inner.replica, ids)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

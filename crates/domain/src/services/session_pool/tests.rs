@@ -1,0 +1,198 @@
+//! The pool on fake ports: the cap, the queue's deadline, one request per session, leases
+//! that another replica cannot take, and failed opens reaching the waiting requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::testing::{FakeMarket, MemorySessions, SessionWorld};
+
+fn pool_on(
+    store: &Arc<MemorySessions>,
+    market: &Arc<FakeMarket>,
+    replica: &str,
+    settings: PoolSettings,
+) -> SessionPool {
+    SessionPool::new(
+        store.clone(),
+        store.clone(),
+        market.clone(),
+        replica.to_owned(),
+        settings,
+    )
+}
+
+fn terms() -> SessionTerms {
+    SessionTerms {
+        duration: SessionDuration::DEFAULT,
+        direct_payment: false,
+        failover: false,
+    }
+}
+
+#[tokio::test]
+async fn many_concurrent_claims_open_at_most_the_cap_and_share_the_sessions() {
+    let w = SessionWorld::new(true).await;
+    let pool = w.sessions.pool().clone();
+    let claims = (0..40).map(|_| {
+        let (pool, model, owner) = (pool.clone(), w.model.clone(), w.owner);
+        tokio::spawn(async move {
+            let lease = pool.claim(&model, terms(), owner).await?;
+            // Held a while: the others must wait for it or another session.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok::<_, ChatSessionError>(lease.session().id.clone())
+        })
+    });
+    let mut served = Vec::new();
+    for claim in claims {
+        served.push(claim.await.unwrap().unwrap());
+    }
+    assert_eq!(served.len(), 40);
+    let opened = w.market.opens();
+    assert!((1..=4).contains(&opened), "{opened} opens for a cap of 4");
+    let distinct: std::collections::HashSet<_> = served.iter().collect();
+    assert_eq!(distinct.len() as u64, opened);
+    let snapshot = pool.snapshot();
+    assert_eq!(snapshot[0].busy, 0);
+    assert_eq!(snapshot[0].idle, opened);
+}
+
+#[tokio::test]
+async fn a_session_serves_one_request_at_a_time_and_past_the_deadline_the_answer_is_busy() {
+    let w = SessionWorld::new(true).await;
+    let settings = PoolSettings {
+        max_sessions_per_model: 1,
+        queue_wait: Duration::from_millis(100),
+        ..SessionWorld::pool_settings()
+    };
+    let pool = pool_on(&w.store, &w.market, "replica-b", settings);
+    let held = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let started = std::time::Instant::now();
+    let second = pool.claim(&w.model, terms(), w.owner).await;
+    assert!(
+        matches!(second, Err(ChatSessionError::PoolBusy(_))),
+        "{second:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    // Once the first request is done, the session serves the next.
+    let id = held.session().id.clone();
+    drop(held);
+    let third = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    assert_eq!(third.session().id, id);
+    assert_eq!(w.market.opens(), 1);
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_at_once() {
+    let w = SessionWorld::new(true).await;
+    let settings = PoolSettings {
+        max_sessions_per_model: 1,
+        queue_depth: 0,
+        ..SessionWorld::pool_settings()
+    };
+    let pool = pool_on(&w.store, &w.market, "replica-b", settings);
+    let got = pool.claim(&w.model, terms(), w.owner).await;
+    assert!(matches!(got, Err(ChatSessionError::PoolBusy(_))), "{got:?}");
+    assert_eq!(w.market.opens(), 0);
+}
+
+#[tokio::test]
+async fn a_waiting_request_gets_the_session_another_gives_back() {
+    let w = SessionWorld::new(true).await;
+    let settings = PoolSettings {
+        max_sessions_per_model: 1,
+        ..SessionWorld::pool_settings()
+    };
+    let pool = pool_on(&w.store, &w.market, "replica-b", settings);
+    let held = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let waiting = {
+        let (pool, model, owner) = (pool.clone(), w.model.clone(), w.owner);
+        tokio::spawn(async move { pool.claim(&model, terms(), owner).await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(pool.snapshot()[0].waiting, 1);
+    let id = held.session().id.clone();
+    drop(held);
+    let got = waiting.await.unwrap().unwrap();
+    assert_eq!(got.session().id, id);
+}
+
+#[tokio::test]
+async fn two_replicas_never_hold_one_session_and_open_within_the_cap_together() {
+    let w = SessionWorld::new(true).await;
+    let settings = PoolSettings {
+        max_sessions_per_model: 2,
+        // Longer than the wait between two looks at a full pool.
+        queue_wait: Duration::from_millis(600),
+        ..SessionWorld::pool_settings()
+    };
+    let a = pool_on(&w.store, &w.market, "a", settings.clone());
+    let b = pool_on(&w.store, &w.market, "b", settings);
+    let on_a = a.claim(&w.model, terms(), w.owner).await.unwrap();
+    let on_b = b.claim(&w.model, terms(), w.owner).await.unwrap();
+    assert_ne!(on_a.session().id, on_b.session().id);
+    // Both sessions are leased: a third request on either replica waits, then is refused.
+    let third = b.claim(&w.model, terms(), w.owner).await;
+    assert!(
+        matches!(third, Err(ChatSessionError::PoolBusy(_))),
+        "{third:?}"
+    );
+    assert_eq!(w.market.opens(), 2);
+    // A's session, let go at shutdown, can be leased by B.
+    let a_session = on_a.session().id.clone();
+    drop(on_a);
+    a.release_all().await.unwrap();
+    let moved = b.claim(&w.model, terms(), w.owner).await.unwrap();
+    assert_eq!(moved.session().id, a_session);
+    assert_eq!(w.market.opens(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_open_reaches_the_waiting_request_and_frees_its_reservation() {
+    let w = SessionWorld::new(true).await;
+    FakeMarket::fail_next(
+        &w.market.open_failures,
+        MarketplaceError::Rejected {
+            status: 500,
+            message: "no provider accepted the session".to_owned(),
+            retry_after: None,
+        },
+    );
+    let pool = w.sessions.pool().clone();
+    let got = pool.claim(&w.model, terms(), w.owner).await;
+    assert!(matches!(got, Err(ChatSessionError::Upstream(_))), "{got:?}");
+    assert!(w.store.opens.lock().unwrap().is_empty());
+    // The next request opens afresh.
+    pool.claim(&w.model, terms(), w.owner).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_gone_session_is_retired_and_not_handed_out_again() {
+    let w = SessionWorld::new(true).await;
+    let pool = w.sessions.pool().clone();
+    let mut lease = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let gone = lease.session().id.clone();
+    lease.spoil();
+    drop(lease);
+    let next = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    assert_ne!(next.session().id, gone);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(w.store.record(&gone).unwrap().state, SessionState::Retired);
+}
+
+#[tokio::test]
+async fn tending_closes_sessions_idle_past_the_grace_and_keeps_one_warm() {
+    let w = SessionWorld::new(true).await;
+    let settings = PoolSettings {
+        idle_grace: Some(Duration::from_millis(10)),
+        ..SessionWorld::pool_settings()
+    };
+    let pool = pool_on(&w.store, &w.market, "replica-b", settings);
+    let first = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let second = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    drop((first, second));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    pool.tend().await.unwrap();
+    assert_eq!(w.market.closes.lock().unwrap().len(), 1);
+    assert_eq!(pool.snapshot()[0].idle, 1);
+}

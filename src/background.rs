@@ -8,7 +8,8 @@
 //! | `refresh_token_purge` | one replica | hour: expired refresh-token records |
 //! | `catalogue_refresh` | each replica | `models_refresh_seconds`: the model list this replica serves |
 //! | `session_sweep` | one replica | `session_sweep_seconds`: ended sessions closed, records reconciled |
-//! | `session_pool` | each replica | a quarter of `pool_lease_seconds`: leases renewed, long-idle sessions let go (or closed after the idle grace) |
+//! | `session_pool_leases` | each replica | a quarter of `pool_lease_seconds`: this replica's pooled sessions' leases renewed |
+//! | `session_pool_idle` | each replica | second: sessions idle 2 s let go for other replicas (one per model kept warm); with an idle grace, sessions nobody took for that long closed |
 //!
 //! The usage writer is not periodic (a batch leaves when it fills or its first record has
 //! waited long enough); it is flushed at shutdown.
@@ -31,6 +32,9 @@ const REVOCATION_POLL: Duration = Duration::from_millis(250);
 
 /// How often API keys' `last_used_at` values are written.
 const LAST_USED_FLUSH: Duration = Duration::from_secs(5);
+
+/// How often idle pooled sessions are looked at (let go, or closed after the idle grace).
+const POOL_IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// How often expired records (refresh tokens, old revocations) are purged.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(3600);
@@ -140,13 +144,21 @@ pub fn register(
     let pool = state.sessions.pool().clone();
     supervisor
         .every(
-            "session_pool",
+            "session_pool_leases",
             Duration::from_secs(settings.pool_lease_seconds) / 4,
         )
         .first_run_after_interval()
         .spawn(move || {
             let pool = pool.clone();
-            async move { pool.tend().await }
+            async move { pool.renew().await }
+        });
+    let pool = state.sessions.pool().clone();
+    supervisor
+        .every("session_pool_idle", POOL_IDLE_CHECK)
+        .first_run_after_interval()
+        .spawn(move || {
+            let pool = pool.clone();
+            async move { pool.let_go().await }
         });
     let pool = state.sessions.pool().clone();
     // Another replica can take this one's idle sessions at once instead of after the lease.

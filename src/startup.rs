@@ -361,6 +361,8 @@ pub fn build_state(
         replica_name(),
         pool_settings(settings),
     );
+    let waits = metrics.pool_queue_wait.clone();
+    pool.observe_waits(Arc::new(move |waited| waits.observe(waited.as_secs_f64())));
     let sessions = SessionService::new(
         db.clone(),
         market.clone(),
@@ -454,6 +456,7 @@ fn pool_settings(settings: &Settings) -> PoolSettings {
         queue_depth: settings.pool_queue_depth,
         queue_wait: Duration::from_millis(settings.pool_queue_ms),
         lease: Duration::from_secs(settings.pool_lease_seconds),
+        idle_release: Duration::from_secs(2),
         idle_grace: (settings.pool_idle_grace_seconds > 0)
             .then(|| Duration::from_secs(settings.pool_idle_grace_seconds)),
         // An open and its recovery, with room to spare: a reservation older than that is

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
 use crate::market::{ask, spawn_market_app, spawn_market_app_with};
+use crate::models::LLAMA_ID;
 use crate::process::GatewayProcess;
 
 const MODEL: &str = "llama-3.3-70b";
@@ -182,6 +183,42 @@ async fn metrics_count_requests_upstream_calls_sessions_streams_and_overhead() {
     assert_eq!(sample(&text, "morpheus_open_sessions"), Some(1.0));
     assert_eq!(sample(&text, "morpheus_db_pool_max_connections"), Some(4.0));
     assert!(sample(&text, r#"morpheus_db_pool_connections{state="idle"}"#).is_some());
+    // The pool: one session opened by the first request, every later one served at once.
+    let pool = |state: &str| {
+        sample(
+            &text,
+            &format!(r#"morpheus_session_pool{{model="{LLAMA_ID}",state="{state}"}}"#),
+        )
+    };
+    assert_eq!(pool("idle"), Some(1.0), "{text}");
+    assert_eq!(pool("busy"), Some(0.0));
+    assert_eq!(pool("active"), Some(1.0));
+    assert_eq!(pool("leased"), Some(1.0));
+    assert_eq!(
+        sample(
+            &text,
+            r#"morpheus_session_pool_claims_total{outcome="queued"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"morpheus_session_pool_claims_total{outcome="immediate"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"morpheus_session_pool_acquisitions_total{outcome="ok"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "morpheus_session_pool_queue_wait_seconds_count"),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]

@@ -48,6 +48,22 @@ pub struct PoolLabels {
     pub state: &'static str,
 }
 
+/// One model's shared session pool, by state: on this replica `idle`, `busy`, `acquiring`
+/// (taking or opening one more) and `waiting` (requests queued); across replicas `active`,
+/// `leased` and `opening`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionPoolLabels {
+    pub model: String,
+    pub state: &'static str,
+}
+
+/// What happened to a pool claim or open: `immediate`, `queued`, `refused`; `ok`, `failed`,
+/// `leased` (an idle session taken over from the shared pool), `closed_idle`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
 /// One of the supervised background tasks (`session_sweep`, `revocation_log`, …).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabels {
@@ -86,6 +102,10 @@ pub struct Metrics {
     pub open_connections: Gauge,
     /// Connections (and proxied requests) answered 503 by a connection cap.
     pub refused_connections: Family<RefusalLabels, Counter>,
+    pub session_pool: Family<SessionPoolLabels, Gauge>,
+    pub pool_claims: Family<OutcomeLabels, Counter>,
+    pub pool_opens: Family<OutcomeLabels, Counter>,
+    pub pool_queue_wait: Histogram,
 }
 
 /// 0.5 ms … ~60 s, for whole requests and upstream calls.
@@ -128,6 +148,10 @@ impl Metrics {
         let task_skipped = Family::<TaskLabels, Counter>::default();
         let open_connections = Gauge::default();
         let refused_connections = Family::<RefusalLabels, Counter>::default();
+        let session_pool = Family::<SessionPoolLabels, Gauge>::default();
+        let pool_claims = Family::<OutcomeLabels, Counter>::default();
+        let pool_opens = Family::<OutcomeLabels, Counter>::default();
+        let pool_queue_wait = latency_histogram();
 
         let mut registry = Registry::with_prefix("morpheus");
         registry.register(
@@ -210,6 +234,29 @@ impl Metrics {
             "Connections (behind a trusted proxy: requests) answered 503 by a connection cap, by cap",
             refused_connections.clone(),
         );
+        registry.register(
+            "session_pool",
+            "Pooled marketplace sessions by model and state: idle, busy, acquiring and waiting \
+             requests on this replica; active, leased and opening across replicas",
+            session_pool.clone(),
+        );
+        registry.register(
+            "session_pool_claims",
+            "Requests that asked the session pool, by outcome (immediate, queued, refused)",
+            pool_claims.clone(),
+        );
+        registry.register(
+            "session_pool_acquisitions",
+            "Sessions the pool opened (ok, failed), took over idle from other replicas \
+             (leased) or closed after the idle grace (closed_idle)",
+            pool_opens.clone(),
+        );
+        registry.register_with_unit(
+            "session_pool_queue_wait",
+            "How long queued requests waited for a pooled session",
+            Unit::Seconds,
+            pool_queue_wait.clone(),
+        );
         Self {
             registry: std::sync::Arc::new(registry),
             requests,
@@ -227,6 +274,10 @@ impl Metrics {
             task_skipped,
             open_connections,
             refused_connections,
+            session_pool,
+            pool_claims,
+            pool_opens,
+            pool_queue_wait,
         }
     }
 

@@ -142,8 +142,24 @@ pub trait SessionPoolRepository: Send + Sync {
         replica: &str,
         until: DateTime<Utc>,
     ) -> anyhow::Result<Vec<SessionId>>;
-    /// Gives up `replica`'s leases on `ids`: the sessions stay in the pool for any replica.
-    async fn release_leases(&self, replica: &str, ids: Vec<SessionId>) -> anyhow::Result<()>;
+    /// Gives up `replica`'s leases on `ids` at `at` (remembered, for the idle grace): the
+    /// sessions stay in the pool for any replica.
+    async fn release_leases(
+        &self,
+        replica: &str,
+        ids: Vec<SessionId>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+    /// Leases to `replica` the pooled sessions no replica has held since before
+    /// `released_before`, except each model's last active one (a warm model keeps one), for
+    /// closing them.
+    async fn take_idle_for_closing(
+        &self,
+        replica: &str,
+        now: DateTime<Utc>,
+        released_before: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<SessionRecord>>;
     /// Moves an active session into the pool (its key gave it up); `false` if it was not active.
     async fn join_pool(&self, id: &SessionId) -> anyhow::Result<bool>;
     /// How many pooled sessions and reservations each model has, for metrics:

@@ -25,10 +25,6 @@ use crate::ports::*;
 /// all replicas together (a session comes back, or another replica lets one go).
 const FULL_RETRY: Duration = Duration::from_millis(250);
 
-/// An idle session this replica holds longer than this is let go (its lease released), so a
-/// replica that gets the traffic can take it; one per model is kept warm.
-const IDLE_RELEASE: Duration = Duration::from_secs(30);
-
 /// The operator's bounds on the pool.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -40,8 +36,12 @@ pub struct PoolSettings {
     pub queue_wait: Duration,
     /// How long a lease lasts without renewal; renewed every quarter of it.
     pub lease: Duration,
-    /// Idle sessions beyond the one kept warm are closed after this; `None` keeps them until
-    /// their end (closing early locks the unused stake for about a day).
+    /// An idle session a replica holds longer than this is let go (its lease released), so a
+    /// replica that gets the traffic can take it; one per model is kept warm. Short: under
+    /// load a session comes back busy long before.
+    pub idle_release: Duration,
+    /// Sessions no replica took for this long are closed, except each model's last; `None`
+    /// keeps them until their end (closing early locks the unused stake for about a day).
     pub idle_grace: Option<Duration>,
     /// A reservation this old is from a replica that died mid-open (longer than an open and
     /// its recovery can take).
@@ -76,9 +76,6 @@ pub struct PoolCounters {
     pub opens_failed: std::sync::atomic::AtomicU64,
     pub leases_taken: std::sync::atomic::AtomicU64,
     pub closed_idle: std::sync::atomic::AtomicU64,
-    /// Sum and count of queue waits, in microseconds, for the mean; the histogram lives in
-    /// the HTTP layer's metrics.
-    pub queue_wait_micros: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone)]
@@ -112,7 +109,6 @@ struct ModelPool {
     /// Tasks taking one more session from the database (leasing or opening).
     acquiring: usize,
     waiters: VecDeque<Waiter>,
-    last_claim: Option<Instant>,
     /// The terms and the key of the latest claim: an open started for no request in
     /// particular (to replace a session that went away) uses them.
     last_demand: Option<(SessionTerms, SessionOwner)>,
@@ -253,7 +249,6 @@ impl SessionPool {
         let mut rx = {
             let mut models = self.models();
             let pool = models.entry(model.clone()).or_default();
-            pool.last_claim = Some(Instant::now());
             pool.last_demand = Some((terms, owner));
             let now = Utc::now();
             while let Some(idle) = pool.idle.pop() {
@@ -293,13 +288,8 @@ impl SessionPool {
                 }
             }
         };
-        let waited = started.elapsed();
-        counters.queue_wait_micros.fetch_add(
-            u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
-            Relaxed,
-        );
         if let Some(observe) = self.inner.wait_observer.get() {
-            observe(waited);
+            observe(started.elapsed());
         }
         result
     }
@@ -561,11 +551,9 @@ impl SessionPool {
             .collect()
     }
 
-    /// One round of upkeep, every quarter of the lease: renews this replica's leases, forgets
-    /// sessions whose lease another replica took over, closes idle sessions past the grace
-    /// period (when one is set) and lets go of the leases of sessions idle for long, keeping
-    /// one per model warm.
-    pub async fn tend(&self) -> anyhow::Result<()> {
+    /// Renews this replica's leases (every quarter of the lease) and forgets sessions whose
+    /// lease another replica took over meanwhile (this one stalled past its lease).
+    pub async fn renew(&self) -> anyhow::Result<()> {
         let held: HashSet<SessionId> = self
             .inner
             .repo
@@ -573,42 +561,61 @@ impl SessionPool {
             .await?
             .into_iter()
             .collect();
-        let mut to_release = Vec::new();
-        let mut to_close = Vec::new();
-        {
+        let mut models = self.models();
+        for pool in models.values_mut() {
+            pool.idle.retain(|idle| held.contains(&idle.session.id));
+            let lost: Vec<SessionId> = pool
+                .busy
+                .iter()
+                .filter(|id| !held.contains(*id))
+                .cloned()
+                .collect();
+            pool.lost.extend(lost);
+        }
+        Ok(())
+    }
+
+    /// Upkeep every second: lets go of the leases of sessions idle for a while, keeping the
+    /// warmest of each model, so a replica that gets the traffic can take them; and, with an
+    /// idle grace, closes sessions no replica took for that long (never a model's last).
+    pub async fn let_go(&self) -> anyhow::Result<()> {
+        let to_release: Vec<SessionId> = {
             let mut models = self.models();
+            let mut released = Vec::new();
             for pool in models.values_mut() {
-                pool.idle.retain(|idle| held.contains(&idle.session.id));
-                let lost: Vec<SessionId> = pool
-                    .busy
-                    .iter()
-                    .filter(|id| !held.contains(*id))
-                    .cloned()
-                    .collect();
-                pool.lost.extend(lost);
-                // The warmest idle session (the last) stays; the others age out.
                 let warm = pool.idle.pop();
-                let mut kept = Vec::new();
-                for idle in pool.idle.drain(..) {
-                    let age = idle.since.elapsed();
-                    match self.inner.settings.idle_grace {
-                        Some(grace) if age >= grace => to_close.push(idle.session),
-                        None if age >= IDLE_RELEASE => to_release.push(idle.session.id),
-                        _ => kept.push(idle),
-                    }
-                }
-                pool.idle = kept;
+                let (old, young): (Vec<_>, Vec<_>) = pool
+                    .idle
+                    .drain(..)
+                    .partition(|idle| idle.since.elapsed() >= self.inner.settings.idle_release);
+                released.extend(old.into_iter().map(|idle| idle.session.id));
+                pool.idle = young;
                 pool.idle.extend(warm);
             }
-        }
+            released
+        };
         if !to_release.is_empty() {
             self.inner
                 .repo
-                .release_leases(&self.inner.replica, to_release)
+                .release_leases(&self.inner.replica, to_release, Utc::now())
                 .await?;
         }
-        for session in to_close {
-            self.close_idle(session).await;
+        if let Some(grace) = self.inner.settings.idle_grace {
+            let now = Utc::now();
+            let released_before = now - chrono::Duration::from_std(grace).unwrap_or_default();
+            let stale = self
+                .inner
+                .repo
+                .take_idle_for_closing(
+                    &self.inner.replica,
+                    now,
+                    released_before,
+                    self.lease_until(),
+                )
+                .await?;
+            for session in stale {
+                self.close_idle(session).await;
+            }
         }
         Ok(())
     }
@@ -628,11 +635,17 @@ impl SessionPool {
                 self.inner.counters.closed_idle.fetch_add(1, Relaxed);
             }
             Err(error) => {
-                // Kept: the next round tries again.
+                // Kept, leased to this replica: the next round of another replica (or this
+                // one, once its lease is let go) tries again.
                 tracing::warn!(session = %session.id, %error, "closing an idle pooled session failed");
                 self.hand_over(session, false);
             }
         }
+    }
+
+    /// Every replica's pooled sessions and opens in progress, by model (for metrics).
+    pub async fn census(&self) -> anyhow::Result<Vec<PoolCensus>> {
+        self.inner.repo.pool_census(Utc::now()).await
     }
 
     /// Moves a key's session into the pool (the key gave it up; it is paid for).
@@ -654,7 +667,7 @@ impl SessionPool {
         }
         self.inner
             .repo
-            .release_leases(&self.inner.replica, ids)
+            .release_leases(&self.inner.replica, ids, Utc::now())
             .await
     }
 }

@@ -198,7 +198,11 @@ impl SessionPoolRepository for MemorySessions {
             .collect();
         let free = usable
             .iter()
-            .filter(|s| leases.get(&s.id).is_none_or(|(_, until)| *until < r.now))
+            .filter(|s| {
+                leases
+                    .get(&s.id)
+                    .is_none_or(|(holder, until)| holder.is_empty() || *until < r.now)
+            })
             .max_by_key(|s| s.ends_at);
         if let Some(session) = free {
             leases.insert(session.id.clone(), (r.replica.clone(), r.lease_until));
@@ -252,9 +256,49 @@ impl SessionPoolRepository for MemorySessions {
         Ok(held)
     }
 
-    async fn release_leases(&self, replica: &str, ids: Vec<SessionId>) -> anyhow::Result<()> {
-        lock(&self.leases).retain(|id, (holder, _)| !(holder == replica && ids.contains(id)));
+    async fn release_leases(
+        &self,
+        replica: &str,
+        ids: Vec<SessionId>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        for (id, lease) in lock(&self.leases).iter_mut() {
+            if lease.0 == replica && ids.contains(id) {
+                // No holder; the time says since when.
+                *lease = (String::new(), at);
+            }
+        }
         Ok(())
+    }
+
+    async fn take_idle_for_closing(
+        &self,
+        replica: &str,
+        now: DateTime<Utc>,
+        released_before: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<SessionRecord>> {
+        let records = lock(&self.records);
+        let mut leases = lock(&self.leases);
+        let live =
+            |r: &&SessionRecord| r.pooled && r.state == SessionState::Active && r.ends_at > now;
+        let mut taken: Vec<SessionRecord> = Vec::new();
+        for r in records.iter().filter(live) {
+            let idle = leases
+                .get(&r.id)
+                .is_none_or(|(holder, at)| holder.is_empty() && *at < released_before);
+            let active = records
+                .iter()
+                .filter(live)
+                .filter(|o| o.model_id == r.model_id)
+                .count();
+            let closing = taken.iter().filter(|o| o.model_id == r.model_id).count();
+            if idle && active - closing > 1 {
+                leases.insert(r.id.clone(), (replica.to_owned(), lease_until));
+                taken.push(r.clone());
+            }
+        }
+        Ok(taken)
     }
 
     async fn join_pool(&self, id: &SessionId) -> anyhow::Result<bool> {
@@ -265,7 +309,7 @@ impl SessionPoolRepository for MemorySessions {
                 joined = true;
             }
         });
-        lock(&self.leases).remove(id);
+        lock(&self.leases).insert(id.clone(), (String::new(), Utc::now()));
         Ok(joined)
     }
 
@@ -583,6 +627,7 @@ impl SessionWorld {
             queue_depth: 16,
             queue_wait: std::time::Duration::from_millis(500),
             lease: std::time::Duration::from_secs(60),
+            idle_release: std::time::Duration::from_secs(2),
             idle_grace: None,
             open_stale_after: std::time::Duration::from_secs(600),
             end_margin: std::time::Duration::from_secs(30),

@@ -209,7 +209,12 @@ impl SessionPoolRepository for Database {
     }
 
     #[tracing::instrument(skip_all, fields(count = ids.len()))]
-    async fn release_leases(&self, replica: &str, ids: Vec<SessionId>) -> anyhow::Result<()> {
+    async fn release_leases(
+        &self,
+        replica: &str,
+        ids: Vec<SessionId>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
         let replica = replica.to_owned();
         let ids: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
         self.run(move |conn| {
@@ -218,13 +223,80 @@ impl SessionPoolRepository for Database {
                     .filter(sessions::id.eq_any(ids))
                     .filter(sessions::leased_by.eq(replica)),
             )
+            // Without a holder, the lease's time says since when nobody held it.
             .set((
                 sessions::leased_by.eq(None::<String>),
-                sessions::lease_expires_at.eq(None::<chrono::NaiveDateTime>),
+                sessions::lease_expires_at.eq(Some(at.naive_utc())),
             ))
             .execute(conn)
             .context("releasing leases")?;
             Ok(())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn take_idle_for_closing(
+        &self,
+        replica: &str,
+        now: DateTime<Utc>,
+        released_before: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<SessionRecord>> {
+        let replica = replica.to_owned();
+        self.run(move |conn| {
+            conn.write_transaction(|c| -> anyhow::Result<Vec<SessionRecord>> {
+                let now = now.naive_utc();
+                let stale: Vec<SessionRow> = sessions::table
+                    .filter(sessions::pooled.eq(true))
+                    .filter(sessions::state.eq(SessionState::Active.as_str()))
+                    .filter(sessions::ends_at.gt(now))
+                    .filter(sessions::leased_by.is_null())
+                    .filter(
+                        sessions::lease_expires_at
+                            .is_null()
+                            .or(sessions::lease_expires_at.lt(released_before.naive_utc())),
+                    )
+                    .order(sessions::ends_at.asc())
+                    .select(SessionRow::as_select())
+                    .load(c)
+                    .context("looking for long-idle pooled sessions")?;
+                let mut taken = Vec::new();
+                for row in stale {
+                    lock_model(c, &row.model_id).context("locking the model's pool")?;
+                    let active: i64 = sessions::table
+                        .filter(sessions::pooled.eq(true))
+                        .filter(sessions::state.eq(SessionState::Active.as_str()))
+                        .filter(sessions::model_id.eq(&row.model_id))
+                        .filter(sessions::ends_at.gt(now))
+                        .count()
+                        .get_result(c)
+                        .context("counting a model's pooled sessions")?;
+                    let closing = taken
+                        .iter()
+                        .filter(|s: &&SessionRecord| s.model_id.as_str() == row.model_id)
+                        .count() as i64;
+                    // A warm model keeps one.
+                    if active - closing <= 1 {
+                        continue;
+                    }
+                    let leased = diesel::update(
+                        sessions::table
+                            .find(&row.id)
+                            .filter(sessions::leased_by.is_null()),
+                    )
+                    .set((
+                        sessions::leased_by.eq(Some(replica.as_str())),
+                        sessions::lease_expires_at.eq(Some(lease_until.naive_utc())),
+                    ))
+                    .execute(c)
+                    .context("taking a long-idle session for closing")?;
+                    if leased == 1 {
+                        taken.push(SessionRecord::try_from(row)?);
+                    }
+                }
+                Ok(taken)
+            })
         })
         .await
     }
@@ -241,7 +313,8 @@ impl SessionPoolRepository for Database {
             .set((
                 sessions::pooled.eq(true),
                 sessions::leased_by.eq(None::<String>),
-                sessions::lease_expires_at.eq(None::<chrono::NaiveDateTime>),
+                // Idle from now, for the idle grace.
+                sessions::lease_expires_at.eq(Some(Utc::now().naive_utc())),
             ))
             .execute(conn)
             .map(|updated| updated > 0)

@@ -14,10 +14,10 @@ use crate::schema::sessions;
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = sessions)]
 pub(super) struct SessionRow {
-    id: String,
+    pub(super) id: String,
     api_key_id: i64,
     user_id: i64,
-    model_id: String,
+    pub(super) model_id: String,
     bid_id: Option<String>,
     origin: String,
     state: String,

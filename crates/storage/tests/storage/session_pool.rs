@@ -79,7 +79,9 @@ async fn the_cap_counts_opens_in_progress_and_a_lease_is_one_replicas() {
             [opened(1).id]
         );
         // Let go, A's session is C's; B's stays B's.
-        t.db.release_leases("a", vec![opened(1).id]).await.unwrap();
+        t.db.release_leases("a", vec![opened(1).id], now())
+            .await
+            .unwrap();
         let PoolTake::Leased(taken) = t.db.take_or_reserve(ask("c", 2)).await.unwrap() else {
             panic!("the session A let go");
         };
@@ -124,6 +126,41 @@ async fn replicas_asking_at_once_stay_within_the_cap_and_never_share_a_session()
         assert_eq!(distinct.len(), leased.len(), "a session leased twice");
         assert_eq!(leased.len(), 2);
         assert_eq!(reserved, CAP as usize - 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sessions_nobody_held_for_the_grace_are_taken_for_closing_but_each_models_last() {
+    each_backend(async |t| {
+        for n in [1, 2, 3] {
+            t.db.insert_session(opened(n)).await.unwrap();
+        }
+        // One is leased, then let go just now: within the grace.
+        let PoolTake::Leased(recent) = t.db.take_or_reserve(ask("a", 9)).await.unwrap() else {
+            panic!("an unleased session to lease");
+        };
+        t.db.release_leases("a", vec![recent.id.clone()], now())
+            .await
+            .unwrap();
+        let until = now() + Duration::seconds(60);
+        let taken =
+            t.db.take_idle_for_closing("b", now(), now() - Duration::minutes(1), until)
+                .await
+                .unwrap();
+        assert_eq!(taken.len(), 2);
+        assert!(taken.iter().all(|s| s.id != recent.id));
+        // Taken means leased to B, which closes them; the last one stays, however long idle.
+        for session in &taken {
+            t.db.mark_session_closed(&session.id, now()).await.unwrap();
+        }
+        assert!(
+            t.db.take_idle_for_closing("c", now(), now() + Duration::minutes(1), until)
+                .await
+                .unwrap()
+                .is_empty(),
+            "the model's last session is kept"
+        );
     })
     .await;
 }

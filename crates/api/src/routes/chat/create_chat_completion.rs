@@ -15,7 +15,7 @@ use crate::request_context::{TraceSpan, add_upstream_wait, record_chat, record_u
 use crate::routes::session::owner;
 
 /// An OpenAI chat completion, answered by a provider of the Morpheus marketplace. Runs on the
-/// key's session for the model (opened automatically when automation is on) or on the
+/// key's own session for the model, a session of the shared pool (automation on), or the
 /// `session_id` given. With `stream: true` the answer is a server-sent event stream ending in
 /// `data: [DONE]`; a stream that breaks ends with one `data: {"error":…}` event instead.
 #[utoipa::path(
@@ -34,7 +34,7 @@ use crate::routes::session::owner;
         (status = 413, description = "The request is larger than the chat body limit (4 MiB by default)", body = ErrorResponse),
         (status = 415, description = "The request declared a Content-Type other than JSON", body = ErrorResponse),
         (status = 422, description = "The request is invalid", body = HTTPValidationError),
-        (status = 429, description = "The provider is rate limiting", body = OpenAiErrorBody),
+        (status = 429, description = "The provider is rate limiting, or every pooled session of the model is busy (`pool_busy`)", body = OpenAiErrorBody),
         (status = 500, description = "Unexpected server error (details are logged, not returned)", body = OpenAiErrorBody),
         (status = 502, description = "The marketplace failed or cannot be reached", body = OpenAiErrorBody),
         (status = 503, description = "No proxy-router is configured, the model list is not loaded yet, the database is unavailable, or the gateway is overloaded (`gateway_overloaded`); too many open connections (in the `detail` shape, before the request is read)", body = OpenAiErrorBody),

@@ -75,7 +75,64 @@ pub async fn render(state: &AppState) -> HttpResponse {
             tracing::warn!(error.cause_chain = ?error, "metrics: counting sessions failed")
         }
     }
+    pool_gauges(state).await;
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, OPENMETRICS))
         .body(metrics.encode())
+}
+
+/// The session pool's state: this replica's from memory, all replicas' from the database, and
+/// the pool's running totals carried over into the counters.
+async fn pool_gauges(state: &AppState) {
+    use crate::metrics::{OutcomeLabels, SessionPoolLabels};
+    use std::sync::atomic::Ordering::Relaxed;
+    let metrics = &state.metrics;
+    let pool = state.sessions.pool();
+    let set = |model: &str, label: &'static str, value: u64| {
+        metrics
+            .session_pool
+            .get_or_create(&SessionPoolLabels {
+                model: model.to_owned(),
+                state: label,
+            })
+            .set(i64::try_from(value).unwrap_or(i64::MAX));
+    };
+    for model in pool.snapshot() {
+        set(&model.model, "idle", model.idle);
+        set(&model.model, "busy", model.busy);
+        set(&model.model, "acquiring", model.acquiring);
+        set(&model.model, "waiting", model.waiting);
+    }
+    match pool.census().await {
+        Ok(census) => {
+            for model in census {
+                set(model.model.as_str(), "active", model.active);
+                set(model.model.as_str(), "leased", model.leased);
+                set(model.model.as_str(), "opening", model.opening);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(error.cause_chain = ?error, "metrics: counting pooled sessions failed")
+        }
+    }
+    let catch_up = |family: &prometheus_client::metrics::family::Family<
+        OutcomeLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+                    outcome: &'static str,
+                    total: &std::sync::atomic::AtomicU64| {
+        let counter = family.get_or_create(&OutcomeLabels { outcome });
+        let total = total.load(Relaxed);
+        if total > counter.get() {
+            counter.inc_by(total - counter.get());
+        }
+    };
+    let c = pool.counters();
+    catch_up(&metrics.pool_claims, "immediate", &c.claims_immediate);
+    catch_up(&metrics.pool_claims, "queued", &c.claims_queued);
+    catch_up(&metrics.pool_claims, "refused", &c.claims_refused);
+    catch_up(&metrics.pool_opens, "ok", &c.opens_ok);
+    catch_up(&metrics.pool_opens, "failed", &c.opens_failed);
+    catch_up(&metrics.pool_opens, "leased", &c.leases_taken);
+    catch_up(&metrics.pool_opens, "closed_idle", &c.closed_idle);
 }

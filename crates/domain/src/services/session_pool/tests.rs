@@ -181,18 +181,29 @@ async fn a_gone_session_is_retired_and_not_handed_out_again() {
 }
 
 #[tokio::test]
-async fn tending_closes_sessions_idle_past_the_grace_and_keeps_one_warm() {
+async fn idle_sessions_are_let_go_for_other_replicas_and_closed_after_the_grace_but_one() {
     let w = SessionWorld::new(true).await;
     let settings = PoolSettings {
+        idle_release: Duration::from_millis(10),
         idle_grace: Some(Duration::from_millis(10)),
         ..SessionWorld::pool_settings()
     };
-    let pool = pool_on(&w.store, &w.market, "replica-b", settings);
-    let first = pool.claim(&w.model, terms(), w.owner).await.unwrap();
-    let second = pool.claim(&w.model, terms(), w.owner).await.unwrap();
-    drop((first, second));
+    let a = pool_on(&w.store, &w.market, "a", settings.clone());
+    let first = a.claim(&w.model, terms(), w.owner).await.unwrap();
+    let second = a.claim(&w.model, terms(), w.owner).await.unwrap();
+    let third = a.claim(&w.model, terms(), w.owner).await.unwrap();
+    drop((first, second, third));
     tokio::time::sleep(Duration::from_millis(20)).await;
-    pool.tend().await.unwrap();
+    // Two are let go, the warmest stays A's.
+    a.let_go().await.unwrap();
+    assert_eq!(a.snapshot()[0].idle, 1);
+    // B takes one of them without opening.
+    let b = pool_on(&w.store, &w.market, "b", settings);
+    let on_b = b.claim(&w.model, terms(), w.owner).await.unwrap();
+    assert_eq!(w.market.opens(), 3);
+    // The other, nobody's for longer than the grace, is closed; the held ones are not.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    b.let_go().await.unwrap();
     assert_eq!(w.market.closes.lock().unwrap().len(), 1);
-    assert_eq!(pool.snapshot()[0].idle, 1);
+    assert_ne!(w.market.closes.lock().unwrap()[0], on_b.session().id);
 }

@@ -167,6 +167,7 @@ pub fn register(
             tracing::warn!(error.cause_chain = ?error, "letting go of pooled sessions at shutdown failed");
         }
     });
+    let metrics = state.metrics.clone();
     supervisor
         .every(
             "session_sweep",
@@ -174,11 +175,17 @@ pub fn register(
         )
         .on_one_replica()
         .spawn(move || {
-            let janitor = janitor.clone();
+            let (janitor, metrics) = (janitor.clone(), metrics.clone());
             async move {
                 let report = janitor.run_once(Utc::now()).await?;
-                if report != Default::default() {
+                if report.eventful() {
                     tracing::info!(?report, "session sweep");
+                }
+                if !report.reconcile_interrupted {
+                    // MOR has 18 decimals; a float gauge holds any stake to ample precision.
+                    metrics
+                        .stake_locked
+                        .set(report.stake_locked_wei as f64 / 1e18);
                 }
                 Ok(())
             }

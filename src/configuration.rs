@@ -191,6 +191,12 @@ settings! {
     /// close idle pooled sessions (beyond one per model) after this many seconds; 0 keeps them
     /// until their end, since closing early locks the unused stake for about a day
     pool_idle_grace_seconds: u64 = 0, range = 0 ..= 86_400;
+    /// most bids one pool open tries, best rated first, moving on when a provider refuses (503
+    /// `model_unavailable` when none accepts)
+    pool_open_attempts: u32 = 3, range = 1 ..= 50;
+    /// how long a provider that refused a session, or whose session stopped working, gets no
+    /// new pooled sessions
+    pool_provider_cooldown_seconds: u64 = 300, range = 0 ..= 86_400;
     /// cap on `max_tokens` / `max_completion_tokens`
     chat_max_tokens: u32 = 32_768, range = 1 ..= 100_000_000;
     /// cap on `n`

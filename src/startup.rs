@@ -465,6 +465,8 @@ fn pool_settings(settings: &Settings) -> PoolSettings {
             settings.proxy_router_open_timeout_ms + settings.proxy_router_open_recovery_ms,
         ) + Duration::from_secs(60),
         end_margin: Duration::from_secs(30),
+        open_attempts: settings.pool_open_attempts,
+        provider_cooldown: Duration::from_secs(settings.pool_provider_cooldown_seconds),
     }
 }
 

@@ -161,7 +161,7 @@ async fn metrics_count_requests_upstream_calls_sessions_streams_and_overhead() {
     assert_eq!(
         sample(
             &text,
-            r#"morpheus_upstream_request_duration_seconds_count{call="open_model_session"}"#
+            r#"morpheus_upstream_request_duration_seconds_count{call="open_bid_session"}"#
         ),
         Some(1.0)
     );
@@ -217,6 +217,11 @@ async fn metrics_count_requests_upstream_calls_sessions_streams_and_overhead() {
     );
     assert_eq!(
         sample(&text, "morpheus_session_pool_queue_wait_seconds_count"),
+        Some(1.0)
+    );
+    // The best-rated bid accepted at once: one step of the walk.
+    assert_eq!(
+        sample(&text, "morpheus_session_pool_bid_walk_steps_total"),
         Some(1.0)
     );
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use morpheus_gateway::secrets::secret;
-use morpheus_router_sim::{Fault, FaultKind, FaultRoute};
+use morpheus_router_sim::{DeadReason, Fault, FaultKind, FaultRoute};
 use serde_json::{Value, json};
 
 use crate::helpers::error_body;
@@ -466,4 +466,65 @@ async fn close_on_chain(app: &crate::market::MarketApp, session: &str) {
         .await
         .unwrap();
     assert_eq!(closed.status(), 200);
+}
+
+/// A session the node says will not work again (its provider is gone) is left before the first
+/// byte for another session, and is never used again.
+#[tokio::test]
+async fn a_dead_session_is_retired_and_the_request_served_on_another() {
+    // No cooldown: each dead session's provider may serve the next one.
+    let app = spawn_market_app_with(|s| s.pool_provider_cooldown_seconds = 0).await;
+    let user = app.seed_automated_user().await;
+    let question = ask("llama-3.3-70b", "are you there?");
+    assert_eq!(app.chat(&user.api_key, &question).await.status(), 200);
+    for reason in [
+        DeadReason::ProviderNotFound,
+        DeadReason::UserNotFound,
+        DeadReason::TeeAttestation,
+        DeadReason::ProviderUnreachable,
+    ] {
+        app.sim.set_fault(Fault {
+            route: FaultRoute::Chat,
+            kind: FaultKind::DeadSession { reason },
+            times: Some(1),
+        });
+        let r = app.chat(&user.api_key, &question).await;
+        assert_eq!(r.status(), 200, "{reason:?}: {}", r.text().await.unwrap());
+    }
+    assert_eq!(app.sim.counters().sessions_opened, 5);
+    let retired = app.count("SELECT COUNT(*) AS n FROM sessions WHERE state = 'retired'");
+    assert_eq!(retired, 4, "each dead session is retired, never used again");
+}
+
+/// The provider of a dead session gets no new sessions while it cools down: the next goes to
+/// another provider's bid, and when none is left the model is unavailable (503), not retried
+/// on the dead provider.
+#[tokio::test]
+async fn a_dead_sessions_provider_cools_down_until_none_is_left() {
+    let app = spawn_market_app().await;
+    let user = app.seed_automated_user().await;
+    let question = ask("llama-3.3-70b", "are you there?");
+    assert_eq!(app.chat(&user.api_key, &question).await.status(), 200);
+    let bids = app.count("SELECT COUNT(DISTINCT bid_id) AS n FROM sessions");
+    assert_eq!(bids, 1);
+    let dead = |reason| Fault {
+        route: FaultRoute::Chat,
+        kind: FaultKind::DeadSession { reason },
+        times: Some(1),
+    };
+    app.sim.set_fault(dead(DeadReason::ProviderNotFound));
+    assert_eq!(app.chat(&user.api_key, &question).await.status(), 200);
+    // Two providers' sessions so far, each on its own bid.
+    assert_eq!(
+        app.count("SELECT COUNT(DISTINCT bid_id) AS n FROM sessions"),
+        2
+    );
+    app.sim.set_fault(dead(DeadReason::TeeAttestation));
+    let r = app.chat(&user.api_key, &question).await;
+    let statuses = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    println!("dead sessions with cooldown: third request {statuses} {body}");
+    // The simulator's llama has two bids, of two providers: none is left.
+    assert_eq!(statuses, 503, "{body}");
+    assert_eq!(body["error"]["code"], "model_unavailable");
 }

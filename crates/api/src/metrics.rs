@@ -106,6 +106,9 @@ pub struct Metrics {
     pub pool_claims: Family<OutcomeLabels, Counter>,
     pub pool_opens: Family<OutcomeLabels, Counter>,
     pub pool_queue_wait: Histogram,
+    pub pool_bid_walk_steps: Counter,
+    pub pool_failovers: Counter,
+    pub stake_locked: Gauge<f64, AtomicU64>,
 }
 
 /// 0.5 ms … ~60 s, for whole requests and upstream calls.
@@ -152,6 +155,9 @@ impl Metrics {
         let pool_claims = Family::<OutcomeLabels, Counter>::default();
         let pool_opens = Family::<OutcomeLabels, Counter>::default();
         let pool_queue_wait = latency_histogram();
+        let pool_bid_walk_steps = Counter::default();
+        let pool_failovers = Counter::default();
+        let stake_locked = Gauge::<f64, AtomicU64>::default();
 
         let mut registry = Registry::with_prefix("morpheus");
         registry.register(
@@ -257,6 +263,22 @@ impl Metrics {
             Unit::Seconds,
             pool_queue_wait.clone(),
         );
+        registry.register(
+            "session_pool_bid_walk_steps",
+            "Bids pooled opens tried (more than one per open when providers refuse)",
+            pool_bid_walk_steps.clone(),
+        );
+        registry.register(
+            "session_pool_failovers",
+            "Requests moved before their first byte off a session whose provider could not serve it",
+            pool_failovers.clone(),
+        );
+        registry.register(
+            "stake_locked_mor",
+            "MOR staked in the sessions the chain reported open at the last session sweep \
+             (set by the replica that ran it)",
+            stake_locked.clone(),
+        );
         Self {
             registry: std::sync::Arc::new(registry),
             requests,
@@ -278,6 +300,9 @@ impl Metrics {
             pool_claims,
             pool_opens,
             pool_queue_wait,
+            pool_bid_walk_steps,
+            pool_failovers,
+            stake_locked,
         }
     }
 

@@ -157,6 +157,17 @@ fn hints_at_timeout(text: &str) -> bool {
         .any(|h| lower.contains(h))
 }
 
+/// What the node says when a session (or, on an open, a provider) will not work again
+/// (proxy-router-behaviour.md §2.6): the consumer lost the provider's record
+/// (`proxy_sender.go:551-552`), the provider lost ours (`controller_morrpc.go:153-158`), its
+/// TEE attestation fails (`proxy_sender.go:657-660`), or it cannot be reached.
+const DEAD_SESSION_TEXTS: &[&str] = &[
+    "provider not found",
+    "user not found",
+    "tee attestation failed",
+    "failed to connect to provider",
+];
+
 /// Maps a non-2xx answer (3xx included) to a failure.
 pub(crate) fn from_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Failure {
     if status.is_redirection() {
@@ -177,6 +188,9 @@ pub(crate) fn from_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) 
     }
     if lower.contains("session not found") {
         return Failure::definite(MarketplaceError::SessionGone(SessionGone::NotFound));
+    }
+    if DEAD_SESSION_TEXTS.iter().any(|text| lower.contains(text)) {
+        return Failure::definite(MarketplaceError::SessionGone(SessionGone::Unusable));
     }
     let retry_after = if matches!(status.as_u16(), 429 | 503) {
         retry_after(headers)

@@ -87,6 +87,12 @@ impl From<&MarketplaceError> for UpstreamFailure {
                 "upstream_session_not_found",
                 "The marketplace does not know the session".to_owned(),
             ),
+            MarketplaceError::SessionGone(SessionGone::Unusable) => failure(
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                "provider_unavailable",
+                "The session's provider cannot serve it any more".to_owned(),
+            ),
             // The node's own texts stay in our log (`From<MarketplaceError> for ApiError`):
             // they name hosts, wallets, contracts and Go internals, none of it the client's.
             MarketplaceError::Rejected {
@@ -196,6 +202,7 @@ mod tests {
             (MarketplaceError::Unauthorized, 502),
             (MarketplaceError::SessionGone(SessionGone::NotFound), 502),
             (MarketplaceError::SessionGone(SessionGone::Expired), 502),
+            (MarketplaceError::SessionGone(SessionGone::Unusable), 502),
             (
                 MarketplaceError::Rejected {
                     status: 400,

@@ -222,6 +222,18 @@ impl From<ChatSessionError> for OpenAiError {
                 error.retry_after = Some(busy.retry_after.as_secs().max(1));
                 error
             }
+            ChatSessionError::ModelUnavailable => {
+                let mut error = OpenAiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "model_unavailable",
+                    Some("model"),
+                    "No provider of this model accepts a session now; retry later or choose \
+                     another model from GET /api/v1/models",
+                );
+                error.retry_after = Some(30);
+                error
+            }
             ChatSessionError::Upstream(e) => ApiError::from(e).into(),
             ChatSessionError::Unknown(e) => ApiError::from(e).into(),
         }

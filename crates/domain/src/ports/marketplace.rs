@@ -79,6 +79,10 @@ pub enum ProviderFault {
 pub enum SessionGone {
     Expired,
     NotFound,
+    /// The session will not work again though the chain has it open: the node lost the
+    /// provider, the provider lost us, its attestation fails, or it cannot be reached
+    /// (proxy-router-behaviour.md §2.6).
+    Unusable,
 }
 
 impl std::fmt::Display for SessionGone {
@@ -86,6 +90,7 @@ impl std::fmt::Display for SessionGone {
         f.write_str(match self {
             Self::Expired => "expired",
             Self::NotFound => "not found",
+            Self::Unusable => "unusable",
         })
     }
 }

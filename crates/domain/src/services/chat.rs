@@ -289,6 +289,10 @@ impl ChatService {
                 }
                 Err(MarketplaceError::SessionGone(gone)) if !renewed => {
                     tracing::info!(session = %session.id, %gone, "upstream session gone; renewing once");
+                    if gone == SessionGone::Unusable {
+                        // Its provider cannot serve it: new sessions go to another one.
+                        self.sessions.pool().provider_failed(&session);
+                    }
                     renewed = true;
                     lease = self.renew(owner, lease).await?;
                     meter.set_session(lease.session().id.clone());

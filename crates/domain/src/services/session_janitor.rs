@@ -19,6 +19,15 @@ pub struct JanitorReport {
     pub reconciled: u32,
     /// The pass stopped reconciling because the proxy-router failed; nothing was marked.
     pub reconcile_interrupted: bool,
+    /// The MOR (in wei) staked in the sessions the chain reported open during this pass.
+    pub stake_locked_wei: u128,
+}
+
+impl JanitorReport {
+    /// Whether the pass changed anything or met a failure (worth a log line).
+    pub fn eventful(&self) -> bool {
+        self.closed + self.close_failures + self.reconciled > 0 || self.reconcile_interrupted
+    }
 }
 
 #[derive(Clone)]
@@ -84,6 +93,7 @@ impl SessionJanitor {
                         report.reconciled += 1;
                     }
                     Ok(upstream) => {
+                        report.stake_locked_wei += upstream.stake;
                         let end = upstream.ends_at_utc();
                         if upstream.ends_at > 0 && end != session.ends_at {
                             self.sessions.update_session_end(&session.id, end).await?;

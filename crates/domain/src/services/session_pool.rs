@@ -48,6 +48,10 @@ pub struct PoolSettings {
     pub open_stale_after: Duration,
     /// A request does not start on a session this close to its end.
     pub end_margin: Duration,
+    /// Most bids one open tries (the next when a provider refuses).
+    pub open_attempts: u32,
+    /// How long a provider that refused or lost a session is not asked for new ones.
+    pub provider_cooldown: Duration,
 }
 
 /// The pool said no within the queue's deadline (or the queue is full).
@@ -76,6 +80,10 @@ pub struct PoolCounters {
     pub opens_failed: std::sync::atomic::AtomicU64,
     pub leases_taken: std::sync::atomic::AtomicU64,
     pub closed_idle: std::sync::atomic::AtomicU64,
+    /// Bids tried by opens (one per open when the first provider accepts).
+    pub bid_walk_steps: std::sync::atomic::AtomicU64,
+    /// Requests moved off a session whose provider could not serve it any more.
+    pub failovers: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone)]
@@ -91,6 +99,10 @@ struct Inner {
     settings: PoolSettings,
     models: Mutex<HashMap<ModelId, ModelPool>>,
     counters: PoolCounters,
+    /// Providers that refused a session or lost one, until when they are not asked again.
+    cooling: Mutex<HashMap<String, Instant>>,
+    /// The provider of each bid this replica opened a session on.
+    providers: Mutex<HashMap<BidId, String>>,
     /// Observes each queued claim's wait (metrics), set by the composition root.
     wait_observer: std::sync::OnceLock<WaitObserver>,
 }
@@ -198,6 +210,8 @@ impl SessionPool {
                 settings,
                 models: Mutex::default(),
                 counters: PoolCounters::default(),
+                cooling: Mutex::default(),
+                providers: Mutex::default(),
                 wait_observer: std::sync::OnceLock::new(),
             }),
         }
@@ -414,8 +428,8 @@ impl SessionPool {
     ) -> Result<SessionRecord, ChatSessionError> {
         use std::sync::atomic::Ordering::Relaxed;
         let opened_at = Utc::now();
-        let id = match self.inner.market.open_model_session(model, terms).await {
-            Ok(id) => id,
+        let (id, bid) = match self.open_walking_bids(model, terms).await {
+            Ok(opened) => opened,
             Err(error) => {
                 self.inner.counters.opens_failed.fetch_add(1, Relaxed);
                 if let Err(e) = self
@@ -426,7 +440,7 @@ impl SessionPool {
                 {
                     tracing::warn!(error = %e, "could not end an open's reservation; it goes stale");
                 }
-                return Err(error.into());
+                return Err(error);
             }
         };
         let upstream = match self.inner.market.session(&id).await {
@@ -441,7 +455,7 @@ impl SessionPool {
             api_key_id: owner.key,
             user_id: owner.user,
             model_id: model.clone(),
-            bid_id: None,
+            bid_id: Some(bid),
             origin: SessionOrigin::Automated,
             state: SessionState::Active,
             opened_at,
@@ -463,6 +477,97 @@ impl SessionPool {
             })?;
         self.inner.counters.opens_ok.fetch_add(1, Relaxed);
         Ok(record)
+    }
+
+    /// Opens a session on the model's best-rated bid whose provider is not cooling down,
+    /// trying the next bid when a provider refuses (at most `open_attempts` bids): the node
+    /// walks bids within one open too, but forgets a failing provider at once, and its
+    /// `omitProvider` is not reachable over HTTP (proxy-router-behaviour.md §4).
+    async fn open_walking_bids(
+        &self,
+        model: &ModelId,
+        terms: SessionTerms,
+    ) -> Result<(SessionId, BidId), ChatSessionError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut bids = self.inner.market.rated_bids(model).await?;
+        bids.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let mut tried = 0;
+        for rated in bids {
+            if tried >= self.inner.settings.open_attempts {
+                break;
+            }
+            if self.cooling_down(&rated.bid.provider) {
+                continue;
+            }
+            tried += 1;
+            self.inner.counters.bid_walk_steps.fetch_add(1, Relaxed);
+            // The bid's own id: the node leaves the rated list's outer `ID` zero
+            // (proxy-router-behaviour.md §1).
+            let bid = &rated.bid.id;
+            match self.inner.market.open_bid_session(bid, terms).await {
+                Ok(id) => {
+                    self.remember_provider(bid, &rated.bid.provider);
+                    return Ok((id, bid.clone()));
+                }
+                Err(error) if provider_refused(&error) => {
+                    tracing::info!(%bid, provider = %rated.bid.provider, %error, "a provider refused a session; trying the next bid");
+                    self.cool_down(&rated.bid.provider);
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(ChatSessionError::ModelUnavailable)
+    }
+
+    fn cooling_down(&self, provider: &str) -> bool {
+        let mut cooling = self
+            .inner
+            .cooling
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        cooling.retain(|_, until| *until > now);
+        cooling.contains_key(&provider.to_ascii_lowercase())
+    }
+
+    fn cool_down(&self, provider: &str) {
+        let until = Instant::now() + self.inner.settings.provider_cooldown;
+        self.inner
+            .cooling
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(provider.to_ascii_lowercase(), until);
+    }
+
+    fn remember_provider(&self, bid: &BidId, provider: &str) {
+        let mut providers = self
+            .inner
+            .providers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Bounded: the bids of a marketplace are few; forget all if it ever grows odd.
+        if providers.len() > 10_000 {
+            providers.clear();
+        }
+        providers.insert(bid.clone(), provider.to_ascii_lowercase());
+    }
+
+    /// A request found `session` unusable (its provider lost it, or cannot be reached): the
+    /// provider is avoided for new sessions during the cooldown.
+    pub fn provider_failed(&self, session: &SessionRecord) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.inner.counters.failovers.fetch_add(1, Relaxed);
+        let provider = session.bid_id.as_ref().and_then(|bid| {
+            self.inner
+                .providers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .get(bid)
+                .cloned()
+        });
+        if let Some(provider) = provider {
+            self.cool_down(&provider);
+        }
     }
 
     /// Gives a session to the first request still waiting for one, else keeps it idle.
@@ -674,3 +779,17 @@ impl SessionPool {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether an open failed because of the provider (its handshake, or the node finding none
+/// that accepts), so another provider's bid may well succeed.
+fn provider_refused(error: &MarketplaceError) -> bool {
+    match error {
+        MarketplaceError::SessionGone(SessionGone::Unusable) => true,
+        MarketplaceError::Rejected { message, .. } => {
+            let message = message.to_ascii_lowercase();
+            message.contains("failed to initiate session")
+                || message.contains("no provider accepting")
+        }
+        _ => false,
+    }
+}

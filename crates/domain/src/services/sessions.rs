@@ -78,6 +78,9 @@ pub enum ChatSessionError {
     /// within the queue's deadline.
     #[error("every session of the model is busy")]
     PoolBusy(super::PoolBusy),
+    /// No provider of the model would open a session (none left after the bid walk).
+    #[error("no provider of the model accepts a session")]
+    ModelUnavailable,
     #[error(transparent)]
     Upstream(#[from] MarketplaceError),
     #[error(transparent)]
@@ -93,6 +96,7 @@ impl ChatSessionError {
             Self::Ended => Self::Ended,
             Self::AutomationDisabled => Self::AutomationDisabled,
             Self::PoolBusy(busy) => Self::PoolBusy(*busy),
+            Self::ModelUnavailable => Self::ModelUnavailable,
             Self::Upstream(e) => Self::Upstream(e.clone()),
             Self::Unknown(e) => Self::Unknown(anyhow::anyhow!("{e:#}")),
         }

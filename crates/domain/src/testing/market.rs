@@ -406,20 +406,30 @@ impl FakeMarket {
     }
 
     /// Puts a session on chain, open until `ends_at`.
-    /// A bid on `model` the chain knows.
+    /// A bid on `model` the chain knows (provider 1's).
     pub fn add_bid(&self, id: &BidId, model: &ModelId) {
+        self.add_bid_of(id, model, 1);
+    }
+
+    /// A bid of provider number `provider`; the lower the number, the better it is rated.
+    pub fn add_bid_of(&self, id: &BidId, model: &ModelId, provider: u32) {
         lock(&self.bids).insert(
             id.clone(),
             Bid {
                 id: id.clone(),
-                provider: format!("0x{:040x}", 1),
+                provider: Self::provider(provider),
                 model_agent_id: model.as_str().to_owned(),
                 price_per_second: 1,
-                nonce: 0,
+                nonce: u128::from(provider),
                 created_at: 1,
                 deleted_at: 0,
             },
         );
+    }
+
+    /// The address of provider number `n`.
+    pub fn provider(n: u32) -> String {
+        format!("0x{n:040x}")
     }
 
     pub fn add_session(&self, id: &SessionId, model: &ModelId, ends_at: DateTime<Utc>) {
@@ -474,8 +484,17 @@ impl Marketplace for FakeMarket {
         Ok(Vec::new())
     }
 
-    async fn rated_bids(&self, _: &ModelId) -> Result<Vec<RatedBid>, MarketplaceError> {
-        Ok(Vec::new())
+    async fn rated_bids(&self, model: &ModelId) -> Result<Vec<RatedBid>, MarketplaceError> {
+        Ok(lock(&self.bids)
+            .values()
+            .filter(|bid| bid.model_agent_id == model.as_str())
+            .map(|bid| RatedBid {
+                id: bid.id.clone(),
+                bid: bid.clone(),
+                // Earlier bids rate higher.
+                score: 1.0 / (1.0 + bid.nonce as f64),
+            })
+            .collect())
     }
 
     async fn bid(&self, id: &BidId) -> Result<Option<Bid>, MarketplaceError> {
@@ -567,6 +586,11 @@ impl SessionWorld {
         let store = std::sync::Arc::new(MemorySessions::default());
         let market = std::sync::Arc::new(FakeMarket::default());
         let model = ModelId::parse(&format!("0x{:064x}", 0xabc)).expect("a model id");
+        // Two providers' bids, the first rated higher.
+        for n in 0..2u32 {
+            let bid = BidId::parse(&format!("0x{:064x}", 0xb1d0 + n)).expect("a bid id");
+            market.add_bid_of(&bid, &model, n + 1);
+        }
         let catalogue = std::sync::Arc::new(ModelCatalogue::new(CatalogueOptions {
             default_model: None,
             aliases: Vec::new(),
@@ -631,6 +655,8 @@ impl SessionWorld {
             idle_grace: None,
             open_stale_after: std::time::Duration::from_secs(600),
             end_margin: std::time::Duration::from_secs(30),
+            open_attempts: 3,
+            provider_cooldown: std::time::Duration::from_secs(300),
         }
     }
 

@@ -135,4 +135,13 @@ async fn pool_gauges(state: &AppState) {
     catch_up(&metrics.pool_opens, "failed", &c.opens_failed);
     catch_up(&metrics.pool_opens, "leased", &c.leases_taken);
     catch_up(&metrics.pool_opens, "closed_idle", &c.closed_idle);
+    for (counter, total) in [
+        (&metrics.pool_bid_walk_steps, &c.bid_walk_steps),
+        (&metrics.pool_failovers, &c.failovers),
+    ] {
+        let total = total.load(Relaxed);
+        if total > counter.get() {
+            counter.inc_by(total - counter.get());
+        }
+    }
 }

@@ -158,3 +158,22 @@ async fn without_automation_the_keys_ended_session_says_it_ended() {
         "{got:?}"
     );
 }
+
+#[tokio::test]
+async fn a_dead_session_is_left_for_one_of_another_provider_before_the_first_byte() {
+    let w = SessionWorld::new(true).await;
+    let first = complete(&w).await.unwrap().session;
+    FakeMarket::fail_next(
+        &w.market.chat_failures,
+        MarketplaceError::SessionGone(SessionGone::Unusable),
+    );
+    let answer = complete(&w).await.unwrap();
+    assert_ne!(answer.session.id, first.id);
+    assert_ne!(answer.session.bid_id, first.bid_id, "another provider");
+    assert_eq!(w.market.opens(), 2);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(
+        w.store.record(&first.id).unwrap().state,
+        SessionState::Retired
+    );
+}

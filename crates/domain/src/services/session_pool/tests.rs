@@ -207,3 +207,72 @@ async fn idle_sessions_are_let_go_for_other_replicas_and_closed_after_the_grace_
     assert_eq!(w.market.closes.lock().unwrap().len(), 1);
     assert_ne!(w.market.closes.lock().unwrap()[0], on_b.session().id);
 }
+
+fn handshake_failed() -> MarketplaceError {
+    MarketplaceError::Rejected {
+        status: 500,
+        message: "failed to initiate session: provider request failed: code: 500, msg: <nil>, \
+                  error: failed to connect to provider: connection refused"
+            .to_owned(),
+        retry_after: None,
+    }
+}
+
+#[tokio::test]
+async fn a_refusing_provider_is_skipped_for_the_next_bid_and_left_alone_while_it_cools_down() {
+    let w = SessionWorld::new(true).await;
+    let pool = w.sessions.pool().clone();
+    FakeMarket::fail_next(&w.market.open_failures, handshake_failed());
+    let first = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let second_bid = BidId::parse(&format!("0x{:064x}", 0xb1d1)).unwrap();
+    assert_eq!(first.session().bid_id.as_ref(), Some(&second_bid));
+    // The next open does not ask the refusing provider again.
+    let second = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    assert_eq!(second.session().bid_id.as_ref(), Some(&second_bid));
+    assert_eq!(w.market.opens(), 2);
+    assert_eq!(
+        pool.counters()
+            .bid_walk_steps
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+}
+
+#[tokio::test]
+async fn when_every_provider_refuses_the_model_is_unavailable() {
+    let w = SessionWorld::new(true).await;
+    let pool = w.sessions.pool().clone();
+    for _ in 0..2 {
+        FakeMarket::fail_next(&w.market.open_failures, handshake_failed());
+    }
+    let got = pool.claim(&w.model, terms(), w.owner).await;
+    assert!(
+        matches!(got, Err(ChatSessionError::ModelUnavailable)),
+        "{got:?}"
+    );
+    // Both cool down: nothing is asked until they may have recovered.
+    let got = pool.claim(&w.model, terms(), w.owner).await;
+    assert!(
+        matches!(got, Err(ChatSessionError::ModelUnavailable)),
+        "{got:?}"
+    );
+    assert_eq!(w.market.opens(), 0);
+    assert!(
+        w.store.opens.lock().unwrap().is_empty(),
+        "reservations freed"
+    );
+}
+
+#[tokio::test]
+async fn a_session_whose_provider_is_gone_sends_new_sessions_to_another_provider() {
+    let w = SessionWorld::new(true).await;
+    let pool = w.sessions.pool().clone();
+    let mut lease = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let first_bid = BidId::parse(&format!("0x{:064x}", 0xb1d0)).unwrap();
+    assert_eq!(lease.session().bid_id.as_ref(), Some(&first_bid));
+    pool.provider_failed(lease.session());
+    lease.spoil();
+    drop(lease);
+    let next = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    assert_ne!(next.session().bid_id.as_ref(), Some(&first_bid));
+}

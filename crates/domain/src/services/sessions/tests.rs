@@ -118,11 +118,12 @@ async fn a_bid_session_that_replaces_the_keys_own_joins_the_pool() {
 #[tokio::test]
 async fn a_failed_open_stores_nothing() {
     let w = SessionWorld::new(true).await;
+    // Not the provider's doing (another bid would fail the same way): no bid walk.
     FakeMarket::fail_next(
         &w.market.open_failures,
         MarketplaceError::Rejected {
             status: 500,
-            message: "no provider accepting session".to_owned(),
+            message: "failed to send transaction: insufficient allowance".to_owned(),
             retry_after: None,
         },
     );

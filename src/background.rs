@@ -7,7 +7,7 @@
 //! | `last_used_writer` | each replica | 5 s: API keys' `last_used_at`, batched (and at shutdown) |
 //! | `refresh_token_purge` | one replica | hour: expired refresh-token records |
 //! | `catalogue_refresh` | each replica | `models_refresh_seconds`: the model list this replica serves |
-//! | `session_sweep` | one replica | `session_sweep_seconds`: ended sessions closed, records reconciled |
+//! | `session_sweep` | one replica | `session_sweep_seconds`: ended sessions closed, records reconciled, orphaned sessions adopted or closed |
 //! | `session_pool_leases` | each replica | a quarter of `pool_lease_seconds`: this replica's pooled sessions' leases renewed |
 //! | `session_pool_idle` | each replica | second: sessions idle 2 s let go for other replicas (one per model kept warm); with an idle grace, sessions nobody took for that long closed |
 //!

@@ -168,6 +168,9 @@ impl Marketplace for Unconfigured {
     async fn close_session(&self, _: &SessionId) -> Result<TxHash, MarketplaceError> {
         Err(MarketplaceError::NotConfigured)
     }
+    async fn wallet_sessions(&self) -> Result<Vec<UpstreamSession>, MarketplaceError> {
+        Err(MarketplaceError::NotConfigured)
+    }
     async fn chat(&self, _: ChatCall) -> Result<ChatReply, MarketplaceError> {
         Err(MarketplaceError::NotConfigured)
     }

@@ -367,7 +367,7 @@ pub fn build_state(
         db.clone(),
         market.clone(),
         automation.clone(),
-        catalogue,
+        catalogue.clone(),
         spender,
         pool,
     );
@@ -433,10 +433,21 @@ pub fn build_state(
         state,
         work: Work {
             usage_writer,
-            janitor: SessionJanitor::new(db_for_janitor.clone(), market),
+            janitor: SessionJanitor::new(db_for_janitor.clone(), market)
+                .adopting_orphans(catalogue, orphan_grace(settings)),
             revocations: RevocationWatcher::new(db_for_janitor, key_cache),
         },
     })
+}
+
+/// How long after its opening on chain a session of the node's wallet that the database does
+/// not know is left alone before the janitor adopts or closes it: an open's whole time limit
+/// and its recovery window (until then the open may still record it), and a few seconds for
+/// the clocks of the chain and of this host.
+pub fn orphan_grace(settings: &Settings) -> Duration {
+    Duration::from_millis(
+        settings.proxy_router_open_timeout_ms + settings.proxy_router_open_recovery_ms,
+    ) + Duration::from_secs(5)
 }
 
 /// This process's name in the pool's leases: unique among replicas, and readable in the

@@ -22,6 +22,7 @@ mod log_capture;
 mod market;
 mod models;
 mod observability;
+mod orphans;
 mod private_files;
 mod process;
 mod provider_errors;

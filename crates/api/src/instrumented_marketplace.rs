@@ -130,6 +130,10 @@ impl Marketplace for InstrumentedMarketplace {
         self.timed("close_session", self.inner.close_session(id))
             .await
     }
+    async fn wallet_sessions(&self) -> Result<Vec<UpstreamSession>, MarketplaceError> {
+        self.timed("wallet_sessions", self.inner.wallet_sessions())
+            .await
+    }
     /// Timed to the response head; a stream's events are the relay's business.
     async fn chat(&self, call: ChatCall) -> Result<ChatReply, MarketplaceError> {
         self.timed("chat", self.inner.chat(call)).await

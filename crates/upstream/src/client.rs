@@ -23,6 +23,14 @@ use crate::wire;
 /// How many handed-out session ids are remembered (see `open_recovery.rs`).
 const REMEMBERED_SESSIONS: usize = 4096;
 
+/// Sessions per page of the wallet's list (`limit` is a `uint8` on the node).
+const WALLET_PAGE: u32 = 100;
+
+/// How many pages of the wallet's sessions one listing reads, newest first: the list keeps
+/// every session the wallet ever opened, and a session runs a day at most, so the newest
+/// thousand cover far more than the sessions that can still be open at the janitor's pace.
+const WALLET_PAGES: u32 = 10;
+
 /// A client for one proxy-router. Cheap to clone: clones share one connection pool.
 #[derive(Clone)]
 pub struct ProxyRouterClient {
@@ -193,6 +201,28 @@ impl ProxyRouterClient {
             .await?;
         decode(&answer, wire::sessions)
     }
+
+    /// Every session of `user`, newest first, read [`WALLET_PAGE`] at a time up to
+    /// [`WALLET_PAGES`] pages (`limit` is a `uint8` upstream, proxy-router-behaviour.md §1 row 9).
+    async fn all_user_sessions(&self, user: &EthAddress) -> Result<Vec<UpstreamSession>, Failure> {
+        let mut all = Vec::new();
+        for page in 0..WALLET_PAGES {
+            let answer = self
+                .get(&format!(
+                    "/blockchain/sessions/user?user={}&offset={}&limit={WALLET_PAGE}&order=desc",
+                    user.as_str(),
+                    page * WALLET_PAGE
+                ))
+                .await?;
+            let sessions = decode(&answer, wire::sessions)?;
+            let last = sessions.len() < WALLET_PAGE as usize;
+            all.extend(sessions);
+            if last {
+                break;
+            }
+        }
+        Ok(all)
+    }
 }
 
 impl std::fmt::Debug for ProxyRouterClient {
@@ -338,6 +368,14 @@ impl Marketplace for ProxyRouterClient {
             .await
             .map_err(|f| f.error)?;
         decode(&answer, wire::tx).map_err(|f| f.error)
+    }
+
+    async fn wallet_sessions(&self) -> Result<Vec<UpstreamSession>, MarketplaceError> {
+        let (wallet, _) = self.wallet().await.map_err(|f| f.error)?;
+        let mut sessions = self.all_user_sessions(&wallet).await.map_err(|f| f.error)?;
+        sessions.retain(|s| !s.is_closed());
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.opened_at));
+        Ok(sessions)
     }
 
     async fn chat(&self, call: ChatCall) -> Result<ChatReply, MarketplaceError> {

@@ -426,3 +426,25 @@ async fn a_full_accept_queue_is_a_connect_timeout() {
     assert!(started.elapsed() < Duration::from_secs(1));
     drop(socket);
 }
+
+#[tokio::test]
+async fn the_wallets_open_sessions_are_listed_across_pages_newest_first() {
+    let sim = sim().await;
+    let c = client(&sim.base_url());
+    // More than two pages of 100 (the node's `limit` is a uint8).
+    let mut opened = Vec::new();
+    for _ in 0..205 {
+        opened.push(c.open_model_session(&llama(), terms()).await.unwrap());
+    }
+    for id in [&opened[0], &opened[150], &opened[204]] {
+        c.close_session(id).await.unwrap();
+    }
+    let listed = c.wallet_sessions().await.unwrap();
+    assert_eq!(listed.len(), 202);
+    assert!(listed.iter().all(|s| !s.is_closed()));
+    assert!(listed.windows(2).all(|w| w[0].opened_at >= w[1].opened_at));
+    let ids: std::collections::HashSet<&SessionId> = listed.iter().map(|s| &s.id).collect();
+    assert_eq!(ids.len(), 202);
+    assert!(!ids.contains(&opened[150]));
+    assert!(ids.contains(&opened[1]) && ids.contains(&opened[203]));
+}

@@ -192,6 +192,9 @@ pub trait Marketplace: Send + Sync {
     ) -> Result<SessionId, MarketplaceError>;
     async fn session(&self, id: &SessionId) -> Result<UpstreamSession, MarketplaceError>;
     async fn close_session(&self, id: &SessionId) -> Result<TxHash, MarketplaceError>;
+    /// The node wallet's sessions that are still open on chain (not closed; possibly past their
+    /// end), newest first: what the janitor compares with the database to find orphans.
+    async fn wallet_sessions(&self) -> Result<Vec<UpstreamSession>, MarketplaceError>;
     async fn chat(&self, call: ChatCall) -> Result<ChatReply, MarketplaceError>;
 }
 

@@ -548,6 +548,19 @@ impl Marketplace for FakeMarket {
         Ok(hash(2))
     }
 
+    async fn wallet_sessions(&self) -> Result<Vec<UpstreamSession>, MarketplaceError> {
+        if let Some(error) = lock(&self.read_failures).pop_front() {
+            return Err(error);
+        }
+        let mut open: Vec<UpstreamSession> = lock(&self.chain)
+            .values()
+            .filter(|s| !s.is_closed())
+            .cloned()
+            .collect();
+        open.sort_by_key(|s| std::cmp::Reverse((s.opened_at, s.id.clone())));
+        Ok(open)
+    }
+
     async fn chat(&self, call: ChatCall) -> Result<ChatReply, MarketplaceError> {
         lock(&self.chats).push(call.session.clone());
         if let Some(error) = lock(&self.chat_failures).pop_front() {

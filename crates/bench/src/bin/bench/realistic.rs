@@ -19,8 +19,11 @@ use morpheus_bench::setup;
 use morpheus_bench::stack::{self, Bins, chat_body};
 use morpheus_bench::stats::{histogram, percentile_us, record};
 
-/// The gateway's histogram of pool queue waits, when it exports one.
-pub const QUEUE_WAIT_METRIC: &str = "morpheus_pool_queue_wait_seconds";
+/// The gateway's histogram of pool queue waits, when it exports one (either name).
+pub const QUEUE_WAIT_METRICS: [&str; 2] = [
+    "morpheus_session_pool_queue_wait_seconds",
+    "morpheus_pool_queue_wait_seconds",
+];
 
 /// What the simulator counted of sessions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,17 +44,15 @@ impl SimSessions {
     }
 }
 
-/// Where the queue-wait percentile came from.
+/// The queue wait: the gateway's figure when it exports one, and the client-side one.
 #[derive(Debug, Clone, PartialEq)]
-pub enum QueueWait {
-    /// The gateway's histogram (bucket upper bound at p99, and p50), in the window.
-    Gateway {
-        p50_ms: f64,
-        p99_ms: f64,
-        count: u64,
-    },
-    /// Client-side: response latency − provider latency.
-    Client { p50_ms: f64, p99_ms: f64 },
+pub struct QueueWait {
+    /// From the gateway's histogram, over the window: its name, the upper bounds of the
+    /// buckets holding p50 and p99, and how many queued claims it observed.
+    pub gateway: Option<(&'static str, f64, f64, u64)>,
+    /// Client-side: response latency − provider latency, p50 and p99.
+    pub client_p50_ms: f64,
+    pub client_p99_ms: f64,
 }
 
 pub struct Realistic {
@@ -149,13 +150,18 @@ pub fn bucket_percentile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) ->
     (le, total)
 }
 
-async fn queue_wait_buckets(gw: SocketAddr) -> Result<Option<Vec<(f64, u64)>>> {
+type Buckets = Option<(&'static str, Vec<(f64, u64)>)>;
+
+async fn queue_wait_buckets(gw: SocketAddr) -> Result<Buckets> {
     let (s, b) = call(gw, Method::GET, "/metrics", &[], None).await?;
     if !s.is_success() {
-        // Metrics closed to us: fall back to the client-side figure.
+        // Metrics closed to us: the client-side figure only.
         return Ok(None);
     }
-    Ok(buckets(&String::from_utf8_lossy(&b), QUEUE_WAIT_METRIC))
+    let text = String::from_utf8_lossy(&b);
+    Ok(QUEUE_WAIT_METRICS
+        .iter()
+        .find_map(|name| buckets(&text, name).map(|b| (*name, b))))
 }
 
 pub async fn run(
@@ -255,29 +261,16 @@ pub async fn run(
     }
     let window = until - from;
     let completed = counted.len() as u64;
-    let queue_wait = match (before, after) {
-        (Some(b), Some(a)) => {
-            let (p99, count) = bucket_percentile(&b, &a, 99.0);
-            let (p50, _) = bucket_percentile(&b, &a, 50.0);
-            QueueWait::Gateway {
-                p50_ms: p50 * 1000.0,
-                p99_ms: p99 * 1000.0,
-                count,
-            }
-        }
-        (None, Some(a)) => {
-            let (p99, count) = bucket_percentile(&[], &a, 99.0);
-            let (p50, _) = bucket_percentile(&[], &a, 50.0);
-            QueueWait::Gateway {
-                p50_ms: p50 * 1000.0,
-                p99_ms: p99 * 1000.0,
-                count,
-            }
-        }
-        _ => QueueWait::Client {
-            p50_ms: percentile_us(&client_wait, 50.0) / 1000.0,
-            p99_ms: percentile_us(&client_wait, 99.0) / 1000.0,
-        },
+    let gateway = after.map(|(name, a)| {
+        let b = before.map(|(_, b)| b).unwrap_or_default();
+        let (p50, count) = bucket_percentile(&b, &a, 50.0);
+        let (p99, _) = bucket_percentile(&b, &a, 99.0);
+        (name, p50 * 1000.0, p99 * 1000.0, count)
+    });
+    let queue_wait = QueueWait {
+        gateway,
+        client_p50_ms: percentile_us(&client_wait, 50.0) / 1000.0,
+        client_p99_ms: percentile_us(&client_wait, 99.0) / 1000.0,
     };
     let sessions = sim_counters(sim_addr).await?;
     drop(gw_child);
@@ -305,12 +298,7 @@ pub async fn run(
 
 impl Realistic {
     pub fn json(&self) -> Value {
-        let (source, qw50, qw99) = match &self.queue_wait {
-            QueueWait::Gateway { p50_ms, p99_ms, .. } => (QUEUE_WAIT_METRIC, *p50_ms, *p99_ms),
-            QueueWait::Client { p50_ms, p99_ms } => {
-                ("client: latency - provider latency", *p50_ms, *p99_ms)
-            }
-        };
+        let q = &self.queue_wait;
         json!({
             "pool_max_sessions_per_model": self.cap,
             "clients": self.clients,
@@ -326,9 +314,11 @@ impl Realistic {
             "ratio": self.ratio(),
             "latency_p50_ms": percentile_us(&self.latency, 50.0) / 1000.0,
             "latency_p99_ms": percentile_us(&self.latency, 99.0) / 1000.0,
-            "queue_wait_source": source,
-            "queue_wait_p50_ms": qw50,
-            "queue_wait_p99_ms": qw99,
+            "queue_wait_client_p50_ms": q.client_p50_ms,
+            "queue_wait_client_p99_ms": q.client_p99_ms,
+            "queue_wait_gateway": q.gateway.map(|(name, p50, p99, count)| json!({
+                "metric": name, "p50_bucket_ms": p50, "p99_bucket_ms": p99, "queued_claims": count,
+            })),
             "sim_sessions_opened": self.sessions.opened,
             "pool_sessions_opened": self.pool_sessions_opened,
             "sim_max_session_concurrency": self.sessions.max_concurrency,
@@ -357,21 +347,17 @@ impl Realistic {
     pub fn rows(&self) -> Vec<(&'static str, String, String, String, Option<bool>)> {
         let ms = |p| percentile_us(&self.latency, p) / 1000.0;
         let provider_ms = self.first_token.as_secs_f64() * 1000.0;
-        let (wait_label, p50, p99) = match &self.queue_wait {
-            QueueWait::Gateway {
-                p50_ms,
-                p99_ms,
-                count,
-            } => (
-                format!("gateway's {QUEUE_WAIT_METRIC}, {count} waits, bucket bounds"),
-                *p50_ms,
-                *p99_ms,
+        let q = &self.queue_wait;
+        let client = format!(
+            "client-side (latency − {provider_ms:.0} ms provider): p99 {:.1} ms, p50 {:.1} ms",
+            q.client_p99_ms, q.client_p50_ms
+        );
+        let wait = match q.gateway {
+            Some((name, p50, p99, count)) => format!(
+                "gateway {name}: p99 ≤ {p99:.1} ms, p50 ≤ {p50:.1} ms \
+                 ({count} queued claims, bucket bounds); {client}"
             ),
-            QueueWait::Client { p50_ms, p99_ms } => (
-                format!("client-side: latency − {provider_ms:.0} ms provider latency"),
-                *p50_ms,
-                *p99_ms,
-            ),
+            None => format!("{client} — the gateway exports no queue-wait histogram"),
         };
         vec![
             (
@@ -403,7 +389,7 @@ impl Realistic {
             (
                 "realistic_queue_wait",
                 "  …queue wait".to_owned(),
-                format!("p99 {p99:.1} ms (p50 {p50:.1} ms; {wait_label})"),
+                wait,
                 "—".to_owned(),
                 None,
             ),
@@ -445,15 +431,15 @@ morpheus_pool_queue_wait_seconds_sum{model=\"a\"} 40.5
 
     #[test]
     fn buckets_are_summed_over_label_sets() {
-        let b = buckets(AFTER, QUEUE_WAIT_METRIC).unwrap();
+        let b = buckets(AFTER, QUEUE_WAIT_METRICS[1]).unwrap();
         assert_eq!(b, vec![(0.1, 51), (0.5, 150), (f64::INFINITY, 152)]);
-        assert!(buckets("morpheus_other_bucket{le=\"1\"} 3\n", QUEUE_WAIT_METRIC).is_none());
+        assert!(buckets("morpheus_other_bucket{le=\"1\"} 3\n", QUEUE_WAIT_METRICS[1]).is_none());
     }
 
     #[test]
     fn percentiles_come_from_the_window_only() {
-        let before = buckets(BEFORE, QUEUE_WAIT_METRIC).unwrap();
-        let after = buckets(AFTER, QUEUE_WAIT_METRIC).unwrap();
+        let before = buckets(BEFORE, QUEUE_WAIT_METRICS[1]).unwrap();
+        let after = buckets(AFTER, QUEUE_WAIT_METRICS[1]).unwrap();
         // In the window: 50 ≤ 0.1 s, 98 in (0.1, 0.5], 2 beyond.
         assert_eq!(bucket_percentile(&before, &after, 50.0), (0.5, 150));
         assert_eq!(bucket_percentile(&before, &after, 30.0), (0.1, 150));

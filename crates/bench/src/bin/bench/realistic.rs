@@ -178,6 +178,7 @@ pub async fn run(
         first_token.as_millis().to_string(),
         open_latency.as_millis().to_string(),
     );
+    std::fs::create_dir_all(dir)?;
     let (sim, sim_addr) = stack::start_sim(
         bins,
         dir,

@@ -506,7 +506,11 @@ pub fn render_realistic_only(
     plan: &Plan,
 ) -> (String, Value) {
     let figures = realistic_figures(lane);
-    let mut out = header(machine, pinning);
+    let mut out = format!(
+        "\nmorpheus-bench — machine: {}\npinning: {}\n",
+        machine.one_line(),
+        pinning.note
+    );
     out.push_str(&format!(
         "realistic lane only: load generator → gateway → simulator; load average at end {}\n\n",
         procs::load_average()

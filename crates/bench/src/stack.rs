@@ -76,6 +76,11 @@ pub fn gateway_env(
             setup::SIM_PASSWORD.to_owned(),
         ),
         ("MORPHEUS_WORKERS", "1".to_owned()),
+        // The lanes measure what the gateway costs per request, not the session pool's cap:
+        // as many pooled sessions as the 1,000 concurrent streams need, and no queue limit
+        // (the realistic lane sets its own cap).
+        ("MORPHEUS_POOL_MAX_SESSIONS_PER_MODEL", "1000".to_owned()),
+        ("MORPHEUS_POOL_QUEUE_DEPTH", "100000".to_owned()),
         // The load generator plays every client from one address.
         ("MORPHEUS_MAX_CONNECTIONS_PER_CLIENT", "1000000".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
@@ -135,23 +140,22 @@ pub fn start_gateway(
     }
 }
 
-/// Starts the simulator in fast mode (no pause between stream events).
-pub fn start_sim(bins: &Bins, dir: &Path, cpu: Option<usize>) -> Result<(ChildGuard, SocketAddr)> {
+/// Starts the simulator in fast mode (no pause between stream events, no provider or open
+/// latency, one request per session at a time as today's node), then `extra` arguments.
+pub fn start_sim(
+    bins: &Bins,
+    dir: &Path,
+    cpu: Option<usize>,
+    extra: &[&str],
+) -> Result<(ChildGuard, SocketAddr)> {
     let bind = procs::free_addr()?;
     let bind_arg = bind.to_string();
+    let mut args = vec!["--bind", &bind_arg, "--chunk-delay-ms", "0"];
+    args.extend_from_slice(extra);
     let mut sim = procs::spawn(
         "morpheus-router-sim",
         &bins.sim,
-        &[
-            "--bind",
-            &bind_arg,
-            "--chunk-delay-ms",
-            "0",
-            // legacy sim behaviour until the gateway claims an idle session per request from a
-            // pool instead of sending a key's concurrent requests to one session (issue 11 §2)
-            "--session-concurrency",
-            "0",
-        ],
+        &args,
         &[],
         cpu,
         dir.join("router-sim.log"),

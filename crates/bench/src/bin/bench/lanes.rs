@@ -354,3 +354,77 @@ pub async fn many_streams(
     out.peak_open = peak.load(Relaxed);
     Ok(out)
 }
+
+/// One request of a closed-loop run: when it was sent and when its answer ended.
+#[derive(Clone, Copy)]
+pub struct Sample {
+    pub start: Instant,
+    pub end: Instant,
+}
+
+/// Closed-loop load until told to stop: `conns` connections each sending back to back, every
+/// exchange kept, so the caller picks its window once it knows when the warm-up ended.
+pub struct Saturation {
+    pub samples: Vec<Sample>,
+    pub errors: u64,
+    pub first_errors: Vec<String>,
+}
+
+pub async fn saturate(
+    t: &Target,
+    body: &Bytes,
+    conns: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Saturation> {
+    let opened = Conn::open_many(t.addr, conns).await?;
+    let tasks: Vec<_> = opened
+        .into_iter()
+        .map(|mut conn| {
+            let (t, body, stop) = (t.clone(), body.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut out = Saturation {
+                    samples: Vec::new(),
+                    errors: 0,
+                    first_errors: Vec::new(),
+                };
+                while !*stop.borrow() {
+                    let req = t.request(&body);
+                    let start = Instant::now();
+                    match conn.exchange(req).await {
+                        Ok(()) => out.samples.push(Sample {
+                            start,
+                            end: Instant::now(),
+                        }),
+                        Err(e) => {
+                            out.errors += 1;
+                            if out.first_errors.len() < 5 {
+                                out.first_errors.push(format!("{e:#}"));
+                            }
+                            if out.errors > MAX_ERRORS {
+                                bail!("more than {MAX_ERRORS} failed requests; the last: {e:#}");
+                            }
+                            conn = Conn::open(t.addr).await?;
+                        }
+                    }
+                }
+                Ok::<_, anyhow::Error>(out)
+            })
+        })
+        .collect();
+    let mut all = Saturation {
+        samples: Vec::new(),
+        errors: 0,
+        first_errors: Vec::new(),
+    };
+    for task in tasks {
+        let one = task.await??;
+        all.samples.extend(one.samples);
+        all.errors += one.errors;
+        for e in one.first_errors {
+            if all.first_errors.len() < 5 {
+                all.first_errors.push(e);
+            }
+        }
+    }
+    Ok(all)
+}

@@ -3,6 +3,7 @@
 //! See crates/bench/README.md for the method.
 
 mod lanes;
+mod realistic;
 mod report;
 
 use std::path::PathBuf;
@@ -43,6 +44,15 @@ struct Args {
     /// Do not pin processes to cores.
     #[arg(long)]
     no_pin: bool,
+    /// Run only the realistic lane (provider latency, slow opens, the session pool's cap).
+    #[arg(long)]
+    realistic_only: bool,
+    /// The realistic lane's gateway pool cap (`MORPHEUS_POOL_MAX_SESSIONS_PER_MODEL`).
+    #[arg(long, default_value_t = 8)]
+    realistic_cap: u32,
+    /// The realistic lane's concurrent clients [default: twice the cap].
+    #[arg(long)]
+    realistic_clients: Option<usize>,
 }
 
 /// Counts and durations of one run.
@@ -62,6 +72,13 @@ pub struct Plan {
     pub many_chunks: u32,
     pub many_chunk_delay_ms: u64,
     pub settle: Duration,
+    pub realistic_cap: u32,
+    pub realistic_clients: usize,
+    pub realistic_first_token: Duration,
+    pub realistic_open_latency: Duration,
+    /// The most the realistic lane waits for the pool to reach its cap.
+    pub realistic_warmup_max: Duration,
+    pub realistic_window: Duration,
 }
 
 impl Plan {
@@ -82,6 +99,15 @@ impl Plan {
             many_chunks: if quick { 20 } else { 40 },
             many_chunk_delay_ms: 50,
             settle: Duration::from_secs(args.settle_seconds.unwrap_or(if quick { 5 } else { 60 })),
+            realistic_cap: args.realistic_cap.max(1),
+            realistic_clients: args
+                .realistic_clients
+                .unwrap_or(args.realistic_cap.max(1) as usize * 2)
+                .max(1),
+            realistic_first_token: Duration::from_millis(300),
+            realistic_open_latency: Duration::from_millis(1500),
+            realistic_warmup_max: Duration::from_secs(15),
+            realistic_window: Duration::from_secs(if quick { 5 } else { 20 }),
         }
     }
 
@@ -101,6 +127,12 @@ impl Plan {
             "many_content_chunks": self.many_chunks,
             "many_chunk_delay_ms": self.many_chunk_delay_ms,
             "settle_seconds": self.settle.as_secs_f64(),
+            "realistic_pool_cap": self.realistic_cap,
+            "realistic_clients": self.realistic_clients,
+            "realistic_first_token_ms": self.realistic_first_token.as_secs_f64() * 1000.0,
+            "realistic_open_latency_ms": self.realistic_open_latency.as_secs_f64() * 1000.0,
+            "realistic_warmup_max_seconds": self.realistic_warmup_max.as_secs_f64(),
+            "realistic_seconds": self.realistic_window.as_secs_f64(),
         })
     }
 }
@@ -152,20 +184,51 @@ fn run(args: &Args) -> Result<()> {
         .enable_all()
         .build()?;
     let wall = Instant::now();
+    if args.realistic_only {
+        let lane = rt.block_on(realistic_only(&plan, &bins, &pinning))?;
+        let (table, doc) = report::render_realistic_only(&lane, &machine, &pinning, &plan);
+        println!("{table}");
+        return write_json(&out, &doc);
+    }
     let mut results = rt.block_on(bench(&plan, &bins, machine, pinning))?;
     results.wall_seconds = wall.elapsed().as_secs_f64();
     let (table, doc) = report::render(&results);
     println!("{table}");
+    write_json(&out, &doc)
+}
+
+fn write_json(out: &std::path::Path, doc: &serde_json::Value) -> Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&doc)? + "\n")
+    std::fs::write(out, serde_json::to_string_pretty(doc)? + "\n")
         .with_context(|| format!("writing {}", out.display()))?;
     println!("results: {}", out.display());
     Ok(())
 }
 
-fn progress(msg: impl AsRef<str>) {
+fn cores(pinning: &Pinning) -> (Option<usize>, Option<usize>) {
+    if pinning.enabled {
+        (Some(0), Some(1))
+    } else {
+        (None, None)
+    }
+}
+
+async fn realistic_only(
+    plan: &Plan,
+    bins: &Bins,
+    pinning: &Pinning,
+) -> Result<realistic::Realistic> {
+    let tmp = tempfile::Builder::new()
+        .prefix("morpheus-bench-")
+        .tempdir()?;
+    let lane = realistic::run(plan, bins, tmp.path(), cores(pinning)).await?;
+    progress(lane.one_line());
+    Ok(lane)
+}
+
+pub fn progress(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
 }
 
@@ -173,13 +236,9 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
     let tmp = tempfile::Builder::new()
         .prefix("morpheus-bench-")
         .tempdir()?;
-    let (core_lg, core_gw) = if pinning.enabled {
-        (Some(0), Some(1))
-    } else {
-        (None, None)
-    };
+    let (core_lg, core_gw) = cores(&pinning);
     progress(format!("machine: {}", machine.one_line()));
-    let (sim, sim_addr) = stack::start_sim(bins, tmp.path(), core_lg)?;
+    let (sim, sim_addr) = stack::start_sim(bins, tmp.path(), core_lg, &[])?;
     progress(format!("simulator on {sim_addr} (pid {})", sim.pid()));
 
     // 6. Start-up, each on a fresh, empty SQLite database and data directory.
@@ -325,6 +384,16 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
     drop(gw);
     drop(sim);
 
+    // 7. The realistic lane, on a simulator and gateway of its own.
+    let realistic = realistic::run(
+        plan,
+        bins,
+        &tmp.path().join("realistic"),
+        (core_lg, core_gw),
+    )
+    .await?;
+    progress(realistic.one_line());
+
     Ok(Results {
         machine,
         pinning,
@@ -337,6 +406,7 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
         rss_after_rounds_kib,
         rss_peak_kib,
         rss_settled_kib,
+        realistic,
         model: ready.model,
         wall_seconds: 0.0,
     })

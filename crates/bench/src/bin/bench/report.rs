@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use crate::Plan;
 use crate::lanes::{Latency, Many, Throughput, Ttft};
+use crate::realistic::Realistic;
 use morpheus_bench::procs::{self, Machine};
 use morpheus_bench::stats::{Spread, differences, percentile_us, ratios};
 
@@ -172,6 +173,7 @@ pub struct Results {
     pub rss_after_rounds_kib: u64,
     pub rss_peak_kib: u64,
     pub rss_settled_kib: u64,
+    pub realistic: Realistic,
     pub model: String,
     pub wall_seconds: f64,
 }
@@ -417,6 +419,13 @@ pub fn render(r: &Results) -> (String, Value) {
         json: json!({"ms": st.json(), "runs_ms": r.startup_ms, "target_max_ms": 100.0}),
     });
 
+    // 7. The realistic lane.
+    let mut realistic_rows = realistic_figures(&r.realistic);
+    if let Some(first) = realistic_rows.first_mut() {
+        first.json = r.realistic.json();
+    }
+    figures.extend(realistic_rows);
+
     let errors: u64 = r
         .rounds
         .iter()
@@ -475,21 +484,67 @@ pub fn render(r: &Results) -> (String, Value) {
     (table, doc)
 }
 
-fn table(r: &Results, figures: &[Figure], errors: u64) -> String {
-    let mut out = String::new();
-    let rounds = r.rounds.len();
+fn realistic_figures(lane: &Realistic) -> Vec<Figure> {
+    lane.rows()
+        .into_iter()
+        .map(|(key, label, result, target, met)| Figure {
+            key,
+            label,
+            result,
+            target,
+            met,
+            json: Value::Null,
+        })
+        .collect()
+}
+
+/// The table and JSON of a run of the realistic lane alone (`--realistic-only`).
+pub fn render_realistic_only(
+    lane: &Realistic,
+    machine: &Machine,
+    pinning: &Pinning,
+    plan: &Plan,
+) -> (String, Value) {
+    let figures = realistic_figures(lane);
+    let mut out = format!(
+        "\nmorpheus-bench — machine: {}\npinning: {}\n",
+        machine.one_line(),
+        pinning.note
+    );
     out.push_str(&format!(
-        "\nmorpheus-bench — machine: {}\n",
-        r.machine.one_line()
+        "realistic lane only: load generator → gateway → simulator; load average at end {}\n\n",
+        procs::load_average()
     ));
-    out.push_str(&format!(
-        "pinning: {}\n",
-        if r.pinning.enabled {
-            format!("yes — {}", r.pinning.describe())
+    out.push_str(&rows(&figures));
+    let doc = json!({
+        "machine": {
+            "cpu_model": machine.cpu_model,
+            "cores": machine.cores,
+            "load_average_at_start": machine.load_at_start,
+            "load_average_at_end": procs::load_average(),
+        },
+        "pinning": {"enabled": pinning.enabled, "note": pinning.note},
+        "plan": plan.json(),
+        "figures": {"realistic": lane.json()},
+    });
+    (out, doc)
+}
+
+fn header(machine: &Machine, pinning: &Pinning) -> String {
+    format!(
+        "\nmorpheus-bench — machine: {}\npinning: {}\n",
+        machine.one_line(),
+        if pinning.enabled {
+            format!("yes — {}", pinning.describe())
         } else {
-            format!("no — {}", r.pinning.describe())
+            format!("no — {}", pinning.describe())
         }
-    ));
+    )
+}
+
+fn table(r: &Results, figures: &[Figure], errors: u64) -> String {
+    let rounds = r.rounds.len();
+    let mut out = header(&r.machine, &r.pinning);
     out.push_str(&format!(
         "lanes: direct = load generator → simulator; gateway = load generator → gateway → \
          simulator; {rounds} interleaved rounds, median (min – max) across rounds; \
@@ -498,6 +553,15 @@ fn table(r: &Results, figures: &[Figure], errors: u64) -> String {
         r.wall_seconds,
         procs::load_average()
     ));
+    out.push_str(&rows(figures));
+    out.push_str(&format!(
+        "\nfailed or incomplete requests in the lane rounds: {errors}\n"
+    ));
+    out
+}
+
+fn rows(figures: &[Figure]) -> String {
+    let mut out = String::new();
     let w_label = figures
         .iter()
         .map(|f| f.label.chars().count())
@@ -538,8 +602,5 @@ fn table(r: &Results, figures: &[Figure], errors: u64) -> String {
             pad(&f.target, w_target)
         ));
     }
-    out.push_str(&format!(
-        "\nfailed or incomplete requests in the lane rounds: {errors}\n"
-    ));
     out
 }

@@ -38,7 +38,15 @@ impl Rig {
     pub async fn start(ctx: &Ctx, name: &str, env: &[(&'static str, String)]) -> Result<Self> {
         let dir = ctx.tmp.path().join(name);
         std::fs::create_dir_all(&dir)?;
-        let (sim, sim_addr) = stack::start_sim(&ctx.bins, &dir, ctx.cores.map(|c| c.0))?;
+        // The direct lanes put every concurrent request (up to E3's 1,000 streams) on the one
+        // session `setup` opens: the node before 2025-12-22 served them all at once, today's
+        // would queue them behind each other. The gateway lanes never share a session.
+        let (sim, sim_addr) = stack::start_sim(
+            &ctx.bins,
+            &dir,
+            ctx.cores.map(|c| c.0),
+            &["--session-concurrency", "0"],
+        )?;
         // Start-up and shutdown events in the log: a gateway that stops says why.
         let mut env = env.to_vec();
         env.push(("RUST_LOG", "warn,morpheus_gateway=info".to_owned()));

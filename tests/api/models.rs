@@ -33,8 +33,17 @@ async fn models_are_listed_in_openai_shape_without_deleted_ones() {
 
 #[tokio::test]
 async fn listing_models_does_not_call_the_proxy_router() {
-    let app = spawn_market_app().await;
-    let before = app.sim.counters().requests;
+    let app = spawn_market_app_with(|s| s.session_sweep_seconds = 86_400).await;
+    // The session sweep's first pass runs at start-up (it reads the wallet's sessions): let it
+    // finish before counting.
+    let mut before = app.sim.counters().requests;
+    let mut stable = 0;
+    while stable < 5 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let now = app.sim.counters().requests;
+        stable = if now == before { stable + 1 } else { 0 };
+        before = now;
+    }
     for _ in 0..5 {
         app.get_public_json("/api/v1/models").await;
     }

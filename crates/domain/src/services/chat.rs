@@ -233,7 +233,7 @@ impl ChatService {
             Some(id) => {
                 let session = self.sessions.pinned_session(owner, id).await?;
                 let model = self.sessions.catalogue().named(&session.model_id);
-                (model, SessionLease::unpooled(session))
+                (model, self.sessions.take_turn(session).await?)
             }
             None => {
                 let model = self

@@ -148,6 +148,10 @@ pub struct SessionLease {
     session: SessionRecord,
     pool: Option<SessionPool>,
     spoiled: bool,
+    /// A key's own session: this request's turn on it (one at a time, as the node serves),
+    /// given back when the lease is dropped.
+    #[allow(dead_code, reason = "held for its permit, released when dropped")]
+    turn: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for SessionLease {
@@ -160,12 +164,13 @@ impl std::fmt::Debug for SessionLease {
 }
 
 impl SessionLease {
-    /// A key's own session: not the pool's.
-    pub fn unpooled(session: SessionRecord) -> Self {
+    /// A key's own session, held for this request's `turn` on it: not the pool's.
+    pub fn unpooled(session: SessionRecord, turn: tokio::sync::OwnedSemaphorePermit) -> Self {
         Self {
             session,
             pool: None,
             spoiled: false,
+            turn: Some(turn),
         }
     }
 
@@ -319,6 +324,7 @@ impl SessionPool {
             session,
             pool: Some(self.clone()),
             spoiled: false,
+            turn: None,
         }
     }
 

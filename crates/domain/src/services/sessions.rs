@@ -45,6 +45,10 @@ pub struct SessionService {
     spender: Option<EthAddress>,
     pool: SessionPool,
     flights: Arc<Mutex<Flights>>,
+    /// Each key's own session serves one request at a time on this replica, as the node
+    /// serves one per session (proxy-router-behaviour.md §2.3): the others wait here, under
+    /// the pool's queue deadline, rather than inside the node against their first-byte time.
+    turns: Arc<Mutex<HashMap<SessionId, Weak<tokio::sync::Semaphore>>>>,
     /// The explicit session (or that there is none) of recently seen (key, model) pairs: the
     /// steady state of chat needs no database read per request.
     recent: Arc<quick_cache::sync::Cache<(ApiKeyId, ModelId), RecentSession>>,
@@ -180,6 +184,7 @@ impl SessionService {
             spender,
             pool,
             flights: Arc::default(),
+            turns: Arc::default(),
             recent: Arc::new(quick_cache::sync::Cache::new(RECENT_SESSION_CAPACITY)),
         }
     }
@@ -257,7 +262,7 @@ impl SessionService {
         model: &ResolvedModel,
     ) -> Result<SessionLease, ChatSessionError> {
         if let Some(session) = self.usable_session(owner.key, &model.id).await? {
-            return Ok(SessionLease::unpooled(session));
+            return self.take_turn(session).await;
         }
         let settings = self.automation.get(owner.user).await?;
         if !settings.is_enabled {
@@ -269,6 +274,41 @@ impl SessionService {
             failover: false,
         };
         self.pool.claim(&model.id, terms, owner).await
+    }
+
+    /// Waits for this request's turn on a key's own session, up to the pool's queue deadline
+    /// (then 429 `pool_busy`, as for pooled sessions).
+    pub async fn take_turn(
+        &self,
+        session: SessionRecord,
+    ) -> Result<SessionLease, ChatSessionError> {
+        let turn = {
+            let mut turns = self
+                .turns
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Only sessions with a request in flight or waiting are kept.
+            turns.retain(|_, weak| weak.strong_count() > 0);
+            let entry = turns.entry(session.id.clone()).or_default();
+            match entry.upgrade() {
+                Some(turn) => turn,
+                None => {
+                    let fresh = Arc::new(tokio::sync::Semaphore::new(1));
+                    *entry = Arc::downgrade(&fresh);
+                    fresh
+                }
+            }
+        };
+        let wait = self.pool.settings().queue_wait;
+        match tokio::time::timeout(wait, turn.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(SessionLease::unpooled(session, permit)),
+            Ok(Err(closed)) => Err(ChatSessionError::Unknown(anyhow::anyhow!(
+                "a session's turn was closed: {closed}"
+            ))),
+            Err(_) => Err(ChatSessionError::PoolBusy(super::PoolBusy {
+                retry_after: wait.max(std::time::Duration::from_secs(1)),
+            })),
+        }
     }
 
     /// Whether the chain still has `session` open although the node just said `session not

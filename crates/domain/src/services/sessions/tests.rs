@@ -164,3 +164,32 @@ async fn the_chain_says_whether_a_session_not_found_is_gone() {
     w.market.close_on_chain(&session.id);
     assert_eq!(w.sessions.still_open_on_chain(&session).await, Some(false));
 }
+
+#[tokio::test]
+async fn a_keys_own_session_serves_one_request_at_a_time() {
+    let w = SessionWorld::new(true).await;
+    w.sessions
+        .open_for_model(w.owner, &w.resolved().name, terms())
+        .await
+        .unwrap();
+    let first = w
+        .sessions
+        .session_for_chat(w.owner, &w.resolved())
+        .await
+        .unwrap();
+    // The second waits for the first, up to the queue's deadline.
+    let second = w.sessions.session_for_chat(w.owner, &w.resolved()).await;
+    assert!(
+        matches!(second, Err(ChatSessionError::PoolBusy(_))),
+        "{second:?}"
+    );
+    let waiting = {
+        let (sessions, owner, model) = (w.sessions.clone(), w.owner, w.resolved());
+        tokio::spawn(async move { sessions.session_for_chat(owner, &model).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let id = first.session().id.clone();
+    drop(first);
+    assert_eq!(waiting.await.unwrap().unwrap().session().id, id);
+    assert_eq!(w.market.opens(), 1);
+}

@@ -18,6 +18,26 @@ pub struct MarketApp {
     pub sim: SimHandle,
 }
 
+impl MarketApp {
+    /// Waits until the gateway's start-up calls to the proxy-router (the first session sweep
+    /// reads the wallet's sessions) are over: the simulator's request count has not moved for
+    /// 250 ms. Tests that count the gateway's calls start after this.
+    pub async fn quiet_sim(&self) -> u64 {
+        let mut seen = self.sim.counters().requests;
+        let mut still = 0;
+        for _ in 0..200 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let now = self.sim.counters().requests;
+            still = if now == seen { still + 1 } else { 0 };
+            seen = now;
+            if still >= 5 {
+                break;
+            }
+        }
+        seen
+    }
+}
+
 impl std::ops::Deref for MarketApp {
     type Target = TestApp;
 

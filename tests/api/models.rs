@@ -33,17 +33,8 @@ async fn models_are_listed_in_openai_shape_without_deleted_ones() {
 
 #[tokio::test]
 async fn listing_models_does_not_call_the_proxy_router() {
-    let app = spawn_market_app_with(|s| s.session_sweep_seconds = 86_400).await;
-    // The session sweep's first pass runs at start-up (it reads the wallet's sessions): let it
-    // finish before counting.
-    let mut before = app.sim.counters().requests;
-    let mut stable = 0;
-    while stable < 5 {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let now = app.sim.counters().requests;
-        stable = if now == before { stable + 1 } else { 0 };
-        before = now;
-    }
+    let app = spawn_market_app().await;
+    let before = app.quiet_sim().await;
     for _ in 0..5 {
         app.get_public_json("/api/v1/models").await;
     }
@@ -108,6 +99,7 @@ async fn rated_bids_are_shared_and_limited_per_client_address() {
     })
     .await;
     let path = app.url(&format!("/api/v1/models/ratedbids?model_id={LLAMA_ID}"));
+    app.quiet_sim().await;
     let before = proxy_router_requests(&app).await;
     let at_once =
         futures_util::future::join_all((0..20).map(|_| app.client.get(&path).send())).await;

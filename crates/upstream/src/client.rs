@@ -23,7 +23,8 @@ use crate::wire;
 /// How many handed-out session ids are remembered (see `open_recovery.rs`).
 const REMEMBERED_SESSIONS: usize = 4096;
 
-/// Sessions per page of the wallet's list (`limit` is a `uint8` on the node).
+/// Sessions per page of the wallet's list: `limit` is a `uint8` on the node
+/// (proxy-router-behaviour.md §1 row 9, `req.go:32-36,58-60`).
 const WALLET_PAGE: u32 = 100;
 
 /// How many pages of the wallet's sessions one listing reads, newest first: the list keeps

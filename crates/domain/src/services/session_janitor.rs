@@ -272,11 +272,7 @@ mod tests {
                 key: ApiKeyId::random(),
                 user: w.owner.user,
             };
-            let terms = SessionTerms {
-                duration: SessionDuration::DEFAULT,
-                direct_payment: false,
-                failover: false,
-            };
+            let terms = SessionWorld::terms();
             records.push(
                 w.sessions
                     .open_for_model(owner, &w.resolved().name, terms)
@@ -389,11 +385,7 @@ mod tests {
         assert_eq!(w.store.record(&records[0].id).unwrap(), records[0]);
         assert!(w.market.closes.lock().unwrap().is_empty());
         // The pool hands the adopted session out: no open.
-        let terms = SessionTerms {
-            duration: SessionDuration::DEFAULT,
-            direct_payment: false,
-            failover: false,
-        };
+        let terms = SessionWorld::terms();
         let lease = w
             .sessions
             .pool()

@@ -449,13 +449,8 @@ impl SessionPool {
                 return Err(error);
             }
         };
-        let upstream = match self.inner.market.session(&id).await {
-            Ok(s) => Some(s),
-            Err(error) => {
-                tracing::warn!(session = %id, %error, "could not read a new session's end; estimating it");
-                None
-            }
-        };
+        let ends_at =
+            super::sessions::new_session_end(&*self.inner.market, &id, opened_at, terms).await;
         let record = SessionRecord {
             id,
             api_key_id: owner.key,
@@ -465,7 +460,7 @@ impl SessionPool {
             origin: SessionOrigin::Automated,
             state: SessionState::Active,
             opened_at,
-            ends_at: super::sessions::ends_at(upstream.as_ref(), opened_at, terms),
+            ends_at,
             closed_at: None,
             pooled: true,
         };

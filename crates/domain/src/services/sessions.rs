@@ -499,13 +499,7 @@ impl SessionService {
         }
         let opened_at = Utc::now();
         let id = self.market.open_model_session(model, terms).await?;
-        let upstream = match self.market.session(&id).await {
-            Ok(s) => Some(s),
-            Err(error) => {
-                tracing::warn!(session = %id, %error, "could not read a new session's end; estimating it");
-                None
-            }
-        };
+        let ends_at = new_session_end(&*self.market, &id, opened_at, terms).await;
         let record = SessionRecord {
             id,
             api_key_id: owner.key,
@@ -515,7 +509,7 @@ impl SessionService {
             origin,
             state: SessionState::Active,
             opened_at,
-            ends_at: ends_at(upstream.as_ref(), opened_at, terms),
+            ends_at,
             closed_at: None,
             pooled: false,
         };
@@ -594,14 +588,7 @@ impl SessionService {
         };
         let mut closed = Vec::with_capacity(targets.len());
         for session in targets {
-            match self.market.close_session(&session.id).await {
-                Ok(_) | Err(MarketplaceError::SessionGone(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-            self.forget(session.api_key_id, &session.model_id, &session.id);
-            self.sessions
-                .mark_session_closed(&session.id, Utc::now())
-                .await?;
+            self.close_on_chain(&session).await?;
             closed.push(session.id);
         }
         Ok(closed)
@@ -635,17 +622,24 @@ impl SessionService {
         if session.state == SessionState::Closed {
             return Ok(false);
         }
+        // A pooled session still held by a replica is dropped from it when its next request
+        // hears that it is gone.
+        self.close_on_chain(&session).await?;
+        Ok(true)
+    }
+
+    /// Closes a session on chain (one the chain no longer knows counts as closed), then in
+    /// memory and in its record.
+    async fn close_on_chain(&self, session: &SessionRecord) -> Result<(), CloseSessionError> {
         match self.market.close_session(&session.id).await {
             Ok(_) | Err(MarketplaceError::SessionGone(_)) => {}
             Err(e) => return Err(e.into()),
         }
         self.forget(session.api_key_id, &session.model_id, &session.id);
-        // A pooled session still held by a replica is dropped from it when its next
-        // request hears that it is gone.
         self.sessions
             .mark_session_closed(&session.id, Utc::now())
             .await?;
-        Ok(true)
+        Ok(())
     }
 
     /// `POST /session/pingsession`: asks the chain about the session (no tokens are spent, the
@@ -696,9 +690,26 @@ impl SessionService {
     }
 }
 
+/// A session just opened: its end as the chain says, else estimated (logged).
+pub(super) async fn new_session_end(
+    market: &dyn Marketplace,
+    id: &SessionId,
+    opened_at: DateTime<Utc>,
+    terms: SessionTerms,
+) -> DateTime<Utc> {
+    let upstream = match market.session(id).await {
+        Ok(s) => Some(s),
+        Err(error) => {
+            tracing::warn!(session = %id, %error, "could not read a new session's end; estimating it");
+            None
+        }
+    };
+    ends_at(upstream.as_ref(), opened_at, terms)
+}
+
 /// The chain's end when known; otherwise an estimate from the requested duration (the janitor
 /// corrects it from the chain later).
-pub(super) fn ends_at(
+fn ends_at(
     upstream: Option<&UpstreamSession>,
     opened_at: DateTime<Utc>,
     terms: SessionTerms,

@@ -657,6 +657,15 @@ impl SessionWorld {
         }
     }
 
+    /// What the tests' sessions are opened with: the default duration.
+    pub fn terms() -> SessionTerms {
+        SessionTerms {
+            duration: SessionDuration::DEFAULT,
+            direct_payment: false,
+            failover: false,
+        }
+    }
+
     /// The pool's bounds in these tests: a cap of 4, a short queue.
     pub fn pool_settings() -> crate::services::PoolSettings {
         crate::services::PoolSettings {

@@ -128,11 +128,7 @@ async fn a_brief_unavailability_is_retried_once_and_a_refusal_never() {
 #[tokio::test]
 async fn without_automation_the_keys_ended_session_says_it_ended() {
     let w = SessionWorld::new(true).await;
-    let terms = SessionTerms {
-        duration: SessionDuration::DEFAULT,
-        direct_payment: false,
-        failover: false,
-    };
+    let terms = SessionWorld::terms();
     let first = w
         .sessions
         .open_for_model(w.owner, SessionWorld::MODEL_NAME, terms)

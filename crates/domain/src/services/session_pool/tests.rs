@@ -22,14 +22,6 @@ fn pool_on(
     )
 }
 
-fn terms() -> SessionTerms {
-    SessionTerms {
-        duration: SessionDuration::DEFAULT,
-        direct_payment: false,
-        failover: false,
-    }
-}
-
 #[tokio::test]
 async fn many_concurrent_claims_open_at_most_the_cap_and_share_the_sessions() {
     let w = SessionWorld::new(true).await;
@@ -37,7 +29,7 @@ async fn many_concurrent_claims_open_at_most_the_cap_and_share_the_sessions() {
     let claims = (0..40).map(|_| {
         let (pool, model, owner) = (pool.clone(), w.model.clone(), w.owner);
         tokio::spawn(async move {
-            let lease = pool.claim(&model, terms(), owner).await?;
+            let lease = pool.claim(&model, SessionWorld::terms(), owner).await?;
             // Held a while: the others must wait for it or another session.
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok::<_, ChatSessionError>(lease.session().id.clone())
@@ -66,9 +58,12 @@ async fn a_session_serves_one_request_at_a_time_and_past_the_deadline_the_answer
         ..SessionWorld::pool_settings()
     };
     let pool = pool_on(&w.store, &w.market, "replica-b", settings);
-    let held = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let held = pool
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
-    let second = pool.claim(&w.model, terms(), w.owner).await;
+    let second = pool.claim(&w.model, SessionWorld::terms(), w.owner).await;
     assert!(
         matches!(second, Err(ChatSessionError::PoolBusy(_))),
         "{second:?}"
@@ -77,7 +72,10 @@ async fn a_session_serves_one_request_at_a_time_and_past_the_deadline_the_answer
     // Once the first request is done, the session serves the next.
     let id = held.session().id.clone();
     drop(held);
-    let third = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let third = pool
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
     assert_eq!(third.session().id, id);
     assert_eq!(w.market.opens(), 1);
 }
@@ -91,7 +89,7 @@ async fn a_full_queue_refuses_at_once() {
         ..SessionWorld::pool_settings()
     };
     let pool = pool_on(&w.store, &w.market, "replica-b", settings);
-    let got = pool.claim(&w.model, terms(), w.owner).await;
+    let got = pool.claim(&w.model, SessionWorld::terms(), w.owner).await;
     assert!(matches!(got, Err(ChatSessionError::PoolBusy(_))), "{got:?}");
     assert_eq!(w.market.opens(), 0);
 }
@@ -104,10 +102,13 @@ async fn a_waiting_request_gets_the_session_another_gives_back() {
         ..SessionWorld::pool_settings()
     };
     let pool = pool_on(&w.store, &w.market, "replica-b", settings);
-    let held = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let held = pool
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
     let waiting = {
         let (pool, model, owner) = (pool.clone(), w.model.clone(), w.owner);
-        tokio::spawn(async move { pool.claim(&model, terms(), owner).await })
+        tokio::spawn(async move { pool.claim(&model, SessionWorld::terms(), owner).await })
     };
     tokio::time::sleep(Duration::from_millis(30)).await;
     assert_eq!(pool.snapshot()[0].waiting, 1);
@@ -128,11 +129,17 @@ async fn two_replicas_never_hold_one_session_and_open_within_the_cap_together() 
     };
     let a = pool_on(&w.store, &w.market, "a", settings.clone());
     let b = pool_on(&w.store, &w.market, "b", settings);
-    let on_a = a.claim(&w.model, terms(), w.owner).await.unwrap();
-    let on_b = b.claim(&w.model, terms(), w.owner).await.unwrap();
+    let on_a = a
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
+    let on_b = b
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
     assert_ne!(on_a.session().id, on_b.session().id);
     // Both sessions are leased: a third request on either replica waits, then is refused.
-    let third = b.claim(&w.model, terms(), w.owner).await;
+    let third = b.claim(&w.model, SessionWorld::terms(), w.owner).await;
     assert!(
         matches!(third, Err(ChatSessionError::PoolBusy(_))),
         "{third:?}"
@@ -142,7 +149,10 @@ async fn two_replicas_never_hold_one_session_and_open_within_the_cap_together() 
     let a_session = on_a.session().id.clone();
     drop(on_a);
     a.release_all().await.unwrap();
-    let moved = b.claim(&w.model, terms(), w.owner).await.unwrap();
+    let moved = b
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
     assert_eq!(moved.session().id, a_session);
     assert_eq!(w.market.opens(), 2);
 }
@@ -159,22 +169,30 @@ async fn a_failed_open_reaches_the_waiting_request_and_frees_its_reservation() {
         },
     );
     let pool = w.sessions.pool().clone();
-    let got = pool.claim(&w.model, terms(), w.owner).await;
+    let got = pool.claim(&w.model, SessionWorld::terms(), w.owner).await;
     assert!(matches!(got, Err(ChatSessionError::Upstream(_))), "{got:?}");
     assert!(w.store.opens.lock().unwrap().is_empty());
     // The next request opens afresh.
-    pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    pool.claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn a_gone_session_is_retired_and_not_handed_out_again() {
     let w = SessionWorld::new(true).await;
     let pool = w.sessions.pool().clone();
-    let mut lease = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let mut lease = pool
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
     let gone = lease.session().id.clone();
     lease.spoil();
     drop(lease);
-    let next = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let next = pool
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
     assert_ne!(next.session().id, gone);
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(w.store.record(&gone).unwrap().state, SessionState::Retired);
@@ -189,9 +207,18 @@ async fn idle_sessions_are_let_go_for_other_replicas_and_closed_after_the_grace_
         ..SessionWorld::pool_settings()
     };
     let a = pool_on(&w.store, &w.market, "a", settings.clone());
-    let first = a.claim(&w.model, terms(), w.owner).await.unwrap();
-    let second = a.claim(&w.model, terms(), w.owner).await.unwrap();
-    let third = a.claim(&w.model, terms(), w.owner).await.unwrap();
+    let first = a
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
+    let second = a
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
+    let third = a
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
     drop((first, second, third));
     tokio::time::sleep(Duration::from_millis(20)).await;
     // Two are let go, the warmest stays A's.
@@ -199,7 +226,10 @@ async fn idle_sessions_are_let_go_for_other_replicas_and_closed_after_the_grace_
     assert_eq!(a.snapshot()[0].idle, 1);
     // B takes one of them without opening.
     let b = pool_on(&w.store, &w.market, "b", settings);
-    let on_b = b.claim(&w.model, terms(), w.owner).await.unwrap();
+    let on_b = b
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
     assert_eq!(w.market.opens(), 3);
     // The other, nobody's for longer than the grace, is closed; the held ones are not.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -223,11 +253,17 @@ async fn a_refusing_provider_is_skipped_for_the_next_bid_and_left_alone_while_it
     let w = SessionWorld::new(true).await;
     let pool = w.sessions.pool().clone();
     FakeMarket::fail_next(&w.market.open_failures, handshake_failed());
-    let first = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let first = pool
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
     let second_bid = BidId::parse(&format!("0x{:064x}", 0xb1d1)).unwrap();
     assert_eq!(first.session().bid_id.as_ref(), Some(&second_bid));
     // The next open does not ask the refusing provider again.
-    let second = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let second = pool
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
     assert_eq!(second.session().bid_id.as_ref(), Some(&second_bid));
     assert_eq!(w.market.opens(), 2);
     assert_eq!(
@@ -245,13 +281,13 @@ async fn when_every_provider_refuses_the_model_is_unavailable() {
     for _ in 0..2 {
         FakeMarket::fail_next(&w.market.open_failures, handshake_failed());
     }
-    let got = pool.claim(&w.model, terms(), w.owner).await;
+    let got = pool.claim(&w.model, SessionWorld::terms(), w.owner).await;
     assert!(
         matches!(got, Err(ChatSessionError::ModelUnavailable)),
         "{got:?}"
     );
     // Both cool down: nothing is asked until they may have recovered.
-    let got = pool.claim(&w.model, terms(), w.owner).await;
+    let got = pool.claim(&w.model, SessionWorld::terms(), w.owner).await;
     assert!(
         matches!(got, Err(ChatSessionError::ModelUnavailable)),
         "{got:?}"
@@ -267,12 +303,18 @@ async fn when_every_provider_refuses_the_model_is_unavailable() {
 async fn a_session_whose_provider_is_gone_sends_new_sessions_to_another_provider() {
     let w = SessionWorld::new(true).await;
     let pool = w.sessions.pool().clone();
-    let mut lease = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let mut lease = pool
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
     let first_bid = BidId::parse(&format!("0x{:064x}", 0xb1d0)).unwrap();
     assert_eq!(lease.session().bid_id.as_ref(), Some(&first_bid));
     pool.provider_failed(lease.session());
     lease.spoil();
     drop(lease);
-    let next = pool.claim(&w.model, terms(), w.owner).await.unwrap();
+    let next = pool
+        .claim(&w.model, SessionWorld::terms(), w.owner)
+        .await
+        .unwrap();
     assert_ne!(next.session().bid_id.as_ref(), Some(&first_bid));
 }

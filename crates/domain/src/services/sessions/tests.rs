@@ -8,21 +8,17 @@ use chrono::Utc;
 use super::*;
 use crate::testing::{FakeMarket, SessionWorld};
 
-fn terms() -> SessionTerms {
-    SessionTerms {
-        duration: SessionDuration::DEFAULT,
-        direct_payment: false,
-        failover: false,
-    }
-}
-
 #[tokio::test]
 async fn concurrent_explicit_opens_of_one_key_open_one_session_which_its_chats_use() {
     let w = Arc::new(SessionWorld::new(true).await);
     let name = w.resolved().name;
     let calls = (0..16).map(|_| {
         let (w, name) = (w.clone(), name.clone());
-        tokio::spawn(async move { w.sessions.open_for_model(w.owner, &name, terms()).await })
+        tokio::spawn(async move {
+            w.sessions
+                .open_for_model(w.owner, &name, SessionWorld::terms())
+                .await
+        })
     });
     let mut ids = Vec::new();
     for call in calls {
@@ -83,7 +79,7 @@ async fn a_bid_session_that_replaces_the_keys_own_joins_the_pool() {
     let w = SessionWorld::new(true).await;
     let first = w
         .sessions
-        .open_for_model(w.owner, &w.resolved().name, terms())
+        .open_for_model(w.owner, &w.resolved().name, SessionWorld::terms())
         .await
         .unwrap()
         .session;
@@ -91,7 +87,7 @@ async fn a_bid_session_that_replaces_the_keys_own_joins_the_pool() {
     w.market.add_bid(&bid, &w.model);
     let second = w
         .sessions
-        .open_for_bid(w.owner, &bid, terms())
+        .open_for_bid(w.owner, &bid, SessionWorld::terms())
         .await
         .unwrap()
         .session;
@@ -136,11 +132,7 @@ async fn a_failed_open_stores_nothing() {
 async fn an_unknown_bid_is_not_found_before_anything_is_opened() {
     let w = SessionWorld::new(true).await;
     let bid = BidId::parse(&format!("0x{:064x}", 7)).unwrap();
-    let terms = SessionTerms {
-        duration: SessionDuration::DEFAULT,
-        direct_payment: false,
-        failover: false,
-    };
+    let terms = SessionWorld::terms();
     let got = w.sessions.open_for_bid(w.owner, &bid, terms).await;
     assert!(matches!(got, Err(OpenSessionError::BidNotFound)), "{got:?}");
     assert_eq!(w.market.opens(), 0);
@@ -169,7 +161,7 @@ async fn the_chain_says_whether_a_session_not_found_is_gone() {
 async fn a_keys_own_session_serves_one_request_at_a_time() {
     let w = SessionWorld::new(true).await;
     w.sessions
-        .open_for_model(w.owner, &w.resolved().name, terms())
+        .open_for_model(w.owner, &w.resolved().name, SessionWorld::terms())
         .await
         .unwrap();
     let first = w

@@ -5,6 +5,7 @@
 //! log's delay (about 250 ms), not at their cache's expiry. Output is a table for people, or
 //! JSON with `--json`.
 
+pub mod credits;
 mod doctor;
 mod keys;
 mod sessions;
@@ -40,6 +41,9 @@ pub enum AdminCommand {
     /// List marketplace sessions, or close one (on chain and in the records).
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
+    /// Grant credit, or read a user's balance (also `morpheus-gateway credits …`).
+    #[command(subcommand)]
+    Credits(credits::CreditsCommand),
     /// Check the settings, the database, Redis and the proxy-router, and say what to fix.
     /// Exits 1 when a check fails.
     Doctor,
@@ -76,8 +80,19 @@ pub async fn run(loaded: &Loaded, args: AdminArgs) -> anyhow::Result<Report> {
         AdminCommand::Users(command) => users::run(&services, command).await,
         AdminCommand::Keys(command) => keys::run(&services, command).await,
         AdminCommand::Sessions(command) => sessions::run(&services, command).await,
+        AdminCommand::Credits(command) => credits::run(&services, command).await,
         AdminCommand::Doctor => unreachable!("answered above"),
     }
+}
+
+/// Prints a command's report (JSON with `--json`); whether the command succeeded.
+pub fn print(report: Report, json: bool) -> anyhow::Result<bool> {
+    if json {
+        println!("{:#}", report.json);
+    } else {
+        print!("{}", report.text);
+    }
+    Ok(!report.failed)
 }
 
 /// The domain services, wired as `serve` wires them.

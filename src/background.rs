@@ -10,6 +10,10 @@
 //! | `session_sweep` | one replica | `session_sweep_seconds`: ended sessions closed, records reconciled, orphaned sessions adopted or closed |
 //! | `session_pool_leases` | each replica | a quarter of `pool_lease_seconds`: this replica's pooled sessions' leases renewed |
 //! | `session_pool_idle` | each replica | second: sessions idle 2 s let go for other replicas (one per model kept warm); with an idle grace, sessions nobody took for that long closed |
+//! | `hold_reconciliation` | one replica | a quarter of `hold_max_pending_seconds` (at most a minute): credit holds a dead process left pending past the bound voided |
+//!
+//! With a pricing file, SIGHUP re-reads it (a file with a mistake is refused and the prices in
+//! force are kept).
 //!
 //! The usage writer is not periodic (a batch leaves when it fills or its first record has
 //! waited long enough); it is flushed at shutdown.
@@ -44,6 +48,37 @@ pub struct Work {
     pub usage_writer: UsageWriterTask,
     pub janitor: SessionJanitor,
     pub revocations: RevocationWatcher,
+}
+
+/// Re-reads the pricing file on each SIGHUP, until shutdown.
+fn reprice_on_hangup(
+    supervisor: &mut Supervisor,
+    billing: morpheus_domain::services::BillingService,
+    path: std::path::PathBuf,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP: the pricing file is read at start-up only");
+            return;
+        }
+    };
+    let listener = tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match crate::pricing::load(Some(&path)) {
+                Ok(pricing) => {
+                    billing.reprice(pricing);
+                    tracing::info!(file = %path.display(), "SIGHUP: prices re-read");
+                }
+                Err(error) => tracing::error!(
+                    error = format!("{error:#}"),
+                    "SIGHUP: the pricing file is refused; the prices in force are kept"
+                ),
+            }
+        }
+    });
+    supervisor.at_shutdown("pricing_reload", async move { listener.abort() });
 }
 
 /// Registers every background task of the gateway.
@@ -114,6 +149,22 @@ pub fn register(
                 Ok(())
             }
         });
+
+    let billing = state.billing.clone();
+    let max_pending = Duration::from_secs(settings.hold_max_pending_seconds);
+    supervisor
+        .every(
+            "hold_reconciliation",
+            (max_pending / 4).clamp(Duration::from_millis(250), Duration::from_secs(60)),
+        )
+        .on_one_replica()
+        .spawn(move || {
+            let billing = billing.clone();
+            async move { billing.reconcile(max_pending).await.map(drop) }
+        });
+    if let Some(path) = settings.pricing_file.clone() {
+        reprice_on_hangup(supervisor, state.billing.clone(), path);
+    }
 
     if !market.configured {
         return;

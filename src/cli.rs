@@ -31,6 +31,15 @@ pub enum Command {
     /// Operators' tools: users, API keys, sessions, and `doctor` (same database and settings
     /// as `serve`).
     Admin(crate::admin::AdminArgs),
+    /// Grant a user credit (`credits grant --email … --usd …`) or read their balance; the
+    /// same as `admin credits …`.
+    Credits {
+        /// JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: crate::admin::credits::CreditsCommand,
+    },
     /// Print the effective configuration: every setting's value (secrets redacted) and where
     /// it came from (default, file, env, command line).
     Config {

@@ -211,6 +211,23 @@ settings! {
     /// ~40 ms) while it is busy with its own work answers new chats 503 `gateway_overloaded`
     /// with `Retry-After: 1`; `0` = never
     chat_shed_lateness_ms: u64 = 20, range = 0 ..= 60_000;
+    /// hold credit before each chat and charge what it used (`false`: nothing is held or
+    /// charged; the billing routes still answer)
+    billing: bool = true;
+    /// the price list, TOML ([Credits and billing](#credits-and-billing)); re-read on SIGHUP.
+    /// Unset: 0.50 / 2.00 USD per million input / output tokens for every model
+    pricing_file: Option<PathBuf> = None;
+    /// credit (USD) each user starts with, given at their first billed request or balance read
+    signup_credit_usd: String = "1.00".into(), check = checks::usd;
+    /// a credit hold pending this long was left by a process that died before settling it:
+    /// it is voided
+    hold_max_pending_seconds: u64 = 3_600, range = 1 ..= 604_800;
+    /// streams a client left that are read on at once to their final usage, so they are
+    /// charged on the provider's count (beyond: charged on the text delivered, marked
+    /// estimated)
+    stream_drains: usize = 256, range = 0 ..= 100_000;
+    /// how long such a stream is read on at most
+    stream_drain_seconds: u64 = 120, range = 1 ..= 3_600;
     /// a `: keep-alive` comment goes out on a stream quiet this long
     sse_keep_alive_seconds: u64 = 15, range = 1 ..= 3_600;
     /// `GET /metrics` then needs `Authorization: Bearer <token>` (at least 16 characters)
@@ -323,6 +340,14 @@ mod checks {
         super::parse_model_aliases(raw.as_deref())
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    pub fn usd(amount: &str) -> Result<(), String> {
+        match amount.parse::<morpheus_domain::Usd>() {
+            Ok(usd) if usd.is_negative() => Err("the amount must not be negative".to_owned()),
+            Ok(_) => Ok(()),
+            Err(invalid) => Err(invalid.message),
+        }
     }
 
     pub fn token_length(token: &Option<SecretString>) -> Result<(), String> {

@@ -9,6 +9,7 @@ pub mod configuration;
 pub mod marketplace;
 pub mod open_files;
 pub mod output;
+pub mod pricing;
 pub mod secrets;
 pub mod spec;
 pub mod startup;

@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
     // These commands' output is their stdout: logs go to stderr.
     let prints = matches!(
         cli.command,
-        Some(Command::Config { .. } | Command::Admin(_))
+        Some(Command::Config { .. } | Command::Admin(_) | Command::Credits { .. })
     );
     let telemetry = telemetry::init(
         settings.log_format,
@@ -51,15 +51,16 @@ fn main() -> anyhow::Result<()> {
             Command::ResealWalletKeys => {
                 startup::reseal_wallet_keys(&settings).await?;
             }
+            Command::Credits { json, command } => {
+                let args = admin::AdminArgs {
+                    json,
+                    command: admin::AdminCommand::Credits(command),
+                };
+                return admin::print(admin::run(&loaded, args).await?, json);
+            }
             Command::Admin(args) => {
                 let json = args.json;
-                let report = admin::run(&loaded, args).await?;
-                if json {
-                    println!("{:#}", report.json);
-                } else {
-                    print!("{}", report.text);
-                }
-                return Ok(!report.failed);
+                return admin::print(admin::run(&loaded, args).await?, json);
             }
             Command::Config { json } => {
                 if json {

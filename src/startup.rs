@@ -377,6 +377,16 @@ pub fn build_state(
         capacity: settings.api_key_cache_capacity,
         max_age: Duration::from_secs(settings.api_key_cache_seconds),
     });
+    let billing = BillingService::new(
+        db.clone(),
+        crate::pricing::load(settings.pricing_file.as_deref())?,
+        BillingSettings {
+            enabled: settings.billing,
+            signup_credit: settings.signup_credit_usd.parse().map_err(
+                |invalid: morpheus_domain::validation::Invalid| anyhow::anyhow!(invalid.message),
+            )?,
+        },
+    );
     let state = AppState {
         accounts: AccountService::new(db.clone(), db.clone(), hasher, tokens, throttle, lifetimes)
             .with_api_key_cache(key_cache.clone())
@@ -393,7 +403,12 @@ pub fn build_state(
             },
         ),
         automation,
-        chat: ChatService::new(sessions.clone()),
+        chat: ChatService::new(sessions.clone()).with_billing(billing.clone()),
+        billing,
+        stream_drains: morpheus_api::stream_drains::StreamDrains::new(
+            settings.stream_drains,
+            Duration::from_secs(settings.stream_drain_seconds),
+        ),
         sessions,
         usage: Arc::new(usage),
         chat_admission: ChatAdmission::new(Duration::from_millis(settings.chat_shed_lateness_ms)),

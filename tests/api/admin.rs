@@ -16,9 +16,15 @@ use crate::market::{DIAMOND, ask, spawn_market_app};
 /// `settings`, off the test's runtime (which also runs the gateway and the simulator it talks
 /// to).
 async fn admin(settings: &Settings, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut args = args.to_vec();
+    args.insert(0, "admin");
+    gateway(settings, &args, env).await
+}
+
+/// Runs `morpheus-gateway <args>` as [`admin`] does.
+pub async fn gateway(settings: &Settings, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_morpheus-gateway"));
     command
-        .arg("admin")
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

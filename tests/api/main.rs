@@ -6,6 +6,7 @@ mod admin;
 mod api_keys;
 mod automation;
 mod background;
+mod billing;
 mod chat;
 mod chat_admission;
 mod client_addresses;

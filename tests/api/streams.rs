@@ -267,7 +267,8 @@ async fn a_quiet_stream_gets_keep_alive_comments() {
 #[tokio::test]
 async fn a_client_that_leaves_mid_stream_closes_the_upstream_within_a_second() {
     const REPEAT: usize = 20;
-    let app = spawn_market_app().await;
+    // Without a drain: with one, a billed stream is read on to its final usage (billing.rs).
+    let app = spawn_market_app_with(|s| s.stream_drains = 0).await;
     let user = warmed_user(&app).await;
     app.sim.set_chunk_delay(Duration::from_millis(50));
     // Forty words: about two seconds of stream, far more than the three events read.
@@ -535,7 +536,8 @@ async fn an_upstream_that_sends_done_itself_gets_exactly_one() {
 
 #[tokio::test]
 async fn a_client_that_leaves_while_the_provider_is_quiet_closes_the_upstream_within_a_second() {
-    let app = spawn_market_app().await;
+    // Without a drain: with one, a billed stream is read on to its final usage (billing.rs).
+    let app = spawn_market_app_with(|s| s.stream_drains = 0).await;
     let user = warmed_user(&app).await;
     // Three seconds between chunks: nothing is written to the client after the first event,
     // so only the closed connection itself can tell the gateway the client left.

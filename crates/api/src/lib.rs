@@ -18,6 +18,7 @@ pub mod request_context;
 mod routes;
 pub mod secret_token;
 mod state;
+pub mod stream_drains;
 
 pub use openapi::ApiDoc;
 pub use routes::{configure, metrics_only};

@@ -17,6 +17,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "Chat", description = "OpenAI-compatible chat completions (API key)"),
         (name = "Session", description = "Marketplace sessions of the calling API key"),
         (name = "Automation", description = "Automatic session settings (API key)"),
+        (name = "Billing", description = "Credits: balance, ledger, charges, spending, grants"),
         (name = "System", description = "Service information and health"),
     )
 )]

@@ -11,8 +11,8 @@ use crate::rated_bids::RatedBidsCache;
 use crate::readiness::ReadinessChecks;
 use crate::secret_token::SecretToken;
 use morpheus_domain::services::{
-    AccountService, ApiKeyService, AutomationService, ChatLimits, ChatService, DelegationService,
-    SessionService, WalletService,
+    AccountService, ApiKeyService, AutomationService, BillingService, ChatLimits, ChatService,
+    DelegationService, SessionService, WalletService,
 };
 
 /// What the service says about itself on `/` and `/health`.
@@ -33,6 +33,10 @@ pub struct AppState {
     pub automation: AutomationService,
     pub sessions: SessionService,
     pub chat: ChatService,
+    /// Credits: holds, charges, the ledger.
+    pub billing: BillingService,
+    /// Streams a client left, read on to their final usage.
+    pub stream_drains: crate::stream_drains::StreamDrains,
     /// Where chat requests leave their usage records (batched, off the request path).
     pub usage: Arc<dyn UsageSink>,
     pub chat_limits: ChatLimits,

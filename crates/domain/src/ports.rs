@@ -16,9 +16,11 @@ use chrono::{DateTime, Utc};
 
 use crate::model::*;
 
+mod credits;
 mod marketplace;
 mod sessions;
 
+pub use credits::*;
 pub use marketplace::*;
 pub use sessions::*;
 

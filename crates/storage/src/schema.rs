@@ -145,3 +145,36 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_key_revocations,
     pool_opens,
 );
+
+diesel::table! {
+    credit_balances (user_id) {
+        user_id -> BigInt,
+        posted -> BigInt,
+        held -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    credit_ledger (id) {
+        id -> Text,
+        user_id -> BigInt,
+        entry_type -> Text,
+        status -> Text,
+        amount -> BigInt,
+        held_amount -> BigInt,
+        idempotency_key -> Nullable<Text>,
+        api_key_id -> Nullable<BigInt>,
+        model -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        prompt_tokens -> Nullable<BigInt>,
+        completion_tokens -> Nullable<BigInt>,
+        input_price -> Nullable<BigInt>,
+        output_price -> Nullable<BigInt>,
+        estimated -> Bool,
+        description -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}

@@ -93,6 +93,7 @@ where
                                 data,
                                 usage: seen.usage,
                                 usage_only: seen.final_usage,
+                                generated_bytes: seen.generated_bytes,
                             };
                             return Some((Ok(ev), st));
                         }
@@ -154,6 +155,8 @@ struct Seen {
     final_usage: bool,
     /// (index, has a `finish_reason`) of each choice in the chunk.
     choices: Vec<(u64, bool)>,
+    /// The raw length of the generated text in the choices' deltas.
+    generated_bytes: u32,
 }
 
 /// Which choices of a completion are still being written: with `n` > 1 the first
@@ -219,22 +222,42 @@ fn inspect(event_type: &str, data: &str) -> Result<Seen, StreamFault> {
         node_counts: from_provider.is_some() || from_consumer.is_some(),
         final_usage: false,
         choices: Vec::new(),
+        generated_bytes: 0,
     };
     // Only an array of choices says anything; each is read for its index and finish_reason.
     match choices.and_then(|c| serde_json::from_str::<Vec<&RawValue>>(c.get()).ok()) {
         Some(choices) if choices.is_empty() => seen.final_usage = usage.is_some(),
         Some(choices) => {
             for (position, choice) in choices.iter().enumerate() {
-                let [index, finish_reason] =
-                    members::pick(choice.get().as_bytes(), ["index", "finish_reason"])
-                        .unwrap_or([None, None]);
+                let [index, finish_reason, delta] =
+                    members::pick(choice.get().as_bytes(), ["index", "finish_reason", "delta"])
+                        .unwrap_or([None, None, None]);
                 let index = index.and_then(members::as_u64).unwrap_or(position as u64);
                 seen.choices.push((index, members::present(finish_reason)));
+                seen.generated_bytes = seen
+                    .generated_bytes
+                    .saturating_add(delta.map_or(0, generated_bytes));
             }
         }
         None => {}
     }
     Ok(seen)
+}
+
+/// The raw length of the generated members of a choice's `delta`.
+fn generated_bytes(delta: &RawValue) -> u32 {
+    let picked = members::pick(
+        delta.get().as_bytes(),
+        ["content", "reasoning_content", "tool_calls"],
+    )
+    .unwrap_or([None, None, None]);
+    let bytes: usize = picked
+        .into_iter()
+        .flatten()
+        .filter(|v| members::present(Some(v)))
+        .map(|v| v.get().len())
+        .sum();
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 /// The message of an `error` member: a string, `{"message":…}`, or `{"error":…}` nested.
@@ -624,5 +647,24 @@ mod tests {
         let out = run(vec![Ok(leak(data(LAST))), Ok(leak(data(bad)))]).await;
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].as_ref().unwrap().usage, None);
+    }
+
+    #[tokio::test]
+    async fn each_chunk_says_how_much_text_it_generated() {
+        let text = r#"{"choices":[{"index":0,"delta":{"content":"hello","reasoning_content":null}},{"index":1,"delta":{"reasoning_content":"ab","tool_calls":[1]}}]}"#;
+        let none = r#"{"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#;
+        let out = run(vec![
+            Ok(leak(data(text))),
+            Ok(leak(data(none))),
+            Ok(leak(data(LAST))),
+        ])
+        .await;
+        // Choice 1 never finishes, so the stream ends truncated after these.
+        let bytes: Vec<u32> = out[..2]
+            .iter()
+            .map(|e| e.as_ref().unwrap().generated_bytes)
+            .collect();
+        // "hello" with its quotes, "ab" with its quotes, and `[1]`.
+        assert_eq!(bytes[..2], [7 + 4 + 3, 0]);
     }
 }

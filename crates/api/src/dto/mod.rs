@@ -4,6 +4,7 @@
 
 mod api_key;
 mod automation;
+mod billing;
 mod chat;
 mod delegation;
 mod models;
@@ -14,6 +15,7 @@ mod wallet;
 
 pub use api_key::*;
 pub use automation::*;
+pub use billing::*;
 pub use chat::*;
 pub use delegation::*;
 pub use models::*;

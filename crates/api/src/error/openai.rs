@@ -5,7 +5,9 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError};
-use morpheus_domain::services::{ChatError, ChatSessionError, LimitExceeded, ResolveModelError};
+use morpheus_domain::services::{
+    ChatError, ChatSessionError, HoldError, InsufficientCredit, LimitExceeded, ResolveModelError,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -32,6 +34,14 @@ pub struct OpenAiErrorDetail {
     /// A stable machine-readable code.
     #[schema(required = true)]
     pub code: Option<String>,
+    /// With `insufficient_balance`: the credit available, in USD.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "0.00120000")]
+    pub available: Option<String>,
+    /// With `insufficient_balance`: what the request may cost at most, in USD.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "0.00410000")]
+    pub estimated_cost: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +67,8 @@ impl OpenAiError {
                 kind: kind.to_owned(),
                 param: param.map(str::to_owned),
                 code: Some(code.to_owned()),
+                available: None,
+                estimated_cost: None,
             },
             retry_after: None,
         }
@@ -135,6 +147,25 @@ impl From<ApiError> for OpenAiError {
     }
 }
 
+/// 402, as the original gateway answers it: what is available and what the request needed.
+impl From<InsufficientCredit> for OpenAiError {
+    fn from(short: InsufficientCredit) -> Self {
+        let mut error = OpenAiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_balance",
+            "insufficient_balance",
+            None,
+            format!(
+                "Insufficient credits: {} USD available, this request may cost up to {} USD",
+                short.available, short.estimated_cost
+            ),
+        );
+        error.detail.available = Some(short.available.to_string());
+        error.detail.estimated_cost = Some(short.estimated_cost.to_string());
+        error
+    }
+}
+
 impl From<LimitExceeded> for OpenAiError {
     fn from(e: LimitExceeded) -> Self {
         OpenAiError::new(
@@ -179,6 +210,8 @@ impl From<ChatError> for OpenAiError {
             }
             ChatError::Session(e) => e.into(),
             ChatError::Upstream(e) => ApiError::from(e).into(),
+            ChatError::Credit(HoldError::Insufficient(short)) => short.into(),
+            ChatError::Credit(HoldError::Unknown(e)) => ApiError::from(e).into(),
         }
     }
 }

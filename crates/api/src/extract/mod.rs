@@ -4,9 +4,11 @@
 mod api_key;
 mod bearer;
 mod json;
+mod operator;
 mod path;
 mod query;
 mod serde_errors;
+mod user_or_key;
 
 pub use api_key::{ApiKeyUser, OpenAiKeyUser};
 pub use bearer::AuthenticatedUser;
@@ -14,5 +16,7 @@ pub use json::{
     BodyDeadline, BodyLimit, ForwardedBodyDeadline, ForwardedBodyLimit, JsonWithRaw, OptionalJson,
     ValidatedJson,
 };
+pub use operator::require_operator;
 pub use path::path_id;
 pub use query::{ValidatedQuery, page};
+pub use user_or_key::UserOrKey;

@@ -3,6 +3,7 @@
 
 mod auth;
 mod automation;
+mod billing;
 mod chat;
 mod models;
 pub(crate) mod session;
@@ -40,6 +41,14 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         scope("/api/v1/automation")
             .service(automation::get_automation_settings::get_automation_settings)
             .service(automation::update_automation_settings::update_automation_settings),
+    )
+    .service(
+        scope("/api/v1/billing")
+            .service(billing::get_balance::get_balance)
+            .service(billing::list_transactions::list_transactions)
+            .service(billing::get_usage::get_usage)
+            .service(billing::get_spending::get_spending)
+            .service(billing::adjust_credits::adjust_credits),
     )
     .service(
         scope("/api/v1/models")

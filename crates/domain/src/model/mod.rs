@@ -2,6 +2,7 @@
 
 mod api_key;
 mod automation;
+mod credits;
 mod delegation;
 mod ids;
 mod marketplace;
@@ -14,6 +15,7 @@ mod wallet;
 
 pub use api_key::*;
 pub use automation::*;
+pub use credits::*;
 pub use delegation::*;
 pub use ids::*;
 pub use marketplace::*;

@@ -50,11 +50,6 @@ impl Usd {
         Self(self.0.saturating_sub(other.0))
     }
 
-    #[must_use]
-    pub fn neg(self) -> Self {
-        Self(self.0.saturating_neg())
-    }
-
     /// What `count` units of something cost at `per_million` dollars per million of them,
     /// rounded up to the next 10⁻⁸ USD: a charge is never rounded in the user's favour to
     /// zero, and the sum of charges never falls short of the price.
@@ -62,6 +57,14 @@ impl Usd {
         let product = i128::from(per_million.0) * i128::from(count);
         let cost = (product + 999_999).div_euclid(1_000_000);
         Self(i64::try_from(cost).unwrap_or(i64::MAX))
+    }
+}
+
+impl std::ops::Neg for Usd {
+    type Output = Self;
+
+    fn neg(self) -> Self {
+        Self(self.0.saturating_neg())
     }
 }
 

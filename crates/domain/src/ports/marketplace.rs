@@ -118,6 +118,10 @@ pub struct ChatEvent {
     /// The closing `"choices":[]` chunk that only carries `usage`: the gateway always asks for
     /// it and relays it only to clients that asked for it too.
     pub usage_only: bool,
+    /// How much generated text the chunk carries: the raw length of its choices' `content`,
+    /// `reasoning_content` and `tool_calls`. A cut stream whose final usage never comes is
+    /// charged on what was delivered, estimated from this.
+    pub generated_bytes: u32,
 }
 
 /// How a stream broke after it had started.

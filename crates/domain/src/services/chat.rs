@@ -21,6 +21,8 @@ pub struct ChatRequest {
     /// The client's JSON body with the gateway-only fields removed.
     pub body: Bytes,
     pub request_id: Option<String>,
+    /// What the request may use, for its credit hold.
+    pub estimate: TokenEstimate,
 }
 
 #[derive(Debug)]
@@ -38,6 +40,8 @@ pub enum ChatError {
     Session(#[from] ChatSessionError),
     #[error(transparent)]
     Upstream(#[from] MarketplaceError),
+    #[error(transparent)]
+    Credit(#[from] super::HoldError),
 }
 
 /// The caps a request must respect (checked before anything is spent).
@@ -214,11 +218,22 @@ const RETRY_DELAY: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct ChatService {
     sessions: SessionService,
+    billing: Option<super::BillingService>,
 }
 
 impl ChatService {
     pub fn new(sessions: SessionService) -> Self {
-        Self { sessions }
+        Self {
+            sessions,
+            billing: None,
+        }
+    }
+
+    /// Every request holds credit before it is sent (when the service's billing is on).
+    #[must_use]
+    pub fn with_billing(mut self, billing: super::BillingService) -> Self {
+        self.billing = Some(billing);
+        self
     }
 
     /// Resolves the model and the session, then asks the upstream. The meter learns the
@@ -233,6 +248,8 @@ impl ChatService {
             Some(id) => {
                 let session = self.sessions.pinned_session(owner, id).await?;
                 let model = self.sessions.catalogue().named(&session.model_id);
+                meter.set_model(model.id.clone());
+                self.hold_credit(owner, &model, &request, meter).await?;
                 (model, self.sessions.take_turn(session).await?)
             }
             None => {
@@ -242,6 +259,8 @@ impl ChatService {
                     .resolve(request.model.as_deref())?;
                 // Known before the session: a failure to get one is still attributed.
                 meter.set_model(model.id.clone());
+                // Before a session is claimed or opened: a user without credit costs nothing.
+                self.hold_credit(owner, &model, &request, meter).await?;
                 let lease = self.sessions.session_for_chat(owner, &model).await?;
                 (model, lease)
             }
@@ -309,6 +328,23 @@ impl ChatService {
 }
 
 impl ChatService {
+    async fn hold_credit(
+        &self,
+        owner: SessionOwner,
+        model: &ResolvedModel,
+        request: &ChatRequest,
+        meter: &mut super::UsageMeter,
+    ) -> Result<(), ChatError> {
+        if let Some(billing) = &self.billing
+            && let Some(hold) = billing
+                .hold(owner, model, request.estimate, request.request_id.clone())
+                .await?
+        {
+            meter.attach_hold(hold);
+        }
+        Ok(())
+    }
+
     async fn renew(
         &self,
         owner: SessionOwner,

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 
-use super::SessionOwner;
+use super::{CreditHold, SessionOwner};
 use crate::model::*;
 use crate::ports::UsageSink;
 
@@ -24,6 +24,10 @@ pub struct UsageMeter {
     /// The status the client already has (200 once a stream has started).
     status: u16,
     finished: bool,
+    /// The request's credit hold, settled or voided with the record.
+    hold: Option<CreditHold>,
+    /// Generated text relayed to the client so far (raw JSON bytes).
+    generated_bytes: u64,
 }
 
 impl UsageMeter {
@@ -38,6 +42,8 @@ impl UsageMeter {
             usage: None,
             status: CLIENT_CLOSED_STATUS,
             finished: false,
+            hold: None,
+            generated_bytes: 0,
         }
     }
 
@@ -55,6 +61,25 @@ impl UsageMeter {
         self.usage = Some(usage);
     }
 
+    /// The request's credit hold: settled on the usage the record carries when it is
+    /// written, on the text delivered (marked estimated) when no usage came, voided when
+    /// nothing was delivered.
+    pub fn attach_hold(&mut self, hold: CreditHold) {
+        self.hold = Some(hold);
+    }
+
+    /// Whether the request holds credit (a cut stream is worth reading on to its count).
+    pub fn holds_credit(&self) -> bool {
+        self.hold.is_some()
+    }
+
+    /// Generated text that reached the client (see [`ChatEvent::generated_bytes`]).
+    ///
+    /// [`ChatEvent::generated_bytes`]: crate::ports::ChatEvent::generated_bytes
+    pub fn add_generated(&mut self, bytes: u64) {
+        self.generated_bytes = self.generated_bytes.saturating_add(bytes);
+    }
+
     /// The response head has gone out with this status.
     pub fn responded(&mut self, status: u16) {
         self.status = status;
@@ -70,6 +95,15 @@ impl UsageMeter {
             return;
         }
         self.finished = true;
+        if let Some(hold) = self.hold.take() {
+            match (self.usage, self.generated_bytes) {
+                (Some(usage), _) => hold.settle(usage.tokens),
+                (None, 0) => hold.void("nothing was served"),
+                (None, bytes) => hold.settle_estimated(TokenEstimate::tokens_in_chars(
+                    usize::try_from(bytes).unwrap_or(usize::MAX),
+                )),
+            }
+        }
         let latency = self.started.elapsed().as_millis();
         self.sink.record(UsageRecord {
             user_id: self.owner.user,

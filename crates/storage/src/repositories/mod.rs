@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod automation;
+mod credits;
 mod delegations;
 mod health;
 mod refresh_tokens;

@@ -29,6 +29,7 @@ use crate::routes::session::owner;
         )),
         (status = 400, description = "Over a cap, no session and automation off, or refused by the provider", body = OpenAiErrorBody),
         (status = 401, description = "Missing or invalid API key", body = OpenAiErrorBody),
+        (status = 402, description = "The user's available credit does not cover what the request may cost (`insufficient_balance`, with `available` and `estimated_cost`)", body = OpenAiErrorBody),
         (status = 404, description = "Unknown model, or a session that is not this key's", body = OpenAiErrorBody),
         (status = 408, description = "The request body did not arrive within the chat deadline (30 s by default); the connection is closed", body = ErrorResponse),
         (status = 413, description = "The request is larger than the chat body limit (4 MiB by default)", body = ErrorResponse),
@@ -77,9 +78,13 @@ pub async fn create_chat_completion(
     record_chat(&span, &asked_for, &answer.model.name);
     match answer.reply {
         ChatReply::Complete { body, usage } => {
-            if let Some(usage) = usage {
-                record_usage(&span, &usage.tokens);
-                meter.set_usage(usage);
+            match usage {
+                Some(usage) => {
+                    record_usage(&span, &usage.tokens);
+                    meter.set_usage(usage);
+                }
+                // No count from the provider: charged on the answer's size, marked estimated.
+                None => meter.add_generated(u64::try_from(body.len()).unwrap_or(u64::MAX)),
             }
             let body = forward::with_model(&body, &asked_for).unwrap_or(body);
             meter.finish(UsageOutcome::Completed, 200);
@@ -117,6 +122,7 @@ pub async fn create_chat_completion(
                         active: state.metrics.stream_started(),
                         span,
                         usage_chunk: node_rewrites::client_wants_usage(request),
+                        drains: state.stream_drains.clone(),
                     },
                 )))
         }
@@ -160,6 +166,7 @@ fn prepare(
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("rewriting a validated body")))
         })?,
         request_id: forward::request_id(http),
+        estimate: forward::estimate(request, &body.raw),
     })
 }
 

@@ -2,6 +2,7 @@
 
 use actix_web::HttpRequest;
 use actix_web::web::Bytes;
+use morpheus_domain::TokenEstimate;
 use morpheus_domain::services::{ChatLimits, ChatShape, LimitExceeded, UnmodelledValue};
 use std::collections::BTreeMap;
 
@@ -34,6 +35,56 @@ pub fn shape(request: &ChatCompletionRequest) -> ChatShape {
         choices: positive(request.n),
         messages: request.messages.len(),
         tools: request.tools.as_ref().map_or(0, Vec::len),
+    }
+}
+
+/// An image part counts this many input tokens (OpenAI's figure for a high-detail image).
+const IMAGE_TOKENS: u32 = 765;
+/// Each message adds this many tokens of framing (role, separators).
+const MESSAGE_TOKENS: u32 = 4;
+
+/// What the request may use, for its credit hold: four characters a token over the messages'
+/// text and tool calls and over the declared tools and response format, a fixed count per
+/// image; the output cap is `max_tokens` (or `max_completion_tokens`) for each of `n`
+/// choices, when the request sets one.
+pub fn estimate(request: &ChatCompletionRequest, raw: &[u8]) -> TokenEstimate {
+    use crate::dto::MessageContent;
+    let mut chars = 0usize;
+    let mut tokens = 0u32;
+    for message in &request.messages {
+        tokens = tokens.saturating_add(MESSAGE_TOKENS);
+        match &message.content {
+            Some(MessageContent::Text(text)) => chars += text.chars().count(),
+            Some(MessageContent::Parts(parts)) => {
+                for part in parts {
+                    chars += part.text.as_ref().map_or(0, |t| t.chars().count());
+                    if part.image_url.is_some() {
+                        tokens = tokens.saturating_add(IMAGE_TOKENS);
+                    }
+                }
+            }
+            None => {}
+        }
+        for call in message.tool_calls.iter().flatten() {
+            if let Some(function) = &call.function {
+                chars += function.name.as_ref().map_or(0, String::len);
+                chars += function.arguments.as_ref().map_or(0, |a| a.chars().count());
+            }
+        }
+    }
+    for (name, value) in json_members::all(raw).unwrap_or_default() {
+        if matches!(name.as_ref(), "tools" | "response_format") {
+            chars += value.get().len();
+        }
+    }
+    let shape = shape(request);
+    let max_output = shape.max_tokens.map(|max| {
+        let total = max.saturating_mul(shape.choices.unwrap_or(1).max(1));
+        u32::try_from(total).unwrap_or(u32::MAX)
+    });
+    TokenEstimate {
+        input_tokens: tokens.saturating_add(TokenEstimate::tokens_in_chars(chars)),
+        max_output_tokens: max_output,
     }
 }
 

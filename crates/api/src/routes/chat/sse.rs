@@ -14,6 +14,7 @@ use morpheus_domain::services::UsageMeter;
 
 use crate::error::OpenAiErrorDetail;
 use crate::metrics::ActiveStream;
+use crate::stream_drains::StreamDrains;
 
 /// What a relay needs from the application besides the stream itself.
 pub struct RelayContext {
@@ -28,6 +29,8 @@ pub struct RelayContext {
     /// The client asked for the closing usage chunk (`stream_options.include_usage`); the
     /// gateway always asks for it upstream, for its own accounting.
     pub usage_chunk: bool,
+    /// Reads a stream the client left to its end, for the provider's final count.
+    pub drains: StreamDrains,
 }
 
 struct Relay {
@@ -42,6 +45,7 @@ struct Relay {
     _active: ActiveStream,
     span: tracing::Span,
     usage_chunk: bool,
+    drains: StreamDrains,
 }
 
 /// The response body. `first` is the event already read (the response head is only sent once
@@ -64,6 +68,7 @@ pub fn relay(
         _active: context.active,
         span: context.span,
         usage_chunk: context.usage_chunk,
+        drains: context.drains,
     };
     futures_util::stream::unfold(state, |mut state| async move {
         if state.finished {
@@ -101,9 +106,12 @@ pub fn relay(
 impl Relay {
     /// The event as the client gets it; `None` for the usage chunk it did not ask for.
     fn frame(&mut self, event: ChatEvent) -> Option<Bytes> {
-        if let (Some(usage), Some(meter)) = (event.usage, self.meter.as_mut()) {
-            crate::request_context::record_usage(&self.span, &usage.tokens);
-            meter.set_usage(usage);
+        if let Some(meter) = self.meter.as_mut() {
+            if let Some(usage) = event.usage {
+                crate::request_context::record_usage(&self.span, &usage.tokens);
+                meter.set_usage(usage);
+            }
+            meter.add_generated(u64::from(event.generated_bytes));
         }
         if event.usage_only && !self.usage_chunk {
             return None;
@@ -150,6 +158,47 @@ impl Relay {
     }
 }
 
+impl Drop for Relay {
+    /// The client left before the end: the provider is still writing the answer, and its
+    /// final chunk carries the count the request is charged on. Read on to it in the
+    /// background when a drain is free; otherwise the meter charges the text delivered.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Nothing is charged without a hold: the upstream is closed at once.
+        let Some(meter) = self.meter.take_if(|meter| meter.holds_credit()) else {
+            return;
+        };
+        let Some(permit) = self.drains.try_take() else {
+            return;
+        };
+        let events = std::mem::replace(&mut self.events, Box::pin(futures_util::stream::empty()));
+        let limit = self.drains.limit();
+        tokio::spawn(drain(events, meter, limit, permit));
+    }
+}
+
+async fn drain(
+    mut events: ChatEventStream,
+    mut meter: UsageMeter,
+    limit: Duration,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let read = async {
+        // What the provider generates now is not delivered: only its count matters.
+        while let Some(Ok(event)) = events.next().await {
+            if let Some(usage) = event.usage {
+                meter.set_usage(usage);
+            }
+        }
+    };
+    if tokio::time::timeout(limit, read).await.is_err() {
+        tracing::info!("a stream the client left did not end within the drain limit");
+    }
+    meter.finish(UsageOutcome::ClientClosed, 200);
+}
+
 /// `data: {"error":{…}}` in OpenAI's shape.
 pub fn error_event(fault: &StreamFault) -> Bytes {
     let (kind, code, message) = describe(fault);
@@ -163,6 +212,8 @@ fn error_frame(kind: &str, code: &str, message: &str) -> Bytes {
             kind: kind.to_owned(),
             param: None,
             code: Some(code.to_owned()),
+            available: None,
+            estimated_cost: None,
         }
     });
     Bytes::from(format!("data: {body}\n\n"))

@@ -5,7 +5,7 @@ use crate::dto::{ApproveQuery, ApproveResponse};
 use crate::error::{
     ApiError, ErrorResponse, FieldError, HTTPValidationError, LocItem, MarketplaceErrors,
 };
-use crate::extract::{ApiKeyUser, ValidatedQuery};
+use crate::extract::{ApiKeyUser, ValidatedQuery, require_operator};
 
 /// Lets the configured Diamond contract spend `amount` wei of MOR from the proxy-router's
 /// wallet. Sessions do not need it (the proxy-router approves each stake itself). An operator
@@ -36,22 +36,13 @@ pub async fn approve_spending(
     _key: ApiKeyUser,
     query: ValidatedQuery<ApproveQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(token) = &state.admin_token else {
-        return Err(ApiError::ServiceUnavailable(
-            "Approving spending is an operator action and no operator token is configured \
-             (MORPHEUS_ADMIN_TOKEN)",
-        ));
-    };
-    let presented = http
-        .headers()
-        .get("x-admin-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !token.matches(presented) {
-        return Err(ApiError::Forbidden(
-            "Approving spending needs the operator's X-Admin-Token",
-        ));
-    }
+    require_operator(
+        &state,
+        &http,
+        "Approving spending is an operator action and no operator token is configured \
+         (MORPHEUS_ADMIN_TOKEN)",
+        "Approving spending needs the operator's X-Admin-Token",
+    )?;
     let amount = query.0.amount;
     let Ok(amount) = u64::try_from(amount) else {
         return Err(positive_amount());

@@ -20,6 +20,7 @@ fn request() -> ChatRequest {
         stream: false,
         body: Bytes::from_static(b"{\"messages\":[]}"),
         request_id: None,
+        estimate: TokenEstimate::default(),
     }
 }
 

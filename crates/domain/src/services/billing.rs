@@ -1,0 +1,321 @@
+//! Credits: a hold before a request is sent, settled with what it used or voided when nothing
+//! was served; the balance, the ledger and monthly spending; the operator's grants; and the
+//! reconciliation of holds a crashed process left pending.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{Datelike, Utc};
+
+use super::{ResolvedModel, SessionOwner};
+use crate::model::*;
+use crate::ports::*;
+
+#[derive(Debug, Clone, Copy)]
+pub struct BillingSettings {
+    /// Off: no holds, no charges; the billing routes still answer (a private gateway).
+    pub enabled: bool,
+    /// Credit a user gets with their balance (at their first billed request or balance read).
+    pub signup_credit: Usd,
+}
+
+/// A request refused for want of credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("insufficient credits: {available} USD available, {estimated_cost} USD estimated")]
+pub struct InsufficientCredit {
+    pub available: Usd,
+    pub estimated_cost: Usd,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error(transparent)]
+    Insufficient(#[from] InsufficientCredit),
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("no such user")]
+    NoUser,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Clone)]
+pub struct BillingService {
+    repo: Arc<dyn CreditsRepository>,
+    pricing: Arc<RwLock<Arc<Pricing>>>,
+    settings: BillingSettings,
+}
+
+impl BillingService {
+    pub fn new(
+        repo: Arc<dyn CreditsRepository>,
+        pricing: Pricing,
+        settings: BillingSettings,
+    ) -> Self {
+        Self {
+            repo,
+            pricing: Arc::new(RwLock::new(Arc::new(pricing))),
+            settings,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled
+    }
+
+    /// The prices in force.
+    pub fn pricing(&self) -> Arc<Pricing> {
+        self.pricing
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// New prices, for every request admitted from now on (a hold keeps the prices it was
+    /// placed at).
+    pub fn reprice(&self, pricing: Pricing) {
+        *self
+            .pricing
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(pricing);
+    }
+
+    /// Sets aside what the request may cost: its estimated input and its output cap (the
+    /// request's `max_tokens`, else the model's configured cap) at the model's price. `None`
+    /// when billing is off.
+    ///
+    /// # Errors
+    /// [`HoldError::Insufficient`] when the user's available credit does not cover it.
+    pub async fn hold(
+        &self,
+        owner: SessionOwner,
+        model: &ResolvedModel,
+        estimate: TokenEstimate,
+        request_id: Option<String>,
+    ) -> Result<Option<CreditHold>, HoldError> {
+        if !self.settings.enabled {
+            return Ok(None);
+        }
+        let pricing = self.pricing();
+        let entry = pricing.of(&model.name, model.id.as_str());
+        let output = estimate
+            .max_output_tokens
+            .unwrap_or_else(|| pricing.max_output_tokens(entry));
+        let amount = entry.price.cost(TokenUsage {
+            prompt_tokens: estimate.input_tokens,
+            completion_tokens: output,
+        });
+        let id = LedgerEntryId::random();
+        let outcome = self
+            .repo
+            .place_hold(NewHold {
+                id,
+                user: owner.user,
+                api_key: owner.key,
+                amount,
+                model: model.name.clone(),
+                request_id,
+                signup_credit: self.settings.signup_credit,
+            })
+            .await?;
+        match outcome {
+            HoldOutcome::Held => Ok(Some(CreditHold {
+                id,
+                price: entry.price,
+                input_estimate: estimate.input_tokens,
+                repo: Some(self.repo.clone()),
+            })),
+            HoldOutcome::Insufficient { available } => Err(InsufficientCredit {
+                available,
+                estimated_cost: amount,
+            }
+            .into()),
+        }
+    }
+
+    /// `None` when there is no such user.
+    pub async fn balance(&self, user: UserId) -> anyhow::Result<Option<Balance>> {
+        self.repo.balance(user, self.settings.signup_credit).await
+    }
+
+    pub async fn ledger(
+        &self,
+        user: UserId,
+        filter: LedgerFilter,
+        limit: u32,
+        offset: u64,
+    ) -> anyhow::Result<(Vec<LedgerEntry>, u64)> {
+        // A first look at the books opens them, sign-up credit included, as a balance read does.
+        self.balance(user).await?;
+        self.repo.ledger(user, filter, limit, offset).await
+    }
+
+    /// The user's spending of `year` (this year when `None`) by month.
+    pub async fn spending(
+        &self,
+        user: UserId,
+        year: Option<i32>,
+        net: bool,
+    ) -> anyhow::Result<(i32, Vec<MonthSpending>)> {
+        let year = year.unwrap_or_else(|| Utc::now().year());
+        self.balance(user).await?;
+        Ok((year, self.repo.spending(user, year, net).await?))
+    }
+
+    /// Credit granted (or, negative, taken back) by the operator, or bought.
+    ///
+    /// # Errors
+    /// [`GrantError::NoUser`] when there is no such user.
+    pub async fn grant(
+        &self,
+        user: UserId,
+        entry_type: LedgerEntryType,
+        amount: Usd,
+        description: Option<String>,
+        idempotency_key: Option<String>,
+    ) -> Result<PostingOutcome, GrantError> {
+        let outcome = self
+            .repo
+            .post(NewPosting {
+                user,
+                entry_type,
+                amount,
+                idempotency_key,
+                description,
+                signup_credit: self.settings.signup_credit,
+            })
+            .await?;
+        match outcome {
+            PostingOutcome::NoUser => Err(GrantError::NoUser),
+            other => Ok(other),
+        }
+    }
+
+    /// Voids the holds left pending longer than `max_pending`: their request's process died
+    /// between hold and settlement (a live one settles or voids every hold it places, and no
+    /// request lasts that long). Returns how many were voided.
+    pub async fn reconcile(&self, max_pending: Duration) -> anyhow::Result<usize> {
+        let before =
+            Utc::now() - chrono::Duration::from_std(max_pending).unwrap_or(chrono::Duration::MAX);
+        let mut voided = 0;
+        loop {
+            let stale = self.repo.stale_holds(before, 500).await?;
+            if stale.is_empty() {
+                return Ok(voided);
+            }
+            for id in &stale {
+                if self
+                    .repo
+                    .void_hold(*id, "pending past the reconciliation bound")
+                    .await?
+                {
+                    voided += 1;
+                    tracing::warn!(hold = %id, "voided a hold left pending by a process that did not settle it");
+                }
+            }
+            if stale.len() < 500 {
+                return Ok(voided);
+            }
+        }
+    }
+}
+
+/// A placed hold. Settle it with what the request used, or void it; dropped unresolved, it is
+/// voided (the request ended before anything was served).
+pub struct CreditHold {
+    id: LedgerEntryId,
+    price: ModelPrice,
+    input_estimate: u32,
+    /// `None` once resolved.
+    repo: Option<Arc<dyn CreditsRepository>>,
+}
+
+impl std::fmt::Debug for CreditHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreditHold").field("id", &self.id).finish()
+    }
+}
+
+impl CreditHold {
+    pub fn id(&self) -> LedgerEntryId {
+        self.id
+    }
+
+    /// Charges the provider's count (an explicit zero is a zero).
+    pub fn settle(self, usage: TokenUsage) {
+        self.charge(usage, false);
+    }
+
+    /// Charges the input estimate and the output delivered, marked estimated: the provider's
+    /// count never came.
+    pub fn settle_estimated(self, delivered_output_tokens: u32) {
+        let usage = TokenUsage {
+            prompt_tokens: self.input_estimate,
+            completion_tokens: delivered_output_tokens,
+        };
+        self.charge(usage, true);
+    }
+
+    pub fn void(mut self, reason: &'static str) {
+        if let Some(repo) = self.repo.take() {
+            spawn_resolution(self.id, async move {
+                repo.void_hold(self.id, reason).await.map(drop)
+            });
+        }
+    }
+
+    fn charge(mut self, usage: TokenUsage, estimated: bool) {
+        let Some(repo) = self.repo.take() else {
+            return;
+        };
+        let settlement = Settlement {
+            usage,
+            prices: self.price,
+            cost: self.price.cost(usage),
+            estimated,
+        };
+        let id = self.id;
+        spawn_resolution(id, async move {
+            if let Some(charged) = repo.settle_hold(id, settlement).await?
+                && charged.capped
+            {
+                tracing::warn!(hold = %id, cost = %settlement.cost, charged = %charged.charged, "a charge went past the user's credit and was capped at it");
+            }
+            Ok(())
+        });
+    }
+}
+
+impl Drop for CreditHold {
+    fn drop(&mut self) {
+        if let Some(repo) = self.repo.take() {
+            let id = self.id;
+            spawn_resolution(id, async move {
+                repo.void_hold(id, "the request ended before anything was served")
+                    .await
+                    .map(drop)
+            });
+        }
+    }
+}
+
+/// Settles or voids on a task of its own: the response does not wait for the ledger. A
+/// failure leaves the hold pending, for the reconciliation to void.
+fn spawn_resolution(
+    id: LedgerEntryId,
+    work: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::error!(hold = %id, "no runtime to resolve a hold on; it stays pending until reconciled");
+        return;
+    };
+    runtime.spawn(async move {
+        if let Err(error) = work.await {
+            tracing::error!(hold = %id, error = format!("{error:#}"), "resolving a credit hold failed; it stays pending until reconciled");
+        }
+    });
+}

@@ -1,0 +1,2 @@
+DROP TABLE credit_ledger;
+DROP TABLE credit_balances;

@@ -21,6 +21,8 @@ pub struct ChatRequest {
     /// The client's JSON body with the gateway-only fields removed.
     pub body: Bytes,
     pub request_id: Option<String>,
+    /// The calling key's allow-list (`None`: every model).
+    pub allowed_models: Option<AllowedModels>,
 }
 
 #[derive(Debug)]
@@ -38,6 +40,9 @@ pub enum ChatError {
     Session(#[from] ChatSessionError),
     #[error(transparent)]
     Upstream(#[from] MarketplaceError),
+    /// The model is not on the key's allow-list.
+    #[error("This API key may not use the model '{0}'")]
+    ModelNotAllowed(String),
 }
 
 /// The caps a request must respect (checked before anything is spent).
@@ -223,6 +228,8 @@ impl ChatService {
 
     /// Resolves the model and the session, then asks the upstream. The meter learns the
     /// model and session as soon as they are known, so a failure is still attributed.
+    /// A model outside the key's allow-list is refused before any session is claimed,
+    /// opened or waited for.
     pub async fn complete(
         &self,
         owner: SessionOwner,
@@ -233,6 +240,7 @@ impl ChatService {
             Some(id) => {
                 let session = self.sessions.pinned_session(owner, id).await?;
                 let model = self.sessions.catalogue().named(&session.model_id);
+                allowed(&request, &model)?;
                 (model, self.sessions.take_turn(session).await?)
             }
             None => {
@@ -242,6 +250,7 @@ impl ChatService {
                     .resolve(request.model.as_deref())?;
                 // Known before the session: a failure to get one is still attributed.
                 meter.set_model(model.id.clone());
+                allowed(&request, &model)?;
                 let lease = self.sessions.session_for_chat(owner, &model).await?;
                 (model, lease)
             }
@@ -305,6 +314,21 @@ impl ChatService {
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+}
+
+/// Refuses a model outside the request's allow-list, by its resolved name or id.
+fn allowed(request: &ChatRequest, model: &ResolvedModel) -> Result<(), ChatError> {
+    match &request.allowed_models {
+        Some(list) if !list.allows(&model.name, model.id.as_str()) => {
+            let shown = if model.name.is_empty() {
+                model.id.as_str().to_owned()
+            } else {
+                model.name.clone()
+            };
+            Err(ChatError::ModelNotAllowed(shown))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -151,7 +151,7 @@ impl KeyBudget {
     pub fn window_text(&self) -> String {
         let secs = self.window.as_secs();
         for (unit, size) in [('d', 86_400), ('h', 3_600), ('m', 60)] {
-            if secs % size == 0 {
+            if secs.is_multiple_of(size) {
                 return format!("{}{unit}", secs / size);
             }
         }

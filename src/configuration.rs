@@ -128,6 +128,9 @@ settings! {
     registration_client_refill_seconds: u64 = 60, range = 1 ..= 86_400;
     /// active keys per user (409 beyond)
     max_api_keys_per_user: u64 = 100, range = 1 ..= 1_000_000;
+    /// API keys a user may create in any 24 hours, revoked ones included, so the active-key cap
+    /// cannot be reset by revoking and creating again (429 beyond)
+    key_creations_per_day: u64 = 20, range = 1 ..= 1_000_000;
     /// delegations stored per user, active or not (409 beyond)
     max_delegations_per_user: u64 = 100, range = 1 ..= 1_000_000;
     /// characters of one signed delegation (422 beyond)

@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn the_spec_knows_the_methods_of_a_path() {
         assert_eq!(allowed_methods("/api/v1/auth/register"), ["DELETE", "POST"]);
-        assert_eq!(allowed_methods("/api/v1/auth/keys/7"), ["DELETE"]);
+        assert_eq!(allowed_methods("/api/v1/auth/keys/7"), ["DELETE", "PATCH"]);
         assert_eq!(allowed_methods("/api/v1/auth/delegation/active"), ["GET"]);
         assert_eq!(allowed_methods("/api/v1/auth/delegation/7"), ["DELETE"]);
         assert!(allowed_methods("/nope").is_empty());

@@ -394,6 +394,7 @@ pub fn build_state(
             .with_fresh_sign_in(chrono::Duration::seconds(settings.fresh_sign_in_seconds)),
         api_keys: ApiKeyService::new(db.clone(), ApiKeyHasher::new(&secrets.api_key_pepper)?)
             .with_max_active_per_user(settings.max_api_keys_per_user)
+            .with_creations_per_day(settings.key_creations_per_day)
             .with_cache(key_cache.clone()),
         wallets: WalletService::new(db.clone(), Arc::new(wallet_sealer(secrets)?)),
         delegations: DelegationService::new(db.clone(), gateway_address).with_limits(

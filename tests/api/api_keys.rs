@@ -39,12 +39,17 @@ async fn a_new_key_is_shown_once_and_stored_only_as_a_digest() {
         assert_eq!(
             fields,
             [
+                "allowed_models",
+                "budgets",
                 "created_at",
+                "expires_at",
                 "id",
                 "is_active",
                 "key_prefix",
                 "last_used_at",
-                "name"
+                "name",
+                "rpm",
+                "tpm"
             ]
         );
     }
@@ -292,7 +297,11 @@ async fn concurrent_creations_cannot_exceed_the_cap() {
 
 #[tokio::test]
 async fn key_listings_are_paged_newest_first_and_capped() {
-    let app = spawn_app_with(|s| s.max_api_keys_per_user = 1_000).await;
+    let app = spawn_app_with(|s| {
+        s.max_api_keys_per_user = 1_000;
+        s.key_creations_per_day = 1_000;
+    })
+    .await;
     let a = app.seed_user().await;
     // The seed's key and 100 more: one more than a page.
     for n in 0..100 {

@@ -18,6 +18,7 @@ mod deploy;
 mod durability;
 mod errors;
 mod helpers;
+mod key_policy;
 mod leaks;
 mod log_capture;
 mod market;

@@ -83,20 +83,58 @@ pub enum InsertApiKeyError {
     /// The user already has the most active keys allowed.
     #[error("too many active api keys")]
     LimitReached,
+    /// The user has created the most keys allowed in 24 hours (revoked ones count); one more
+    /// may be created at `retry_at`.
+    #[error("too many api keys created in the last 24 hours")]
+    DailyLimitReached { retry_at: DateTime<Utc> },
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
 
+/// The caps a new key must fit under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiKeyLimits {
+    /// Active keys per user.
+    pub max_active: u64,
+    /// Keys a user may create in any 24 hours, revoked ones included.
+    pub max_created_per_day: u64,
+}
+
+impl ApiKeyLimits {
+    pub const NONE: Self = Self {
+        max_active: u64::MAX,
+        max_created_per_day: u64::MAX,
+    };
+
+    /// Only a cap on active keys.
+    pub const fn active(max_active: u64) -> Self {
+        Self {
+            max_active,
+            max_created_per_day: u64::MAX,
+        }
+    }
+}
+
 #[async_trait]
 pub trait ApiKeyRepository: Send + Sync {
-    /// Stores the key unless its user already has `max_active` active keys. The count and the
-    /// insert are one transaction, serialised per user, so keys created at the same moment
-    /// cannot pass the limit together.
+    /// Stores the key unless its user already has `limits.max_active` active keys, or has
+    /// created `limits.max_created_per_day` keys in the 24 hours before the new key's
+    /// `created_at`. The counts and the insert are one transaction, serialised per user, so
+    /// keys created at the same moment cannot pass a limit together.
     async fn insert_api_key(
         &self,
         key: NewApiKey,
-        max_active: u64,
+        limits: ApiKeyLimits,
     ) -> Result<ApiKey, InsertApiKeyError>;
+    /// Applies `change` to the key if it belongs to `user` (`None` otherwise), and logs the
+    /// key in the revocation log in the same transaction, so that every replica's key cache
+    /// reads it again.
+    async fn update_api_key(
+        &self,
+        user: UserId,
+        id: ApiKeyId,
+        change: ApiKeyChange,
+    ) -> anyhow::Result<Option<ApiKey>>;
     /// One page of the user's keys, newest first, revoked ones included.
     async fn list_api_keys(&self, user: UserId, page: Page) -> anyhow::Result<Vec<ApiKey>>;
     /// Marks the key inactive if it belongs to `user`; `None` otherwise.

@@ -85,6 +85,7 @@ impl MemoryStore {
             is_active: true,
             created_at: Utc::now(),
             last_used_at: None,
+            policy: KeyPolicy::default(),
         };
         lock(&self.api_keys).push(StoredApiKey {
             key: key.clone(),
@@ -230,7 +231,7 @@ impl ApiKeyRepository for MemoryStore {
     async fn insert_api_key(
         &self,
         key: NewApiKey,
-        max_active: u64,
+        limits: ApiKeyLimits,
     ) -> Result<ApiKey, InsertApiKeyError> {
         let owner_active = self.owner_active(key.user_id);
         let mut keys = lock(&self.api_keys);
@@ -244,8 +245,21 @@ impl ApiKeyRepository for MemoryStore {
             .iter()
             .filter(|k| k.key.user_id == key.user_id && k.key.is_active)
             .count() as u64;
-        if active >= max_active {
+        if active >= limits.max_active {
             return Err(InsertApiKeyError::LimitReached);
+        }
+        let since = key.created_at - chrono::Duration::days(1);
+        let mut today: Vec<DateTime<Utc>> = keys
+            .iter()
+            .filter(|k| k.key.user_id == key.user_id && k.key.created_at > since)
+            .map(|k| k.key.created_at)
+            .collect();
+        if today.len() as u64 >= limits.max_created_per_day {
+            today.sort();
+            let freed = today.len() - usize::try_from(limits.max_created_per_day).unwrap_or(0);
+            return Err(InsertApiKeyError::DailyLimitReached {
+                retry_at: today[freed] + chrono::Duration::days(1),
+            });
         }
         let api_key = ApiKey {
             id: key.id,
@@ -255,6 +269,7 @@ impl ApiKeyRepository for MemoryStore {
             is_active: true,
             created_at: key.created_at,
             last_used_at: None,
+            policy: key.policy,
         };
         keys.push(StoredApiKey {
             key: api_key.clone(),
@@ -291,6 +306,41 @@ impl ApiKeyRepository for MemoryStore {
         key.key.is_active = false;
         lock(&self.revocations).push(key.key.prefix.clone());
         Ok(Some(key.key.clone()))
+    }
+    async fn update_api_key(
+        &self,
+        user: UserId,
+        id: ApiKeyId,
+        change: ApiKeyChange,
+    ) -> anyhow::Result<Option<ApiKey>> {
+        let mut keys = lock(&self.api_keys);
+        let Some(key) = keys
+            .iter_mut()
+            .find(|k| k.key.id == id && k.key.user_id == user)
+        else {
+            return Ok(None);
+        };
+        let k = &mut key.key;
+        if let Change::Set(v) = change.name {
+            k.name = v;
+        }
+        if let Change::Set(v) = change.expires_at {
+            k.policy.expires_at = v;
+        }
+        if let Change::Set(v) = change.allowed_models {
+            k.policy.allowed_models = v;
+        }
+        if let Change::Set(v) = change.rpm {
+            k.policy.rpm = v;
+        }
+        if let Change::Set(v) = change.tpm {
+            k.policy.tpm = v;
+        }
+        if let Change::Set(v) = change.budgets {
+            k.policy.budgets = v;
+        }
+        lock(&self.revocations).push(k.prefix.clone());
+        Ok(Some(k.clone()))
     }
     async fn find_api_key_by_prefix(
         &self,

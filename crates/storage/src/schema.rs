@@ -27,6 +27,13 @@ diesel::table! {
         is_active -> Bool,
         created_at -> Timestamp,
         last_used_at -> Nullable<Timestamp>,
+        expires_at -> Nullable<Timestamp>,
+        /// JSON array of model names or ids.
+        allowed_models -> Nullable<Text>,
+        rpm -> Nullable<BigInt>,
+        tpm -> Nullable<BigInt>,
+        /// JSON array of `{"window_seconds", "limit_units"}`.
+        budgets -> Nullable<Text>,
     }
 }
 

@@ -105,6 +105,12 @@ impl From<CreateApiKeyError> for ApiError {
     fn from(e: CreateApiKeyError) -> Self {
         match e {
             CreateApiKeyError::TooManyKeys(_) => ApiError::Conflict(e.to_string()),
+            CreateApiKeyError::TooManyToday { retry_after, .. } => ApiError::TooManyRequests {
+                message: "Too many API keys created in the last 24 hours, revoked ones included \
+                          (the limit is MORPHEUS_KEY_CREATIONS_PER_DAY); try again after \
+                          Retry-After seconds",
+                retry_after,
+            },
             CreateApiKeyError::Unknown(e) => e.into(),
         }
     }
@@ -115,6 +121,15 @@ impl From<RevokeApiKeyError> for ApiError {
         match e {
             RevokeApiKeyError::NotFound => ApiError::NotFound(e.to_string()),
             RevokeApiKeyError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<UpdateApiKeyError> for ApiError {
+    fn from(e: UpdateApiKeyError) -> Self {
+        match e {
+            UpdateApiKeyError::NotFound => ApiError::NotFound(e.to_string()),
+            UpdateApiKeyError::Unknown(e) => e.into(),
         }
     }
 }

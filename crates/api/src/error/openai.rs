@@ -208,6 +208,16 @@ impl From<ChatError> for OpenAiError {
                 error.retry_after = Some(5);
                 error
             }
+            ChatError::ModelNotAllowed(name) => OpenAiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                "model_not_allowed",
+                Some("model"),
+                format!(
+                    "This API key may not use the model '{name}'; its allowed_models are set \
+                     with PATCH /api/v1/auth/keys/{{key_id}}"
+                ),
+            ),
             ChatError::Session(e) => e.into(),
             ChatError::Upstream(e) => ApiError::from(e).into(),
             ChatError::Credit(HoldError::Insufficient(short)) => short.into(),

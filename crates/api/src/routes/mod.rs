@@ -25,6 +25,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(auth::create_api_key::create_api_key)
             .service(auth::get_api_keys::get_api_keys)
             .service(auth::delete_api_key::delete_api_key)
+            .service(auth::update_api_key::update_api_key)
             .service(auth::store_private_key::store_private_key)
             .service(auth::get_private_key_status::get_private_key_status)
             .service(auth::delete_private_key::delete_private_key)

@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{ApiKeyId, UserId};
+use super::{ApiKeyId, KeyPolicy, UserId};
 use crate::validation::Invalid;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -154,6 +154,7 @@ pub struct ApiKey {
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    pub policy: KeyPolicy,
 }
 
 /// A key row as needed to authenticate a request: the stored digest and the owner's state.
@@ -172,6 +173,7 @@ pub struct NewApiKey {
     pub digest: ApiKeyDigest,
     pub name: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub policy: KeyPolicy,
 }
 
 /// The user-chosen label of a key.

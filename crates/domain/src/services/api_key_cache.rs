@@ -287,6 +287,7 @@ mod tests {
                 is_active: true,
                 created_at: Utc::now(),
                 last_used_at: None,
+                policy: KeyPolicy::default(),
             },
             digest: ApiKeyDigest(vec![1, 2, 3]),
             owner_active: true,

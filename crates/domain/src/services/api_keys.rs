@@ -18,7 +18,7 @@ const LAST_USED_GRANULARITY: Duration = Duration::seconds(60);
 pub struct ApiKeyService {
     keys: Arc<dyn ApiKeyRepository>,
     hasher: ApiKeyHasher,
-    max_active_per_user: u64,
+    limits: ApiKeyLimits,
     cache: Option<Arc<ApiKeyCache>>,
     /// `last_used_at` values not yet written.
     pending_uses: Arc<Mutex<HashMap<ApiKeyId, DateTime<Utc>>>>,
@@ -40,6 +40,24 @@ impl ApiKeyPrincipal {
 pub enum CreateApiKeyError {
     #[error("You already have {0} active API keys; revoke one before creating another")]
     TooManyKeys(u64),
+    /// Creations per user are limited per 24 hours, revoked keys included, so the cap on
+    /// active keys cannot be reset by revoking and creating again.
+    #[error(
+        "You have created {limit} API keys in the last 24 hours, the most allowed \
+         (MORPHEUS_KEY_CREATIONS_PER_DAY); try again later"
+    )]
+    TooManyToday {
+        limit: u64,
+        retry_after: std::time::Duration,
+    },
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateApiKeyError {
+    #[error("API key not found")]
+    NotFound,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -56,7 +74,8 @@ pub enum RevokeApiKeyError {
 pub enum ApiKeyAuthError {
     #[error("Invalid API key format. Must start with sk-")]
     Malformed,
-    /// Unknown prefix, wrong secret, revoked key or inactive owner: one answer for all.
+    /// Unknown prefix, wrong secret, revoked or expired key, inactive owner: one answer for
+    /// all.
     #[error("Invalid API key")]
     Invalid,
     #[error(transparent)]
@@ -65,12 +84,16 @@ pub enum ApiKeyAuthError {
 
 impl ApiKeyService {
     pub const DEFAULT_MAX_ACTIVE_PER_USER: u64 = 100;
+    pub const DEFAULT_CREATIONS_PER_DAY: u64 = 20;
 
     pub fn new(keys: Arc<dyn ApiKeyRepository>, hasher: ApiKeyHasher) -> Self {
         Self {
             keys,
             hasher,
-            max_active_per_user: Self::DEFAULT_MAX_ACTIVE_PER_USER,
+            limits: ApiKeyLimits {
+                max_active: Self::DEFAULT_MAX_ACTIVE_PER_USER,
+                max_created_per_day: Self::DEFAULT_CREATIONS_PER_DAY,
+            },
             cache: None,
             pending_uses: Arc::default(),
         }
@@ -83,15 +106,23 @@ impl ApiKeyService {
     }
 
     pub fn with_max_active_per_user(mut self, max: u64) -> Self {
-        self.max_active_per_user = max;
+        self.limits.max_active = max;
         self
     }
 
-    /// Mints a key. The secret is returned once, here; only its digest is stored.
+    /// Keys a user may create in any 24 hours, revoked ones included.
+    pub fn with_creations_per_day(mut self, max: u64) -> Self {
+        self.limits.max_created_per_day = max;
+        self
+    }
+
+    /// Mints a key under `policy`. The secret is returned once, here; only its digest is
+    /// stored.
     pub async fn create(
         &self,
         user: UserId,
         name: Option<String>,
+        policy: KeyPolicy,
     ) -> Result<(ApiKey, ApiKeySecret), CreateApiKeyError> {
         for _ in 0..MAX_DRAWS {
             let secret = ApiKeySecret::generate();
@@ -102,16 +133,21 @@ impl ApiKeyService {
                 digest: self.hasher.digest(&secret),
                 name: name.clone(),
                 created_at: Utc::now(),
+                policy: policy.clone(),
             };
-            match self
-                .keys
-                .insert_api_key(new, self.max_active_per_user)
-                .await
-            {
+            match self.keys.insert_api_key(new, self.limits).await {
                 Ok(key) => return Ok((key, secret)),
                 Err(InsertApiKeyError::Collision) => continue,
                 Err(InsertApiKeyError::LimitReached) => {
-                    return Err(CreateApiKeyError::TooManyKeys(self.max_active_per_user));
+                    return Err(CreateApiKeyError::TooManyKeys(self.limits.max_active));
+                }
+                Err(InsertApiKeyError::DailyLimitReached { retry_at }) => {
+                    return Err(CreateApiKeyError::TooManyToday {
+                        limit: self.limits.max_created_per_day,
+                        retry_after: (retry_at - Utc::now())
+                            .to_std()
+                            .unwrap_or(std::time::Duration::ZERO),
+                    });
                 }
                 Err(InsertApiKeyError::Unknown(e)) => return Err(e.into()),
             }
@@ -151,6 +187,37 @@ impl ApiKeyService {
         Ok(revoked)
     }
 
+    /// Changes the name and policy of one of the user's keys. Someone else's key id is "not
+    /// found", as for [`Self::revoke`]. The change holds from the next request on, on every
+    /// replica (the key is evicted from this replica's cache, and logged for the others').
+    pub async fn update(
+        &self,
+        user: UserId,
+        id: ApiKeyId,
+        change: ApiKeyChange,
+    ) -> Result<ApiKey, UpdateApiKeyError> {
+        let mut updated = self
+            .keys
+            .update_api_key(user, id, change)
+            .await?
+            .ok_or(UpdateApiKeyError::NotFound)?;
+        if let Some(cache) = &self.cache {
+            cache.evict(&updated.prefix);
+        }
+        if let Some(at) = self.pending_use(updated.id) {
+            updated.last_used_at = updated.last_used_at.max(Some(at));
+        }
+        Ok(updated)
+    }
+
+    fn pending_use(&self, id: ApiKeyId) -> Option<DateTime<Utc>> {
+        self.pending_uses
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&id)
+            .copied()
+    }
+
     /// Operators: revokes the key with this prefix, whoever holds it (as its holder would,
     /// revocation log included).
     pub async fn revoke_by_prefix(&self, prefix: &KeyPrefix) -> Result<ApiKey, RevokeApiKeyError> {
@@ -163,7 +230,8 @@ impl ApiKeyService {
     }
 
     /// Checks a presented key: its prefix finds the row, then the digest of the *whole* key is
-    /// compared in constant time. Revoked keys and keys of inactive users are refused.
+    /// compared in constant time. Revoked and expired keys, and keys of inactive users, are
+    /// refused. A cached key's expiry is checked on every request like the rest.
     ///
     /// A key its cached row accepts is let through at once. Every other outcome (not cached,
     /// unknown prefix, wrong secret, revoked key, inactive owner) does the same work: one HMAC
@@ -178,26 +246,27 @@ impl ApiKeyService {
                 ApiKeyAuthError::Malformed
             }
         })?;
+        let now = Utc::now();
+        let usable = |stored: &StoredApiKey| {
+            stored.key.is_active && stored.owner_active && !stored.key.policy.is_expired_at(now)
+        };
         let cached = self.cache.as_ref().and_then(|c| c.get(secret.prefix()));
         let verified = self
             .hasher
             .verify(&secret, cached.as_ref().map(|s| &s.digest));
         let stored = match cached {
-            Some(stored) if verified && stored.key.is_active && stored.owner_active => stored,
+            Some(stored) if verified && usable(&stored) => stored,
             _ => {
                 let found = self.lookup(secret.prefix()).await?;
                 let verified = self
                     .hasher
                     .verify(&secret, found.as_ref().map(|s| &s.digest));
                 match found {
-                    Some(stored) if verified && stored.key.is_active && stored.owner_active => {
-                        stored
-                    }
+                    Some(stored) if verified && usable(&stored) => stored,
                     _ => return Err(ApiKeyAuthError::Invalid),
                 }
             }
         };
-        let now = Utc::now();
         let stale = stored
             .key
             .last_used_at
@@ -284,7 +353,7 @@ mod tests {
         async fn insert_api_key(
             &self,
             key: NewApiKey,
-            _: u64,
+            _: ApiKeyLimits,
         ) -> Result<ApiKey, InsertApiKeyError> {
             let api_key = ApiKey {
                 id: key.id,
@@ -294,6 +363,7 @@ mod tests {
                 is_active: true,
                 created_at: key.created_at,
                 last_used_at: None,
+                policy: key.policy,
             };
             *self.stored.lock().unwrap() = Some(StoredApiKey {
                 key: api_key.clone(),
@@ -301,6 +371,21 @@ mod tests {
                 owner_active: true,
             });
             Ok(api_key)
+        }
+        async fn update_api_key(
+            &self,
+            _: UserId,
+            _: ApiKeyId,
+            change: ApiKeyChange,
+        ) -> anyhow::Result<Option<ApiKey>> {
+            let mut stored = self.stored.lock().unwrap();
+            let Some(stored) = stored.as_mut() else {
+                return Ok(None);
+            };
+            if let Change::Set(at) = change.expires_at {
+                stored.key.policy.expires_at = at;
+            }
+            Ok(Some(stored.key.clone()))
         }
         async fn list_api_keys(&self, _: UserId, _: Page) -> anyhow::Result<Vec<ApiKey>> {
             Ok(vec![])
@@ -334,7 +419,10 @@ mod tests {
     async fn a_mistyped_key_is_refused_without_a_lookup_and_an_impostor_after_one() {
         let repo = Arc::new(OneKey::default());
         let service = ApiKeyService::new(repo.clone(), ApiKeyHasher::new(&[3u8; 32]).unwrap());
-        let (_, key) = service.create(UserId(1), None).await.unwrap();
+        let (_, key) = service
+            .create(UserId(1), None, KeyPolicy::default())
+            .await
+            .unwrap();
         assert!(service.authenticate(key.expose()).await.is_ok());
         assert_eq!(repo.lookups.load(Ordering::SeqCst), 1);
 
@@ -371,7 +459,10 @@ mod tests {
         });
         cache.mark_fresh();
         let service = ApiKeyService::new(repo.clone(), hasher).with_cache(cache);
-        let (_, key) = service.create(UserId(1), None).await.unwrap();
+        let (_, key) = service
+            .create(UserId(1), None, KeyPolicy::default())
+            .await
+            .unwrap();
         // The right key: looked up once, then accepted from the cache with one HMAC.
         assert!(service.authenticate(key.expose()).await.is_ok());
         let work = || {
@@ -410,7 +501,10 @@ mod tests {
         let store = Arc::new(crate::testing::MemoryStore::default());
         let user = store.add_user("ada@example.com", "fake$x");
         let service = ApiKeyService::new(store.clone(), ApiKeyHasher::new(&[3u8; 32]).unwrap());
-        let (created, _) = service.create(user.id, None).await.unwrap();
+        let (created, _) = service
+            .create(user.id, None, KeyPolicy::default())
+            .await
+            .unwrap();
         let revoked = service.revoke_by_prefix(&created.prefix).await.unwrap();
         assert!(!revoked.is_active);
         assert_eq!(
@@ -422,5 +516,40 @@ mod tests {
             service.revoke_by_prefix(&unknown).await,
             Err(RevokeApiKeyError::NotFound)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_cached_key_is_refused_once_it_expires_and_a_change_evicts_it() {
+        let repo = Arc::new(OneKey::default());
+        let cache = ApiKeyCache::new(crate::services::ApiKeyCacheOptions {
+            capacity: 16,
+            max_age: std::time::Duration::from_secs(60),
+        });
+        cache.mark_fresh();
+        let service = ApiKeyService::new(repo.clone(), ApiKeyHasher::new(&[3u8; 32]).unwrap())
+            .with_cache(cache.clone());
+        let (created, key) = service
+            .create(UserId(1), None, KeyPolicy::default())
+            .await
+            .unwrap();
+        assert!(service.authenticate(key.expose()).await.is_ok());
+
+        // The row the cache holds has passed its expiry (as a cached row does while it ages).
+        let mut expired = repo.stored.lock().unwrap().clone().unwrap();
+        expired.key.policy.expires_at = Some(Utc::now() - Duration::seconds(1));
+        repo.stored.lock().unwrap().replace(expired.clone());
+        cache.insert(cache.generation(), expired);
+        assert!(matches!(
+            service.authenticate(key.expose()).await,
+            Err(ApiKeyAuthError::Invalid)
+        ));
+
+        // Moving the expiry into the future is seen at once, though the row was cached.
+        let change = ApiKeyChange {
+            expires_at: Change::Set(Some(Utc::now() + Duration::hours(1))),
+            ..ApiKeyChange::default()
+        };
+        service.update(UserId(1), created.id, change).await.unwrap();
+        assert!(service.authenticate(key.expose()).await.is_ok());
     }
 }

@@ -23,6 +23,8 @@ pub struct ChatRequest {
     pub request_id: Option<String>,
     /// What the request may use, for its credit hold.
     pub estimate: TokenEstimate,
+    /// The calling key's allow-list (`None`: every model).
+    pub allowed_models: Option<AllowedModels>,
 }
 
 #[derive(Debug)]
@@ -42,6 +44,9 @@ pub enum ChatError {
     Upstream(#[from] MarketplaceError),
     #[error(transparent)]
     Credit(#[from] super::HoldError),
+    /// The model is not on the key's allow-list.
+    #[error("This API key may not use the model '{0}'")]
+    ModelNotAllowed(String),
 }
 
 /// The caps a request must respect (checked before anything is spent).
@@ -238,6 +243,8 @@ impl ChatService {
 
     /// Resolves the model and the session, then asks the upstream. The meter learns the
     /// model and session as soon as they are known, so a failure is still attributed.
+    /// A model outside the key's allow-list is refused before any session is claimed,
+    /// opened or waited for.
     pub async fn complete(
         &self,
         owner: SessionOwner,
@@ -248,6 +255,7 @@ impl ChatService {
             Some(id) => {
                 let session = self.sessions.pinned_session(owner, id).await?;
                 let model = self.sessions.catalogue().named(&session.model_id);
+                allowed(&request, &model)?;
                 meter.set_model(model.id.clone());
                 self.hold_credit(owner, &model, &request, meter).await?;
                 (model, self.sessions.take_turn(session).await?)
@@ -259,6 +267,7 @@ impl ChatService {
                     .resolve(request.model.as_deref())?;
                 // Known before the session: a failure to get one is still attributed.
                 meter.set_model(model.id.clone());
+                allowed(&request, &model)?;
                 // Before a session is claimed or opened: a user without credit costs nothing.
                 self.hold_credit(owner, &model, &request, meter).await?;
                 let lease = self.sessions.session_for_chat(owner, &model).await?;
@@ -324,6 +333,21 @@ impl ChatService {
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+}
+
+/// Refuses a model outside the request's allow-list, by its resolved name or id.
+fn allowed(request: &ChatRequest, model: &ResolvedModel) -> Result<(), ChatError> {
+    match &request.allowed_models {
+        Some(list) if !list.allows(&model.name, model.id.as_str()) => {
+            let shown = if model.name.is_empty() {
+                model.id.as_str().to_owned()
+            } else {
+                model.name.clone()
+            };
+            Err(ChatError::ModelNotAllowed(shown))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -2,9 +2,10 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use morpheus_domain::ports::{ApiKeyRepository, InsertApiKeyError};
+use morpheus_domain::ports::{ApiKeyLimits, ApiKeyRepository, InsertApiKeyError};
 use morpheus_domain::{
-    ApiKey, ApiKeyDigest, ApiKeyId, KeyPrefix, NewApiKey, Page, SessionState, StoredApiKey, UserId,
+    AllowedModels, ApiKey, ApiKeyChange, ApiKeyDigest, ApiKeyId, Change, KeyBudget, KeyPolicy,
+    KeyPrefix, NewApiKey, Page, SessionState, StoredApiKey, Usd, UserId,
 };
 
 use super::is_unique_violation;
@@ -23,6 +24,11 @@ struct ApiKeyRow {
     is_active: bool,
     created_at: NaiveDateTime,
     last_used_at: Option<NaiveDateTime>,
+    expires_at: Option<NaiveDateTime>,
+    allowed_models: Option<String>,
+    rpm: Option<i64>,
+    tpm: Option<i64>,
+    budgets: Option<String>,
 }
 
 #[derive(Insertable)]
@@ -35,23 +41,133 @@ struct NewApiKeyRow {
     name: Option<String>,
     is_active: bool,
     created_at: NaiveDateTime,
+    expires_at: Option<NaiveDateTime>,
+    allowed_models: Option<String>,
+    rpm: Option<i64>,
+    tpm: Option<i64>,
+    budgets: Option<String>,
 }
 
-impl ApiKeyRow {
-    /// The key with what authentication needs besides: its digest and its owner's state.
-    fn into_stored(mut self, owner_active: bool) -> StoredApiKey {
-        let digest = ApiKeyDigest(std::mem::take(&mut self.key_digest));
-        StoredApiKey {
-            key: self.into(),
-            digest,
-            owner_active,
+/// What a PATCH changes; a `None` field is left as it is, `Some(None)` sets NULL.
+#[derive(AsChangeset)]
+#[diesel(table_name = api_keys)]
+struct ApiKeyChangeset {
+    name: Option<Option<String>>,
+    expires_at: Option<Option<NaiveDateTime>>,
+    allowed_models: Option<Option<String>>,
+    rpm: Option<Option<i64>>,
+    tpm: Option<Option<i64>>,
+    budgets: Option<Option<String>>,
+}
+
+/// A budget as the `budgets` column holds it: the window in seconds, the limit in Usd units.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BudgetColumn {
+    window_seconds: u64,
+    limit_units: i64,
+}
+
+fn allowed_models_column(allowed: &AllowedModels) -> String {
+    serde_json::to_string(allowed.as_slice()).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// NULL for no budget.
+fn budgets_column(budgets: &[KeyBudget]) -> Option<String> {
+    if budgets.is_empty() {
+        return None;
+    }
+    let columns: Vec<BudgetColumn> = budgets
+        .iter()
+        .map(|b| BudgetColumn {
+            window_seconds: b.window.as_secs(),
+            limit_units: b.limit.units(),
+        })
+        .collect();
+    serde_json::to_string(&columns).ok()
+}
+
+fn change<T, C>(change: Change<T>, column: impl FnOnce(T) -> C) -> Option<C> {
+    match change {
+        Change::Keep => None,
+        Change::Set(value) => Some(column(value)),
+    }
+}
+
+impl From<ApiKeyChange> for ApiKeyChangeset {
+    fn from(c: ApiKeyChange) -> Self {
+        Self {
+            name: change(c.name, |v| v),
+            expires_at: change(c.expires_at, |v| v.map(|at| at.naive_utc())),
+            allowed_models: change(c.allowed_models, |v| v.as_ref().map(allowed_models_column)),
+            rpm: change(c.rpm, |v| v.map(|n| i64::from(n.get()))),
+            tpm: change(c.tpm, |v| {
+                v.map(|n| i64::try_from(n.get()).unwrap_or(i64::MAX))
+            }),
+            budgets: change(c.budgets, |v| budgets_column(&v)),
         }
     }
 }
 
-impl From<ApiKeyRow> for ApiKey {
-    fn from(row: ApiKeyRow) -> Self {
-        ApiKey {
+impl ApiKeyRow {
+    /// The key with what authentication needs besides: its digest and its owner's state.
+    fn into_stored(mut self, owner_active: bool) -> anyhow::Result<StoredApiKey> {
+        let digest = ApiKeyDigest(std::mem::take(&mut self.key_digest));
+        Ok(StoredApiKey {
+            key: self.try_into()?,
+            digest,
+            owner_active,
+        })
+    }
+
+    /// The policy columns, checked when they were written; a value that does not read back
+    /// is an error rather than a key without that limit.
+    fn policy(&self) -> anyhow::Result<KeyPolicy> {
+        let allowed_models = self
+            .allowed_models
+            .as_deref()
+            .map(serde_json::from_str::<Vec<String>>)
+            .transpose()
+            .context("reading an API key's allowed_models")?
+            .map(AllowedModels::from_trusted);
+        let budgets = self
+            .budgets
+            .as_deref()
+            .map(serde_json::from_str::<Vec<BudgetColumn>>)
+            .transpose()
+            .context("reading an API key's budgets")?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|b| KeyBudget {
+                window: std::time::Duration::from_secs(b.window_seconds),
+                limit: Usd::from_units(b.limit_units),
+            })
+            .collect();
+        let rpm = self
+            .rpm
+            .map(|n| u32::try_from(n).ok().and_then(std::num::NonZeroU32::new))
+            .map(|n| n.context("an API key's rpm is out of range"))
+            .transpose()?;
+        let tpm = self
+            .tpm
+            .map(|n| u64::try_from(n).ok().and_then(std::num::NonZeroU64::new))
+            .map(|n| n.context("an API key's tpm is out of range"))
+            .transpose()?;
+        Ok(KeyPolicy {
+            expires_at: self.expires_at.map(|at| at.and_utc()),
+            allowed_models,
+            rpm,
+            tpm,
+            budgets,
+        })
+    }
+}
+
+impl TryFrom<ApiKeyRow> for ApiKey {
+    type Error = anyhow::Error;
+
+    fn try_from(row: ApiKeyRow) -> anyhow::Result<Self> {
+        let policy = row.policy()?;
+        Ok(ApiKey {
             id: ApiKeyId(row.id),
             user_id: UserId(row.user_id),
             prefix: KeyPrefix::from_trusted(row.key_prefix),
@@ -59,12 +175,14 @@ impl From<ApiKeyRow> for ApiKey {
             is_active: row.is_active,
             created_at: row.created_at.and_utc(),
             last_used_at: row.last_used_at.map(|at| at.and_utc()),
-        }
+            policy,
+        })
     }
 }
 
 impl From<NewApiKey> for NewApiKeyRow {
     fn from(key: NewApiKey) -> Self {
+        let policy = key.policy;
         NewApiKeyRow {
             id: key.id.0,
             user_id: key.user_id.0,
@@ -73,23 +191,30 @@ impl From<NewApiKey> for NewApiKeyRow {
             name: key.name,
             is_active: true,
             created_at: key.created_at.naive_utc(),
+            expires_at: policy.expires_at.map(|at| at.naive_utc()),
+            allowed_models: policy.allowed_models.as_ref().map(allowed_models_column),
+            rpm: policy.rpm.map(|n| i64::from(n.get())),
+            tpm: policy
+                .tpm
+                .map(|n| i64::try_from(n.get()).unwrap_or(i64::MAX)),
+            budgets: budgets_column(&policy.budgets),
         }
     }
 }
 
-fn load_key(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<ApiKey>> {
+fn load_key(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<ApiKeyRow>> {
     api_keys::table
         .find(id)
         .select(ApiKeyRow::as_select())
         .first(conn)
         .optional()
-        .map(|row| row.map(ApiKey::from))
 }
 
 /// Why a key was not inserted, inside the transaction (which needs a type that diesel's errors
 /// convert into).
 enum Refusal {
     LimitReached,
+    DailyLimitReached(NaiveDateTime),
     Collision,
     Failed(diesel::result::Error),
 }
@@ -100,14 +225,15 @@ impl From<diesel::result::Error> for Refusal {
     }
 }
 
-/// Counts the user's active keys and inserts the new one if there is room; run in a write
-/// transaction. SQLite's `BEGIN IMMEDIATE` already admits one writer at a time; PostgreSQL
-/// needs the user's row locked, or concurrent transactions would each count the same keys.
+/// Counts the user's active keys and the keys made in the last 24 hours, and inserts the new
+/// one if there is room; run in a write transaction. SQLite's `BEGIN IMMEDIATE` already admits
+/// one writer at a time; PostgreSQL needs the user's row locked, or concurrent transactions
+/// would each count the same keys.
 fn insert_within_limit(
     conn: &mut AnyConnection,
     row: &NewApiKeyRow,
-    max_active: u64,
-) -> Result<Option<ApiKey>, Refusal> {
+    limits: ApiKeyLimits,
+) -> Result<Option<ApiKeyRow>, Refusal> {
     if let AnyConnection::Postgresql(pg) = conn {
         users::table
             .find(row.user_id)
@@ -121,8 +247,32 @@ fn insert_within_limit(
         .filter(api_keys::is_active.eq(true))
         .count()
         .get_result(conn)?;
-    if u64::try_from(active).unwrap_or(0) >= max_active {
+    if u64::try_from(active).unwrap_or(0) >= limits.max_active {
         return Err(Refusal::LimitReached);
+    }
+    if limits.max_created_per_day != u64::MAX {
+        // Revoked keys count too: they are rows all the same.
+        let since = row.created_at - chrono::Duration::days(1);
+        let today: i64 = api_keys::table
+            .filter(api_keys::user_id.eq(row.user_id))
+            .filter(api_keys::created_at.gt(since))
+            .count()
+            .get_result(conn)?;
+        let today = u64::try_from(today).unwrap_or(0);
+        if today >= limits.max_created_per_day {
+            // A creation is possible again when enough of them are a day old.
+            let freed = i64::try_from(today - limits.max_created_per_day).unwrap_or(0);
+            let oldest: NaiveDateTime = api_keys::table
+                .filter(api_keys::user_id.eq(row.user_id))
+                .filter(api_keys::created_at.gt(since))
+                .order(api_keys::created_at.asc())
+                .offset(freed)
+                .select(api_keys::created_at)
+                .first(conn)?;
+            return Err(Refusal::DailyLimitReached(
+                oldest + chrono::Duration::days(1),
+            ));
+        }
     }
     match diesel::insert_into(api_keys::table)
         .values(row)
@@ -142,20 +292,60 @@ impl ApiKeyRepository for Database {
     async fn insert_api_key(
         &self,
         key: NewApiKey,
-        max_active: u64,
+        limits: ApiKeyLimits,
     ) -> Result<ApiKey, InsertApiKeyError> {
         let row = NewApiKeyRow::from(key);
         self.run(move |conn| {
-            conn.write_transaction(|conn| insert_within_limit(conn, &row, max_active))
+            conn.write_transaction(|conn| insert_within_limit(conn, &row, limits))
                 .map_err(|refusal| match refusal {
                     Refusal::LimitReached => InsertApiKeyError::LimitReached,
+                    Refusal::DailyLimitReached(at) => InsertApiKeyError::DailyLimitReached {
+                        retry_at: at.and_utc(),
+                    },
                     Refusal::Collision => InsertApiKeyError::Collision,
                     Refusal::Failed(error) => anyhow::Error::new(error)
                         .context("inserting an API key")
                         .into(),
                 })?
                 .context("a new API key vanished before it could be read back")
+                .and_then(ApiKey::try_from)
                 .map_err(InsertApiKeyError::from)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user, api_key_id = %id))]
+    async fn update_api_key(
+        &self,
+        user: UserId,
+        id: ApiKeyId,
+        change: ApiKeyChange,
+    ) -> anyhow::Result<Option<ApiKey>> {
+        let empty = change.is_empty();
+        let changeset = ApiKeyChangeset::from(change);
+        self.run(move |conn| {
+            conn.write_transaction(|c| {
+                // Filtering on the owner makes someone else's key look exactly like a missing
+                // one.
+                let mine = api_keys::table
+                    .find(id.0)
+                    .filter(api_keys::user_id.eq(user.0));
+                if empty {
+                    return mine.select(ApiKeyRow::as_select()).first(c).optional();
+                }
+                if diesel::update(mine).set(&changeset).execute(c)? == 0 {
+                    return Ok(None);
+                }
+                let row = load_key(c, id.0)?;
+                if let Some(row) = &row {
+                    // Every replica's cache drops the key and reads its new policy.
+                    super::revocations::log_revocations(c, vec![row.key_prefix.clone()])?;
+                }
+                Ok::<_, diesel::result::Error>(row)
+            })
+            .context("updating an API key")?
+            .map(ApiKey::try_from)
+            .transpose()
         })
         .await
     }
@@ -172,8 +362,10 @@ impl ApiKeyRepository for Database {
                 .limit(i64::from(page.limit))
                 .select(ApiKeyRow::as_select())
                 .load(conn)
-                .map(|rows| rows.into_iter().map(ApiKey::from).collect())
-                .context("listing API keys")
+                .context("listing API keys")?
+                .into_iter()
+                .map(ApiKey::try_from)
+                .collect()
         })
         .await
     }
@@ -201,7 +393,7 @@ impl ApiKeyRepository for Database {
                 let key = load_key(c, id.0)?;
                 if let Some(key) = &key {
                     // With the deactivation or not at all: every replica's cache reads this.
-                    super::revocations::log_revocations(c, vec![key.prefix.as_str().to_owned()])?;
+                    super::revocations::log_revocations(c, vec![key.key_prefix.clone()])?;
                 }
                 // The key's own sessions are paid for: they serve the shared pool until their
                 // end rather than nobody.
@@ -215,7 +407,9 @@ impl ApiKeyRepository for Database {
                 .execute(c)?;
                 Ok::<_, diesel::result::Error>(key)
             })
-            .context("deactivating an API key")
+            .context("deactivating an API key")?
+            .map(ApiKey::try_from)
+            .transpose()
         })
         .await
     }
@@ -233,8 +427,9 @@ impl ApiKeyRepository for Database {
                 .select((ApiKeyRow::as_select(), users::is_active))
                 .first::<(ApiKeyRow, bool)>(conn)
                 .optional()
-                .map(|found| found.map(|(row, owner_active)| row.into_stored(owner_active)))
-                .context("looking up an API key by prefix")
+                .context("looking up an API key by prefix")?
+                .map(|(row, owner_active)| row.into_stored(owner_active))
+                .transpose()
         })
         .await
     }

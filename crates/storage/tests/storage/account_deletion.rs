@@ -23,8 +23,9 @@ async fn populate(t: &TestDb, user: &User, tag: u8) {
                     digest: ApiKeyDigest(vec![tag, n]),
                     name: None,
                     created_at: now(),
+                    policy: morpheus_domain::KeyPolicy::default(),
                 },
-                u64::MAX,
+                morpheus_domain::ports::ApiKeyLimits::NONE,
             )
             .await
             .unwrap();

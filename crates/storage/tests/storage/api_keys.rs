@@ -1,5 +1,5 @@
 use chrono::Duration;
-use morpheus_domain::ports::{ApiKeyRepository, InsertApiKeyError};
+use morpheus_domain::ports::{ApiKeyLimits, ApiKeyRepository, InsertApiKeyError};
 use morpheus_domain::{ApiKeyDigest, ApiKeyId, KeyPrefix, NewApiKey, Page, User};
 
 use crate::harness::{TestDb, each_backend, insert_user, now};
@@ -19,6 +19,7 @@ fn new_key(user: &User, prefix: &str, digest: u8) -> NewApiKey {
         digest: ApiKeyDigest(vec![digest; 32]),
         name: Some(format!("key {prefix}")),
         created_at: now(),
+        policy: morpheus_domain::KeyPolicy::default(),
     }
 }
 
@@ -29,13 +30,18 @@ async fn keys_are_listed_newest_first_and_counted_while_active() {
         let mut older = new_key(&alice, "sk-aaaaaa", 1);
         older.created_at = now() - Duration::minutes(5);
         let newer = new_key(&alice, "sk-bbbbbb", 2);
-        let stored = t.db.insert_api_key(older.clone(), u64::MAX).await.unwrap();
+        let stored =
+            t.db.insert_api_key(older.clone(), ApiKeyLimits::NONE)
+                .await
+                .unwrap();
         assert_eq!(stored.prefix, older.prefix);
         assert_eq!(stored.name, older.name);
         assert!(stored.is_active);
         assert_eq!(stored.created_at, older.created_at);
         assert_eq!(stored.last_used_at, None);
-        t.db.insert_api_key(newer.clone(), u64::MAX).await.unwrap();
+        t.db.insert_api_key(newer.clone(), ApiKeyLimits::NONE)
+            .await
+            .unwrap();
 
         let listed = t.db.list_api_keys(alice.id, Page::ALL).await.unwrap();
         let ids: Vec<_> = listed.iter().map(|k| k.id).collect();
@@ -61,7 +67,9 @@ async fn a_clashing_prefix_id_or_digest_is_a_collision() {
     each_backend(async |t| {
         let alice = insert_user(&t.db, "alice@example.com").await;
         let first = new_key(&alice, "sk-aaaaaa", 1);
-        t.db.insert_api_key(first.clone(), u64::MAX).await.unwrap();
+        t.db.insert_api_key(first.clone(), ApiKeyLimits::NONE)
+            .await
+            .unwrap();
 
         let same_prefix = new_key(&alice, "sk-aaaaaa", 2);
         let mut same_id = new_key(&alice, "sk-bbbbbb", 3);
@@ -69,7 +77,7 @@ async fn a_clashing_prefix_id_or_digest_is_a_collision() {
         let same_digest = new_key(&alice, "sk-cccccc", 1);
         for clash in [same_prefix, same_id, same_digest] {
             assert!(matches!(
-                t.db.insert_api_key(clash, u64::MAX).await,
+                t.db.insert_api_key(clash, ApiKeyLimits::NONE).await,
                 Err(InsertApiKeyError::Collision)
             ));
         }
@@ -82,7 +90,9 @@ async fn lookup_by_prefix_carries_the_digest_and_the_owners_state() {
     each_backend(async |t| {
         let alice = insert_user(&t.db, "alice@example.com").await;
         let key = new_key(&alice, "sk-aaaaaa", 7);
-        t.db.insert_api_key(key.clone(), u64::MAX).await.unwrap();
+        t.db.insert_api_key(key.clone(), ApiKeyLimits::NONE)
+            .await
+            .unwrap();
 
         let found =
             t.db.find_api_key_by_prefix(&key.prefix)
@@ -122,7 +132,9 @@ async fn only_the_owner_can_deactivate_a_key() {
         let alice = insert_user(&t.db, "alice@example.com").await;
         let mallory = insert_user(&t.db, "mallory@example.com").await;
         let key = new_key(&alice, "sk-aaaaaa", 1);
-        t.db.insert_api_key(key.clone(), u64::MAX).await.unwrap();
+        t.db.insert_api_key(key.clone(), ApiKeyLimits::NONE)
+            .await
+            .unwrap();
 
         assert!(
             t.db.deactivate_api_key(mallory.id, key.id)
@@ -163,8 +175,12 @@ async fn touching_keys_records_their_last_use_in_one_batch() {
             new_key(&alice, "sk-aaaaaa", 1),
             new_key(&alice, "sk-bbbbbb", 2),
         );
-        t.db.insert_api_key(one.clone(), u64::MAX).await.unwrap();
-        t.db.insert_api_key(two.clone(), u64::MAX).await.unwrap();
+        t.db.insert_api_key(one.clone(), ApiKeyLimits::NONE)
+            .await
+            .unwrap();
+        t.db.insert_api_key(two.clone(), ApiKeyLimits::NONE)
+            .await
+            .unwrap();
         let at = now();
         let later = at + Duration::seconds(5);
         t.db.touch_api_keys(vec![(one.id, at), (two.id, later)])
@@ -191,7 +207,9 @@ async fn revoking_a_key_or_deleting_its_owner_logs_the_revocation() {
         );
         let b1 = new_key(&bob, "sk-bbbbbb", 3);
         for key in [&a1, &a2, &b1] {
-            t.db.insert_api_key(key.clone(), u64::MAX).await.unwrap();
+            t.db.insert_api_key(key.clone(), ApiKeyLimits::NONE)
+                .await
+                .unwrap();
         }
         t.db.deactivate_api_key(alice.id, a1.id)
             .await
@@ -246,18 +264,20 @@ async fn a_key_beyond_the_active_limit_is_refused_and_revoked_keys_free_their_pl
         let alice = insert_user(&t.db, "alice@example.com").await;
         let bob = insert_user(&t.db, "bob@example.com").await;
         let first = new_key(&alice, "sk-aaaaaa", 1);
-        t.db.insert_api_key(first.clone(), 2).await.unwrap();
-        t.db.insert_api_key(new_key(&alice, "sk-bbbbbb", 2), 2)
+        t.db.insert_api_key(first.clone(), ApiKeyLimits::active(2))
+            .await
+            .unwrap();
+        t.db.insert_api_key(new_key(&alice, "sk-bbbbbb", 2), ApiKeyLimits::active(2))
             .await
             .unwrap();
 
         assert!(matches!(
-            t.db.insert_api_key(new_key(&alice, "sk-cccccc", 3), 2)
+            t.db.insert_api_key(new_key(&alice, "sk-cccccc", 3), ApiKeyLimits::active(2))
                 .await,
             Err(InsertApiKeyError::LimitReached)
         ));
         // Another user's keys are counted apart.
-        t.db.insert_api_key(new_key(&bob, "sk-dddddd", 4), 2)
+        t.db.insert_api_key(new_key(&bob, "sk-dddddd", 4), ApiKeyLimits::active(2))
             .await
             .unwrap();
 
@@ -265,7 +285,7 @@ async fn a_key_beyond_the_active_limit_is_refused_and_revoked_keys_free_their_pl
             .await
             .unwrap()
             .unwrap();
-        t.db.insert_api_key(new_key(&alice, "sk-cccccc", 3), 2)
+        t.db.insert_api_key(new_key(&alice, "sk-cccccc", 3), ApiKeyLimits::active(2))
             .await
             .unwrap();
         assert_eq!(active_keys(t, &alice), 2);
@@ -286,16 +306,17 @@ async fn enabling_or_disabling_a_user_logs_their_active_keys_for_every_cache() {
             digest: ApiKeyDigest(prefix.as_bytes().to_vec()),
             name: None,
             created_at: crate::harness::now(),
+            policy: morpheus_domain::KeyPolicy::default(),
         };
         let kept =
-            t.db.insert_api_key(key(&user, "sk-aaaaaa"), 10)
+            t.db.insert_api_key(key(&user, "sk-aaaaaa"), ApiKeyLimits::active(10))
                 .await
                 .unwrap();
         let revoked =
-            t.db.insert_api_key(key(&user, "sk-bbbbbb"), 10)
+            t.db.insert_api_key(key(&user, "sk-bbbbbb"), ApiKeyLimits::active(10))
                 .await
                 .unwrap();
-        t.db.insert_api_key(key(&other, "sk-cccccc"), 10)
+        t.db.insert_api_key(key(&other, "sk-cccccc"), ApiKeyLimits::active(10))
             .await
             .unwrap();
         t.db.deactivate_api_key(user.id, revoked.id).await.unwrap();
@@ -334,6 +355,134 @@ async fn enabling_or_disabling_a_user_logs_their_active_keys_for_every_cache() {
                 .unwrap()
                 .is_none()
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_policy_round_trips_and_a_change_sets_clears_or_keeps_each_field() {
+    use morpheus_domain::ports::RevocationLog;
+    use morpheus_domain::{AllowedModels, ApiKeyChange, Change, KeyBudget, KeyPolicy, Usd};
+    use std::num::{NonZeroU32, NonZeroU64};
+    each_backend(async |t| {
+        let alice = insert_user(&t.db, "alice@example.com").await;
+        let mallory = insert_user(&t.db, "mallory@example.com").await;
+        let policy = KeyPolicy {
+            expires_at: Some(now() + Duration::days(30)),
+            allowed_models: Some(AllowedModels::from_trusted(vec![
+                "llama".into(),
+                "0xabc".into(),
+            ])),
+            rpm: NonZeroU32::new(60),
+            tpm: NonZeroU64::new(5_000_000_000),
+            budgets: vec![
+                KeyBudget {
+                    window: std::time::Duration::from_secs(3_600),
+                    limit: "1.5".parse::<Usd>().unwrap(),
+                },
+                KeyBudget {
+                    window: std::time::Duration::from_secs(30 * 86_400),
+                    limit: "30".parse::<Usd>().unwrap(),
+                },
+            ],
+        };
+        let mut key = new_key(&alice, "sk-aaaaaa", 1);
+        key.policy = policy.clone();
+        let stored =
+            t.db.insert_api_key(key.clone(), ApiKeyLimits::NONE)
+                .await
+                .unwrap();
+        assert_eq!(stored.policy, policy);
+        let found =
+            t.db.find_api_key_by_prefix(&key.prefix)
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(found.key.policy, policy);
+        assert_eq!(
+            t.db.list_api_keys(alice.id, Page::ALL).await.unwrap()[0].policy,
+            policy
+        );
+
+        let before = t.db.latest_revocation().await.unwrap();
+        let change = ApiKeyChange {
+            name: Change::Set(None),
+            allowed_models: Change::Set(None),
+            rpm: Change::Set(NonZeroU32::new(10)),
+            budgets: Change::Set(vec![]),
+            ..ApiKeyChange::default()
+        };
+        assert!(
+            t.db.update_api_key(mallory.id, key.id, change.clone())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let changed =
+            t.db.update_api_key(alice.id, key.id, change)
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(changed.name, None);
+        assert_eq!(
+            changed.policy,
+            KeyPolicy {
+                allowed_models: None,
+                rpm: NonZeroU32::new(10),
+                budgets: vec![],
+                ..policy.clone()
+            }
+        );
+        let logged = t.db.revocations_after(before, 10).await.unwrap();
+        assert_eq!(logged.len(), 1, "caches are told to read the key again");
+        assert_eq!(logged[0].prefix, key.prefix);
+        let found =
+            t.db.find_api_key_by_prefix(&key.prefix)
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(found.key.policy, changed.policy);
+
+        // Nothing to change: the key as it is, nothing logged.
+        let same =
+            t.db.update_api_key(alice.id, key.id, ApiKeyChange::default())
+                .await
+                .unwrap();
+        assert_eq!(same.unwrap().policy, changed.policy);
+        assert_eq!(t.db.revocations_after(before, 10).await.unwrap().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn creations_in_the_last_day_are_capped_revoked_keys_included() {
+    each_backend(async |t| {
+        let alice = insert_user(&t.db, "alice@example.com").await;
+        let limits = ApiKeyLimits {
+            max_active: 100,
+            max_created_per_day: 2,
+        };
+        let mut old = new_key(&alice, "sk-aaaaaa", 1);
+        old.created_at = now() - Duration::hours(25);
+        t.db.insert_api_key(old, limits).await.unwrap();
+        let mut first = new_key(&alice, "sk-bbbbbb", 2);
+        first.created_at = now() - Duration::hours(3);
+        let first_at = first.created_at;
+        t.db.insert_api_key(first.clone(), limits).await.unwrap();
+        t.db.deactivate_api_key(alice.id, first.id).await.unwrap();
+        t.db.insert_api_key(new_key(&alice, "sk-cccccc", 3), limits)
+            .await
+            .unwrap();
+        match t
+            .db
+            .insert_api_key(new_key(&alice, "sk-dddddd", 4), limits)
+            .await
+        {
+            Err(InsertApiKeyError::DailyLimitReached { retry_at }) => {
+                assert_eq!(retry_at, first_at + Duration::days(1));
+            }
+            other => panic!("{other:?}"),
+        }
     })
     .await;
 }

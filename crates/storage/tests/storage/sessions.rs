@@ -28,8 +28,9 @@ async fn new_key(t: &TestDb, user: &User, prefix: &str) -> ApiKey {
             digest: ApiKeyDigest(prefix.as_bytes().to_vec()),
             name: None,
             created_at: now(),
+            policy: morpheus_domain::KeyPolicy::default(),
         },
-        u64::MAX,
+        morpheus_domain::ports::ApiKeyLimits::NONE,
     )
     .await
     .unwrap()

@@ -15,3 +15,4 @@ pub mod refresh_token;
 pub mod register_user;
 pub mod store_delegation;
 pub mod store_private_key;
+pub mod update_api_key;

@@ -28,8 +28,9 @@ use crate::routes::session::owner;
             (ChatCompletionStreamEvent = "text/event-stream"),
         )),
         (status = 400, description = "Over a cap, no session and automation off, or refused by the provider", body = OpenAiErrorBody),
-        (status = 401, description = "Missing or invalid API key", body = OpenAiErrorBody),
+        (status = 401, description = "Missing, invalid, revoked or expired API key", body = OpenAiErrorBody),
         (status = 402, description = "The user's available credit does not cover what the request may cost (`insufficient_balance`, with `available` and `estimated_cost`)", body = OpenAiErrorBody),
+        (status = 403, description = "The model is not on the key's allowed_models (`model_not_allowed`)", body = OpenAiErrorBody),
         (status = 404, description = "Unknown model, or a session that is not this key's", body = OpenAiErrorBody),
         (status = 408, description = "The request body did not arrive within the chat deadline (30 s by default); the connection is closed", body = ErrorResponse),
         (status = 413, description = "The request is larger than the chat body limit (4 MiB by default)", body = ErrorResponse),
@@ -55,7 +56,7 @@ pub async fn create_chat_completion(
     let owner = owner(&key.0);
     // From here on every outcome, refusals included, leaves one usage record.
     let mut meter = UsageMeter::start(state.usage.clone(), owner, stream);
-    let chat = match prepare(&state, &http, &body) {
+    let chat = match prepare(&state, &http, &body, &key.0.key.policy) {
         Ok(chat) => chat,
         Err(error) => {
             meter.finish(
@@ -134,6 +135,7 @@ fn prepare(
     state: &AppState,
     http: &HttpRequest,
     body: &JsonWithRaw<ChatCompletionRequest>,
+    policy: &morpheus_domain::KeyPolicy,
 ) -> Result<ChatRequest, actix_web::Error> {
     let request = &body.value;
     forward::check_ranges(request)?;
@@ -167,6 +169,7 @@ fn prepare(
         })?,
         request_id: forward::request_id(http),
         estimate: forward::estimate(request, &body.raw),
+        allowed_models: policy.allowed_models.clone(),
     })
 }
 

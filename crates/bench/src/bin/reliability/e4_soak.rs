@@ -31,8 +31,9 @@ use crate::sampler::{Sample, slope};
 /// would ask for more hashing than the core can do, and the soak is about leaks, not capacity.
 const MAX_RPS: f64 = 300.0;
 const CONNS: usize = 32;
-/// Keys created per key-operations user before it is replaced.
-const KEYS_PER_USER: u32 = 100;
+/// Keys created per key-operations user before it is replaced: the gateway's default
+/// `MORPHEUS_KEY_CREATIONS_PER_DAY`, past which a user's creations are refused (429).
+const KEYS_PER_USER: u32 = 20;
 const KEYS_USER_PASSWORD: &str = "soak keys user password";
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 const SLOPE_MIB_PER_10_MIN: f64 = 1.0;

@@ -21,6 +21,7 @@ fn request() -> ChatRequest {
         body: Bytes::from_static(b"{\"messages\":[]}"),
         request_id: None,
         estimate: TokenEstimate::default(),
+        allowed_models: None,
     }
 }
 
@@ -173,4 +174,52 @@ async fn a_dead_session_is_left_for_one_of_another_provider_before_the_first_byt
         w.store.record(&first.id).unwrap().state,
         SessionState::Retired
     );
+}
+
+#[tokio::test]
+async fn a_model_off_the_keys_allow_list_is_refused_before_any_session() {
+    let w = SessionWorld::new(true).await;
+    let chat = ChatService::new(w.sessions.clone());
+    let ask = |allowed: &[&str]| {
+        let mut request = request();
+        request.allowed_models =
+            Some(AllowedModels::parse(allowed.iter().map(|s| (*s).to_owned()).collect()).unwrap());
+        request
+    };
+    let mut meter = UsageMeter::start(std::sync::Arc::new(NoUsage), w.owner, false);
+    let refused = chat.complete(w.owner, ask(&["mistral"]), &mut meter).await;
+    assert!(
+        matches!(&refused, Err(ChatError::ModelNotAllowed(m)) if m == SessionWorld::MODEL_NAME),
+        "{refused:?}"
+    );
+    assert_eq!(w.market.opens(), 0, "no session opened");
+    assert_eq!(chats(&w), 0);
+
+    // By name, any case, or by id.
+    for allowed in ["LLAMA", w.model.as_str()] {
+        let mut meter = UsageMeter::start(std::sync::Arc::new(NoUsage), w.owner, false);
+        assert!(
+            chat.complete(w.owner, ask(&[allowed]), &mut meter)
+                .await
+                .is_ok()
+        );
+    }
+
+    // A session of the key named in the request: refused as well, before its turn is taken.
+    let session = w
+        .sessions
+        .open_for_model(w.owner, SessionWorld::MODEL_NAME, SessionWorld::terms())
+        .await
+        .unwrap()
+        .session
+        .id;
+    let mut pinned = ask(&["mistral"]);
+    pinned.session_id = Some(session);
+    let mut meter = UsageMeter::start(std::sync::Arc::new(NoUsage), w.owner, false);
+    let sent = chats(&w);
+    assert!(matches!(
+        chat.complete(w.owner, pinned, &mut meter).await,
+        Err(ChatError::ModelNotAllowed(_))
+    ));
+    assert_eq!(chats(&w), sent);
 }

@@ -16,9 +16,11 @@ use chrono::{DateTime, Utc};
 
 use crate::model::*;
 
+mod counters;
 mod marketplace;
 mod sessions;
 
+pub use counters::*;
 pub use marketplace::*;
 pub use sessions::*;
 

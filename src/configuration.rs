@@ -34,6 +34,10 @@ pub const OTHER_VARIABLES: &[(&str, &str)] = &[
         "MORPHEUS_TEST_DATABASE_URL",
         "the test suite: run it against this PostgreSQL server",
     ),
+    (
+        "MORPHEUS_TEST_REDIS_URL",
+        "the test suite: run the shared counters' tests against this Redis server",
+    ),
 ];
 
 choice_setting! {

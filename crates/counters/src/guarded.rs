@@ -393,7 +393,12 @@ mod tests {
         let refused = guarded.take(&one()).await.unwrap_err();
         assert_eq!(refused.retry_after, Duration::from_millis(300));
         assert_eq!(store.calls.load(Ordering::SeqCst), 1);
-        assert!(guarded.adjust("k", Duration::from_secs(60), 0, 1).await.is_err());
+        assert!(
+            guarded
+                .adjust("k", Duration::from_secs(60), 0, 1)
+                .await
+                .is_err()
+        );
         assert!(guarded.read("k", Duration::from_secs(60)).await.is_err());
     }
 
@@ -406,10 +411,16 @@ mod tests {
         tokio::time::advance(FIRST_COOLDOWN).await;
         let probe = guarded.pass().unwrap();
         assert_eq!(guarded.breaker_state(), BreakerState::Probing);
-        assert!(guarded.pass().is_err(), "a second probe while the first runs");
+        assert!(
+            guarded.pass().is_err(),
+            "a second probe while the first runs"
+        );
         drop(probe);
         assert_eq!(guarded.breaker_state(), BreakerState::Open);
-        assert!(guarded.pass().is_ok(), "the dropped probe's turn is free again");
+        assert!(
+            guarded.pass().is_ok(),
+            "the dropped probe's turn is free again"
+        );
     }
 
     #[tokio::test(start_paused = true)]

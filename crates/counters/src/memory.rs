@@ -272,10 +272,25 @@ mod tests {
     #[tokio::test]
     async fn a_new_window_starts_from_zero_and_old_ones_are_pruned() {
         let (c, now) = counters(120);
-        assert!(c.take(&[Take::new("k", MINUTE, 1, 1)]).await.unwrap().allowed());
-        assert!(!c.take(&[Take::new("k", MINUTE, 1, 1)]).await.unwrap().allowed());
+        assert!(
+            c.take(&[Take::new("k", MINUTE, 1, 1)])
+                .await
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !c.take(&[Take::new("k", MINUTE, 1, 1)])
+                .await
+                .unwrap()
+                .allowed()
+        );
         now.store(179, Ordering::SeqCst);
-        assert!(!c.take(&[Take::new("k", MINUTE, 1, 1)]).await.unwrap().allowed());
+        assert!(
+            !c.take(&[Take::new("k", MINUTE, 1, 1)])
+                .await
+                .unwrap()
+                .allowed()
+        );
         now.store(180, Ordering::SeqCst);
         let taken = c.take(&[Take::new("k", MINUTE, 1, 1)]).await.unwrap();
         assert!(taken.allowed());
@@ -289,28 +304,56 @@ mod tests {
     #[tokio::test]
     async fn windows_of_different_lengths_are_different_counters() {
         let (c, _) = counters(0);
-        assert!(c.take(&[Take::new("k", MINUTE, 1, 1)]).await.unwrap().allowed());
-        assert!(c.take(&[Take::new("k", HOUR, 1, 1)]).await.unwrap().allowed());
+        assert!(
+            c.take(&[Take::new("k", MINUTE, 1, 1)])
+                .await
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            c.take(&[Take::new("k", HOUR, 1, 1)])
+                .await
+                .unwrap()
+                .allowed()
+        );
     }
 
     #[tokio::test]
     async fn an_adjustment_settles_a_reservation_never_below_zero() {
         let (c, now) = counters(3600);
-        let taken = c.take(&[Take::new("tpm", MINUTE, 1000, 800)]).await.unwrap();
+        let taken = c
+            .take(&[Take::new("tpm", MINUTE, 1000, 800)])
+            .await
+            .unwrap();
         let start = taken.counters[0].window_start;
         // The answer used 300 tokens, not the 800 reserved.
         c.adjust("tpm", MINUTE, start, -500).await.unwrap();
         assert_eq!(c.read("tpm", MINUTE).await.unwrap().used, 300);
-        assert!(c.take(&[Take::new("tpm", MINUTE, 1000, 700)]).await.unwrap().allowed());
+        assert!(
+            c.take(&[Take::new("tpm", MINUTE, 1000, 700)])
+                .await
+                .unwrap()
+                .allowed()
+        );
         // More than was counted: zero, not negative.
         c.adjust("tpm", MINUTE, start, -5000).await.unwrap();
         assert_eq!(c.read("tpm", MINUTE).await.unwrap().used, 0);
         // Over the limit after the fact is allowed (the real figure); takes then refuse.
         c.adjust("tpm", MINUTE, start, 1200).await.unwrap();
-        assert!(!c.take(&[Take::new("tpm", MINUTE, 1000, 0)]).await.unwrap().allowed());
+        assert!(
+            !c.take(&[Take::new("tpm", MINUTE, 1000, 0)])
+                .await
+                .unwrap()
+                .allowed()
+        );
         // Once the window moved on, a correction of the old one changes nothing now.
         now.store(3660, Ordering::SeqCst);
-        assert!(c.take(&[Take::new("tpm", MINUTE, 1000, 10)]).await.unwrap().allowed());
+        assert!(
+            c.take(&[Take::new("tpm", MINUTE, 1000, 10)])
+                .await
+                .unwrap()
+                .allowed()
+        );
         c.adjust("tpm", MINUTE, start, 900).await.unwrap();
         assert_eq!(c.read("tpm", MINUTE).await.unwrap().used, 10);
         // A correction of the current window before any take in it counts.
@@ -326,10 +369,13 @@ mod tests {
             .map(|_| {
                 let c = c.clone();
                 tokio::spawn(async move {
-                    c.take(&[Take::new("k", HOUR, 700, 1), Take::new("b", HOUR, 10_000, 3)])
-                        .await
-                        .unwrap()
-                        .allowed()
+                    c.take(&[
+                        Take::new("k", HOUR, 700, 1),
+                        Take::new("b", HOUR, 10_000, 3),
+                    ])
+                    .await
+                    .unwrap()
+                    .allowed()
                 })
             })
             .collect();

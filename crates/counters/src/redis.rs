@@ -9,9 +9,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use morpheus_domain::ports::{
-    CounterFailure, CounterState, Counters, Take, Taken, window_seconds,
-};
+use morpheus_domain::ports::{CounterFailure, CounterState, Counters, Take, Taken, window_seconds};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
@@ -192,7 +190,9 @@ impl Counters for RedisCounters {
             .collect();
         Ok(Taken {
             counters,
-            refused_by: usize::try_from(reply[0]).ok().and_then(|i| i.checked_sub(1)),
+            refused_by: usize::try_from(reply[0])
+                .ok()
+                .and_then(|i| i.checked_sub(1)),
             degraded: false,
             now: reply[1],
         })

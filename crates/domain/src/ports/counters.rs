@@ -133,9 +133,7 @@ pub trait Counters: Send + Sync {
 
     /// What the current window of `key` has counted.
     async fn read(&self, key: &str, window: Duration) -> Result<CounterState, CounterFailure> {
-        let taken = self
-            .take(&[Take::new(key, window, u64::MAX, 0)])
-            .await?;
+        let taken = self.take(&[Take::new(key, window, u64::MAX, 0)]).await?;
         taken
             .counters
             .first()
@@ -156,7 +154,10 @@ mod tests {
         assert_eq!(window_start(0, Duration::from_secs(60)), 0);
         assert_eq!(window_start(59, Duration::from_secs(60)), 0);
         assert_eq!(window_start(60, Duration::from_secs(60)), 60);
-        assert_eq!(window_start(1_700_000_123, Duration::from_secs(3600)), 1_699_999_200);
+        assert_eq!(
+            window_start(1_700_000_123, Duration::from_secs(3600)),
+            1_699_999_200
+        );
         assert_eq!(window_start(-1, Duration::from_secs(60)), -60);
         // Below a second counts as a second.
         assert_eq!(window_start(7, Duration::from_millis(10)), 7);

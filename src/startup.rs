@@ -362,7 +362,7 @@ pub fn build_state(
     )?);
     let metrics = Metrics::new();
     let counters = counters(settings, &metrics)?;
-    let throttle = Arc::new(GovernorAuthThrottle::new(AuthThrottleSettings {
+    let throttle = GovernorAuthThrottle::new(AuthThrottleSettings {
         per_account_client_burst: settings.login_attempts_per_account_client,
         per_account_client_refill: Duration::from_secs(
             settings.login_account_client_refill_seconds,
@@ -374,7 +374,13 @@ pub fn build_state(
         account_max_delay: Duration::from_millis(settings.login_account_max_delay_ms),
         registrations_burst: settings.registrations_per_client,
         registrations_refill: Duration::from_secs(settings.registration_client_refill_seconds),
-    }));
+    });
+    // With Redis the hard limits are global; in memory the GCRA limiters are already this
+    // process's, and exact.
+    let throttle = Arc::new(match settings.redis_url {
+        Some(_) => throttle.with_shared_counters(counters.clone()),
+        None => throttle,
+    });
     let client_addresses = ClientAddressRules::new(
         settings.trusted_proxies.as_deref().unwrap_or_default(),
         settings.client_ipv4_prefix,

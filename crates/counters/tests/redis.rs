@@ -54,12 +54,12 @@ async fn redis_now(url: &str) -> i64 {
     seconds
 }
 
-/// Waits, if need be, until the current `window` has at least 30 s left, so a test's takes
+/// Waits, if need be, until the current `window` has at least 5 s left, so a test's takes
 /// all land in one window.
 async fn settle_in_one_window(url: &str, window: Duration) {
     let w = i64::try_from(window.as_secs()).unwrap();
     let left = w - redis_now(url).await % w;
-    if left < 30 {
+    if left < 5 {
         tokio::time::sleep(Duration::from_secs(left.unsigned_abs() + 1)).await;
     }
 }

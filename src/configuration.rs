@@ -34,6 +34,10 @@ pub const OTHER_VARIABLES: &[(&str, &str)] = &[
         "MORPHEUS_TEST_DATABASE_URL",
         "the test suite: run it against this PostgreSQL server",
     ),
+    (
+        "MORPHEUS_TEST_REDIS_URL",
+        "the test suite: run the shared counters' tests against this Redis server",
+    ),
 ];
 
 choice_setting! {
@@ -276,9 +280,22 @@ settings! {
     rated_bids_per_client: u32 = 20, range = 1 ..= 1_000_000_000;
     /// …and one more every this many milliseconds
     rated_bids_client_refill_ms: u64 = 1_000, range = 1 ..= 3_600_000;
-    /// Redis, `redis://[:password@]host:6379[/db]`: `admin doctor` checks that it answers;
-    /// nothing else uses it yet
+    /// Redis, `redis://[:password@]host:6379[/db]`: rate limits, budget windows and the login
+    /// and registration throttles are counted there, shared by every replica (the limits are
+    /// global); unset, each process counts alone, in memory. `admin doctor` checks that it answers
     redis_url: Option<String> = None, check = checks::redis_url, shown = checks::url_shown;
+    /// a call to Redis not answered within this fails, and the failure policy decides; after a
+    /// failure the replica leaves Redis alone for 0.5 s, twice as long after each failed retry, up
+    /// to 10 s
+    redis_timeout_ms: u64 = 250, range = 1 ..= 60_000;
+    /// the longest a connection attempt to Redis may take
+    redis_connect_timeout_ms: u64 = 1_000, range = 1 ..= 60_000;
+    /// every key the gateway writes in Redis starts with this (several deployments can share a
+    /// server)
+    redis_key_prefix: String = "morpheus:".into();
+    /// when Redis fails: `false` lets limited requests through uncounted (fail-open), `true`
+    /// refuses them with `Retry-After` (fail-closed); never an error 500 either way
+    limits_fail_closed: bool = false;
 }
 
 /// The `check` and `shown` functions of the declarations above.

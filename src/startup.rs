@@ -21,8 +21,12 @@ use morpheus_api::rated_bids::{RatedBidsCache, RatedBidsSettings};
 use morpheus_api::readiness::ReadinessChecks;
 use morpheus_api::secret_token::SecretToken;
 use morpheus_api::{ApiDoc, AppState, ServiceMeta, request_context};
+use morpheus_counters::{
+    CounterEvents, FailurePolicy, GuardedCounters, MemoryCounters, RedisCounters, RedisOptions,
+};
 use morpheus_domain::EthAddress;
 use morpheus_domain::crypto::{ApiKeyHasher, WalletSealer};
+use morpheus_domain::ports::Counters;
 use morpheus_domain::services::*;
 use morpheus_storage::{
     BatchedUsageWriter, Database, DatabaseUrl, PoolOptions, UsageWriterOptions,
@@ -279,6 +283,56 @@ pub fn pool_options(settings: &Settings) -> PoolOptions {
     }
 }
 
+/// The counters of rate limits, budget windows and throttles: in Redis behind the circuit
+/// breaker and the failure policy when `MORPHEUS_REDIS_URL` is set, else in memory.
+///
+/// # Errors
+/// When the Redis URL cannot be parsed.
+pub fn counters(settings: &Settings, metrics: &Metrics) -> anyhow::Result<Arc<dyn Counters>> {
+    let Some(url) = &settings.redis_url else {
+        return Ok(Arc::new(MemoryCounters::new()));
+    };
+    let store = RedisCounters::new(
+        url,
+        RedisOptions {
+            prefix: settings.redis_key_prefix.clone(),
+            timeout: Duration::from_millis(settings.redis_timeout_ms),
+            connect_timeout: Duration::from_millis(settings.redis_connect_timeout_ms),
+        },
+    )
+    .context("MORPHEUS_REDIS_URL")?;
+    let policy = if settings.limits_fail_closed {
+        FailurePolicy::Closed
+    } else {
+        FailurePolicy::Open
+    };
+    Ok(Arc::new(
+        GuardedCounters::new(Arc::new(store), policy)
+            .with_events(Arc::new(CounterMetrics(metrics.clone()))),
+    ))
+}
+
+/// The shared counters' failures, fallbacks and breaker, as metrics.
+struct CounterMetrics(Metrics);
+
+impl CounterEvents for CounterMetrics {
+    fn store_failed(&self) {
+        self.0.counter_store_failures.inc();
+    }
+
+    fn decided_without_store(&self, allowed: bool) {
+        let decision = if allowed { "allowed" } else { "refused" };
+        self.0
+            .counter_fallbacks
+            .get_or_create(&morpheus_api::metrics::FallbackLabels { decision })
+            .inc();
+    }
+
+    fn breaker_changed(&self, open: bool) {
+        self.0.counter_breaker_open.set(i64::from(open));
+    }
+}
+
 fn workers(configured: usize) -> usize {
     if configured > 0 {
         configured
@@ -307,7 +361,8 @@ pub fn build_state(
         Duration::from_millis(settings.password_hash_queue_ms),
     )?);
     let metrics = Metrics::new();
-    let throttle = Arc::new(GovernorAuthThrottle::new(AuthThrottleSettings {
+    let counters = counters(settings, &metrics)?;
+    let throttle = GovernorAuthThrottle::new(AuthThrottleSettings {
         per_account_client_burst: settings.login_attempts_per_account_client,
         per_account_client_refill: Duration::from_secs(
             settings.login_account_client_refill_seconds,
@@ -319,7 +374,13 @@ pub fn build_state(
         account_max_delay: Duration::from_millis(settings.login_account_max_delay_ms),
         registrations_burst: settings.registrations_per_client,
         registrations_refill: Duration::from_secs(settings.registration_client_refill_seconds),
-    }));
+    });
+    // With Redis the hard limits are global; in memory the GCRA limiters are already this
+    // process's, and exact.
+    let throttle = Arc::new(match settings.redis_url {
+        Some(_) => throttle.with_shared_counters(counters.clone()),
+        None => throttle,
+    });
     let client_addresses = ClientAddressRules::new(
         settings.trusted_proxies.as_deref().unwrap_or_default(),
         settings.client_ipv4_prefix,
@@ -433,6 +494,7 @@ pub fn build_state(
             .as_ref()
             .map(|token| SecretToken::new(token.expose_secret()))
             .transpose()?,
+        counters,
         rated_bids: RatedBidsCache::new(RatedBidsSettings {
             fresh_for: Duration::from_millis(settings.rated_bids_cache_ms),
             per_client_burst: settings.rated_bids_per_client,

@@ -32,6 +32,7 @@ mod raw_http;
 mod replicas;
 mod secrets_in_logs;
 mod sessions;
+mod shared_counters;
 mod shutdown;
 mod sign_out;
 mod slow_body_attack;

@@ -76,6 +76,13 @@ pub struct RefusalLabels {
     pub cap: &'static str,
 }
 
+/// What the failure policy decided for a take the shared counters could not count: `allowed`
+/// (fail-open, degraded) or `refused` (fail-closed).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    pub decision: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The gateway's instruments. Cloning shares them.
@@ -109,6 +116,12 @@ pub struct Metrics {
     pub pool_bid_walk_steps: Counter,
     pub pool_failovers: Counter,
     pub stake_locked: Gauge<f64, AtomicU64>,
+    /// Calls to the shared counters (Redis) that failed or timed out.
+    pub counter_store_failures: Counter,
+    /// Takes the failure policy decided without the shared counters.
+    pub counter_fallbacks: Family<FallbackLabels, Counter>,
+    /// 1 while the shared counters' circuit breaker is open.
+    pub counter_breaker_open: Gauge,
 }
 
 /// 0.5 ms … ~60 s, for whole requests and upstream calls.
@@ -158,6 +171,9 @@ impl Metrics {
         let pool_bid_walk_steps = Counter::default();
         let pool_failovers = Counter::default();
         let stake_locked = Gauge::<f64, AtomicU64>::default();
+        let counter_store_failures = Counter::default();
+        let counter_fallbacks = Family::<FallbackLabels, Counter>::default();
+        let counter_breaker_open = Gauge::default();
 
         let mut registry = Registry::with_prefix("morpheus");
         registry.register(
@@ -279,6 +295,22 @@ impl Metrics {
              (set by the replica that ran it)",
             stake_locked.clone(),
         );
+        registry.register(
+            "counter_store_failures",
+            "Calls to the shared counters (Redis) that failed or timed out on this replica",
+            counter_store_failures.clone(),
+        );
+        registry.register(
+            "counter_fallbacks",
+            "Limit checks decided without the shared counters, by the failure policy's decision \
+             (allowed: fail-open, not counted; refused: fail-closed)",
+            counter_fallbacks.clone(),
+        );
+        registry.register(
+            "counter_breaker_open",
+            "1 while this replica's circuit breaker keeps it off the shared counters (Redis)",
+            counter_breaker_open.clone(),
+        );
         Self {
             registry: std::sync::Arc::new(registry),
             requests,
@@ -303,6 +335,9 @@ impl Metrics {
             pool_bid_walk_steps,
             pool_failovers,
             stake_locked,
+            counter_store_failures,
+            counter_fallbacks,
+            counter_breaker_open,
         }
     }
 

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use morpheus_domain::ports::{HealthProbe, UsageSink};
+use morpheus_domain::ports::{Counters, HealthProbe, UsageSink};
 
 use crate::chat_admission::ChatAdmission;
 use crate::client_address::ClientAddressRules;
@@ -64,4 +64,7 @@ pub struct AppState {
     /// The operator's credential for actions that spend from the node's wallet outside a
     /// session (`POST /session/approve`); `None`: those actions are off.
     pub admin_token: Option<SecretToken>,
+    /// Rate limits and budget windows: shared through Redis when it is configured (global
+    /// limits, behind a circuit breaker and the failure policy), else this process's memory.
+    pub counters: Arc<dyn Counters>,
 }

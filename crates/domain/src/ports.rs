@@ -16,10 +16,12 @@ use chrono::{DateTime, Utc};
 
 use crate::model::*;
 
+mod counters;
 mod credits;
 mod marketplace;
 mod sessions;
 
+pub use counters::*;
 pub use credits::*;
 pub use marketplace::*;
 pub use sessions::*;
@@ -370,18 +372,19 @@ pub struct LoginAdmission {
 /// address, per client address, and (slowing, not refusing, while it can) per account;
 /// registrations per client address. `client` is the client's address as the HTTP layer
 /// counts it (its network prefix).
+#[async_trait]
 pub trait AuthThrottle: Send + Sync {
     /// Records a login attempt; `Err` when the account, the client or the pair is over its
     /// limit. Accounts are keyed on their address's skeleton, so look-alike addresses (one
     /// account) share one count.
-    fn login(
+    async fn login(
         &self,
         account: &EmailSkeleton,
         client: Option<IpAddr>,
     ) -> Result<LoginAdmission, Throttled>;
     /// The attempt had the right password: the account's run of failures ends, and the
     /// client becomes one the account is known to log in from.
-    fn login_succeeded(&self, account: &EmailSkeleton, client: Option<IpAddr>);
+    async fn login_succeeded(&self, account: &EmailSkeleton, client: Option<IpAddr>);
     /// Records a registration attempt; `Err` when the client is over its limit.
-    fn registration(&self, client: Option<IpAddr>) -> Result<(), Throttled>;
+    async fn registration(&self, client: Option<IpAddr>) -> Result<(), Throttled>;
 }

@@ -616,8 +616,13 @@ pub struct FakeThrottle {
     pub successes: AtomicUsize,
 }
 
+#[async_trait]
 impl AuthThrottle for FakeThrottle {
-    fn login(&self, _: &EmailSkeleton, _: Option<IpAddr>) -> Result<LoginAdmission, Throttled> {
+    async fn login(
+        &self,
+        _: &EmailSkeleton,
+        _: Option<IpAddr>,
+    ) -> Result<LoginAdmission, Throttled> {
         self.logins.fetch_add(1, Ordering::SeqCst);
         if self.refuse_logins.load(Ordering::SeqCst) {
             return Err(Throttled {
@@ -628,10 +633,10 @@ impl AuthThrottle for FakeThrottle {
             delay: Duration::ZERO,
         })
     }
-    fn login_succeeded(&self, _: &EmailSkeleton, _: Option<IpAddr>) {
+    async fn login_succeeded(&self, _: &EmailSkeleton, _: Option<IpAddr>) {
         self.successes.fetch_add(1, Ordering::SeqCst);
     }
-    fn registration(&self, _: Option<IpAddr>) -> Result<(), Throttled> {
+    async fn registration(&self, _: Option<IpAddr>) -> Result<(), Throttled> {
         if self.refuse_registrations.load(Ordering::SeqCst) {
             return Err(Throttled {
                 retry_after: Duration::from_secs(60),

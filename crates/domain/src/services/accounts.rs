@@ -239,6 +239,7 @@ impl AccountService {
     ) -> Result<User, RegisterError> {
         self.throttle
             .registration(client)
+            .await
             .map_err(RegisterError::Throttled)?;
         // Checked first so a duplicate does not cost a hash; the unique indexes still decide
         // races between two registrations of one address. A look-alike address (the same
@@ -276,6 +277,7 @@ impl AccountService {
         let admission = self
             .throttle
             .login(&account, client)
+            .await
             .map_err(LoginError::Throttled)?;
         // Before the hash, so an account under attack answers no guess sooner than this.
         if !admission.delay.is_zero() {
@@ -297,7 +299,7 @@ impl AccountService {
             }
             _ => return Err(LoginError::InvalidCredentials),
         };
-        self.throttle.login_succeeded(&account, client);
+        self.throttle.login_succeeded(&account, client).await;
         Ok(self.issue_pair(&user, Utc::now()).await?)
     }
 
@@ -461,6 +463,7 @@ impl AccountService {
         let admission = self
             .throttle
             .login(&account, client)
+            .await
             .map_err(Reauthentication::Throttled)?;
         if !admission.delay.is_zero() {
             tokio::time::sleep(admission.delay).await;
@@ -471,7 +474,7 @@ impl AccountService {
             .await?
         {
             Verification::Match { .. } => {
-                self.throttle.login_succeeded(&account, client);
+                self.throttle.login_succeeded(&account, client).await;
                 Ok(())
             }
             Verification::Mismatch => Err(Reauthentication::Incorrect),

@@ -1,0 +1,17 @@
+//! The domain's [`Counters`](morpheus_domain::ports::Counters): rate limits, budget windows
+//! and the credential throttles count with them.
+//!
+//! - [`MemoryCounters`]: one process's memory (no Redis configured);
+//! - [`RedisCounters`]: shared by every replica through Redis, one atomic Lua script a take;
+//! - [`GuardedCounters`]: the failure policy in front of Redis (circuit breaker, fail-open by
+//!   default, fail-closed by setting).
+
+mod guarded;
+mod memory;
+mod redis;
+
+pub use guarded::{
+    BreakerState, CounterEvents, FIRST_COOLDOWN, FailurePolicy, GuardedCounters, MAX_COOLDOWN,
+};
+pub use memory::{Clock, MemoryCounters, system_clock};
+pub use redis::{RedisCounters, RedisOptions};

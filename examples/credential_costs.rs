@@ -63,7 +63,9 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
     let service = ApiKeyService::new(db.clone(), key_hasher);
-    let (_, key) = service.create(user.id, None).await?;
+    let (_, key) = service
+        .create(user.id, None, morpheus_domain::KeyPolicy::default())
+        .await?;
     let mut checks = Vec::new();
     for _ in 0..2000 {
         let t = Instant::now();

@@ -48,7 +48,8 @@ pub struct OpenAiErrorDetail {
 #[error("{}", .detail.message)]
 pub struct OpenAiError {
     pub status: StatusCode,
-    pub detail: OpenAiErrorDetail,
+    /// Boxed: results carrying an error stay small.
+    pub detail: Box<OpenAiErrorDetail>,
     pub retry_after: Option<u64>,
 }
 
@@ -62,21 +63,21 @@ impl OpenAiError {
     ) -> Self {
         Self {
             status,
-            detail: OpenAiErrorDetail {
+            detail: Box::new(OpenAiErrorDetail {
                 message: message.into(),
                 kind: kind.to_owned(),
                 param: param.map(str::to_owned),
                 code: Some(code.to_owned()),
                 available: None,
                 estimated_cost: None,
-            },
+            }),
             retry_after: None,
         }
     }
 
     pub fn body(&self) -> OpenAiErrorBody {
         OpenAiErrorBody {
-            error: self.detail.clone(),
+            error: (*self.detail).clone(),
         }
     }
 }

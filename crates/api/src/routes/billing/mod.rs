@@ -30,11 +30,11 @@ fn paging(limit: Option<i64>, offset: Option<i64>) -> Result<(u32, u64), ApiErro
     Ok((limit, offset))
 }
 
+/// A listing's time bounds: from (inclusive), to (exclusive).
+type Period = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// `from` must come before `to`.
-fn period(
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), ApiError> {
+fn period(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<Period, ApiError> {
     if let (Some(from), Some(to)) = (from, to)
         && from >= to
     {

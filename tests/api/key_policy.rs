@@ -477,3 +477,50 @@ async fn key_creations_are_limited_per_day_revoked_keys_included() {
     let other = app.seed_user().await;
     app.create_key(&other.access, "theirs").await;
 }
+
+#[tokio::test]
+async fn a_key_cannot_open_a_paid_session_for_a_model_off_its_allow_list() {
+    let app = spawn_market_app().await;
+    let user = app.seed_user().await;
+    let created: Value = app
+        .create_key_with(
+            &user.access,
+            &json!({"name": "narrow", "allowed_models": ["some-other-model"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let bids = app
+        .get_public_json(&format!(
+            "/api/v1/models/ratedbids?model_id={LLAMA_MODEL_ID}"
+        ))
+        .await;
+    let bid = bids["bids"][0]["Bid"]["Id"].as_str().unwrap().to_owned();
+    let before = app.quiet_sim().await;
+    let by_model = app
+        .post_session(
+            &format!("/api/v1/session/modelsession?model_id={LLAMA}"),
+            &key,
+        )
+        .await;
+    let refused = error_body(by_model, 403).await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("allowed_models"),
+        "{refused}"
+    );
+    let by_bid = app
+        .post_session(&format!("/api/v1/session/bidsession?bid_id={bid}"), &key)
+        .await;
+    assert_eq!(by_bid.status(), 403);
+    let counters = app.sim.counters();
+    assert_eq!(counters.sessions_opened, 0, "nothing was staked");
+    assert!(
+        counters.requests - before <= 1,
+        "at most the bid was read from the node"
+    );
+}

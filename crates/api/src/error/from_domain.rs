@@ -185,6 +185,9 @@ impl From<OpenSessionError> for ApiError {
         match e {
             OpenSessionError::Model(e) => e.into(),
             OpenSessionError::BidNotFound => ApiError::NotFound("Bid not found".to_owned()),
+            OpenSessionError::ModelNotAllowed(_) => ApiError::Forbidden(
+                "This API key may not use that model (its allowed_models); nothing was staked",
+            ),
             OpenSessionError::Upstream(e) => e.into(),
             OpenSessionError::Unknown(e) => e.into(),
         }

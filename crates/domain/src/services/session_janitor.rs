@@ -275,7 +275,7 @@ mod tests {
             let terms = SessionWorld::terms();
             records.push(
                 w.sessions
-                    .open_for_model(owner, &w.resolved().name, terms)
+                    .open_for_model(owner, &w.resolved().name, terms, &KeyPolicy::default())
                     .await
                     .unwrap()
                     .session,

@@ -114,6 +114,9 @@ pub enum OpenSessionError {
     /// The proxy-router does not know the bid.
     #[error("bid not found")]
     BidNotFound,
+    /// The model (named, or of the bid) is not on the key's allow-list: nothing was staked.
+    #[error("this API key may not use the model '{0}'")]
+    ModelNotAllowed(String),
     #[error(transparent)]
     Upstream(#[from] MarketplaceError),
     #[error(transparent)]
@@ -385,8 +388,12 @@ impl SessionService {
         owner: SessionOwner,
         model: &str,
         terms: SessionTerms,
+        policy: &KeyPolicy,
     ) -> Result<OpenedSession, OpenSessionError> {
         let model = self.catalogue.resolve(Some(model))?;
+        if !policy.allows_model(&model.name, model.id.as_str()) {
+            return Err(OpenSessionError::ModelNotAllowed(model.name));
+        }
         self.open_single_flight(owner, &model.id, SessionOrigin::Model, terms)
             .await
     }
@@ -398,12 +405,21 @@ impl SessionService {
         owner: SessionOwner,
         bid: &BidId,
         terms: SessionTerms,
+        policy: &KeyPolicy,
     ) -> Result<OpenedSession, OpenSessionError> {
         // The node does not say "not found" for an unknown bid: it reads the chain's zero bid
         // and fails the provider handshake after staking nothing (proxy-router-behaviour.md
         // §1 row 7). Asking first turns that into a clear 404 and spares the node the attempt.
-        if self.market.bid(bid).await?.is_none() {
+        let Some(found) = self.market.bid(bid).await? else {
             return Err(OpenSessionError::BidNotFound);
+        };
+        if policy.allowed_models.is_some() {
+            let model = ModelId::parse(&found.model_agent_id)
+                .map(|id| self.catalogue.named(&id))
+                .map_err(|_| OpenSessionError::ModelNotAllowed(found.model_agent_id.clone()))?;
+            if !policy.allows_model(&model.name, model.id.as_str()) {
+                return Err(OpenSessionError::ModelNotAllowed(model.name));
+            }
         }
         let id = self
             .market

@@ -18,6 +18,7 @@ use crate::extract::{ApiKeyUser, ValidatedJson, ValidatedQuery};
     responses(
         (status = 200, description = "The new session", body = SessionResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
+        (status = 403, description = "The model is not on the API key's allowed_models; nothing was staked", body = ErrorResponse),
         (status = 404, description = "No such bid", body = ErrorResponse),
         JsonBodyErrors, MarketplaceErrors, ServerErrors,
     ),
@@ -40,7 +41,7 @@ pub async fn create_bid_session(
     let terms = terms(&body.0)?;
     let opened = state
         .sessions
-        .open_for_bid(owner(&key.0), &bid, terms)
+        .open_for_bid(owner(&key.0), &bid, terms, &key.0.key.policy)
         .await?;
     Ok(HttpResponse::Ok().json(SessionResponse::new(
         &opened.session,

@@ -18,6 +18,7 @@ use crate::extract::{ApiKeyUser, ValidatedJson, ValidatedQuery};
     responses(
         (status = 200, description = "The key's session for the model", body = SessionResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
+        (status = 403, description = "The model is not on the API key's allowed_models; nothing was staked", body = ErrorResponse),
         (status = 404, description = "No such model", body = ErrorResponse),
         JsonBodyErrors, MarketplaceErrors, ServerErrors,
     ),
@@ -41,7 +42,7 @@ pub async fn create_model_session(
     let terms = terms(&body.0)?;
     let opened = state
         .sessions
-        .open_for_model(owner(&key.0), model, terms)
+        .open_for_model(owner(&key.0), model, terms, &key.0.key.policy)
         .await?;
     let message = if opened.created {
         "Session created and associated with API key"

@@ -133,7 +133,12 @@ async fn without_automation_the_keys_ended_session_says_it_ended() {
     let terms = SessionWorld::terms();
     let first = w
         .sessions
-        .open_for_model(w.owner, SessionWorld::MODEL_NAME, terms)
+        .open_for_model(
+            w.owner,
+            SessionWorld::MODEL_NAME,
+            terms,
+            &KeyPolicy::default(),
+        )
         .await
         .unwrap()
         .session
@@ -208,7 +213,12 @@ async fn a_model_off_the_keys_allow_list_is_refused_before_any_session() {
     // A session of the key named in the request: refused as well, before its turn is taken.
     let session = w
         .sessions
-        .open_for_model(w.owner, SessionWorld::MODEL_NAME, SessionWorld::terms())
+        .open_for_model(
+            w.owner,
+            SessionWorld::MODEL_NAME,
+            SessionWorld::terms(),
+            &KeyPolicy::default(),
+        )
         .await
         .unwrap()
         .session

@@ -16,7 +16,7 @@ async fn concurrent_explicit_opens_of_one_key_open_one_session_which_its_chats_u
         let (w, name) = (w.clone(), name.clone());
         tokio::spawn(async move {
             w.sessions
-                .open_for_model(w.owner, &name, SessionWorld::terms())
+                .open_for_model(w.owner, &name, SessionWorld::terms(), &KeyPolicy::default())
                 .await
         })
     });
@@ -79,7 +79,12 @@ async fn a_bid_session_that_replaces_the_keys_own_joins_the_pool() {
     let w = SessionWorld::new(true).await;
     let first = w
         .sessions
-        .open_for_model(w.owner, &w.resolved().name, SessionWorld::terms())
+        .open_for_model(
+            w.owner,
+            &w.resolved().name,
+            SessionWorld::terms(),
+            &KeyPolicy::default(),
+        )
         .await
         .unwrap()
         .session;
@@ -87,7 +92,7 @@ async fn a_bid_session_that_replaces_the_keys_own_joins_the_pool() {
     w.market.add_bid(&bid, &w.model);
     let second = w
         .sessions
-        .open_for_bid(w.owner, &bid, SessionWorld::terms())
+        .open_for_bid(w.owner, &bid, SessionWorld::terms(), &KeyPolicy::default())
         .await
         .unwrap()
         .session;
@@ -133,7 +138,10 @@ async fn an_unknown_bid_is_not_found_before_anything_is_opened() {
     let w = SessionWorld::new(true).await;
     let bid = BidId::parse(&format!("0x{:064x}", 7)).unwrap();
     let terms = SessionWorld::terms();
-    let got = w.sessions.open_for_bid(w.owner, &bid, terms).await;
+    let got = w
+        .sessions
+        .open_for_bid(w.owner, &bid, terms, &KeyPolicy::default())
+        .await;
     assert!(matches!(got, Err(OpenSessionError::BidNotFound)), "{got:?}");
     assert_eq!(w.market.opens(), 0);
 }
@@ -161,7 +169,12 @@ async fn the_chain_says_whether_a_session_not_found_is_gone() {
 async fn a_keys_own_session_serves_one_request_at_a_time() {
     let w = SessionWorld::new(true).await;
     w.sessions
-        .open_for_model(w.owner, &w.resolved().name, SessionWorld::terms())
+        .open_for_model(
+            w.owner,
+            &w.resolved().name,
+            SessionWorld::terms(),
+            &KeyPolicy::default(),
+        )
         .await
         .unwrap();
     let first = w

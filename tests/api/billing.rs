@@ -90,6 +90,22 @@ async fn settled_books(app: &TestApp, user: i64) -> (i64, i64, i64) {
     (ledger, posted, held)
 }
 
+/// The value of one sample of `GET /metrics`, e.g. `morpheus_credit_holds_total{outcome="placed"}`.
+async fn metric(app: &TestApp, sample: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn units(decimal: &Value) -> i64 {
     decimal
         .as_str()
@@ -213,6 +229,18 @@ async fn a_stream_the_client_cut_is_charged_the_providers_final_count() {
     assert_eq!(charge["amount"], -4100, "{charge}");
     let (ledger, posted, held) = settled_books(&app, user.id).await;
     assert_eq!((posted, held), (ledger, 0));
+    assert_eq!(
+        metric(&app, r#"morpheus_stream_drains_total{outcome="drained"}"#).await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &app,
+            r#"morpheus_credit_settlements_total{outcome="charged"}"#
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,6 +251,18 @@ async fn without_a_drain_a_cut_stream_is_charged_the_text_delivered_marked_estim
     let charge = the_charge(&app, user.id).await;
     println!("credits: a stream cut after 3 events, no drain → {charge}");
     assert_eq!(charge["estimated"], true, "{charge}");
+    assert_eq!(
+        metric(&app, r#"morpheus_stream_drains_total{outcome="skipped"}"#).await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &app,
+            r#"morpheus_credit_settlements_total{outcome="estimated"}"#
+        )
+        .await,
+        1.0
+    );
     let output = charge["output"].as_i64().unwrap();
     assert!(
         (1..41).contains(&output),
@@ -261,6 +301,14 @@ async fn a_hold_a_dead_process_left_is_voided_by_reconciliation() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(voided, "the stale hold was not voided");
+    assert_eq!(
+        metric(
+            &app,
+            r#"morpheus_credit_settlements_total{outcome="reconciled"}"#
+        )
+        .await,
+        1.0
+    );
     let after = balance(&app, &user.api_key).await;
     assert_eq!(after["paid"]["pending_holds"], "0.00000000");
     assert_eq!(units(&after["total_available"]), 100_000_000);

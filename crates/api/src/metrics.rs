@@ -115,6 +115,12 @@ pub struct Metrics {
     pub pool_queue_wait: Histogram,
     pub pool_bid_walk_steps: Counter,
     pub pool_failovers: Counter,
+    /// Credit holds, by outcome (placed, insufficient).
+    pub credit_holds: Family<OutcomeLabels, Counter>,
+    /// How holds ended (charged, estimated, voided, reconciled).
+    pub credit_settlements: Family<OutcomeLabels, Counter>,
+    /// Streams a client left: read on to their count (drained) or closed at once (skipped).
+    pub stream_drains: Family<OutcomeLabels, Counter>,
     pub stake_locked: Gauge<f64, AtomicU64>,
     /// Calls to the shared counters (Redis) that failed or timed out.
     pub counter_store_failures: Counter,
@@ -170,6 +176,9 @@ impl Metrics {
         let pool_queue_wait = latency_histogram();
         let pool_bid_walk_steps = Counter::default();
         let pool_failovers = Counter::default();
+        let credit_holds = Family::<OutcomeLabels, Counter>::default();
+        let credit_settlements = Family::<OutcomeLabels, Counter>::default();
+        let stream_drains = Family::<OutcomeLabels, Counter>::default();
         let stake_locked = Gauge::<f64, AtomicU64>::default();
         let counter_store_failures = Counter::default();
         let counter_fallbacks = Family::<FallbackLabels, Counter>::default();
@@ -290,6 +299,23 @@ impl Metrics {
             pool_failovers.clone(),
         );
         registry.register(
+            "credit_holds",
+            "Credit holds placed before chats, by outcome (placed, insufficient: answered 402)",
+            credit_holds.clone(),
+        );
+        registry.register(
+            "credit_settlements",
+            "How credit holds ended: charged on the provider's count, estimated on the text \
+             delivered, voided (nothing served), reconciled (voided, left by a dead process)",
+            credit_settlements.clone(),
+        );
+        registry.register(
+            "stream_drains",
+            "Streams a client left: read on to their final usage (drained) or closed at once \
+             for want of a drain (skipped)",
+            stream_drains.clone(),
+        );
+        registry.register(
             "stake_locked_mor",
             "MOR staked in the sessions the chain reported open at the last session sweep \
              (set by the replica that ran it)",
@@ -334,6 +360,9 @@ impl Metrics {
             pool_queue_wait,
             pool_bid_walk_steps,
             pool_failovers,
+            credit_holds,
+            credit_settlements,
+            stream_drains,
             stake_locked,
             counter_store_failures,
             counter_fallbacks,

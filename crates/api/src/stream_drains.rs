@@ -1,6 +1,7 @@
 //! Streams a client left, read on to their final usage.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -12,6 +13,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct StreamDrains {
     permits: Arc<Semaphore>,
     limit: Duration,
+    /// Streams read on after their client left, and those closed at once for want of a drain.
+    pub started: Arc<AtomicU64>,
+    pub skipped: Arc<AtomicU64>,
 }
 
 impl StreamDrains {
@@ -19,6 +23,8 @@ impl StreamDrains {
         Self {
             permits: Arc::new(Semaphore::new(at_once)),
             limit,
+            started: Arc::default(),
+            skipped: Arc::default(),
         }
     }
 }
@@ -26,7 +32,14 @@ impl StreamDrains {
 impl StreamDrains {
     /// A drain's place, when one is free.
     pub fn try_take(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().ok()
+        let permit = self.permits.clone().try_acquire_owned().ok();
+        let counter = if permit.is_some() {
+            &self.started
+        } else {
+            &self.skipped
+        };
+        counter.fetch_add(1, Relaxed);
+        permit
     }
 
     /// How long a drain reads at most.

@@ -2,6 +2,7 @@
 //! was served; the balance, the ledger and monthly spending; the operator's grants; and the
 //! reconciliation of holds a crashed process left pending.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -43,11 +44,27 @@ pub enum GrantError {
     Unknown(#[from] anyhow::Error),
 }
 
+/// Running totals of what billing did on this replica, for the metrics.
+#[derive(Debug, Default)]
+pub struct BillingCounters {
+    pub holds_placed: AtomicU64,
+    pub holds_refused: AtomicU64,
+    /// Holds settled on the provider's count…
+    pub charged: AtomicU64,
+    /// …on the text delivered (the count never came)…
+    pub charged_estimated: AtomicU64,
+    /// …released because nothing was served…
+    pub voided: AtomicU64,
+    /// …or voided by the reconciliation, left pending by a process that died.
+    pub reconciled: AtomicU64,
+}
+
 #[derive(Clone)]
 pub struct BillingService {
     repo: Arc<dyn CreditsRepository>,
     pricing: Arc<RwLock<Arc<Pricing>>>,
     settings: BillingSettings,
+    counters: Arc<BillingCounters>,
 }
 
 impl BillingService {
@@ -60,7 +77,12 @@ impl BillingService {
             repo,
             pricing: Arc::new(RwLock::new(Arc::new(pricing))),
             settings,
+            counters: Arc::default(),
         }
+    }
+
+    pub fn counters(&self) -> &BillingCounters {
+        &self.counters
     }
 
     pub fn enabled(&self) -> bool {
@@ -123,17 +145,24 @@ impl BillingService {
             })
             .await?;
         match outcome {
-            HoldOutcome::Held => Ok(Some(CreditHold {
-                id,
-                price: entry.price,
-                input_estimate: estimate.input_tokens,
-                repo: Some(self.repo.clone()),
-            })),
-            HoldOutcome::Insufficient { available } => Err(InsufficientCredit {
-                available,
-                estimated_cost: amount,
+            HoldOutcome::Held => {
+                self.counters.holds_placed.fetch_add(1, Relaxed);
+                Ok(Some(CreditHold {
+                    id,
+                    price: entry.price,
+                    input_estimate: estimate.input_tokens,
+                    repo: Some(self.repo.clone()),
+                    counters: self.counters.clone(),
+                }))
             }
-            .into()),
+            HoldOutcome::Insufficient { available } => {
+                self.counters.holds_refused.fetch_add(1, Relaxed);
+                Err(InsufficientCredit {
+                    available,
+                    estimated_cost: amount,
+                }
+                .into())
+            }
         }
     }
 
@@ -214,6 +243,7 @@ impl BillingService {
                     .await?
                 {
                     voided += 1;
+                    self.counters.reconciled.fetch_add(1, Relaxed);
                     tracing::warn!(hold = %id, "voided a hold left pending by a process that did not settle it");
                 }
             }
@@ -232,6 +262,7 @@ pub struct CreditHold {
     input_estimate: u32,
     /// `None` once resolved.
     repo: Option<Arc<dyn CreditsRepository>>,
+    counters: Arc<BillingCounters>,
 }
 
 impl std::fmt::Debug for CreditHold {
@@ -262,6 +293,7 @@ impl CreditHold {
 
     pub fn void(mut self, reason: &'static str) {
         if let Some(repo) = self.repo.take() {
+            self.counters.voided.fetch_add(1, Relaxed);
             spawn_resolution(self.id, async move {
                 repo.void_hold(self.id, reason).await.map(drop)
             });
@@ -272,6 +304,12 @@ impl CreditHold {
         let Some(repo) = self.repo.take() else {
             return;
         };
+        let counter = if estimated {
+            &self.counters.charged_estimated
+        } else {
+            &self.counters.charged
+        };
+        counter.fetch_add(1, Relaxed);
         let settlement = Settlement {
             usage,
             prices: self.price,
@@ -293,6 +331,7 @@ impl CreditHold {
 impl Drop for CreditHold {
     fn drop(&mut self) {
         if let Some(repo) = self.repo.take() {
+            self.counters.voided.fetch_add(1, Relaxed);
             let id = self.id;
             spawn_resolution(id, async move {
                 repo.void_hold(id, "the request ended before anything was served")

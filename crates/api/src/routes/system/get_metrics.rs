@@ -127,6 +127,20 @@ async fn pool_gauges(state: &AppState) {
             counter.inc_by(total - counter.get());
         }
     };
+    let b = state.billing.counters();
+    catch_up(&metrics.credit_holds, "placed", &b.holds_placed);
+    catch_up(&metrics.credit_holds, "insufficient", &b.holds_refused);
+    catch_up(&metrics.credit_settlements, "charged", &b.charged);
+    catch_up(
+        &metrics.credit_settlements,
+        "estimated",
+        &b.charged_estimated,
+    );
+    catch_up(&metrics.credit_settlements, "voided", &b.voided);
+    catch_up(&metrics.credit_settlements, "reconciled", &b.reconciled);
+    let d = &state.stream_drains;
+    catch_up(&metrics.stream_drains, "drained", &d.started);
+    catch_up(&metrics.stream_drains, "skipped", &d.skipped);
     let c = pool.counters();
     catch_up(&metrics.pool_claims, "immediate", &c.claims_immediate);
     catch_up(&metrics.pool_claims, "queued", &c.claims_queued);

@@ -197,7 +197,7 @@ async fn the_charge(app: &TestApp, user: i64) -> Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let estimated = app.count(&format!(
-        "SELECT CASE WHEN estimated THEN 1 ELSE 0 END AS n FROM credit_ledger \
+        "SELECT CAST(CASE WHEN estimated THEN 1 ELSE 0 END AS BIGINT) AS n FROM credit_ledger \
          WHERE user_id = {user} AND entry_type = 'usage_charge'"
     ));
     let output = app.count(&format!(
@@ -394,6 +394,7 @@ async fn the_ledger_routes_show_each_user_their_own_books() {
             "to",
         ),
         ("spending?mode=gross2", "mode"),
+        ("spending?year=abc", "year"),
         ("spending?year=1999", "year"),
         ("usage?offset=-1", "offset"),
     ] {

@@ -329,9 +329,10 @@ async fn a_key_revoked_on_one_replica_is_refused_by_another_within_a_second() {
 /// Once a key and its session are warm, chat needs no database: with PostgreSQL refusing
 /// every connection, requests still succeed, and their usage records are written once it is
 /// back (nothing lost). PostgreSQL only: SQLite is a file with no server to take away.
+/// Billing off: a billed chat holds and settles credit in the ledger, in the database.
 #[tokio::test]
 async fn a_warm_chat_request_needs_no_database_round_trip() {
-    let app = spawn_market_app().await;
+    let app = spawn_market_app_with(|s| s.billing = false).await;
     let crate::helpers::TestDatabase::Postgres {
         admin_url, name, ..
     } = &app.db

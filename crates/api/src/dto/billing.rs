@@ -149,9 +149,9 @@ pub struct TransactionsQuery {
     pub limit: Option<i64>,
     #[param(minimum = 0, maximum = 1000000, default = 0)]
     pub offset: Option<i64>,
-    /// Only entries of this type: `purchase`, `adjustment`, `usage_hold`, `usage_charge`,
-    /// `refund`.
-    pub entry_type: Option<String>,
+    /// Only entries of this type.
+    #[param(inline)]
+    pub entry_type: Option<EntryTypeParam>,
     /// Only entries made at or after this time (RFC 3339).
     pub from: Option<DateTime<Utc>>,
     /// Only entries made before this time (RFC 3339).
@@ -180,8 +180,38 @@ pub struct SpendingQuery {
     #[param(minimum = 2000, maximum = 9999)]
     pub year: Option<i32>,
     /// `gross` (charges) or `net` (charges less refunds).
-    #[param(default = "gross")]
-    pub mode: Option<String>,
+    #[param(inline)]
+    pub mode: Option<SpendingMode>,
+}
+
+/// A ledger entry's type, as a query parameter.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryTypeParam {
+    Purchase,
+    Adjustment,
+    UsageHold,
+    UsageCharge,
+    Refund,
+}
+
+impl From<EntryTypeParam> for morpheus_domain::LedgerEntryType {
+    fn from(t: EntryTypeParam) -> Self {
+        match t {
+            EntryTypeParam::Purchase => Self::Purchase,
+            EntryTypeParam::Adjustment => Self::Adjustment,
+            EntryTypeParam::UsageHold => Self::UsageHold,
+            EntryTypeParam::UsageCharge => Self::UsageCharge,
+            EntryTypeParam::Refund => Self::Refund,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SpendingMode {
+    Gross,
+    Net,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

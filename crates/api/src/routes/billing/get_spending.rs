@@ -2,7 +2,7 @@ use actix_web::{HttpResponse, get, web};
 use morpheus_domain::Usd;
 
 use crate::AppState;
-use crate::dto::{MonthSpendingResponse, SpendingQuery, SpendingResponse};
+use crate::dto::{MonthSpendingResponse, SpendingMode, SpendingQuery, SpendingResponse};
 use crate::error::{
     ApiError, ErrorResponse, FieldError, HTTPValidationError, LocItem, ServerErrors,
 };
@@ -39,11 +39,7 @@ pub async fn get_spending(
     if query.year.is_some_and(|y| !(2000..=9999).contains(&y)) {
         return Err(invalid("year", "Input should be from 2000 to 9999"));
     }
-    let net = match query.mode.as_deref() {
-        None | Some("gross") => false,
-        Some("net") => true,
-        Some(_) => return Err(invalid("mode", "Input should be 'gross' or 'net'")),
-    };
+    let net = query.mode == Some(SpendingMode::Net);
     let (year, months) = state.billing.spending(user.0, query.year, net).await?;
     let total = months
         .iter()

@@ -1,12 +1,9 @@
 use actix_web::{HttpResponse, get, web};
-use morpheus_domain::LedgerEntryType;
 use morpheus_domain::ports::LedgerFilter;
 
 use crate::AppState;
 use crate::dto::{LedgerPageResponse, TransactionsQuery};
-use crate::error::{
-    ApiError, ErrorResponse, FieldError, HTTPValidationError, LocItem, ServerErrors,
-};
+use crate::error::{ApiError, ErrorResponse, HTTPValidationError, ServerErrors};
 use crate::extract::{UserOrKey, ValidatedQuery};
 
 /// The caller's ledger, newest first: grants, holds in flight, charges (with the tokens and
@@ -32,21 +29,8 @@ pub async fn list_transactions(
     let query = query.0;
     let (limit, offset) = super::paging(query.limit, query.offset)?;
     let (from, to) = super::period(query.from, query.to)?;
-    let entry_type = query
-        .entry_type
-        .as_deref()
-        .map(|raw| {
-            LedgerEntryType::parse(raw).ok_or_else(|| {
-                ApiError::validation(FieldError::new(
-                    vec![LocItem::from("query"), LocItem::from("entry_type")],
-                    "enum",
-                    "Input should be 'purchase', 'adjustment', 'usage_hold', 'usage_charge' or 'refund'",
-                ))
-            })
-        })
-        .transpose()?;
     let filter = LedgerFilter {
-        entry_type,
+        entry_type: query.entry_type.map(Into::into),
         model: None,
         from,
         to,

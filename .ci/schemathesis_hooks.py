@@ -57,7 +57,7 @@ class BearerAuth:
         _set_authorization(case, f"Bearer {data}")
 
 
-@schemathesis.auth().apply_to(path_regex=r"^/api/v1/(automation|session|chat)/")
+@schemathesis.auth().apply_to(path_regex=r"^/api/v1/(automation|session|chat|billing)/")
 class APIKeyAuth:
     def get(self, case, context):
         _token, key = _new_user()
@@ -65,6 +65,6 @@ class APIKeyAuth:
 
     def set(self, case, data, context):
         _set_authorization(case, f"Bearer {data}")
-        if case.path == "/api/v1/session/approve":
+        if case.path in ("/api/v1/session/approve", "/api/v1/billing/credits/adjust"):
             # The operator's credential, as the gateway under test was started with it.
             case.headers["X-Admin-Token"] = os.environ["ADMIN_TOKEN"]

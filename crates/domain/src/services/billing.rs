@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{Datelike, Utc};
 
+use super::keyed_locks::KeyedLocks;
 use super::{ResolvedModel, SessionOwner};
 use crate::model::*;
 use crate::ports::*;
@@ -65,6 +66,11 @@ pub struct BillingService {
     pricing: Arc<RwLock<Arc<Pricing>>>,
     settings: BillingSettings,
     counters: Arc<BillingCounters>,
+    /// One ledger write per user at a time on this replica. A user's writes all change their
+    /// balance row, which the database lets one transaction change at a time: the others
+    /// wait here, in memory, instead of each holding one of the few pooled connections while
+    /// they wait for the row (two hundred concurrent chats of one user would take them all).
+    users: Arc<KeyedLocks<UserId>>,
 }
 
 impl BillingService {
@@ -78,6 +84,7 @@ impl BillingService {
             pricing: Arc::new(RwLock::new(Arc::new(pricing))),
             settings,
             counters: Arc::default(),
+            users: Arc::default(),
         }
     }
 
@@ -132,6 +139,8 @@ impl BillingService {
             completion_tokens: output,
         });
         let id = LedgerEntryId::random();
+        let user = self.users.of(owner.user);
+        let turn = user.lock().await;
         let outcome = self
             .repo
             .place_hold(NewHold {
@@ -144,15 +153,18 @@ impl BillingService {
                 signup_credit: self.settings.signup_credit,
             })
             .await?;
+        drop(turn);
         match outcome {
             HoldOutcome::Held => {
                 self.counters.holds_placed.fetch_add(1, Relaxed);
                 Ok(Some(CreditHold {
                     id,
+                    user: owner.user,
                     price: entry.price,
                     input_estimate: estimate.input_tokens,
                     repo: Some(self.repo.clone()),
                     counters: self.counters.clone(),
+                    users: self.users.clone(),
                 }))
             }
             HoldOutcome::Insufficient { available } => {
@@ -258,11 +270,13 @@ impl BillingService {
 /// voided (the request ended before anything was served).
 pub struct CreditHold {
     id: LedgerEntryId,
+    user: UserId,
     price: ModelPrice,
     input_estimate: u32,
     /// `None` once resolved.
     repo: Option<Arc<dyn CreditsRepository>>,
     counters: Arc<BillingCounters>,
+    users: Arc<KeyedLocks<UserId>>,
 }
 
 impl std::fmt::Debug for CreditHold {
@@ -294,9 +308,8 @@ impl CreditHold {
     pub fn void(mut self, reason: &'static str) {
         if let Some(repo) = self.repo.take() {
             self.counters.voided.fetch_add(1, Relaxed);
-            spawn_resolution(self.id, async move {
-                repo.void_hold(self.id, reason).await.map(drop)
-            });
+            let id = self.id;
+            self.resolve(async move { repo.void_hold(id, reason).await.map(drop) });
         }
     }
 
@@ -317,7 +330,7 @@ impl CreditHold {
             estimated,
         };
         let id = self.id;
-        spawn_resolution(id, async move {
+        self.resolve(async move {
             if let Some(charged) = repo.settle_hold(id, settlement).await?
                 && charged.capped
             {
@@ -328,12 +341,23 @@ impl CreditHold {
     }
 }
 
+impl CreditHold {
+    /// Runs the hold's settlement or release in its user's turn.
+    fn resolve(&self, work: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+        let user = self.users.of(self.user);
+        spawn_resolution(self.id, async move {
+            let _turn = user.lock().await;
+            work.await
+        });
+    }
+}
+
 impl Drop for CreditHold {
     fn drop(&mut self) {
         if let Some(repo) = self.repo.take() {
             self.counters.voided.fetch_add(1, Relaxed);
             let id = self.id;
-            spawn_resolution(id, async move {
+            self.resolve(async move {
                 repo.void_hold(id, "the request ended before anything was served")
                     .await
                     .map(drop)

@@ -9,6 +9,7 @@ mod billing;
 mod catalogue;
 mod chat;
 mod delegations;
+mod keyed_locks;
 mod session_janitor;
 mod session_pool;
 mod sessions;

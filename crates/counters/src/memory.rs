@@ -260,6 +260,14 @@ mod tests {
         assert_eq!(c.read("budget", HOUR).await.unwrap().used, 600);
     }
 
+    /// Whether one more of `k`'s window of `window` (limit 1) can be taken.
+    async fn takes_one(c: &MemoryCounters, window: Duration) -> bool {
+        c.take(&[Take::new("k", window, 1, 1)])
+            .await
+            .unwrap()
+            .allowed()
+    }
+
     #[tokio::test]
     async fn a_counter_named_twice_counts_both_amounts() {
         let (c, _) = counters(0);
@@ -272,25 +280,10 @@ mod tests {
     #[tokio::test]
     async fn a_new_window_starts_from_zero_and_old_ones_are_pruned() {
         let (c, now) = counters(120);
-        assert!(
-            c.take(&[Take::new("k", MINUTE, 1, 1)])
-                .await
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            !c.take(&[Take::new("k", MINUTE, 1, 1)])
-                .await
-                .unwrap()
-                .allowed()
-        );
+        assert!(takes_one(&c, MINUTE).await);
+        assert!(!takes_one(&c, MINUTE).await);
         now.store(179, Ordering::SeqCst);
-        assert!(
-            !c.take(&[Take::new("k", MINUTE, 1, 1)])
-                .await
-                .unwrap()
-                .allowed()
-        );
+        assert!(!takes_one(&c, MINUTE).await);
         now.store(180, Ordering::SeqCst);
         let taken = c.take(&[Take::new("k", MINUTE, 1, 1)]).await.unwrap();
         assert!(taken.allowed());
@@ -304,18 +297,8 @@ mod tests {
     #[tokio::test]
     async fn windows_of_different_lengths_are_different_counters() {
         let (c, _) = counters(0);
-        assert!(
-            c.take(&[Take::new("k", MINUTE, 1, 1)])
-                .await
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            c.take(&[Take::new("k", HOUR, 1, 1)])
-                .await
-                .unwrap()
-                .allowed()
-        );
+        assert!(takes_one(&c, MINUTE).await);
+        assert!(takes_one(&c, HOUR).await);
     }
 
     #[tokio::test]

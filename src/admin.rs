@@ -135,6 +135,7 @@ fn user_json(user: &User) -> Value {
         "email": user.email.as_str(),
         "name": user.name.as_ref().map(|n| n.as_str()),
         "is_active": user.is_active,
+        "limit_multiplier": user.limit_multiplier.to_string(),
         "created_at": user.created_at,
         "updated_at": user.updated_at,
     })

@@ -50,10 +50,11 @@ pub struct Work {
     pub revocations: RevocationWatcher,
 }
 
-/// Re-reads the pricing file on each SIGHUP, until shutdown.
+/// Re-reads the pricing file (prices and rate limits) on each SIGHUP, until shutdown.
 fn reprice_on_hangup(
     supervisor: &mut Supervisor,
     billing: morpheus_domain::services::BillingService,
+    limiter: morpheus_domain::services::RateLimiter,
     path: std::path::PathBuf,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -67,9 +68,10 @@ fn reprice_on_hangup(
     let listener = tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             match crate::pricing::load(Some(&path)) {
-                Ok(pricing) => {
-                    billing.reprice(pricing);
-                    tracing::info!(file = %path.display(), "SIGHUP: prices re-read");
+                Ok(tariff) => {
+                    billing.reprice(tariff.pricing);
+                    limiter.set_limits(tariff.limits);
+                    tracing::info!(file = %path.display(), "SIGHUP: prices and limits re-read");
                 }
                 Err(error) => tracing::error!(
                     error = format!("{error:#}"),
@@ -163,7 +165,12 @@ pub fn register(
             async move { billing.reconcile(max_pending).await.map(drop) }
         });
     if let Some(path) = settings.pricing_file.clone() {
-        reprice_on_hangup(supervisor, state.billing.clone(), path);
+        reprice_on_hangup(
+            supervisor,
+            state.billing.clone(),
+            state.limiter.clone(),
+            path,
+        );
     }
 
     if !market.configured {

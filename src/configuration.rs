@@ -221,8 +221,9 @@ settings! {
     /// hold credit before each chat and charge what it used (`false`: nothing is held or
     /// charged; the billing routes still answer)
     billing: bool = true;
-    /// the price list, TOML ([Credits and billing](#credits-and-billing)); re-read on SIGHUP.
-    /// Unset: 0.50 / 2.00 USD per million input / output tokens for every model
+    /// the price list and the operator's rate limits, TOML ([The pricing file](#the-pricing-file),
+    /// [Rate limits and budgets](#rate-limits-and-budgets)); re-read on SIGHUP. Unset: 0.50 /
+    /// 2.00 USD per million input / output tokens for every model, no operator limits
     pricing_file: Option<PathBuf> = None;
     /// credit (USD) each user starts with, given at their first billed request or balance read
     signup_credit_usd: String = "1.00".into(), check = checks::usd;

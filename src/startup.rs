@@ -438,9 +438,11 @@ pub fn build_state(
         capacity: settings.api_key_cache_capacity,
         max_age: Duration::from_secs(settings.api_key_cache_seconds),
     });
+    let tariff = crate::pricing::load(settings.pricing_file.as_deref())?;
+    let limiter = RateLimiter::new(counters.clone(), tariff.limits);
     let billing = BillingService::new(
         db.clone(),
-        crate::pricing::load(settings.pricing_file.as_deref())?,
+        tariff.pricing,
         BillingSettings {
             enabled: settings.billing,
             signup_credit: settings.signup_credit_usd.parse().map_err(
@@ -465,8 +467,11 @@ pub fn build_state(
             },
         ),
         automation,
-        chat: ChatService::new(sessions.clone()).with_billing(billing.clone()),
+        chat: ChatService::new(sessions.clone())
+            .with_billing(billing.clone())
+            .with_limits(limiter.clone()),
         billing,
+        limiter,
         stream_drains: morpheus_api::stream_drains::StreamDrains::new(
             settings.stream_drains,
             Duration::from_secs(settings.stream_drain_seconds),

@@ -1,4 +1,4 @@
-//! `admin users list|show|disable|enable|delete`.
+//! `admin users list|show|disable|enable|limits|delete`.
 
 use clap::Subcommand;
 use morpheus_domain::Page;
@@ -23,6 +23,14 @@ pub enum UsersCommand {
     Disable { user: String },
     /// Accept the user's tokens and API keys again.
     Enable { user: String },
+    /// Scale the operator's rate limits (the pricing file's `[limits]`) for this user.
+    Limits {
+        user: String,
+        /// A decimal with at most two places, from 0.01 to 1000: 2 doubles the limits, 0.5
+        /// halves them.
+        #[arg(long)]
+        multiplier: morpheus_domain::LimitMultiplier,
+    },
     /// Delete the account and everything it owns (its sessions are still closed at their end).
     Delete {
         user: String,
@@ -71,6 +79,10 @@ pub(super) async fn run(services: &Services, command: UsersCommand) -> anyhow::R
                     "active".to_owned(),
                     if user.is_active { "yes" } else { "no" }.to_owned(),
                 ],
+                [
+                    "limit multiplier".to_owned(),
+                    user.limit_multiplier.to_string(),
+                ],
                 ["created".to_owned(), when(user.created_at)],
                 ["updated".to_owned(), when(user.updated_at)],
                 [
@@ -101,6 +113,21 @@ pub(super) async fn run(services: &Services, command: UsersCommand) -> anyhow::R
                     user.email.as_str()
                 )
             };
+            Report::new(text, json!({ "user": user_json(&user) }))
+        }
+        UsersCommand::Limits { user, multiplier } => {
+            let user = services.user(&user).await?;
+            let user = state
+                .accounts
+                .set_limit_multiplier(user.id, multiplier)
+                .await?;
+            let text = format!(
+                "user {} ({}) gets {}× the operator's rate limits (on other replicas within \
+                 about a second)\n",
+                user.id,
+                user.email.as_str(),
+                user.limit_multiplier
+            );
             Report::new(text, json!({ "user": user_json(&user) }))
         }
         UsersCommand::Delete { user, yes } => {

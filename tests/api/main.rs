@@ -28,6 +28,7 @@ mod orphans;
 mod private_files;
 mod process;
 mod provider_errors;
+mod rate_limits;
 mod raw_http;
 mod replicas;
 mod secrets_in_logs;

@@ -12,6 +12,7 @@ pub mod instrumented_marketplace;
 pub mod lifecycle;
 pub mod metrics;
 mod openapi;
+pub mod rate_limit_headers;
 pub mod rated_bids;
 pub mod readiness;
 pub mod request_context;

@@ -121,6 +121,8 @@ pub struct Metrics {
     pub credit_settlements: Family<OutcomeLabels, Counter>,
     /// Streams a client left: read on to their count (drained) or closed at once (skipped).
     pub stream_drains: Family<OutcomeLabels, Counter>,
+    /// Chats the rate limits and budgets decided on, by outcome.
+    pub rate_limit_decisions: Family<OutcomeLabels, Counter>,
     pub stake_locked: Gauge<f64, AtomicU64>,
     /// Calls to the shared counters (Redis) that failed or timed out.
     pub counter_store_failures: Counter,
@@ -177,6 +179,7 @@ impl Metrics {
         let pool_bid_walk_steps = Counter::default();
         let pool_failovers = Counter::default();
         let credit_holds = Family::<OutcomeLabels, Counter>::default();
+        let rate_limit_decisions = Family::<OutcomeLabels, Counter>::default();
         let credit_settlements = Family::<OutcomeLabels, Counter>::default();
         let stream_drains = Family::<OutcomeLabels, Counter>::default();
         let stake_locked = Gauge::<f64, AtomicU64>::default();
@@ -310,6 +313,13 @@ impl Metrics {
             credit_settlements.clone(),
         );
         registry.register(
+            "rate_limit_decisions",
+            "Chats the rate limits and key budgets decided on: admitted (counted), \
+             refused_requests, refused_tokens, refused_budget, unchecked (let through \
+             uncounted: the counters were unreachable), unavailable (refused for that)",
+            rate_limit_decisions.clone(),
+        );
+        registry.register(
             "stream_drains",
             "Streams a client left: read on to their final usage (drained) or closed at once \
              for want of a drain (skipped)",
@@ -363,6 +373,7 @@ impl Metrics {
             credit_holds,
             credit_settlements,
             stream_drains,
+            rate_limit_decisions,
             stake_locked,
             counter_store_failures,
             counter_fallbacks,

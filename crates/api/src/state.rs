@@ -12,7 +12,7 @@ use crate::readiness::ReadinessChecks;
 use crate::secret_token::SecretToken;
 use morpheus_domain::services::{
     AccountService, ApiKeyService, AutomationService, BillingService, ChatLimits, ChatService,
-    DelegationService, SessionService, WalletService,
+    DelegationService, RateLimiter, SessionService, WalletService,
 };
 
 /// What the service says about itself on `/` and `/health`.
@@ -35,6 +35,8 @@ pub struct AppState {
     pub chat: ChatService,
     /// Credits: holds, charges, the ledger.
     pub billing: BillingService,
+    /// Rate limits and budgets; the chat service admits through it, the key routes read it.
+    pub limiter: RateLimiter,
     /// Streams a client left, read on to their final usage.
     pub stream_drains: crate::stream_drains::StreamDrains,
     /// Where chat requests leave their usage records (batched, off the request path).

@@ -75,6 +75,14 @@ pub trait UserRepository: Send + Sync {
     /// enabling the user again does not bring old sessions back. `None` if there is no such
     /// user.
     async fn set_user_active(&self, id: UserId, active: bool) -> anyhow::Result<Option<User>>;
+    /// Sets the user's share of the operator's rate limits, and logs their active API keys in
+    /// the revocation log in the same transaction (cached keys carry the share). `None` if
+    /// there is no such user.
+    async fn set_limit_multiplier(
+        &self,
+        id: UserId,
+        multiplier: LimitMultiplier,
+    ) -> anyhow::Result<Option<User>>;
 }
 
 #[derive(Debug, thiserror::Error)]

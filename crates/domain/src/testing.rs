@@ -64,6 +64,7 @@ impl MemoryStore {
             password_hash: PasswordHash(password_hash.to_owned()),
             is_active: true,
             token_generation: 0,
+            limit_multiplier: LimitMultiplier::ONE,
             created_at: now,
             updated_at: now,
         };
@@ -91,6 +92,7 @@ impl MemoryStore {
             key: key.clone(),
             digest: ApiKeyDigest(prefix.as_bytes().to_vec()),
             owner_active: true,
+            owner_limit_multiplier: LimitMultiplier::ONE,
         });
         key
     }
@@ -126,6 +128,7 @@ impl UserRepository for MemoryStore {
             password_hash: user.password_hash,
             is_active: true,
             token_generation: 0,
+            limit_multiplier: LimitMultiplier::ONE,
             created_at: user.created_at,
             updated_at: user.created_at,
         };
@@ -224,6 +227,30 @@ impl UserRepository for MemoryStore {
         }
         Ok(Some(updated))
     }
+    async fn set_limit_multiplier(
+        &self,
+        id: UserId,
+        multiplier: LimitMultiplier,
+    ) -> anyhow::Result<Option<User>> {
+        let updated = {
+            let mut users = lock(&self.users);
+            let Some(user) = users.get_mut(&id) else {
+                return Ok(None);
+            };
+            user.limit_multiplier = multiplier;
+            user.clone()
+        };
+        for key in lock(&self.api_keys)
+            .iter_mut()
+            .filter(|k| k.key.user_id == id)
+        {
+            key.owner_limit_multiplier = multiplier;
+            if key.key.is_active {
+                lock(&self.revocations).push(key.key.prefix.clone());
+            }
+        }
+        Ok(Some(updated))
+    }
 }
 
 #[async_trait]
@@ -271,10 +298,14 @@ impl ApiKeyRepository for MemoryStore {
             last_used_at: None,
             policy: key.policy,
         };
+        let owner_limit_multiplier = lock(&self.users)
+            .get(&api_key.user_id)
+            .map_or(LimitMultiplier::ONE, |u| u.limit_multiplier);
         keys.push(StoredApiKey {
             key: api_key.clone(),
             digest: key.digest,
             owner_active,
+            owner_limit_multiplier,
         });
         Ok(api_key)
     }

@@ -14,6 +14,7 @@ diesel::table! {
         /// The address's UTS #39 confusable skeleton; unique. Null only for accounts made
         /// before the column that share a skeleton with an older one.
         email_skeleton -> Nullable<Text>,
+        limit_multiplier -> BigInt,
     }
 }
 

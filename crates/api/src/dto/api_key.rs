@@ -1,4 +1,5 @@
 use chrono::{DateTime, Utc};
+use morpheus_domain::services::BudgetUse;
 use morpheus_domain::{
     AllowedModels, ApiKey, ApiKeyChange, ApiKeySecret, Change, KeyBudget, KeyPolicy,
     check_expires_at, parse_budgets, parse_key_name, parse_rpm, parse_tpm,
@@ -80,6 +81,13 @@ pub struct KeyBudgetRead {
     pub window_seconds: i64,
     /// USD, 8 decimals.
     pub limit_usd: String,
+    /// What the current window has counted (reserved by requests in flight included), USD;
+    /// shown by the key listing, null elsewhere or when the counters cannot be read.
+    #[schema(required = true, example = "0.01250000")]
+    pub used_usd: Option<String>,
+    /// When the current window ends and its count starts again; with `used_usd`.
+    #[schema(required = true)]
+    pub resets_at: Option<DateTime<Utc>>,
 }
 
 impl From<&KeyBudget> for KeyBudgetRead {
@@ -88,6 +96,18 @@ impl From<&KeyBudget> for KeyBudgetRead {
             window: b.window_text(),
             window_seconds: i64::try_from(b.window.as_secs()).unwrap_or(i64::MAX),
             limit_usd: b.limit.to_string(),
+            used_usd: None,
+            resets_at: None,
+        }
+    }
+}
+
+impl From<&BudgetUse> for KeyBudgetRead {
+    fn from(u: &BudgetUse) -> Self {
+        Self {
+            used_usd: Some(u.used.to_string()),
+            resets_at: Some(u.resets_at),
+            ..Self::from(&u.budget)
         }
     }
 }
@@ -222,6 +242,16 @@ pub struct APIKeyDB {
     /// Spending caps; null: none.
     #[schema(required = true)]
     pub budgets: Option<Vec<KeyBudgetRead>>,
+}
+
+impl APIKeyDB {
+    /// The key with each budget window's use.
+    pub fn with_budget_use(mut self, uses: &[BudgetUse]) -> Self {
+        if !uses.is_empty() {
+            self.budgets = Some(uses.iter().map(KeyBudgetRead::from).collect());
+        }
+        self
+    }
 }
 
 impl From<ApiKey> for APIKeyDB {

@@ -6,7 +6,8 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError};
 use morpheus_domain::services::{
-    ChatError, ChatSessionError, HoldError, InsufficientCredit, LimitExceeded, ResolveModelError,
+    ChatError, ChatSessionError, HoldError, InsufficientCredit, LimitExceeded, LimitRefusal,
+    LimitStatus, RateKind, ResolveModelError,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -42,6 +43,10 @@ pub struct OpenAiErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "0.00410000")]
     pub estimated_cost: Option<String>,
+    /// With `budget_exceeded`: when the spent budget window resets (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<chrono::DateTime<chrono::Utc>>, example = "2026-12-03T18:00:00+00:00")]
+    pub resets_at: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,8 @@ pub struct OpenAiError {
     /// Boxed: results carrying an error stay small.
     pub detail: Box<OpenAiErrorDetail>,
     pub retry_after: Option<u64>,
+    /// The rate limits that applied, sent as `X-RateLimit-*` headers.
+    pub limits: LimitStatus,
 }
 
 impl OpenAiError {
@@ -70,8 +77,10 @@ impl OpenAiError {
                 code: Some(code.to_owned()),
                 available: None,
                 estimated_cost: None,
+                resets_at: None,
             }),
             retry_after: None,
+            limits: LimitStatus::default(),
         }
     }
 
@@ -95,6 +104,7 @@ impl ResponseError for OpenAiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
+        crate::rate_limit_headers::insert(&mut response, &self.limits);
         response.json(self.body())
     }
 }
@@ -223,6 +233,82 @@ impl From<ChatError> for OpenAiError {
             ChatError::Upstream(e) => ApiError::from(e).into(),
             ChatError::Credit(HoldError::Insufficient(short)) => short.into(),
             ChatError::Credit(HoldError::Unknown(e)) => ApiError::from(e).into(),
+            ChatError::Limited(refusal) => (*refusal).into(),
+        }
+    }
+}
+
+/// Rate limits and budgets: 429 when waiting helps (with `Retry-After` and the headers), 400
+/// when the request alone is over the limit, 503 when the limits cannot be checked and the
+/// operator chose to refuse then.
+impl From<LimitRefusal> for OpenAiError {
+    fn from(refusal: LimitRefusal) -> Self {
+        let message = refusal.to_string();
+        match refusal {
+            LimitRefusal::RateLimited {
+                kind,
+                retry_after,
+                status,
+                ..
+            } => {
+                let kind = match kind {
+                    RateKind::Requests => "requests",
+                    RateKind::Tokens => "tokens",
+                };
+                let mut error = OpenAiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    kind,
+                    "rate_limit_exceeded",
+                    None,
+                    message,
+                );
+                error.retry_after = Some(retry_after.as_secs().max(1));
+                error.limits = status;
+                error
+            }
+            LimitRefusal::BudgetExceeded {
+                resets_at,
+                retry_after,
+                status,
+                ..
+            } => {
+                let mut error = OpenAiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "budget_exceeded",
+                    "budget_exceeded",
+                    None,
+                    message,
+                );
+                error.detail.resets_at = Some(resets_at.to_rfc3339());
+                error.retry_after = Some(retry_after.as_secs().max(1));
+                error.limits = status;
+                error
+            }
+            LimitRefusal::TokensOverLimit { .. } => OpenAiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "request_too_large",
+                Some("max_tokens"),
+                message,
+            ),
+            LimitRefusal::CostOverBudget { .. } => OpenAiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "request_over_budget",
+                Some("max_tokens"),
+                message,
+            ),
+            LimitRefusal::Unavailable { retry_after } => {
+                let mut error = OpenAiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "limits_unavailable",
+                    None,
+                    message,
+                );
+                error.retry_after = Some(retry_after.as_secs().max(1));
+                error
+            }
         }
     }
 }

@@ -163,6 +163,8 @@ pub struct StoredApiKey {
     pub key: ApiKey,
     pub digest: ApiKeyDigest,
     pub owner_active: bool,
+    /// The owner's share of the operator's rate limits.
+    pub owner_limit_multiplier: super::LimitMultiplier,
 }
 
 #[derive(Debug, Clone)]

@@ -247,6 +247,8 @@ pub struct User {
     /// Raised whenever the user's sign-ins end (logout, password change, signing out
     /// everywhere, disabling); access tokens issued under an older generation are refused.
     pub token_generation: i64,
+    /// The user's share of the operator's rate limits.
+    pub limit_multiplier: super::LimitMultiplier,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

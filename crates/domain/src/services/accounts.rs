@@ -540,6 +540,22 @@ impl AccountService {
         Ok(updated)
     }
 
+    /// Operators: the user's share of the operator's rate limits. Their cached keys carry it:
+    /// at once on this replica, on the others within the revocation log's delay.
+    pub async fn set_limit_multiplier(
+        &self,
+        user: UserId,
+        multiplier: LimitMultiplier,
+    ) -> Result<User, SetUserActiveError> {
+        let updated = self.users.set_limit_multiplier(user, multiplier).await;
+        self.user_cache.evict(user);
+        let updated = updated?.ok_or(SetUserActiveError::NotFound)?;
+        if let Some(cache) = &self.api_key_cache {
+            cache.evict_user(user);
+        }
+        Ok(updated)
+    }
+
     /// A new login (a new refresh family) for a user who has just proved who they are.
     async fn issue_pair(
         &self,

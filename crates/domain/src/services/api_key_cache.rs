@@ -291,6 +291,7 @@ mod tests {
             },
             digest: ApiKeyDigest(vec![1, 2, 3]),
             owner_active: true,
+            owner_limit_multiplier: LimitMultiplier::ONE,
         }
     }
 

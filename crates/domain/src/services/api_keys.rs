@@ -28,6 +28,8 @@ pub struct ApiKeyService {
 #[derive(Debug, Clone)]
 pub struct ApiKeyPrincipal {
     pub key: ApiKey,
+    /// The owner's share of the operator's rate limits.
+    pub limit_multiplier: LimitMultiplier,
 }
 
 impl ApiKeyPrincipal {
@@ -271,6 +273,7 @@ impl ApiKeyService {
             .key
             .last_used_at
             .is_none_or(|at| now - at >= LAST_USED_GRANULARITY);
+        let limit_multiplier = stored.owner_limit_multiplier;
         let mut key = stored.key;
         if stale {
             self.pending_uses
@@ -282,7 +285,10 @@ impl ApiKeyService {
             }
             key.last_used_at = Some(now);
         }
-        Ok(ApiKeyPrincipal { key })
+        Ok(ApiKeyPrincipal {
+            key,
+            limit_multiplier,
+        })
     }
 
     /// The key's row from the database, cached when it exists.
@@ -369,6 +375,7 @@ mod tests {
                 key: api_key.clone(),
                 digest: key.digest,
                 owner_active: true,
+                owner_limit_multiplier: LimitMultiplier::ONE,
             });
             Ok(api_key)
         }

@@ -113,8 +113,25 @@ impl BillingService {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(pricing);
     }
 
-    /// Sets aside what the request may cost: its estimated input and its output cap (the
-    /// request's `max_tokens`, else the model's configured cap) at the model's price. `None`
+    /// What a request may use and cost at most: its estimated input and its output cap (the
+    /// request's `max_tokens`, else the model's configured cap) at the model's price.
+    pub fn quote(&self, model: &ResolvedModel, estimate: TokenEstimate) -> super::Quote {
+        let pricing = self.pricing();
+        let entry = pricing.of(&model.name, model.id.as_str());
+        let usage = TokenUsage {
+            prompt_tokens: estimate.input_tokens,
+            completion_tokens: estimate
+                .max_output_tokens
+                .unwrap_or_else(|| pricing.max_output_tokens(entry)),
+        };
+        super::Quote {
+            price: entry.price,
+            usage,
+            cost: entry.price.cost(usage),
+        }
+    }
+
+    /// Sets aside what the request may cost at most (its [`quote`](Self::quote)). `None`
     /// when billing is off.
     ///
     /// # Errors
@@ -123,21 +140,13 @@ impl BillingService {
         &self,
         owner: SessionOwner,
         model: &ResolvedModel,
-        estimate: TokenEstimate,
+        quote: &super::Quote,
         request_id: Option<String>,
     ) -> Result<Option<CreditHold>, HoldError> {
         if !self.settings.enabled {
             return Ok(None);
         }
-        let pricing = self.pricing();
-        let entry = pricing.of(&model.name, model.id.as_str());
-        let output = estimate
-            .max_output_tokens
-            .unwrap_or_else(|| pricing.max_output_tokens(entry));
-        let amount = entry.price.cost(TokenUsage {
-            prompt_tokens: estimate.input_tokens,
-            completion_tokens: output,
-        });
+        let amount = quote.cost;
         let id = LedgerEntryId::random();
         let user = self.users.of(owner.user);
         let turn = user.lock().await;
@@ -160,8 +169,8 @@ impl BillingService {
                 Ok(Some(CreditHold {
                     id,
                     user: owner.user,
-                    price: entry.price,
-                    input_estimate: estimate.input_tokens,
+                    price: quote.price,
+                    input_estimate: quote.usage.prompt_tokens,
                     repo: Some(self.repo.clone()),
                     counters: self.counters.clone(),
                     users: self.users.clone(),

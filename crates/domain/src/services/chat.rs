@@ -21,10 +21,12 @@ pub struct ChatRequest {
     /// The client's JSON body with the gateway-only fields removed.
     pub body: Bytes,
     pub request_id: Option<String>,
-    /// What the request may use, for its credit hold.
+    /// What the request may use, for its credit hold and its rate limits.
     pub estimate: TokenEstimate,
-    /// The calling key's allow-list (`None`: every model).
-    pub allowed_models: Option<AllowedModels>,
+    /// The calling key's policy: its allow-list, rates and budgets.
+    pub policy: KeyPolicy,
+    /// The key owner's share of the operator's rate limits.
+    pub limit_multiplier: LimitMultiplier,
 }
 
 #[derive(Debug)]
@@ -44,9 +46,18 @@ pub enum ChatError {
     Upstream(#[from] MarketplaceError),
     #[error(transparent)]
     Credit(#[from] super::HoldError),
+    /// Boxed: the refusal carries the limits' state, and results stay small.
+    #[error(transparent)]
+    Limited(Box<super::LimitRefusal>),
     /// The model is not on the key's allow-list.
     #[error("This API key may not use the model '{0}'")]
     ModelNotAllowed(String),
+}
+
+impl From<super::LimitRefusal> for ChatError {
+    fn from(refusal: super::LimitRefusal) -> Self {
+        Self::Limited(Box::new(refusal))
+    }
 }
 
 /// The caps a request must respect (checked before anything is spent).
@@ -224,6 +235,7 @@ const RETRY_DELAY: Duration = Duration::from_millis(100);
 pub struct ChatService {
     sessions: SessionService,
     billing: Option<super::BillingService>,
+    limiter: Option<super::RateLimiter>,
 }
 
 impl ChatService {
@@ -231,7 +243,16 @@ impl ChatService {
         Self {
             sessions,
             billing: None,
+            limiter: None,
         }
+    }
+
+    /// Every request is admitted by the rate limits and the key's budgets first (they are
+    /// counted in the prices of the billing service, so they need it too).
+    #[must_use]
+    pub fn with_limits(mut self, limiter: super::RateLimiter) -> Self {
+        self.limiter = Some(limiter);
+        self
     }
 
     /// Every request holds credit before it is sent (when the service's billing is on).
@@ -257,7 +278,7 @@ impl ChatService {
                 let model = self.sessions.catalogue().named(&session.model_id);
                 allowed(&request, &model)?;
                 meter.set_model(model.id.clone());
-                self.hold_credit(owner, &model, &request, meter).await?;
+                self.admit(owner, &model, &request, meter).await?;
                 (model, self.sessions.take_turn(session).await?)
             }
             None => {
@@ -268,8 +289,8 @@ impl ChatService {
                 // Known before the session: a failure to get one is still attributed.
                 meter.set_model(model.id.clone());
                 allowed(&request, &model)?;
-                // Before a session is claimed or opened: a user without credit costs nothing.
-                self.hold_credit(owner, &model, &request, meter).await?;
+                // Before a session is claimed or opened: a refused request costs nothing.
+                self.admit(owner, &model, &request, meter).await?;
                 let lease = self.sessions.session_for_chat(owner, &model).await?;
                 (model, lease)
             }
@@ -338,7 +359,7 @@ impl ChatService {
 
 /// Refuses a model outside the request's allow-list, by its resolved name or id.
 fn allowed(request: &ChatRequest, model: &ResolvedModel) -> Result<(), ChatError> {
-    match &request.allowed_models {
+    match &request.policy.allowed_models {
         Some(list) if !list.allows(&model.name, model.id.as_str()) => {
             let shown = if model.name.is_empty() {
                 model.id.as_str().to_owned()
@@ -352,17 +373,31 @@ fn allowed(request: &ChatRequest, model: &ResolvedModel) -> Result<(), ChatError
 }
 
 impl ChatService {
-    async fn hold_credit(
+    /// Reserves the request's share of the rate limits and budgets, then holds its credit:
+    /// the limits first, so a request over them never reaches the ledger.
+    async fn admit(
         &self,
         owner: SessionOwner,
         model: &ResolvedModel,
         request: &ChatRequest,
         meter: &mut super::UsageMeter,
     ) -> Result<(), ChatError> {
-        if let Some(billing) = &self.billing
-            && let Some(hold) = billing
-                .hold(owner, model, request.estimate, request.request_id.clone())
-                .await?
+        let Some(billing) = &self.billing else {
+            return Ok(());
+        };
+        let quote = billing.quote(model, request.estimate);
+        if let Some(limiter) = &self.limiter {
+            let caller = super::Caller {
+                key: owner.key,
+                user: owner.user,
+                policy: &request.policy,
+                multiplier: request.limit_multiplier,
+            };
+            meter.attach_admission(limiter.admit(&caller, model, &quote).await?);
+        }
+        if let Some(hold) = billing
+            .hold(owner, model, &quote, request.request_id.clone())
+            .await?
         {
             meter.attach_hold(hold);
         }

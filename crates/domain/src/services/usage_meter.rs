@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 
-use super::{CreditHold, SessionOwner};
+use super::{Admission, CreditHold, LimitStatus, SessionOwner};
 use crate::model::*;
 use crate::ports::UsageSink;
 
@@ -26,6 +26,8 @@ pub struct UsageMeter {
     finished: bool,
     /// The request's credit hold, settled or voided with the record.
     hold: Option<CreditHold>,
+    /// The request's rate-limit and budget reservations, corrected with the record.
+    admission: Option<Admission>,
     /// Generated text relayed to the client so far (raw JSON bytes).
     generated_bytes: u64,
 }
@@ -43,6 +45,7 @@ impl UsageMeter {
             status: CLIENT_CLOSED_STATUS,
             finished: false,
             hold: None,
+            admission: None,
             generated_bytes: 0,
         }
     }
@@ -66,6 +69,20 @@ impl UsageMeter {
     /// nothing was delivered.
     pub fn attach_hold(&mut self, hold: CreditHold) {
         self.hold = Some(hold);
+    }
+
+    /// The request's rate-limit and budget reservations: corrected to what it used when the
+    /// record is written, given back when nothing was delivered.
+    pub fn attach_admission(&mut self, admission: Admission) {
+        self.admission = Some(admission);
+    }
+
+    /// The limits as the request's admission left them (for the `X-RateLimit-*` headers).
+    pub fn limit_status(&self) -> LimitStatus {
+        self.admission
+            .as_ref()
+            .map(Admission::status)
+            .unwrap_or_default()
     }
 
     /// Whether the request holds credit (a cut stream is worth reading on to its count).
@@ -95,13 +112,23 @@ impl UsageMeter {
             return;
         }
         self.finished = true;
+        let delivered = || {
+            TokenEstimate::tokens_in_chars(
+                usize::try_from(self.generated_bytes).unwrap_or(usize::MAX),
+            )
+        };
         if let Some(hold) = self.hold.take() {
             match (self.usage, self.generated_bytes) {
                 (Some(usage), _) => hold.settle(usage.tokens),
                 (None, 0) => hold.void("nothing was served"),
-                (None, bytes) => hold.settle_estimated(TokenEstimate::tokens_in_chars(
-                    usize::try_from(bytes).unwrap_or(usize::MAX),
-                )),
+                (None, _) => hold.settle_estimated(delivered()),
+            }
+        }
+        if let Some(admission) = self.admission.take() {
+            match (self.usage, self.generated_bytes) {
+                (Some(usage), _) => admission.settle(usage.tokens),
+                (None, 0) => admission.release(),
+                (None, _) => admission.settle_estimated(delivered()),
             }
         }
         let latency = self.started.elapsed().as_millis();

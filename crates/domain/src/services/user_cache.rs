@@ -93,6 +93,7 @@ mod tests {
             password_hash: PasswordHash("$argon2id$x".into()),
             is_active: true,
             token_generation: 0,
+            limit_multiplier: LimitMultiplier::ONE,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }

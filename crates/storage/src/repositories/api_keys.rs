@@ -110,12 +110,17 @@ impl From<ApiKeyChange> for ApiKeyChangeset {
 
 impl ApiKeyRow {
     /// The key with what authentication needs besides: its digest and its owner's state.
-    fn into_stored(mut self, owner_active: bool) -> anyhow::Result<StoredApiKey> {
+    fn into_stored(
+        mut self,
+        owner_active: bool,
+        owner_limit_multiplier: i64,
+    ) -> anyhow::Result<StoredApiKey> {
         let digest = ApiKeyDigest(std::mem::take(&mut self.key_digest));
         Ok(StoredApiKey {
             key: self.try_into()?,
             digest,
             owner_active,
+            owner_limit_multiplier: super::users::multiplier(owner_limit_multiplier),
         })
     }
 
@@ -424,11 +429,15 @@ impl ApiKeyRepository for Database {
             api_keys::table
                 .inner_join(users::table)
                 .filter(api_keys::key_prefix.eq(prefix))
-                .select((ApiKeyRow::as_select(), users::is_active))
-                .first::<(ApiKeyRow, bool)>(conn)
+                .select((
+                    ApiKeyRow::as_select(),
+                    users::is_active,
+                    users::limit_multiplier,
+                ))
+                .first::<(ApiKeyRow, bool, i64)>(conn)
                 .optional()
                 .context("looking up an API key by prefix")?
-                .map(|(row, owner_active)| row.into_stored(owner_active))
+                .map(|(row, active, multiplier)| row.into_stored(active, multiplier))
                 .transpose()
         })
         .await

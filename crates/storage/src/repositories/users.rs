@@ -4,7 +4,8 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use morpheus_domain::ports::{InsertUserError, RevokedRefreshTokens, UserRepository};
 use morpheus_domain::{
-    AccountDeletion, Email, NewUser, PasswordHash, SessionState, User, UserId, UserName,
+    AccountDeletion, Email, LimitMultiplier, NewUser, PasswordHash, SessionState, User, UserId,
+    UserName,
 };
 
 use super::{is_unique_violation, to_u64};
@@ -25,6 +26,7 @@ struct UserRow {
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
     token_generation: i64,
+    limit_multiplier: i64,
 }
 
 #[derive(Insertable)]
@@ -49,10 +51,26 @@ impl From<UserRow> for User {
             password_hash: PasswordHash(row.password_hash),
             is_active: row.is_active,
             token_generation: row.token_generation,
+            limit_multiplier: multiplier(row.limit_multiplier),
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
         }
     }
+}
+
+/// The stored multiplier; only [`LimitMultiplier`]s are written, so another value is a row
+/// changed by hand, read as the limits as written rather than refusing the user.
+pub(super) fn multiplier(hundredths: i64) -> LimitMultiplier {
+    u32::try_from(hundredths)
+        .ok()
+        .and_then(|h| LimitMultiplier::from_hundredths(h).ok())
+        .unwrap_or_else(|| {
+            tracing::warn!(
+                hundredths,
+                "a user's stored limit multiplier is out of range; using 1"
+            );
+            LimitMultiplier::ONE
+        })
 }
 
 impl From<NewUser> for NewUserRow {
@@ -317,6 +335,45 @@ impl UserRepository for Database {
         })
         .await
     }
+
+    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    async fn set_limit_multiplier(
+        &self,
+        id: UserId,
+        multiplier: LimitMultiplier,
+    ) -> anyhow::Result<Option<User>> {
+        self.run(move |conn| {
+            conn.write_transaction(|c| set_limit_multiplier(c, id.0, multiplier))
+                .context("setting a user's limit multiplier")
+        })
+        .await
+    }
+}
+
+/// Sets the multiplier and logs the user's active keys in the revocation log, so every
+/// replica's key cache reads the new share with them.
+pub(super) fn set_limit_multiplier(
+    conn: &mut AnyConnection,
+    id: i64,
+    multiplier: LimitMultiplier,
+) -> QueryResult<Option<User>> {
+    let now = Utc::now().naive_utc();
+    let updated = diesel::update(users::table.find(id))
+        .set((
+            users::limit_multiplier.eq(i64::from(multiplier.hundredths())),
+            users::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    if updated == 0 {
+        return Ok(None);
+    }
+    let prefixes: Vec<String> = api_keys::table
+        .filter(api_keys::user_id.eq(id))
+        .filter(api_keys::is_active.eq(true))
+        .select(api_keys::key_prefix)
+        .load(conn)?;
+    super::revocations::log_revocations(conn, prefixes)?;
+    load_user(conn, id)
 }
 
 /// Waits for (and then blocks) writes that lock the user's row to know it still exists.

@@ -1,6 +1,6 @@
 use chrono::Duration;
 use morpheus_domain::ports::{ApiKeyLimits, ApiKeyRepository, InsertApiKeyError};
-use morpheus_domain::{ApiKeyDigest, ApiKeyId, KeyPrefix, NewApiKey, Page, User};
+use morpheus_domain::{ApiKeyDigest, ApiKeyId, KeyPrefix, LimitMultiplier, NewApiKey, Page, User};
 
 use crate::harness::{TestDb, each_backend, insert_user, now};
 
@@ -351,6 +351,40 @@ async fn enabling_or_disabling_a_user_logs_their_active_keys_for_every_cache() {
         assert_eq!(logged_again[0].prefix, kept.prefix);
         assert!(
             t.db.set_user_active(morpheus_domain::UserId::random(), false)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // A new share of the operator's limits reaches the keys' owner state the same way.
+        assert_eq!(stored.owner_limit_multiplier, LimitMultiplier::ONE);
+        let before = t.db.latest_revocation().await.unwrap();
+        let double: LimitMultiplier = "2.5".parse().unwrap();
+        let changed =
+            t.db.set_limit_multiplier(user.id, double)
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(changed.limit_multiplier, double);
+        let logged = t.db.revocations_after(before, 10).await.unwrap();
+        assert_eq!(logged.len(), 1);
+        assert_eq!(logged[0].prefix, kept.prefix);
+        let stored =
+            t.db.find_api_key_by_prefix(&kept.prefix)
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(stored.owner_limit_multiplier, double);
+        assert_eq!(
+            t.db.find_user(user.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .limit_multiplier,
+            double
+        );
+        assert!(
+            t.db.set_limit_multiplier(morpheus_domain::UserId::random(), double)
                 .await
                 .unwrap()
                 .is_none()

@@ -7,7 +7,8 @@ use crate::error::{ApiError, ErrorResponse, HTTPValidationError, ServerErrors};
 use crate::extract::{AuthenticatedUser, ValidatedQuery, page};
 
 /// List the current user's API keys (newest first, revoked ones included), one page at a time
-/// (`skip`, `limit`; 100 at most, the default). Secrets are never listed, only prefixes.
+/// (`skip`, `limit`; 100 at most, the default). Secrets are never listed, only prefixes. An
+/// active key's budgets show what their current windows have counted and when they reset.
 #[utoipa::path(
     operation_id = "get_api_keys_api_v1_auth_keys_get",
     tag = "Auth",
@@ -28,5 +29,16 @@ pub async fn get_api_keys(
 ) -> Result<HttpResponse, ApiError> {
     let page = page(query.0.skip, query.0.limit, Page::MAX_LIMIT)?;
     let keys = state.api_keys.list(user.0.id, page).await?;
-    Ok(HttpResponse::Ok().json(keys.into_iter().map(APIKeyDB::from).collect::<Vec<_>>()))
+    let listed = keys.into_iter().map(|key| async {
+        let uses = match key.is_active {
+            true => state.limiter.budget_use(key.id, &key.policy.budgets).await,
+            false => None,
+        };
+        let listed = APIKeyDB::from(key);
+        match uses {
+            Some(uses) => listed.with_budget_use(&uses),
+            None => listed,
+        }
+    });
+    Ok(HttpResponse::Ok().json(futures_util::future::join_all(listed).await))
 }

@@ -3,16 +3,16 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use futures_util::StreamExt;
 use morpheus_domain::ports::ChatReply;
-use morpheus_domain::services::{ChatRequest, UsageMeter};
+use morpheus_domain::services::{ApiKeyPrincipal, ChatRequest, LimitStatus, UsageMeter};
 use morpheus_domain::{SessionId, UsageOutcome};
 
 use super::{forward, node_rewrites, sse};
-use crate::AppState;
 use crate::dto::{ChatCompletionRequest, ChatCompletionStreamEvent};
 use crate::error::{ApiError, ErrorResponse, HTTPValidationError, OpenAiError, OpenAiErrorBody};
 use crate::extract::{JsonWithRaw, OpenAiKeyUser};
 use crate::request_context::{TraceSpan, add_upstream_wait, record_chat, record_usage};
 use crate::routes::session::owner;
+use crate::{AppState, rate_limit_headers};
 
 /// An OpenAI chat completion, answered by a provider of the Morpheus marketplace. Runs on the
 /// key's own session for the model, a session of the shared pool (automation on), or the
@@ -27,7 +27,7 @@ use crate::routes::session::owner;
             (serde_json::Value = "application/json"),
             (ChatCompletionStreamEvent = "text/event-stream"),
         )),
-        (status = 400, description = "Over a cap, no session and automation off, or refused by the provider", body = OpenAiErrorBody),
+        (status = 400, description = "Over a cap, no session and automation off, refused by the provider, or alone over a whole minute of a `tpm` limit (`request_too_large`) or over a whole budget (`request_over_budget`)", body = OpenAiErrorBody),
         (status = 401, description = "Missing, invalid, revoked or expired API key", body = OpenAiErrorBody),
         (status = 402, description = "The user's available credit does not cover what the request may cost (`insufficient_balance`, with `available` and `estimated_cost`)", body = OpenAiErrorBody),
         (status = 403, description = "The model is not on the key's allowed_models (`model_not_allowed`)", body = OpenAiErrorBody),
@@ -36,10 +36,10 @@ use crate::routes::session::owner;
         (status = 413, description = "The request is larger than the chat body limit (4 MiB by default)", body = ErrorResponse),
         (status = 415, description = "The request declared a Content-Type other than JSON", body = ErrorResponse),
         (status = 422, description = "The request is invalid", body = HTTPValidationError),
-        (status = 429, description = "The provider is rate limiting, or every pooled session of the model is busy (`pool_busy`)", body = OpenAiErrorBody),
+        (status = 429, description = "A rate limit is reached (`rate_limit_exceeded`), a budget window is spent (`budget_exceeded`, with `resets_at`), the provider is rate limiting, or every pooled session of the model is busy (`pool_busy`)", body = OpenAiErrorBody),
         (status = 500, description = "Unexpected server error (details are logged, not returned)", body = OpenAiErrorBody),
         (status = 502, description = "The marketplace failed or cannot be reached", body = OpenAiErrorBody),
-        (status = 503, description = "No proxy-router is configured, the model list is not loaded yet, the database is unavailable, or the gateway is overloaded (`gateway_overloaded`); too many open connections (in the `detail` shape, before the request is read)", body = OpenAiErrorBody),
+        (status = 503, description = "No proxy-router is configured, the model list is not loaded yet, the database is unavailable, the gateway is overloaded (`gateway_overloaded`), or the limits cannot be checked and fail closed (`limits_unavailable`); too many open connections (in the `detail` shape, before the request is read)", body = OpenAiErrorBody),
         (status = 504, description = "The marketplace did not answer in time", body = OpenAiErrorBody),
     ),
     security(("APIKeyAuth" = []))
@@ -56,7 +56,7 @@ pub async fn create_chat_completion(
     let owner = owner(&key.0);
     // From here on every outcome, refusals included, leaves one usage record.
     let mut meter = UsageMeter::start(state.usage.clone(), owner, stream);
-    let chat = match prepare(&state, &http, &body, &key.0.key.policy) {
+    let chat = match prepare(&state, &http, &body, &key.0) {
         Ok(chat) => chat,
         Err(error) => {
             meter.finish(
@@ -69,11 +69,16 @@ pub async fn create_chat_completion(
     let answer = match state.chat.complete(owner, chat, &mut meter).await {
         Ok(answer) => answer,
         Err(e) => {
-            let error = OpenAiError::from(e);
+            let mut error = OpenAiError::from(e);
+            if error.limits == LimitStatus::default() {
+                // Admitted, then failed: the headers still tell what the request counted.
+                error.limits = meter.limit_status();
+            }
             meter.finish(UsageOutcome::Failed, error.status.as_u16());
             return Err(error.into());
         }
     };
+    let limits = meter.limit_status();
     let span = TraceSpan::of(&http);
     let asked_for = request.model.clone().unwrap_or(answer.model.name.clone());
     record_chat(&span, &asked_for, &answer.model.name);
@@ -89,7 +94,9 @@ pub async fn create_chat_completion(
             }
             let body = forward::with_model(&body, &asked_for).unwrap_or(body);
             meter.finish(UsageOutcome::Completed, 200);
-            Ok(HttpResponse::Ok()
+            let mut response = HttpResponse::Ok();
+            rate_limit_headers::insert(&mut response, &limits);
+            Ok(response
                 .insert_header((CONTENT_TYPE, "application/json"))
                 .body(body))
         }
@@ -108,7 +115,9 @@ pub async fn create_chat_completion(
                 }
             };
             meter.responded(200);
-            Ok(HttpResponse::Ok()
+            let mut response = HttpResponse::Ok();
+            rate_limit_headers::insert(&mut response, &limits);
+            Ok(response
                 .insert_header((CONTENT_TYPE, "text/event-stream"))
                 .insert_header((CACHE_CONTROL, "no-cache"))
                 // Tells nginx-style proxies not to buffer the stream.
@@ -135,7 +144,7 @@ fn prepare(
     state: &AppState,
     http: &HttpRequest,
     body: &JsonWithRaw<ChatCompletionRequest>,
-    policy: &morpheus_domain::KeyPolicy,
+    caller: &ApiKeyPrincipal,
 ) -> Result<ChatRequest, actix_web::Error> {
     let request = &body.value;
     forward::check_ranges(request)?;
@@ -169,7 +178,8 @@ fn prepare(
         })?,
         request_id: forward::request_id(http),
         estimate: forward::estimate(request, &body.raw),
-        allowed_models: policy.allowed_models.clone(),
+        policy: caller.key.policy.clone(),
+        limit_multiplier: caller.limit_multiplier,
     })
 }
 

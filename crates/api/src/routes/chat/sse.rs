@@ -214,6 +214,7 @@ fn error_frame(kind: &str, code: &str, message: &str) -> Bytes {
             code: Some(code.to_owned()),
             available: None,
             estimated_cost: None,
+            resets_at: None,
         }
     });
     Bytes::from(format!("data: {body}\n\n"))

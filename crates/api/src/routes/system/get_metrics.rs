@@ -138,6 +138,17 @@ async fn pool_gauges(state: &AppState) {
     );
     catch_up(&metrics.credit_settlements, "voided", &b.voided);
     catch_up(&metrics.credit_settlements, "reconciled", &b.reconciled);
+    let l = state.limiter.counters();
+    for (outcome, total) in [
+        ("admitted", &l.admitted),
+        ("refused_requests", &l.refused_requests),
+        ("refused_tokens", &l.refused_tokens),
+        ("refused_budget", &l.refused_budget),
+        ("unchecked", &l.unchecked),
+        ("unavailable", &l.unavailable),
+    ] {
+        catch_up(&metrics.rate_limit_decisions, outcome, total);
+    }
     let d = &state.stream_drains;
     catch_up(&metrics.stream_drains, "drained", &d.started);
     catch_up(&metrics.stream_drains, "skipped", &d.skipped);

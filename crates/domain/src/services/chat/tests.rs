@@ -21,7 +21,8 @@ fn request() -> ChatRequest {
         body: Bytes::from_static(b"{\"messages\":[]}"),
         request_id: None,
         estimate: TokenEstimate::default(),
-        allowed_models: None,
+        policy: KeyPolicy::default(),
+        limit_multiplier: LimitMultiplier::ONE,
     }
 }
 
@@ -187,7 +188,7 @@ async fn a_model_off_the_keys_allow_list_is_refused_before_any_session() {
     let chat = ChatService::new(w.sessions.clone());
     let ask = |allowed: &[&str]| {
         let mut request = request();
-        request.allowed_models =
+        request.policy.allowed_models =
             Some(AllowedModels::parse(allowed.iter().map(|s| (*s).to_owned()).collect()).unwrap());
         request
     };

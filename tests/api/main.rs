@@ -17,6 +17,7 @@ mod delegations;
 mod deploy;
 mod durability;
 mod errors;
+mod governance_replicas;
 mod helpers;
 mod key_policy;
 mod leaks;

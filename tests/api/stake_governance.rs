@@ -407,3 +407,64 @@ async fn explicit_sessions_are_capped_per_user_in_number_and_duration() {
         1.0
     );
 }
+
+/// Three replicas behind nginx, on one PostgreSQL database and one Redis: the budget is the
+/// deployment's, not each replica's. Runs when the suite is on PostgreSQL and
+/// `MORPHEUS_TEST_REDIS_URL` names a Redis (`.ci/run` sets both).
+#[tokio::test]
+async fn the_daily_budget_is_exact_across_replicas_on_one_redis() {
+    let redis = std::env::var("MORPHEUS_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    let models: Vec<SimModel> = (0..10).map(|n| model(n, &[PRICE])).collect();
+    let app = spawn(models, |_| {}).await;
+    let (Some(redis), true) = (redis, app.is_postgres()) else {
+        eprintln!("skipped: needs PostgreSQL and MORPHEUS_TEST_REDIS_URL");
+        return;
+    };
+    let prefix = format!("morpheus-test:{}:", uuid::Uuid::new_v4().simple());
+    let budget = mor(3 * PRICE * u128::from(DURATION));
+    let replicas = crate::replicas::Replicas::start(
+        &app.settings,
+        3,
+        &[
+            ("MORPHEUS_REDIS_URL", &redis),
+            ("MORPHEUS_REDIS_KEY_PREFIX", &prefix),
+            ("MORPHEUS_STAKE_DAILY_BUDGET_MOR", &budget),
+            ("MORPHEUS_MAX_SESSIONS_PER_USER", "0"),
+        ],
+    )
+    .await;
+    let base = replicas.url("");
+    let user = crate::helpers::seed_user_at(&app.client, base.trim_end_matches('/')).await;
+    let opens = (0..10).map(|n| {
+        let (client, url, key) = (
+            app.client.clone(),
+            replicas.url(&format!("/api/v1/session/modelsession?model_id=model-{n}")),
+            user.api_key.clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({ "sessionDuration": DURATION }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    });
+    let mut statuses = Vec::new();
+    for open in opens {
+        statuses.push(open.await.unwrap());
+    }
+    let opened = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    let counted = app.sim.counters().sessions_opened;
+    println!(
+        "3 replicas, 10 concurrent opens, budget for 3: {opened} opened, {refused} refused, simulator opened {counted}"
+    );
+    crate::shared_counters::forget(&redis, &prefix).await;
+    assert_eq!((opened, refused, counted), (3, 7, 3), "{statuses:?}");
+}

@@ -95,11 +95,8 @@ pub enum StakeRefusal {
     /// The budget's counters could not be read and the policy is to refuse (fail-closed).
     #[error("the daily stake budget cannot be checked now")]
     BudgetUnavailable { retry_after: Duration },
-    #[error(
-        "every bid is priced above the operator's limit of {} MOR per second (MORPHEUS_MAX_BID_PRICE_PER_SECOND_MOR){}",
-        format_mor(*.limit),
-        .price.map(|p| format!("; this bid asks {} MOR per second", format_mor(p))).unwrap_or_default()
-    )]
+    /// `price`: the one bid asked for; `None`: every bid of the model.
+    #[error("{}", price_message(*.limit, *.price))]
     BidPriceAboveLimit { limit: u128, price: Option<u128> },
     #[error(
         "the node wallet's MOR is below the operator's low-water mark ({} MOR, MORPHEUS_MOR_LOW_WATER_MARK_MOR): only warm models open new sessions",
@@ -475,6 +472,18 @@ impl StakeGovernor {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = ratio;
     }
+}
+
+fn price_message(limit: u128, price: Option<u128>) -> String {
+    let what = match price {
+        Some(price) => format!("the bid asks {} MOR per second,", format_mor(price)),
+        None => "every bid of the model asks".to_owned(),
+    };
+    format!(
+        "{what} more than the operator's limit of {} MOR per second \
+         (MORPHEUS_MAX_BID_PRICE_PER_SECOND_MOR)",
+        format_mor(limit)
+    )
 }
 
 /// `cost × factor ÷ 1e6`, rounded up, saturating.

@@ -327,7 +327,15 @@ async fn a_balance_that_cannot_be_read_does_not_hold_opens_back() {
         s.mor_balance_cache_seconds = 0;
     })
     .await;
-    app.sim.set_mor_balance(0);
+    // Over the simulator's control surface this time.
+    let r = app
+        .client
+        .post(format!("{}/__sim/balance", app.sim.base_url()))
+        .json(&json!({ "mor": "0" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let user = app.seed_user().await;
     let r = open_model(&app, &user.api_key, "model-0", DURATION).await;
     refused(r, 503, "mor_below_low_water_mark").await;

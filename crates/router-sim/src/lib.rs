@@ -28,7 +28,7 @@
 //! `{"error":"invalid username or password"}`, and 403 `{"error":"method not allowed"}` for a
 //! user without the route's permission ([`SimConfig::user_methods`], [`SimConfig::extra_users`];
 //! the permissions are the node's: `get_wallet`, `get_models`, `get_bids`, `approve`,
-//! `open_session`, `get_sessions`, `close_session`, `chat`). Errors are `{"error":"<text>"}`,
+//! `get_balance`, `open_session`, `get_sessions`, `close_session`, `chat`). Errors are `{"error":"<text>"}`,
 //! written as Go writes JSON (`<`, `>`, `&` escaped): 400 for bad input, 500 for nearly
 //! everything else, unknown ids included (there is no JSON 404). An unknown path, or a known path
 //! with the wrong method, gets gin's text/plain `404 page not found`. Every answer carries the

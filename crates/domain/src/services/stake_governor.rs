@@ -392,7 +392,7 @@ impl StakeGovernor {
     }
 
     /// The stake an open on a bid of `price_per_second` for `terms` will ask, in wei: the
-    /// node's `supply × price × duration ÷ today's budget` (`blockchainapi/service.go:1259-1267`)
+    /// node's `supply × price × duration ÷ today's budget` (`blockchainapi/service.go:1260-1267`)
     /// with the ratio the last open showed.
     pub fn estimate(&self, price_per_second: u128, terms: SessionTerms) -> u128 {
         let cost = price_per_second.saturating_mul(u128::from(terms.duration.seconds()));

@@ -204,6 +204,33 @@ settings! {
     /// how long a provider that refused a session, or whose session stopped working, gets no
     /// new pooled sessions
     pool_provider_cooldown_seconds: u64 = 300, range = 0 ..= 86_400;
+    /// MOR all session opens together (pooled and explicit) may stake per UTC day, counted on
+    /// every replica through `MORPHEUS_REDIS_URL` (503 `stake_budget_exhausted` beyond, with
+    /// Retry-After to the day's end); unset: no budget ([Stake governance](#stake-governance))
+    stake_daily_budget_mor: Option<String> = None, check = checks::mor;
+    /// no session is opened on a bid asking more MOR per second than this: the pool skips such
+    /// bids (503 `bid_price_above_limit` when none is left), an explicit open is refused; unset:
+    /// no limit
+    max_bid_price_per_second_mor: Option<String> = None, check = checks::mor;
+    /// below this MOR balance of the node's wallet only `MORPHEUS_WARM_MODELS` open new sessions
+    /// (503 `mor_below_low_water_mark`); unset: no mark
+    mor_low_water_mark_mor: Option<String> = None, check = checks::mor;
+    /// models (names or ids, comma-separated) that may still open sessions below the MOR
+    /// low-water mark
+    warm_models: Option<String> = None;
+    /// how long a replica reuses its read of the node wallet's balance (a failed read lets opens
+    /// through)
+    mor_balance_cache_seconds: u64 = 15, range = 0 ..= 3_600;
+    /// the node's stake per MOR of bid price × duration (its token supply ÷ today's budget),
+    /// for reserving an open's stake from the daily budget before it is known; each open's real
+    /// stake replaces it on that replica
+    stake_estimate_factor: String = "1".into(), check = checks::stake_factor;
+    /// active explicit sessions (`/session/modelsession`, `/session/bidsession`) per user, all
+    /// keys together (429 `too_many_sessions` beyond); `0`: no limit
+    max_sessions_per_user: u64 = 5, range = 0 ..= 1_000_000;
+    /// longest `sessionDuration` of an explicit session, in seconds (422
+    /// `session_duration_exceeded` beyond)
+    max_session_duration_seconds: u32 = 3_600, range = 300 ..= 86_400;
     /// cap on `max_tokens` / `max_completion_tokens`
     chat_max_tokens: u32 = 32_768, range = 1 ..= 100_000_000;
     /// cap on `n`
@@ -368,6 +395,23 @@ mod checks {
             Ok(usd) if usd.is_negative() => Err("the amount must not be negative".to_owned()),
             Ok(_) => Ok(()),
             Err(invalid) => Err(invalid.message),
+        }
+    }
+
+    pub fn mor(amount: &Option<String>) -> Result<(), String> {
+        match amount {
+            Some(a) => morpheus_domain::parse_mor(a)
+                .map(|_| ())
+                .map_err(|invalid| invalid.message),
+            None => Ok(()),
+        }
+    }
+
+    pub fn stake_factor(factor: &str) -> Result<(), String> {
+        match morpheus_domain::parse_mor(factor) {
+            Ok(0) => Err("the factor must be above 0".to_owned()),
+            Ok(_) => Ok(()),
+            Err(invalid) => Err(invalid.message.replace("amount of MOR", "decimal number")),
         }
     }
 

@@ -174,4 +174,7 @@ impl Marketplace for Unconfigured {
     async fn chat(&self, _: ChatCall) -> Result<ChatReply, MarketplaceError> {
         Err(MarketplaceError::NotConfigured)
     }
+    async fn balance(&self) -> Result<WalletBalance, MarketplaceError> {
+        Err(MarketplaceError::NotConfigured)
+    }
 }

@@ -424,6 +424,12 @@ pub fn build_state(
     );
     let waits = metrics.pool_queue_wait.clone();
     pool.observe_waits(Arc::new(move |waited| waits.observe(waited.as_secs_f64())));
+    let governor = StakeGovernor::new(
+        stake_settings(settings)?,
+        counters.clone(),
+        market.clone(),
+        catalogue.clone(),
+    );
     let sessions = SessionService::new(
         db.clone(),
         market.clone(),
@@ -431,7 +437,8 @@ pub fn build_state(
         catalogue.clone(),
         spender,
         pool,
-    );
+    )
+    .with_governor(governor);
     let (usage, usage_writer) =
         BatchedUsageWriter::start(db.clone(), UsageWriterOptions::default());
     let key_cache = ApiKeyCache::new(ApiKeyCacheOptions {
@@ -542,6 +549,49 @@ fn replica_name() -> String {
         std::process::id(),
         rand::random::<u32>()
     )
+}
+
+/// The operator's stake caps (README "Stake governance").
+fn stake_settings(settings: &Settings) -> anyhow::Result<StakeSettings> {
+    use morpheus_domain::parse_mor;
+    let mor = |value: &Option<String>, name: &str| {
+        value
+            .as_deref()
+            .map(parse_mor)
+            .transpose()
+            .map_err(|invalid| anyhow::anyhow!("{name}: {}", invalid.message))
+    };
+    let factor = parse_mor(&settings.stake_estimate_factor).map_err(|invalid| {
+        anyhow::anyhow!("MORPHEUS_STAKE_ESTIMATE_FACTOR: {}", invalid.message)
+    })?;
+    Ok(StakeSettings {
+        daily_budget: mor(
+            &settings.stake_daily_budget_mor,
+            "MORPHEUS_STAKE_DAILY_BUDGET_MOR",
+        )?,
+        max_price_per_second: mor(
+            &settings.max_bid_price_per_second_mor,
+            "MORPHEUS_MAX_BID_PRICE_PER_SECOND_MOR",
+        )?,
+        low_water_mark: mor(
+            &settings.mor_low_water_mark_mor,
+            "MORPHEUS_MOR_LOW_WATER_MARK_MOR",
+        )?,
+        warm_models: settings
+            .warm_models
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|model| !model.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        balance_cache: Duration::from_secs(settings.mor_balance_cache_seconds),
+        // The factor is parsed as a MOR amount (18 decimals); kept in millionths.
+        stake_factor_ppm: (factor / 1_000_000_000_000).max(1),
+        max_user_sessions: Some(settings.max_sessions_per_user).filter(|&n| n > 0),
+        max_session_duration: Some(settings.max_session_duration_seconds),
+    })
 }
 
 fn pool_settings(settings: &Settings) -> PoolSettings {

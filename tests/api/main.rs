@@ -39,6 +39,7 @@ mod shutdown;
 mod sign_out;
 mod slow_body_attack;
 mod slow_clients;
+mod stake_governance;
 mod streams;
 mod system;
 mod tokens;

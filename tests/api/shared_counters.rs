@@ -20,7 +20,7 @@ fn redis_url(test: &str) -> Option<String> {
 }
 
 /// Deletes the keys a test wrote under its prefix.
-async fn forget(url: &str, prefix: &str) {
+pub async fn forget(url: &str, prefix: &str) {
     let mut conn = redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()

@@ -138,4 +138,7 @@ impl Marketplace for InstrumentedMarketplace {
     async fn chat(&self, call: ChatCall) -> Result<ChatReply, MarketplaceError> {
         self.timed("chat", self.inner.chat(call)).await
     }
+    async fn balance(&self) -> Result<WalletBalance, MarketplaceError> {
+        self.timed("balance", self.inner.balance()).await
+    }
 }

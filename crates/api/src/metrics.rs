@@ -15,6 +15,9 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::secret_token::SecretToken;
 
+mod stake;
+pub use stake::{LimitLabels, StakeMetrics};
+
 /// A request as counted: the route's pattern (bounded: `unmatched` for every unknown path),
 /// the method and the status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,6 +133,8 @@ pub struct Metrics {
     pub counter_fallbacks: Family<FallbackLabels, Counter>,
     /// 1 while the shared counters' circuit breaker is open.
     pub counter_breaker_open: Gauge,
+    /// The operator's stake caps.
+    pub stake: StakeMetrics,
 }
 
 /// 0.5 ms … ~60 s, for whole requests and upstream calls.
@@ -347,6 +352,7 @@ impl Metrics {
             "1 while this replica's circuit breaker keeps it off the shared counters (Redis)",
             counter_breaker_open.clone(),
         );
+        let stake = StakeMetrics::register(&mut registry);
         Self {
             registry: std::sync::Arc::new(registry),
             requests,
@@ -378,6 +384,7 @@ impl Metrics {
             counter_store_failures,
             counter_fallbacks,
             counter_breaker_open,
+            stake,
         }
     }
 

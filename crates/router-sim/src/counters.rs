@@ -9,6 +9,9 @@ pub struct Counters {
     /// Requests on the proxy-router routes (the `/__sim/*` control surface is not counted).
     pub requests: u64,
     pub sessions_opened: u64,
+    /// `GET /blockchain/balance` answers.
+    #[serde(default)]
+    pub balance_reads: u64,
     pub sessions_closed: u64,
     pub approvals: u64,
     /// Authenticated requests to `POST /v1/chat/completions`, failed ones included.
@@ -51,6 +54,7 @@ pub struct Counters {
 pub(crate) struct CounterCells {
     pub requests: AtomicU64,
     pub sessions_opened: AtomicU64,
+    pub balance_reads: AtomicU64,
     pub sessions_closed: AtomicU64,
     pub approvals: AtomicU64,
     pub chat_requests: AtomicU64,
@@ -91,6 +95,7 @@ impl CounterCells {
         Counters {
             requests: self.requests.load(Relaxed),
             sessions_opened: self.sessions_opened.load(Relaxed),
+            balance_reads: self.balance_reads.load(Relaxed),
             sessions_closed: self.sessions_closed.load(Relaxed),
             approvals: self.approvals.load(Relaxed),
             chat_requests: self.chat_requests.load(Relaxed),

@@ -42,6 +42,9 @@ pub enum FaultRoute {
     /// `POST /blockchain/approve`.
     #[serde(alias = "Approve")]
     Approve,
+    /// `GET /blockchain/balance`.
+    #[serde(alias = "Balance")]
+    Balance,
     /// Every proxy-router route, `/healthcheck`, `/wallet`, `/blockchain/bids/{id}` and unknown
     /// paths included (only `Any` reaches those).
     #[serde(alias = "Any")]

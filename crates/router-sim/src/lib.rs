@@ -28,7 +28,7 @@
 //! `{"error":"invalid username or password"}`, and 403 `{"error":"method not allowed"}` for a
 //! user without the route's permission ([`SimConfig::user_methods`], [`SimConfig::extra_users`];
 //! the permissions are the node's: `get_wallet`, `get_models`, `get_bids`, `approve`,
-//! `open_session`, `get_sessions`, `close_session`, `chat`). Errors are `{"error":"<text>"}`,
+//! `get_balance`, `open_session`, `get_sessions`, `close_session`, `chat`). Errors are `{"error":"<text>"}`,
 //! written as Go writes JSON (`<`, `>`, `&` escaped): 400 for bad input, 500 for nearly
 //! everything else, unknown ids included (there is no JSON 404). An unknown path, or a known path
 //! with the wrong method, gets gin's text/plain `404 page not found`. Every answer carries the
@@ -42,6 +42,7 @@
 //! | `GET /blockchain/models/{id}/bids/rated` | `{"bids":[{"ID","Bid":{"Id","Provider","ModelAgentId","PricePerSecond","Nonce","CreatedAt","DeletedAt"},"Score"}]}`, best first; the outer `ID` is always the zero hash (the node never sets it), the bid's id is `Bid.Id`; the four Bid numbers are decimal strings; unknown model → `{"bids":[]}` |
 //! | `GET /blockchain/bids/{id}` | `{"bid":{…}}`; an unknown id is the zero bid |
 //! | `POST /blockchain/approve?spender=0x…&amount=N` | `{"tx":"0x…"}` |
+//! | `GET /blockchain/balance` | `{"mor":"…","eth":"…"}`, wei as decimal strings; 1,000,000 MOR and 1 ETH until [`SimHandle::set_mor_balance`] |
 //! | `POST /blockchain/models/{id}/session` `{"sessionDuration":600,"directPayment":false,"failover":false}` | `{"sessionID":"0x…"}` on the best-scored bid, after [`SimConfig::open_latency`]; unknown, deleted or bid-less model → 500 `no bids available` |
 //! | `POST /blockchain/bids/{id}/session` `{"sessionDuration":600}` | `{"sessionID":"0x…"}`; unknown bid → 500 `failed to initiate session: provider request failed: code: 500, msg: <nil>, error: failed to connect to provider: dial tcp: missing address` |
 //! | `GET /blockchain/sessions/{id}` | `{"session":{"Id","User","Provider","ModelAgentId","BidID","Stake","PricePerSecond","CloseoutReceipt","CloseoutType","ProviderWithdrawnAmount","OpenedAt","EndsAt","ClosedAt"}}`, all numbers plain JSON numbers; unknown → 500 `session not found` |
@@ -125,10 +126,11 @@
 //! POST   /__sim/health                   {"degraded":"Writes are blocked"} or {"degraded":null}
 //! GET    /__sim/sessions/{id}/forwarded  {"body":{…what the provider received…},"dropped":["temperature",…]}
 //! POST   /__sim/providers                {"provider":"0x…","down":true}
+//! POST   /__sim/balance                  {"mor":"15000000000000000000000"}
 //! ```
 //!
 //! Routes in faults: `chat`, `open_session`, `close_session`, `get_session`, `models`,
-//! `rated_bids`, `approve`, `any`. Transport kinds (`"type"`): `latency {ms}`, `status {status,
+//! `rated_bids`, `approve`, `balance`, `any`. Transport kinds (`"type"`): `latency {ms}`, `status {status,
 //! body, content_type?}`, `reset`, `stall_before_first_byte`, `stall_after_chunks {chunks}`,
 //! `cut_after_chunks {chunks}`, `garbage_after_chunks {chunks}`, `reset_after_chunks {chunks}`,
 //! `redirect {location}`, `huge_body {bytes}`, `wrong_content_type`, `huge_headers {bytes}`,

@@ -108,6 +108,12 @@ impl SimHandle {
         self.shared.set_chunk_delay(d);
     }
 
+    /// Sets the wallet's MOR (wei) that `GET /blockchain/balance` reports (1,000,000 MOR at
+    /// start).
+    pub fn set_mor_balance(&self, mor: u128) {
+        self.shared.set_mor_balance(mor);
+    }
+
     /// `Some(reason)`: `/healthcheck` answers 503 `{"status":"degraded",…}` with `reason` as its
     /// store's state (`system/controller.go:76-91`); `None`: healthy again.
     pub fn set_degraded(&self, reason: Option<&str>) {

@@ -15,6 +15,10 @@ use crate::faults::FaultTable;
 use crate::ids::{fnv1a, hex_from_seed};
 use crate::sessions::SessionBook;
 
+/// What the simulated wallet holds until a test says otherwise: 1 ETH and 1,000,000 MOR.
+const DEFAULT_ETH_BALANCE: u128 = 1_000_000_000_000_000_000;
+const DEFAULT_MOR_BALANCE: u128 = 1_000_000 * DEFAULT_ETH_BALANCE;
+
 pub(crate) struct Shared {
     pub catalog: Catalog,
     pub auth: BasicAuth,
@@ -34,6 +38,8 @@ pub(crate) struct Shared {
     pub honour_failover: bool,
     /// Providers (lower-case addresses) whose endpoint refuses connections.
     down_providers: Mutex<std::collections::HashSet<String>>,
+    /// The wallet's (ETH, MOR) in wei, for `GET /blockchain/balance`.
+    balance: Mutex<(u128, u128)>,
     /// `Some(reason)`: `/healthcheck` answers 503 `degraded` with `reason` for its store.
     degraded: Mutex<Option<String>>,
     chunk_delay_ns: AtomicU64,
@@ -75,6 +81,7 @@ impl Shared {
             rewrite_requests: config.rewrite_requests,
             honour_failover: config.honour_failover,
             down_providers: Mutex::default(),
+            balance: Mutex::new((DEFAULT_ETH_BALANCE, DEFAULT_MOR_BALANCE)),
             degraded: Mutex::new(None),
             chunk_delay_ns: AtomicU64::new(duration_ns(config.chunk_delay)),
             clock_offset_s: AtomicU64::new(0),
@@ -139,6 +146,21 @@ impl Shared {
         } else {
             set.remove(&provider.to_ascii_lowercase());
         }
+    }
+
+    /// The wallet's (ETH, MOR), wei.
+    pub fn balance(&self) -> (u128, u128) {
+        *self
+            .balance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn set_mor_balance(&self, mor: u128) {
+        self.balance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1 = mor;
     }
 
     pub fn degraded(&self) -> Option<String> {

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use morpheus_domain::ports::{ChatCall, ChatReply, Marketplace, MarketplaceError};
 use morpheus_domain::{
     Bid, BidId, EthAddress, MarketModel, ModelId, RatedBid, SessionId, SessionTerms, TxHash,
-    UpstreamSession,
+    UpstreamSession, WalletBalance,
 };
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use reqwest::{Method, RequestBuilder, Url};
@@ -381,5 +381,10 @@ impl Marketplace for ProxyRouterClient {
 
     async fn chat(&self, call: ChatCall) -> Result<ChatReply, MarketplaceError> {
         self.chat_call(call).await
+    }
+
+    async fn balance(&self) -> Result<WalletBalance, MarketplaceError> {
+        let answer = self.get("/blockchain/balance").await.map_err(|f| f.error)?;
+        decode(&answer, wire::balance).map_err(|f| f.error)
     }
 }

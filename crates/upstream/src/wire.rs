@@ -7,7 +7,7 @@
 
 use morpheus_domain::{
     Bid, BidId, EthAddress, MarketModel, ModelId, RatedBid, SessionId, SessionTerms, TxHash,
-    UpstreamSession,
+    UpstreamSession, WalletBalance,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -262,6 +262,24 @@ pub(crate) fn wallet(body: &[u8]) -> Result<EthAddress, String> {
     EthAddress::parse(&w.address).map_err(|e| e.message)
 }
 
+/// `{"eth":"…","mor":"…"}`: `structs.TokenBalanceRes` (`blockchainapi/structs/res.go:56-59`),
+/// whose `lib.BigInt` members marshal as quoted decimal strings (`lib/bigint.go:29-31`); bare
+/// numbers are read too.
+pub(crate) fn balance(body: &[u8]) -> Result<WalletBalance, String> {
+    #[derive(Deserialize)]
+    struct Balance {
+        #[serde(deserialize_with = "big_uint")]
+        eth: u128,
+        #[serde(deserialize_with = "big_uint")]
+        mor: u128,
+    }
+    let b: Balance = serde_json::from_slice(body).map_err(|e| shape_error("balance answer", &e))?;
+    Ok(WalletBalance {
+        eth: b.eth,
+        mor: b.mor,
+    })
+}
+
 // ---------------------------------------------------------------- request bodies
 
 #[derive(Serialize)]
@@ -300,6 +318,21 @@ mod tests {
 
     fn h(c: char) -> String {
         format!("0x{}", c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn the_balance_is_read_from_strings_or_numbers() {
+        let read = balance(br#"{"mor":"15000000000000000000000","eth":"10000000000000000"}"#);
+        assert_eq!(
+            read,
+            Ok(WalletBalance {
+                eth: 10_000_000_000_000_000,
+                mor: 15_000_000_000_000_000_000_000
+            })
+        );
+        assert_eq!(balance(br#"{"mor":7,"eth":0}"#).map(|b| b.mor), Ok(7));
+        assert!(balance(br#"{"mor":"-1","eth":"0"}"#).is_err());
+        assert!(balance(br#"{"eth":"1"}"#).is_err());
     }
 
     #[test]

@@ -13,6 +13,19 @@ pub struct ErrorResponse {
     pub detail: String,
 }
 
+/// A refusal by one of the operator's limits: `{"detail": "<message>", "code": "<stable code>"}`
+/// (`stake_budget_exhausted`, `bid_price_above_limit`, `mor_below_low_water_mark`,
+/// `too_many_sessions`, `stake_budget_unavailable`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodedErrorResponse {
+    /// What went wrong, for people: it names the limit.
+    pub detail: String,
+    /// A stable machine-readable code (absent on the same status's other causes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
 /// Request validation failures (422), in FastAPI's shape.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -188,6 +188,7 @@ impl From<OpenSessionError> for ApiError {
             OpenSessionError::ModelNotAllowed(_) => ApiError::Forbidden(
                 "This API key may not use that model (its allowed_models); nothing was staked",
             ),
+            OpenSessionError::Stake(refusal) => refusal.into(),
             OpenSessionError::Upstream(e) => e.into(),
             OpenSessionError::Unknown(e) => e.into(),
         }

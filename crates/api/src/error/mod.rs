@@ -11,8 +11,9 @@ mod from_domain;
 mod marketplace;
 mod openai;
 mod responses;
+mod stake;
 
-pub use body::{ErrorResponse, HTTPValidationError, LocItem, ValidationError};
+pub use body::{CodedErrorResponse, ErrorResponse, HTTPValidationError, LocItem, ValidationError};
 pub use fields::Fields;
 pub use marketplace::UpstreamFailure;
 pub use openai::{OpenAiError, OpenAiErrorBody, OpenAiErrorDetail};
@@ -81,6 +82,14 @@ pub enum ApiError {
     },
     #[error("{0}")]
     ServiceUnavailable(&'static str),
+    /// An operator's cap refused (the stake caps): the body carries a stable `code`.
+    #[error("{message}")]
+    Refused {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        retry_after: Option<u64>,
+    },
     /// The marketplace failed; the status comes from [`UpstreamFailure`].
     #[error("{}", .0.message)]
     Upstream(UpstreamFailure),
@@ -109,6 +118,7 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(failure) => failure.status,
+            ApiError::Refused { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -140,6 +150,17 @@ impl ResponseError for ApiError {
                 if let Some(secs) = failure.retry_after_secs() {
                     response.insert_header((header::RETRY_AFTER, secs));
                 }
+            }
+            ApiError::Refused {
+                code, retry_after, ..
+            } => {
+                if let Some(secs) = retry_after {
+                    response.insert_header((header::RETRY_AFTER, *secs));
+                }
+                return response.json(CodedErrorResponse {
+                    detail: self.to_string(),
+                    code: Some((*code).to_owned()),
+                });
             }
             ApiError::Internal(cause) => {
                 tracing::error!(error.cause_chain = ?cause, "request failed with an internal error");

@@ -130,6 +130,22 @@ impl From<ApiError> for OpenAiError {
         if let ApiError::Upstream(failure) = error {
             return failure.into();
         }
+        if let ApiError::Refused {
+            status,
+            code,
+            message,
+            retry_after,
+        } = error
+        {
+            let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+                "rate_limit_error"
+            } else {
+                "server_error"
+            };
+            let mut mapped = OpenAiError::new(status, kind, code, None, message);
+            mapped.retry_after = retry_after;
+            return mapped;
+        }
         let status = error.status_code();
         // The 500 body says nothing about the cause; `error_response` logs it.
         let message = match &error {
@@ -364,6 +380,7 @@ impl From<ChatSessionError> for OpenAiError {
                 error.retry_after = Some(30);
                 error
             }
+            ChatSessionError::Stake(refusal) => refusal.into(),
             ChatSessionError::Upstream(e) => ApiError::from(e).into(),
             ChatSessionError::Unknown(e) => ApiError::from(e).into(),
         }

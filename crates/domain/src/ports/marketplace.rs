@@ -200,6 +200,8 @@ pub trait Marketplace: Send + Sync {
     /// end), newest first: what the janitor compares with the database to find orphans.
     async fn wallet_sessions(&self) -> Result<Vec<UpstreamSession>, MarketplaceError>;
     async fn chat(&self, call: ChatCall) -> Result<ChatReply, MarketplaceError>;
+    /// `GET /blockchain/balance`: the node wallet's ETH and MOR, for the MOR low-water mark.
+    async fn balance(&self) -> Result<WalletBalance, MarketplaceError>;
 }
 
 /// An optional feed of the models the operator wants listed (the original's

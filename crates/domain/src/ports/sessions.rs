@@ -37,6 +37,13 @@ pub trait SessionRepository: Send + Sync {
     async fn list_active_sessions(&self, key: ApiKeyId) -> anyhow::Result<Vec<SessionRecord>>;
     /// How many sessions are active, all keys together.
     async fn count_active_sessions(&self) -> anyhow::Result<u64>;
+    /// How many explicit (not pooled) sessions of the user, all keys together, are active and
+    /// end after `now`: what the cap on a user's sessions counts.
+    async fn count_explicit_sessions(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<u64>;
     /// Moves an active session to `Retired`; `false` if it was not active.
     async fn retire_session(&self, id: &SessionId) -> anyhow::Result<bool>;
     /// Marks the session closed (from any state).

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::{ChatSessionError, SessionOwner};
+use super::{ChatSessionError, SessionOwner, StakeGovernor, StakeReservation};
 use crate::model::*;
 use crate::ports::*;
 
@@ -105,6 +105,8 @@ struct Inner {
     providers: Mutex<HashMap<BidId, String>>,
     /// Observes each queued claim's wait (metrics), set by the composition root.
     wait_observer: std::sync::OnceLock<WaitObserver>,
+    /// The operator's stake caps, set by the composition root; unset: none.
+    governor: std::sync::OnceLock<StakeGovernor>,
 }
 
 type WaitObserver = Arc<dyn Fn(Duration) + Send + Sync>;
@@ -218,6 +220,7 @@ impl SessionPool {
                 cooling: Mutex::default(),
                 providers: Mutex::default(),
                 wait_observer: std::sync::OnceLock::new(),
+                governor: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -225,6 +228,11 @@ impl SessionPool {
     /// Calls `observe` with each queued claim's wait (for a histogram); the first call wins.
     pub fn observe_waits(&self, observe: WaitObserver) {
         let _ = self.inner.wait_observer.set(observe);
+    }
+
+    /// Puts the pool's opens under the operator's stake caps; the first call wins.
+    pub fn govern(&self, governor: StakeGovernor) {
+        let _ = self.inner.governor.set(governor);
     }
 
     pub fn settings(&self) -> &PoolSettings {
@@ -434,7 +442,7 @@ impl SessionPool {
     ) -> Result<SessionRecord, ChatSessionError> {
         use std::sync::atomic::Ordering::Relaxed;
         let opened_at = Utc::now();
-        let (id, bid) = match self.open_walking_bids(model, terms).await {
+        let (id, bid, reservation) = match self.open_walking_bids(model, terms).await {
             Ok(opened) => opened,
             Err(error) => {
                 self.inner.counters.opens_failed.fetch_add(1, Relaxed);
@@ -449,8 +457,11 @@ impl SessionPool {
                 return Err(error);
             }
         };
-        let ends_at =
-            super::sessions::new_session_end(&*self.inner.market, &id, opened_at, terms).await;
+        let (ends_at, upstream) =
+            super::sessions::read_new_session(&*self.inner.market, &id, opened_at, terms).await;
+        if let Some(reservation) = reservation {
+            reservation.settle(upstream.as_ref()).await;
+        }
         let record = SessionRecord {
             id,
             api_key_id: owner.key,
@@ -484,15 +495,27 @@ impl SessionPool {
     /// trying the next bid when a provider refuses (at most `open_attempts` bids): the node
     /// walks bids within one open too, but forgets a failing provider at once, and its
     /// `omitProvider` is not reachable over HTTP (proxy-router-behaviour.md §4).
+    ///
+    /// Under the operator's stake caps: below the MOR low-water mark only warm models open,
+    /// bids above the price cap are skipped, and each attempt reserves its estimated stake from
+    /// the day's budget (given back when the attempt fails, settled by the caller otherwise).
     async fn open_walking_bids(
         &self,
         model: &ModelId,
         terms: SessionTerms,
-    ) -> Result<(SessionId, BidId), ChatSessionError> {
+    ) -> Result<(SessionId, BidId, Option<StakeReservation>), ChatSessionError> {
         use std::sync::atomic::Ordering::Relaxed;
+        let governor = self.inner.governor.get();
+        if let Some(governor) = governor {
+            governor
+                .check_low_water_mark(model)
+                .await
+                .map_err(ChatSessionError::Stake)?;
+        }
         let mut bids = self.inner.market.rated_bids(model).await?;
         bids.sort_by(|a, b| b.score.total_cmp(&a.score));
         let mut tried = 0;
+        let mut priced_out = false;
         for rated in bids {
             if tried >= self.inner.settings.open_attempts {
                 break;
@@ -500,6 +523,20 @@ impl SessionPool {
             if self.cooling_down(&rated.bid.provider) {
                 continue;
             }
+            let price = rated.bid.price_per_second;
+            if governor.is_some_and(|g| !g.price_allowed(price)) {
+                priced_out = true;
+                continue;
+            }
+            let reservation = match governor {
+                Some(governor) => Some(
+                    governor
+                        .reserve(price, terms)
+                        .await
+                        .map_err(ChatSessionError::Stake)?,
+                ),
+                None => None,
+            };
             tried += 1;
             self.inner.counters.bid_walk_steps.fetch_add(1, Relaxed);
             // The bid's own id: the node leaves the rated list's outer `ID` zero
@@ -508,16 +545,27 @@ impl SessionPool {
             match self.inner.market.open_bid_session(bid, terms).await {
                 Ok(id) => {
                     self.remember_provider(bid, &rated.bid.provider);
-                    return Ok((id, bid.clone()));
+                    return Ok((id, bid.clone(), reservation));
                 }
-                Err(error) if provider_refused(&error) => {
+                Err(error) => {
+                    if let Some(reservation) = reservation {
+                        reservation.release().await;
+                    }
+                    if !provider_refused(&error) {
+                        return Err(error.into());
+                    }
                     tracing::info!(%bid, provider = %rated.bid.provider, %error, "a provider refused a session; trying the next bid");
                     self.cool_down(&rated.bid.provider);
                 }
-                Err(error) => return Err(error.into()),
             }
         }
-        Err(ChatSessionError::ModelUnavailable)
+        match governor {
+            // Every bid left was too dear: say so rather than "no provider accepts".
+            Some(governor) if priced_out && tried == 0 => {
+                Err(ChatSessionError::Stake(governor.price_refusal(None)))
+            }
+            _ => Err(ChatSessionError::ModelUnavailable),
+        }
     }
 
     fn cooling_down(&self, provider: &str) -> bool {

@@ -11,8 +11,10 @@ use std::sync::{Arc, Mutex, Weak};
 
 use chrono::{DateTime, Utc};
 
+use super::keyed_locks::KeyedLocks;
 use super::{
     AutomationService, ModelCatalogue, ResolveModelError, ResolvedModel, SessionLease, SessionPool,
+    StakeGovernor, StakeRefusal, StakeReservation,
 };
 use crate::model::*;
 use crate::ports::*;
@@ -52,6 +54,11 @@ pub struct SessionService {
     /// The explicit session (or that there is none) of recently seen (key, model) pairs: the
     /// steady state of chat needs no database read per request.
     recent: Arc<quick_cache::sync::Cache<(ApiKeyId, ModelId), RecentSession>>,
+    /// The operator's caps on opens; `None`: none.
+    governor: Option<StakeGovernor>,
+    /// A user's explicit opens, one at a time on this replica, so two at once cannot both
+    /// pass the cap on the user's sessions.
+    user_opens: Arc<KeyedLocks<UserId>>,
 }
 
 #[derive(Clone)]
@@ -85,6 +92,9 @@ pub enum ChatSessionError {
     /// No provider of the model would open a session (none left after the bid walk).
     #[error("no provider of the model accepts a session")]
     ModelUnavailable,
+    /// One of the operator's stake caps refused to open a session: nothing was staked.
+    #[error(transparent)]
+    Stake(StakeRefusal),
     #[error(transparent)]
     Upstream(#[from] MarketplaceError),
     #[error(transparent)]
@@ -101,6 +111,7 @@ impl ChatSessionError {
             Self::AutomationDisabled => Self::AutomationDisabled,
             Self::PoolBusy(busy) => Self::PoolBusy(*busy),
             Self::ModelUnavailable => Self::ModelUnavailable,
+            Self::Stake(refusal) => Self::Stake(refusal.clone()),
             Self::Upstream(e) => Self::Upstream(e.clone()),
             Self::Unknown(e) => Self::Unknown(anyhow::anyhow!("{e:#}")),
         }
@@ -117,6 +128,9 @@ pub enum OpenSessionError {
     /// The model (named, or of the bid) is not on the key's allow-list: nothing was staked.
     #[error("this API key may not use the model '{0}'")]
     ModelNotAllowed(String),
+    /// One of the operator's stake caps refused: nothing was staked.
+    #[error(transparent)]
+    Stake(#[from] StakeRefusal),
     #[error(transparent)]
     Upstream(#[from] MarketplaceError),
     #[error(transparent)]
@@ -189,7 +203,20 @@ impl SessionService {
             flights: Arc::default(),
             turns: Arc::default(),
             recent: Arc::new(quick_cache::sync::Cache::new(RECENT_SESSION_CAPACITY)),
+            governor: None,
+            user_opens: Arc::default(),
         }
+    }
+
+    /// Puts every open, explicit and pooled, under the operator's stake caps.
+    pub fn with_governor(mut self, governor: StakeGovernor) -> Self {
+        self.pool.govern(governor.clone());
+        self.governor = Some(governor);
+        self
+    }
+
+    pub fn governor(&self) -> Option<&StakeGovernor> {
+        self.governor.as_ref()
     }
 
     fn remember(&self, session: &SessionRecord) {
@@ -394,6 +421,9 @@ impl SessionService {
         if !policy.allows_model(&model.name, model.id.as_str()) {
             return Err(OpenSessionError::ModelNotAllowed(model.name));
         }
+        if let Some(governor) = &self.governor {
+            governor.check_duration(terms)?;
+        }
         self.open_single_flight(owner, &model.id, SessionOrigin::Model, terms)
             .await
     }
@@ -410,6 +440,9 @@ impl SessionService {
         // The node does not say "not found" for an unknown bid: it reads the chain's zero bid
         // and fails the provider handshake after staking nothing (proxy-router-behaviour.md
         // §1 row 7). Asking first turns that into a clear 404 and spares the node the attempt.
+        if let Some(governor) = &self.governor {
+            governor.check_duration(terms)?;
+        }
         let Some(found) = self.market.bid(bid).await? else {
             return Err(OpenSessionError::BidNotFound);
         };
@@ -421,20 +454,36 @@ impl SessionService {
                 return Err(OpenSessionError::ModelNotAllowed(model.name));
             }
         }
-        let id = self
-            .market
-            .open_bid_session(bid, terms)
-            .await
-            .map_err(|e| match e {
-                MarketplaceError::Rejected { ref message, .. }
-                    if message.to_lowercase().contains("not found") =>
-                {
-                    OpenSessionError::BidNotFound
+        let user_lock = self.user_lock(owner.user);
+        let _user_turn = match &user_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let reservation = match &self.governor {
+            Some(governor) => Some(self.admit_bid_open(governor, owner, &found, terms).await?),
+            None => None,
+        };
+        let id = match self.market.open_bid_session(bid, terms).await {
+            Ok(id) => id,
+            Err(e) => {
+                if let Some(reservation) = reservation {
+                    reservation.release().await;
                 }
-                other => OpenSessionError::Upstream(other),
-            })?;
+                return Err(match e {
+                    MarketplaceError::Rejected { ref message, .. }
+                        if message.to_lowercase().contains("not found") =>
+                    {
+                        OpenSessionError::BidNotFound
+                    }
+                    other => OpenSessionError::Upstream(other),
+                });
+            }
+        };
         let opened_at = Utc::now();
         let upstream = self.market.session(&id).await.ok();
+        if let Some(reservation) = reservation {
+            reservation.settle(upstream.as_ref()).await;
+        }
         let model_id = upstream
             .as_ref()
             .and_then(|s| ModelId::parse(&s.model_agent_id).ok())
@@ -500,6 +549,12 @@ impl SessionService {
         origin: SessionOrigin,
         terms: SessionTerms,
     ) -> Result<OpenedSession, OpenSessionError> {
+        // The user's turn first, then the key's flight: the bid open takes them in this order.
+        let user_lock = self.user_lock(owner.user);
+        let _user_turn = match &user_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
         let flight = self.flight(owner.key, model);
         let _guard = flight.lock().await;
         if let Some(existing) = self.sessions.find_active_session(owner.key, model).await? {
@@ -513,15 +568,34 @@ impl SessionService {
             // chain's end has passed (closing earlier locks the unused stake).
             self.retire(&existing).await?;
         }
+        let (on_bid, reservation) = match &self.governor {
+            Some(governor) => self.admit_model_open(governor, owner, model, terms).await?,
+            None => (None, None),
+        };
         let opened_at = Utc::now();
-        let id = self.market.open_model_session(model, terms).await?;
-        let ends_at = new_session_end(&*self.market, &id, opened_at, terms).await;
+        let opened = match &on_bid {
+            Some(bid) => self.market.open_bid_session(bid, terms).await,
+            None => self.market.open_model_session(model, terms).await,
+        };
+        let id = match opened {
+            Ok(id) => id,
+            Err(error) => {
+                if let Some(reservation) = reservation {
+                    reservation.release().await;
+                }
+                return Err(error.into());
+            }
+        };
+        let (ends_at, upstream) = read_new_session(&*self.market, &id, opened_at, terms).await;
+        if let Some(reservation) = reservation {
+            reservation.settle(upstream.as_ref()).await;
+        }
         let record = SessionRecord {
             id,
             api_key_id: owner.key,
             user_id: owner.user,
             model_id: model.clone(),
-            bid_id: None,
+            bid_id: on_bid,
             origin,
             state: SessionState::Active,
             opened_at,
@@ -562,6 +636,104 @@ impl SessionService {
             ))),
             Err(InsertSessionError::Unknown(e)) => Err(OpenSessionError::Unknown(e)),
         }
+    }
+
+    /// The user's lock for explicit opens, when their number is capped.
+    fn user_lock(&self, user: UserId) -> Option<super::keyed_locks::KeyLock> {
+        self.governor
+            .as_ref()
+            .filter(|g| g.limits_user_sessions())
+            .map(|_| self.user_opens.of(user))
+    }
+
+    /// The user's cap on explicit sessions; `replacing`: the open takes the place of one of
+    /// them (it goes to the pool), so the count does not grow.
+    async fn check_user_sessions(
+        &self,
+        governor: &StakeGovernor,
+        owner: SessionOwner,
+        replacing: bool,
+    ) -> Result<(), OpenSessionError> {
+        if !governor.limits_user_sessions() {
+            return Ok(());
+        }
+        let active = self
+            .sessions
+            .count_explicit_sessions(owner.user, Utc::now())
+            .await?;
+        governor.check_user_sessions(active.saturating_sub(u64::from(replacing)))?;
+        Ok(())
+    }
+
+    /// The caps before an explicit open by model, in the order that stakes nothing: the
+    /// user's sessions, the MOR low-water mark, the bid price, then the day's budget. Returns
+    /// the bid to open on instead of letting the node choose (when some of the model's bids
+    /// are above the price cap), and the budget's reservation.
+    async fn admit_model_open(
+        &self,
+        governor: &StakeGovernor,
+        owner: SessionOwner,
+        model: &ModelId,
+        terms: SessionTerms,
+    ) -> Result<(Option<BidId>, Option<StakeReservation>), OpenSessionError> {
+        self.check_user_sessions(governor, owner, false).await?;
+        governor.check_low_water_mark(model).await?;
+        if !governor.limits_price() && governor.settings().daily_budget.is_none() {
+            return Ok((None, None));
+        }
+        let mut bids = self.market.rated_bids(model).await?;
+        bids.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let mut on_bid = None;
+        let mut price = bids
+            .iter()
+            .map(|b| b.bid.price_per_second)
+            .max()
+            .unwrap_or(0);
+        if governor.limits_price()
+            && bids
+                .iter()
+                .any(|b| !governor.price_allowed(b.bid.price_per_second))
+        {
+            // The node would choose among every bid of the model: open on the best-rated one
+            // within the cap instead.
+            let Some(best) = bids
+                .iter()
+                .find(|b| governor.price_allowed(b.bid.price_per_second))
+            else {
+                return Err(governor.price_refusal(None).into());
+            };
+            on_bid = Some(best.bid.id.clone());
+            price = best.bid.price_per_second;
+        }
+        let reservation = governor.reserve(price, terms).await?;
+        Ok((on_bid, Some(reservation)))
+    }
+
+    /// The caps before an explicit open on `bid`.
+    async fn admit_bid_open(
+        &self,
+        governor: &StakeGovernor,
+        owner: SessionOwner,
+        bid: &Bid,
+        terms: SessionTerms,
+    ) -> Result<StakeReservation, OpenSessionError> {
+        let model = ModelId::parse(&bid.model_agent_id).ok();
+        let replacing = match &model {
+            Some(model) => self
+                .sessions
+                .find_active_session(owner.key, model)
+                .await?
+                .is_some(),
+            None => false,
+        };
+        self.check_user_sessions(governor, owner, replacing).await?;
+        if let Some(model) = &model {
+            governor.check_low_water_mark(model).await?;
+        }
+        if !governor.price_allowed(bid.price_per_second) {
+            return Err(governor.price_refusal(Some(bid.price_per_second)).into());
+        }
+        Ok(governor.reserve(bid.price_per_second, terms).await?)
     }
 
     fn flight(&self, key: ApiKeyId, model: &ModelId) -> Arc<OpenLock> {
@@ -706,13 +878,14 @@ impl SessionService {
     }
 }
 
-/// A session just opened: its end as the chain says, else estimated (logged).
-pub(super) async fn new_session_end(
+/// A session just opened, as the chain has it (`None` when it cannot be read, logged), and its
+/// end: the chain's, else estimated.
+pub(super) async fn read_new_session(
     market: &dyn Marketplace,
     id: &SessionId,
     opened_at: DateTime<Utc>,
     terms: SessionTerms,
-) -> DateTime<Utc> {
+) -> (DateTime<Utc>, Option<UpstreamSession>) {
     let upstream = match market.session(id).await {
         Ok(s) => Some(s),
         Err(error) => {
@@ -720,7 +893,7 @@ pub(super) async fn new_session_end(
             None
         }
     };
-    ends_at(upstream.as_ref(), opened_at, terms)
+    (ends_at(upstream.as_ref(), opened_at, terms), upstream)
 }
 
 /// The chain's end when known; otherwise an estimate from the requested duration (the janitor

@@ -58,6 +58,19 @@ impl SessionRepository for MemorySessions {
         Ok(())
     }
 
+    async fn count_explicit_sessions(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<u64> {
+        Ok(lock(&self.records)
+            .iter()
+            .filter(|r| {
+                r.state == SessionState::Active && !r.pooled && r.user_id == user && r.ends_at > now
+            })
+            .count() as u64)
+    }
+
     async fn find_active_session(
         &self,
         key: ApiKeyId,
@@ -394,6 +407,10 @@ pub struct FakeMarket {
     pub opened: AtomicU64,
     pub chats: Mutex<Vec<SessionId>>,
     pub closes: Mutex<Vec<SessionId>>,
+    /// The node wallet's MOR (wei), and the failures of its next reads.
+    pub mor_balance: Mutex<u128>,
+    pub balance_failures: Mutex<VecDeque<MarketplaceError>>,
+    pub balance_reads: AtomicU64,
 }
 
 impl FakeMarket {
@@ -432,7 +449,26 @@ impl FakeMarket {
         format!("0x{n:040x}")
     }
 
+    /// Sets the price of a bid the chain knows.
+    pub fn set_price(&self, id: &BidId, price_per_second: u128) {
+        if let Some(bid) = lock(&self.bids).get_mut(id) {
+            bid.price_per_second = price_per_second;
+        }
+    }
+
     pub fn add_session(&self, id: &SessionId, model: &ModelId, ends_at: DateTime<Utc>) {
+        self.add_staked_session(id, model, ends_at, 0, 0);
+    }
+
+    /// A session with its stake and price, as an open leaves it.
+    pub fn add_staked_session(
+        &self,
+        id: &SessionId,
+        model: &ModelId,
+        ends_at: DateTime<Utc>,
+        stake: u128,
+        price_per_second: u128,
+    ) {
         let now = Utc::now().timestamp().max(0) as u64;
         lock(&self.chain).insert(
             id.clone(),
@@ -442,8 +478,8 @@ impl FakeMarket {
                 provider: "0x00000000000000000000000000000000000000aa".to_owned(),
                 model_agent_id: model.as_str().to_owned(),
                 bid_id: String::new(),
-                stake: 0,
-                price_per_second: 0,
+                stake,
+                price_per_second,
                 opened_at: now,
                 ends_at: ends_at.timestamp().max(0) as u64,
                 closed_at: 0,
@@ -458,14 +494,22 @@ impl FakeMarket {
         }
     }
 
-    fn open(&self, model: &ModelId, terms: SessionTerms) -> Result<SessionId, MarketplaceError> {
+    /// Opens a session; its stake is `price × duration` (the node's direct-payment stake).
+    fn open(
+        &self,
+        model: &ModelId,
+        terms: SessionTerms,
+        price_per_second: u128,
+    ) -> Result<SessionId, MarketplaceError> {
         if let Some(error) = lock(&self.open_failures).pop_front() {
             return Err(error);
         }
         let n = self.opened.fetch_add(1, Ordering::SeqCst) + 1;
         let id = SessionId::parse(&format!("0x{n:064x}")).expect("a session id");
-        let ends = Utc::now() + chrono::Duration::seconds(i64::from(terms.duration.seconds()));
-        self.add_session(&id, model, ends);
+        let seconds = terms.duration.seconds();
+        let ends = Utc::now() + chrono::Duration::seconds(i64::from(seconds));
+        let stake = price_per_second * u128::from(seconds);
+        self.add_staked_session(&id, model, ends, stake, price_per_second);
         Ok(id)
     }
 }
@@ -510,7 +554,14 @@ impl Marketplace for FakeMarket {
         model: &ModelId,
         terms: SessionTerms,
     ) -> Result<SessionId, MarketplaceError> {
-        self.open(model, terms)
+        // The node picks the best-rated bid.
+        let price = self
+            .rated_bids(model)
+            .await?
+            .into_iter()
+            .max_by(|a, b| a.score.total_cmp(&b.score))
+            .map_or(0, |b| b.bid.price_per_second);
+        self.open(model, terms, price)
     }
 
     async fn open_bid_session(
@@ -518,15 +569,15 @@ impl Marketplace for FakeMarket {
         bid: &BidId,
         terms: SessionTerms,
     ) -> Result<SessionId, MarketplaceError> {
-        let model = lock(&self.bids)
+        let (model, price) = lock(&self.bids)
             .get(bid)
-            .and_then(|b| ModelId::parse(&b.model_agent_id).ok())
+            .and_then(|b| Some((ModelId::parse(&b.model_agent_id).ok()?, b.price_per_second)))
             .ok_or_else(|| MarketplaceError::Rejected {
                 status: 500,
                 message: "failed to initiate session".to_owned(),
                 retry_after: None,
             })?;
-        self.open(&model, terms)
+        self.open(&model, terms, price)
     }
 
     async fn session(&self, id: &SessionId) -> Result<UpstreamSession, MarketplaceError> {
@@ -575,6 +626,17 @@ impl Marketplace for FakeMarket {
         Ok(ChatReply::Complete {
             body: Bytes::from_static(b"{\"choices\":[]}"),
             usage: None,
+        })
+    }
+
+    async fn balance(&self) -> Result<WalletBalance, MarketplaceError> {
+        self.balance_reads.fetch_add(1, Ordering::SeqCst);
+        if let Some(error) = lock(&self.balance_failures).pop_front() {
+            return Err(error);
+        }
+        Ok(WalletBalance {
+            eth: 0,
+            mor: *lock(&self.mor_balance),
         })
     }
 }

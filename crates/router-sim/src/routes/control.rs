@@ -37,6 +37,12 @@ struct HealthBody {
 }
 
 #[derive(Deserialize)]
+struct BalanceBody {
+    /// Wei, as a decimal string (it exceeds 2^64).
+    mor: String,
+}
+
+#[derive(Deserialize)]
 struct ProviderBody {
     provider: String,
     down: bool,
@@ -90,6 +96,16 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) 
                 shared.set_degraded(b.degraded);
                 Reply::ok(&OK)
             }
+            Err(e) => Reply::bad_request(&format!("invalid body: {e}")),
+        },
+        ("POST", "balance") => match serde_json::from_slice::<BalanceBody>(body) {
+            Ok(b) => match b.mor.parse::<u128>() {
+                Ok(mor) => {
+                    shared.set_mor_balance(mor);
+                    Reply::ok(&OK)
+                }
+                Err(e) => Reply::bad_request(&format!("invalid mor: {e}")),
+            },
             Err(e) => Reply::bad_request(&format!("invalid body: {e}")),
         },
         ("POST", "providers") => match serde_json::from_slice::<ProviderBody>(body) {

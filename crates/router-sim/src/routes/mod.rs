@@ -28,6 +28,7 @@ pub(crate) enum Route<'a> {
     ModelSession(&'a str),
     BidSession(&'a str),
     Approve,
+    Balance,
     UserSessions,
     Session(&'a str),
     CloseSession(&'a str),
@@ -47,6 +48,7 @@ impl<'a> Route<'a> {
             "/wallet" if get => return Self::Wallet,
             "/blockchain/models" if get => return Self::Models,
             "/blockchain/approve" if post => return Self::Approve,
+            "/blockchain/balance" if get => return Self::Balance,
             "/blockchain/sessions/user" if get => return Self::UserSessions,
             _ => {}
         }
@@ -74,6 +76,8 @@ impl<'a> Route<'a> {
             Self::Models => "get_models",
             Self::RatedBids(_) | Self::Bid(_) => "get_bids",
             Self::Approve => "approve",
+            // `blockchainapi/controller.go:35`.
+            Self::Balance => "get_balance",
             Self::ModelSession(_) | Self::BidSession(_) => "open_session",
             Self::UserSessions | Self::Session(_) => "get_sessions",
             Self::CloseSession(_) => "close_session",
@@ -92,6 +96,7 @@ impl<'a> Route<'a> {
             Self::Models => FaultRoute::Models,
             Self::RatedBids(_) => FaultRoute::RatedBids,
             Self::Approve => FaultRoute::Approve,
+            Self::Balance => FaultRoute::Balance,
             Self::Health | Self::Config | Self::Wallet | Self::Bid(_) | Self::NotFound => {
                 return None;
             }
@@ -142,6 +147,7 @@ pub(crate) async fn dispatch(
         Route::RatedBids(id) => catalog::rated_bids(shared, id),
         Route::Bid(id) => catalog::bid(shared, id),
         Route::Approve => catalog::approve(shared, query),
+        Route::Balance => node::balance(shared),
         Route::ModelSession(id) => sessions::open_by_model(shared, id, &body, fault).await,
         Route::BidSession(id) => sessions::open_by_bid(shared, id, &body, fault).await,
         Route::UserSessions => sessions::of_user(shared, query, blip),

@@ -68,6 +68,15 @@ pub(crate) fn wallet(shared: &Arc<Shared>) -> Reply {
     Reply::json(StatusCode::OK, shared.wallet_json.clone())
 }
 
+/// `GET /blockchain/balance` (`blockchainapi/controller.go:35,447-460`): the wallet's ETH and MOR
+/// as `structs.TokenBalanceRes` (`blockchainapi/structs/res.go:56-59`), whose `lib.BigInt`
+/// members marshal as quoted decimal strings (`lib/bigint.go:29-31`), `mor` first.
+pub(crate) fn balance(shared: &Shared) -> Reply {
+    crate::counters::bump(&shared.counters.balance_reads);
+    let (eth, mor) = shared.balance();
+    Reply::ok(&serde_json::json!({ "mor": mor.to_string(), "eth": eth.to_string() }))
+}
+
 /// Formats like Go's `time.Duration.String()` ("1h2m3.5s", "250ms"), as the real node does.
 fn go_duration(d: Duration) -> String {
     let ns = d.as_nanos();

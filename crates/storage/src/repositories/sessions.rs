@@ -185,6 +185,26 @@ impl SessionRepository for Database {
         .await
     }
 
+    #[tracing::instrument(skip_all, fields(user = user.0))]
+    async fn count_explicit_sessions(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<u64> {
+        self.run(move |conn| {
+            let count: i64 = sessions::table
+                .filter(sessions::user_id.eq(user.0))
+                .filter(sessions::state.eq(SessionState::Active.as_str()))
+                .filter(sessions::pooled.eq(false))
+                .filter(sessions::ends_at.gt(now.naive_utc()))
+                .count()
+                .get_result(conn)
+                .context("counting a user's explicit sessions")?;
+            u64::try_from(count).context("the database returned a negative count")
+        })
+        .await
+    }
+
     #[tracing::instrument(skip_all)]
     async fn count_active_sessions(&self) -> anyhow::Result<u64> {
         self.run(move |conn| {

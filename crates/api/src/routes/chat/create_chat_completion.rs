@@ -39,7 +39,7 @@ use crate::{AppState, rate_limit_headers};
         (status = 429, description = "A rate limit is reached (`rate_limit_exceeded`), a budget window is spent (`budget_exceeded`, with `resets_at`), the provider is rate limiting, or every pooled session of the model is busy (`pool_busy`)", body = OpenAiErrorBody),
         (status = 500, description = "Unexpected server error (details are logged, not returned)", body = OpenAiErrorBody),
         (status = 502, description = "The marketplace failed or cannot be reached", body = OpenAiErrorBody),
-        (status = 503, description = "No proxy-router is configured, the model list is not loaded yet, the database is unavailable, the gateway is overloaded (`gateway_overloaded`), or the limits cannot be checked and fail closed (`limits_unavailable`); too many open connections (in the `detail` shape, before the request is read)", body = OpenAiErrorBody),
+        (status = 503, description = "No proxy-router is configured, the model list is not loaded yet, the database is unavailable, the gateway is overloaded (`gateway_overloaded`), or the limits cannot be checked and fail closed (`limits_unavailable`); too many open connections (in the `detail` shape, before the request is read); or a session was needed and an operator's stake cap refused to open one, nothing staked: `stake_budget_exhausted` (Retry-After: until the UTC day's end), `bid_price_above_limit`, `mor_below_low_water_mark`, `stake_budget_unavailable`", body = OpenAiErrorBody),
         (status = 504, description = "The marketplace did not answer in time", body = OpenAiErrorBody),
     ),
     security(("APIKeyAuth" = []))

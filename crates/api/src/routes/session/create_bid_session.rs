@@ -5,7 +5,8 @@ use super::{owner, terms};
 use crate::AppState;
 use crate::dto::{BidSessionQuery, SessionDataRequest, SessionResponse};
 use crate::error::{
-    ApiError, ErrorResponse, FieldError, JsonBodyErrors, LocItem, MarketplaceErrors, ServerErrors,
+    ApiError, CodedErrorResponse, ErrorResponse, FieldError, JsonBodyErrors, LocItem,
+    MarketplaceErrors, ServerErrors,
 };
 use crate::extract::{ApiKeyUser, ValidatedJson, ValidatedQuery};
 
@@ -21,6 +22,10 @@ use crate::extract::{ApiKeyUser, ValidatedJson, ValidatedQuery};
         (status = 403, description = "The model is not on the API key's allowed_models; nothing was staked", body = ErrorResponse),
         (status = 404, description = "No such bid", body = ErrorResponse),
         JsonBodyErrors, MarketplaceErrors, ServerErrors,
+        // After the shared ones, whose 429 and 503 these replace: the operator's stake caps
+        // (nothing staked), named by `code`, beside the same statuses' other causes.
+        (status = 429, description = "`too_many_sessions`: the user has as many active explicit sessions as allowed (MORPHEUS_MAX_SESSIONS_PER_USER), nothing was staked; or (no code) the proxy-router or provider is rate limiting, see Retry-After", body = CodedErrorResponse),
+        (status = 503, description = "An operator's stake cap refused to open a session, nothing was staked: `stake_budget_exhausted` (Retry-After: until the UTC day's end), `bid_price_above_limit`, `mor_below_low_water_mark` or `stake_budget_unavailable`; or (no code) the database is unavailable, no proxy-router is configured or the server is saturated, retry later", body = CodedErrorResponse),
     ),
     security(("APIKeyAuth" = []))
 )]

@@ -76,6 +76,9 @@ pub async fn render(state: &AppState) -> HttpResponse {
         }
     }
     pool_gauges(state).await;
+    if let Some(governor) = state.sessions.governor() {
+        metrics.stake.refresh(governor).await;
+    }
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, OPENMETRICS))
         .body(metrics.encode())

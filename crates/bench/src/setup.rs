@@ -56,6 +56,11 @@ fn text(v: &Value, key: &str, what: &str) -> Result<String> {
 }
 
 pub async fn run(gw: SocketAddr, sim: SocketAddr) -> Result<Ready> {
+    run_with_key(gw, sim, &json!({"name": "bench"})).await
+}
+
+/// [`run`], the key made with `key` as its `POST /api/v1/auth/keys` body (a policy).
+pub async fn run_with_key(gw: SocketAddr, sim: SocketAddr, key: &Value) -> Result<Ready> {
     let (s, b) = call(
         gw,
         Method::POST,
@@ -81,7 +86,7 @@ pub async fn run(gw: SocketAddr, sim: SocketAddr) -> Result<Ready> {
         Method::POST,
         "/api/v1/auth/keys",
         &[("authorization", format!("Bearer {jwt}"))],
-        Some(&json!({"name": "bench"})),
+        Some(key),
     )
     .await?;
     let api_key = text(

@@ -2,6 +2,7 @@
 //! against `morpheus-router-sim`. Run it with `bench/run` (it builds the binaries first).
 //! See crates/bench/README.md for the method.
 
+mod governed;
 mod lanes;
 mod realistic;
 mod report;
@@ -295,6 +296,28 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
         "/api/v1/chat/completions",
         &[("authorization", format!("Bearer {}", ready.api_key))],
     )?;
+    let redis = governed::redis_url();
+    let mut governed = governed::start(
+        bins,
+        &tmp.path().join("governed"),
+        sim_addr,
+        core_gw,
+        redis.as_deref(),
+    )
+    .await?;
+    progress(format!(
+        "governed lanes: {}{}",
+        governed
+            .iter()
+            .map(|l| l.name)
+            .collect::<Vec<_>>()
+            .join("; "),
+        if redis.is_none() {
+            " (no Redis reachable: the Redis lanes are skipped)"
+        } else {
+            ""
+        }
+    ));
     let small = chat_body(&ready.model, 4, 16, false);
     let streamed = chat_body(&ready.model, plan.ttft_chunks - 1, plan.ttft_chunks, true);
 
@@ -316,6 +339,18 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
             "round {r}/{}: c=1 p50 direct {:.1} µs, gateway {:.1} µs",
             plan.rounds, round.c1_direct.p50_us, round.c1_gateway.p50_us
         ));
+        for lane in &mut governed {
+            let measured: report::LatencySummary =
+                lanes::latency(&lane.target, &small, warm, plan.c1_requests)
+                    .await?
+                    .into();
+            progress(format!(
+                "round {r}/{}: c=1 p50 governed ({}) {:.1} µs",
+                plan.rounds, lane.name, measured.p50_us
+            ));
+            round.c1_governed.push(measured);
+            lane.check_running()?;
+        }
         let (cw, cm, cn) = (plan.c64_warmup, plan.c64_measure, plan.c64_conns);
         round.c64_direct = lanes::throughput(&direct, &small, cn, cw, cm).await?.into();
         round.c64_gateway = lanes::throughput(&gateway, &small, cn, cw, cm)
@@ -336,6 +371,16 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
         rounds.push(round);
     }
     let rss_after_rounds_kib = procs::rss_kib(gw_pid)?;
+    let governed_lanes: Vec<report::GovernedLaneInfo> = governed
+        .iter()
+        .map(|l| report::GovernedLaneInfo {
+            name: l.name,
+            credit: l.credit,
+            redis: l.redis,
+        })
+        .collect();
+    let redis_reachable = redis.is_some();
+    drop(governed);
 
     // 4 and 5: many slow streams at once through the gateway, RSS sampled every 10 ms.
     setup::set_chunk_delay(sim_addr, plan.many_chunk_delay_ms).await?;
@@ -407,6 +452,8 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
         rss_peak_kib,
         rss_settled_kib,
         realistic,
+        governed_lanes,
+        redis_reachable,
         model: ready.model,
         wall_seconds: 0.0,
     })

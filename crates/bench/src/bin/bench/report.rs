@@ -159,6 +159,16 @@ pub struct Round {
     pub c64_gateway: ThroughputSummary,
     pub ttft_direct: TtftSummary,
     pub ttft_gateway: TtftSummary,
+    /// c=1 on each governed lane, in the order of [`Results::governed_lanes`].
+    pub c1_governed: Vec<LatencySummary>,
+}
+
+/// What a governed lane has on.
+#[derive(Clone)]
+pub struct GovernedLaneInfo {
+    pub name: &'static str,
+    pub credit: bool,
+    pub redis: bool,
 }
 
 pub struct Results {
@@ -174,6 +184,8 @@ pub struct Results {
     pub rss_peak_kib: u64,
     pub rss_settled_kib: u64,
     pub realistic: Realistic,
+    pub governed_lanes: Vec<GovernedLaneInfo>,
+    pub redis_reachable: bool,
     pub model: String,
     pub wall_seconds: f64,
 }
@@ -247,6 +259,53 @@ pub fn render(r: &Results) -> (String, Value) {
             met: Some(added.median <= limit),
             json: json!({"added_us": added.json(), "direct_us": spread(d).json(),
                          "gateway_us": spread(g).json(), "target_max_us": limit}),
+        });
+    }
+
+    // 1b. What governance adds at concurrency 1: each governed lane against the plain gateway
+    // lane of the same round. The targets are the full lanes' (limits, budgets and the credit
+    // hold and settlement); the limits-only lanes show where the time goes.
+    for (i, lane) in r.governed_lanes.iter().enumerate() {
+        let governed: Vec<f64> = r
+            .rounds
+            .iter()
+            .map(|x| x.c1_governed.get(i).map_or(f64::NAN, |l| l.p50_us))
+            .collect();
+        let added = spread(&differences(&g50, &governed));
+        let limit = match (lane.credit, lane.redis) {
+            (true, false) => Some(10.0),
+            (true, true) => Some(60.0),
+            _ => None,
+        };
+        figures.push(Figure {
+            key: match i {
+                0 => "governance_added_p50_limits_memory",
+                1 => "governance_added_p50_full_memory",
+                2 => "governance_added_p50_limits_redis",
+                _ => "governance_added_p50_full_redis",
+            },
+            label: format!("governance added p50, c=1: {}", lane.name),
+            result: format!(
+                "{}  [gateway {:.1}, governed {:.1}]",
+                us(added),
+                spread(&g50).median,
+                spread(&governed).median
+            ),
+            target: limit.map_or_else(|| "—".to_owned(), |l| format!("≤ {l} µs")),
+            met: limit.map(|l| added.median <= l),
+            json: json!({"added_us": added.json(), "gateway_us": spread(&g50).json(),
+                         "governed_us": spread(&governed).json(), "credit": lane.credit,
+                         "redis": lane.redis, "target_max_us": limit}),
+        });
+    }
+    if !r.redis_reachable {
+        figures.push(Figure {
+            key: "governance_added_p50_full_redis",
+            label: "governance added p50, c=1: limits + credit, Redis".to_owned(),
+            result: "not measured: no Redis reachable (MORPHEUS_BENCH_REDIS_URL)".to_owned(),
+            target: "≤ 60 µs".to_owned(),
+            met: None,
+            json: json!({"measured": false}),
         });
     }
 
@@ -438,6 +497,7 @@ pub fn render(r: &Results) -> (String, Value) {
                 + x.ttft_gateway.errors
                 + x.ttft_direct.incomplete
                 + x.ttft_gateway.incomplete
+                + x.c1_governed.iter().map(|l| l.errors).sum::<u64>()
         })
         .sum();
 
@@ -476,7 +536,10 @@ pub fn render(r: &Results) -> (String, Value) {
         "request_errors": errors,
         "figures": figs,
         "rounds": r.rounds.iter().map(|x| json!({
-            "c1": {"direct": x.c1_direct.json(), "gateway": x.c1_gateway.json()},
+            "c1": {"direct": x.c1_direct.json(), "gateway": x.c1_gateway.json(),
+                   "governed": r.governed_lanes.iter().zip(&x.c1_governed)
+                       .map(|(lane, l)| json!({"lane": lane.name, "latency": l.json()}))
+                       .collect::<Vec<_>>()},
             "c64": {"direct": x.c64_direct.json(), "gateway": x.c64_gateway.json()},
             "ttft": {"direct": x.ttft_direct.json(), "gateway": x.ttft_gateway.json()},
         })).collect::<Vec<_>>(),

@@ -1,0 +1,109 @@
+//! The governed lanes: the gateway lane again, on gateways with governance on — a key with
+//! `rpm`, `tpm` and two budget windows, operator limits from a pricing file, and (in the full
+//! lanes) the credit hold and its settlement — so the table can show what governance adds to a
+//! request. Each lane is a gateway of its own (same simulator, same pinning), measured in the
+//! same interleaved rounds as the plain gateway lane.
+//!
+//! With Redis reachable (`MORPHEUS_BENCH_REDIS_URL`, default `redis://127.0.0.1:6379`) the
+//! counters are shared through it in two more lanes; without it those lanes are skipped, said
+//! so in the table.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use morpheus_bench::http::Target;
+use morpheus_bench::setup;
+use morpheus_bench::stack::{self, Bins, Gateway};
+use serde_json::json;
+
+/// Every limit far above what a run sends: counted on every request, never refusing one.
+const OPERATOR_LIMITS: &str = "[limits]\nrpm = 1000000000\ntpm = 1000000000000\n";
+
+/// A governed gateway and the target of its key.
+pub struct GovernedLane {
+    pub name: &'static str,
+    /// Credit holds and settlements on (else limits and budgets only).
+    pub credit: bool,
+    pub redis: bool,
+    pub target: Target,
+    gateway: Gateway,
+}
+
+/// The Redis the Redis lanes use, when something listens there.
+pub fn redis_url() -> Option<String> {
+    let url = std::env::var("MORPHEUS_BENCH_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let host = url.trim_start_matches("redis://").split('/').next()?;
+    let addr: SocketAddr = host.parse().ok()?;
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    Some(url)
+}
+
+/// Starts the lanes' gateways and sets each up through its API (a user, a key with limits and
+/// budgets, automation on, the first chat).
+pub async fn start(
+    bins: &Bins,
+    dir: &Path,
+    sim: SocketAddr,
+    core: Option<usize>,
+    redis: Option<&str>,
+) -> Result<Vec<GovernedLane>> {
+    std::fs::create_dir_all(dir)?;
+    let prices = dir.join("limits.toml");
+    std::fs::write(&prices, OPERATOR_LIMITS)?;
+    let mut specs = vec![
+        ("limits, in memory", false, None),
+        ("limits + credit, in memory", true, None),
+    ];
+    if let Some(url) = redis {
+        specs.push(("limits, Redis", false, Some(url)));
+        specs.push(("limits + credit, Redis", true, Some(url)));
+    }
+    let mut lanes = Vec::new();
+    for (i, (name, credit, redis)) in specs.into_iter().enumerate() {
+        let mut env: Vec<(&'static str, String)> = vec![
+            ("MORPHEUS_PRICING_FILE", prices.display().to_string()),
+            ("MORPHEUS_BILLING", credit.to_string()),
+            ("MORPHEUS_SIGNUP_CREDIT_USD", "1000000".to_owned()),
+        ];
+        if let Some(url) = redis {
+            env.push(("MORPHEUS_REDIS_URL", url.to_owned()));
+            env.push((
+                "MORPHEUS_REDIS_KEY_PREFIX",
+                format!("morpheus-bench:{}:{i}:", std::process::id()),
+            ));
+        }
+        let gateway = stack::start_gateway(bins, &dir.join(format!("lane-{i}")), sim, core, &env)?;
+        let key = json!({
+            "name": "bench",
+            "rpm": 1_000_000,
+            "tpm": 10_000_000_000u64,
+            "budgets": [
+                {"window": "1h", "limit_usd": "1000000"},
+                {"window": "30d", "limit_usd": "1000000"},
+            ],
+        });
+        let ready = setup::run_with_key(gateway.addr, sim, &key).await?;
+        let target = Target::new(
+            gateway.addr,
+            "/api/v1/chat/completions",
+            &[("authorization", format!("Bearer {}", ready.api_key))],
+        )?;
+        lanes.push(GovernedLane {
+            name,
+            credit,
+            redis: redis.is_some(),
+            target,
+            gateway,
+        });
+    }
+    Ok(lanes)
+}
+
+impl GovernedLane {
+    pub fn check_running(&mut self) -> Result<()> {
+        self.gateway.child.check_running()
+    }
+}

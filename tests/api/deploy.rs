@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, unique_email};
 use crate::market::{ask, spawn_market_app};
 use crate::replicas::Replicas;
 
@@ -40,25 +39,7 @@ async fn three_replicas_behind_nginx_share_the_load_stream_unbuffered_and_surviv
 
     // Signed up, logged in and given a key through nginx: whichever replica answers, the
     // others accept what it issued.
-    let email = unique_email();
-    let credentials = json!({"email": email, "password": PASSWORD});
-    let r = client
-        .post(replicas.url("/api/v1/auth/register"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let tokens: Value = client
-        .post(replicas.url("/api/v1/auth/login"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (_, access) = replicas.sign_up(client).await;
     for _ in 0..30 {
         let r = client
             .get(replicas.url("/api/v1/auth/me"))

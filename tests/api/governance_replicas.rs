@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, unique_email};
 use crate::market::spawn_market_app;
 use crate::replicas::Replicas;
 
@@ -82,25 +81,7 @@ async fn user_with_key(
     replicas: &Replicas,
     policy: Value,
 ) -> (i64, String, String) {
-    let credentials = json!({"email": unique_email(), "password": PASSWORD});
-    let r = client
-        .post(replicas.url("/api/v1/auth/register"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-    let tokens: Value = client
-        .post(replicas.url("/api/v1/auth/login"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (id, access) = replicas.sign_up(client).await;
     let r = client
         .post(replicas.url("/api/v1/auth/keys"))
         .bearer_auth(&access)

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use morpheus_gateway::configuration::Settings;
 
+use crate::helpers::{PASSWORD, unique_email};
 use crate::process::GatewayProcess;
 
 const UNIT: &str = concat!(
@@ -87,6 +88,31 @@ impl Replicas {
     /// A URL through nginx.
     pub fn url(&self, path: &str) -> String {
         self.nginx.url(path)
+    }
+
+    /// A new account, registered and logged in through nginx: its id and access token.
+    pub async fn sign_up(&self, client: &reqwest::Client) -> (i64, String) {
+        let credentials = serde_json::json!({"email": unique_email(), "password": PASSWORD});
+        let r = client
+            .post(self.url("/api/v1/auth/register"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let tokens: serde_json::Value = client
+            .post(self.url("/api/v1/auth/login"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (id, tokens["access_token"].as_str().unwrap().to_owned())
     }
 }
 

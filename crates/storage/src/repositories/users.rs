@@ -320,15 +320,8 @@ impl UserRepository for Database {
                 if !active {
                     super::refresh_tokens::end_sign_ins(c, id, &RevokedRefreshTokens::All)?;
                 }
-                // Every replica's cache holds the owner's state with each key: the log makes
-                // them read it again, so a disabled user's keys are refused and an enabled
-                // user's accepted again.
-                let prefixes: Vec<String> = api_keys::table
-                    .filter(api_keys::user_id.eq(id))
-                    .filter(api_keys::is_active.eq(true))
-                    .select(api_keys::key_prefix)
-                    .load(c)?;
-                super::revocations::log_revocations(c, prefixes)?;
+                // A disabled user's keys are refused and an enabled user's accepted again.
+                log_active_keys(c, id)?;
                 load_user(c, id)
             })
             .context("enabling or disabling a user")
@@ -350,9 +343,21 @@ impl UserRepository for Database {
     }
 }
 
-/// Sets the multiplier and logs the user's active keys in the revocation log, so every
-/// replica's key cache reads the new share with them.
-pub(super) fn set_limit_multiplier(
+/// Logs the user's active keys in the revocation log. Every replica's cache holds the owner's
+/// state (active, limit multiplier) with each key: the log makes them read it again.
+fn log_active_keys(conn: &mut AnyConnection, id: i64) -> QueryResult<()> {
+    let prefixes: Vec<String> = api_keys::table
+        .filter(api_keys::user_id.eq(id))
+        .filter(api_keys::is_active.eq(true))
+        .select(api_keys::key_prefix)
+        .load(conn)?;
+    super::revocations::log_revocations(conn, prefixes)?;
+    Ok(())
+}
+
+/// Sets the multiplier and logs the user's active keys, so every replica's key cache reads
+/// the new share with them.
+fn set_limit_multiplier(
     conn: &mut AnyConnection,
     id: i64,
     multiplier: LimitMultiplier,
@@ -367,12 +372,7 @@ pub(super) fn set_limit_multiplier(
     if updated == 0 {
         return Ok(None);
     }
-    let prefixes: Vec<String> = api_keys::table
-        .filter(api_keys::user_id.eq(id))
-        .filter(api_keys::is_active.eq(true))
-        .select(api_keys::key_prefix)
-        .load(conn)?;
-    super::revocations::log_revocations(conn, prefixes)?;
+    log_active_keys(conn, id)?;
     load_user(conn, id)
 }
 

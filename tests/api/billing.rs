@@ -568,4 +568,23 @@ async fn sighup_re_reads_the_prices_without_a_restart() {
     unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(cost(2_000).await, 600_000);
+    // The operator's limits come from the same file, re-read the same way: a request of more
+    // tokens than a minute allows is refused before its credit is even looked at.
+    std::fs::write(
+        &prices,
+        "[default]\ninput = 0\noutput = 3\n[limits]\ntpm = 1000\n",
+    )
+    .unwrap();
+    unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+    let mut status = 0;
+    for _ in 0..100 {
+        let r = app.chat(&user.api_key, &priced_ask(2_000)).await;
+        status = r.status().as_u16();
+        if status == 400 {
+            assert_eq!(openai_error(r, 400).await["code"], "request_too_large");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 400, "the new limit applies");
 }

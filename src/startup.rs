@@ -459,6 +459,7 @@ pub fn build_state(
                 enabled: settings.credit_lease,
                 // Renewed well before the reconciliation could take it for a dead process's.
                 max_age: Duration::from_secs(settings.hold_max_pending_seconds) / 2,
+                ..Default::default()
             },
         },
     );

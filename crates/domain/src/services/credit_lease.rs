@@ -50,7 +50,7 @@ use crate::ports::*;
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// A lease with this many charges pending is written at once.
 pub const FLUSH_BATCH: usize = 100;
-/// A lease unused this long is returned.
+/// A lease unused this long is returned (the default of [`LeaseSettings::idle`]).
 pub const IDLE: Duration = Duration::from_secs(2);
 /// A lease is taken only when the available credit is at least this many quotes.
 pub const MIN_AVAILABLE_MULTIPLE: i64 = 64;
@@ -62,6 +62,8 @@ pub struct LeaseSettings {
     pub enabled: bool,
     /// Retired past this age (half the reconciliation bound).
     pub max_age: Duration,
+    /// Returned after this long unused.
+    pub idle: Duration,
 }
 
 impl Default for LeaseSettings {
@@ -69,6 +71,7 @@ impl Default for LeaseSettings {
         Self {
             enabled: false,
             max_age: Duration::from_secs(1800),
+            idle: IDLE,
         }
     }
 }
@@ -327,7 +330,7 @@ impl Leases {
             let mut book = self.book();
             let Book { current, leases } = &mut *book;
             for (id, lease) in leases.iter_mut() {
-                let idle = lease.in_flight == 0 && now.duration_since(lease.last_used) >= IDLE;
+                let idle = lease.in_flight == 0 && now.duration_since(lease.last_used) >= self.settings.idle;
                 let old = now.duration_since(lease.placed) >= self.settings.max_age;
                 if !lease.retiring && (everything || idle || old) {
                     lease.retiring = true;
@@ -361,3 +364,7 @@ impl Leases {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "credit_lease_tests.rs"]
+mod tests;

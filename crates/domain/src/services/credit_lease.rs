@@ -330,7 +330,8 @@ impl Leases {
             let mut book = self.book();
             let Book { current, leases } = &mut *book;
             for (id, lease) in leases.iter_mut() {
-                let idle = lease.in_flight == 0 && now.duration_since(lease.last_used) >= self.settings.idle;
+                let idle = lease.in_flight == 0
+                    && now.duration_since(lease.last_used) >= self.settings.idle;
                 let old = now.duration_since(lease.placed) >= self.settings.max_age;
                 if !lease.retiring && (everything || idle || old) {
                     lease.retiring = true;

@@ -62,7 +62,11 @@ impl CreditsRepository for Ledger {
         Ok(HoldOutcome::Held)
     }
 
-    async fn settle_hold(&self, id: LedgerEntryId, s: Settlement) -> anyhow::Result<Option<Charged>> {
+    async fn settle_hold(
+        &self,
+        id: LedgerEntryId,
+        s: Settlement,
+    ) -> anyhow::Result<Option<Charged>> {
         let mut b = self.0.lock().unwrap();
         b.transactions += 1;
         let Some((held, _)) = b.pending.remove(&id) else {
@@ -88,7 +92,11 @@ impl CreditsRepository for Ledger {
         Ok(true)
     }
 
-    async fn lease_or_hold(&self, hold: NewHold, terms: LeaseTerms) -> anyhow::Result<LeaseOutcome> {
+    async fn lease_or_hold(
+        &self,
+        hold: NewHold,
+        terms: LeaseTerms,
+    ) -> anyhow::Result<LeaseOutcome> {
         let available = self.books(|b| b.posted - b.held);
         if available >= terms.min_available.units() {
             let mut b = self.0.lock().unwrap();
@@ -118,7 +126,8 @@ impl CreditsRepository for Ledger {
         let left = entry.0;
         b.held -= taken;
         b.posted -= sum;
-        b.charges.extend(f.charges.iter().map(|c| c.charged.units()));
+        b.charges
+            .extend(f.charges.iter().map(|c| c.charged.units()));
         if f.close {
             assert_eq!(left, 0, "a returned lease holds nothing more");
             b.pending.remove(&f.lease);
@@ -240,7 +249,12 @@ async fn with_ample_credit_one_lease_serves_many_holds_and_their_charges_go_in_o
     assert_eq!(ledger.books(|b| (b.held, b.pending.len())), (0, 0));
     assert_eq!(billing.lease_figures().leases, 0);
     let counters = billing.counters();
-    assert_eq!(counters.holds_leased.load(std::sync::atomic::Ordering::Relaxed), 50);
+    assert_eq!(
+        counters
+            .holds_leased
+            .load(std::sync::atomic::Ordering::Relaxed),
+        50
+    );
 }
 
 #[tokio::test]
@@ -262,8 +276,7 @@ async fn near_zero_every_request_places_an_exact_hold() {
 }
 
 #[tokio::test]
-async fn a_replica_gives_its_lease_back_before_refusing_so_every_quote_the_credit_pays_is_served()
-{
+async fn a_replica_gives_its_lease_back_before_refusing_so_every_quote_the_credit_pays_is_served() {
     // Credit for 100 quotes: a lease of 25, then one of 18 (a quarter of 75), then exact holds
     // once the lease's remainder (less than a quote) is back.
     let ledger = Ledger::with(100 * 10 * PER_TOKEN + 5 * PER_TOKEN);
@@ -278,7 +291,11 @@ async fn a_replica_gives_its_lease_back_before_refusing_so_every_quote_the_credi
         "credit for 100.5 quotes, none settled: {} served ({leases} leases, {exact} exact holds), held {held} of {posted}",
         holds.len()
     );
-    assert_eq!(holds.len(), 100, "every quote the credit pays for is served");
+    assert_eq!(
+        holds.len(),
+        100,
+        "every quote the credit pays for is served"
+    );
     assert!(leases >= 1);
     drop(holds);
     settle_down().await;

@@ -118,6 +118,7 @@ pub(super) struct Leases {
 pub(super) struct Reservation {
     pub(super) leases: Arc<Leases>,
     pub(super) lease: LedgerEntryId,
+    pub(super) user: UserId,
     pub(super) reserved: Usd,
 }
 
@@ -166,6 +167,7 @@ impl Leases {
         Some(Reservation {
             leases: self.clone(),
             lease: id,
+            user,
             reserved: amount,
         })
     }
@@ -198,6 +200,7 @@ impl Leases {
         Reservation {
             leases: self.clone(),
             lease: id,
+            user,
             reserved,
         }
     }
@@ -228,7 +231,32 @@ impl Leases {
         charge: Option<LeaseCharge>,
     ) -> Option<Usd> {
         let mut book = self.book();
-        let lease = book.leases.get_mut(&reservation.lease)?;
+        let Some(lease) = book.leases.get_mut(&reservation.lease) else {
+            // The lease is gone: the reconciliation voided it while this request ran (longer
+            // than half the bound). The charge is written alone, capped at the credit free.
+            if let Some(charge) = charge
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                let flush = LeaseFlush {
+                    lease: reservation.lease,
+                    user: reservation.user,
+                    charges: vec![charge.clone()],
+                    release: Usd::ZERO,
+                    close: false,
+                };
+                let repo = self.repo.clone();
+                runtime.spawn(async move {
+                    if let Err(error) = repo.flush_lease(flush).await {
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            "writing a charge of a voided credit lease failed"
+                        );
+                    }
+                });
+                return Some(charge.settlement.cost);
+            }
+            return None;
+        };
         lease.in_flight = lease.in_flight.saturating_sub(1);
         let reserved = reservation.reserved.units();
         let charged = charge.map(|mut charge| {

@@ -739,7 +739,11 @@ async fn two_replicas_share_the_pool_open_within_the_cap_and_never_share_a_sessi
          on one session at once {}",
         counters.sessions_opened, counters.max_session_concurrency
     );
-    assert!((1..=u64::from(CAP)).contains(&counters.sessions_opened));
+    assert!(
+        (1..=u64::from(CAP)).contains(&counters.sessions_opened),
+        "{counters:?}; pooled sessions recorded: {}",
+        app.count("SELECT COUNT(*) AS n FROM sessions WHERE pooled")
+    );
     assert_eq!(
         counters.max_session_concurrency, 1,
         "a session was claimed twice"

@@ -146,6 +146,13 @@ impl SessionPoolRepository for Database {
         let replica = replica.to_owned();
         self.run(move |conn| {
             conn.write_transaction(|c| -> anyhow::Result<()> {
+                // Turning a reservation into a session takes the model's lock, as a claim
+                // does: on PostgreSQL a claim counts sessions and reservations in two
+                // statements, and a move committed between them would be missed by both
+                // counts, letting one open too many past the cap.
+                if let Some(session) = &opened {
+                    lock_model(c, session.model_id.as_str()).context("locking the model's pool")?;
+                }
                 diesel::delete(pool_opens::table.find(ticket.0))
                     .execute(c)
                     .context("ending an open's reservation")?;

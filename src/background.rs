@@ -10,6 +10,7 @@
 //! | `session_sweep` | one replica | `session_sweep_seconds`: ended sessions closed, records reconciled, orphaned sessions adopted or closed |
 //! | `session_pool_leases` | each replica | a quarter of `pool_lease_seconds`: this replica's pooled sessions' leases renewed |
 //! | `session_pool_idle` | each replica | second: sessions idle 2 s let go for other replicas (one per model kept warm); with an idle grace, sessions nobody took for that long closed |
+//! | `credit_lease_flush` | each replica | 250 ms (with `credit_lease`): lease-backed charges written, idle and old leases returned (and all at shutdown) |
 //! | `hold_reconciliation` | one replica | a quarter of `hold_max_pending_seconds` (at most a minute): credit holds a dead process left pending past the bound voided |
 //!
 //! With a pricing file, SIGHUP re-reads it (a file with a mistake is refused and the prices in
@@ -164,6 +165,27 @@ pub fn register(
             let billing = billing.clone();
             async move { billing.reconcile(max_pending).await.map(drop) }
         });
+    if state.billing.leasing() {
+        let billing = state.billing.clone();
+        supervisor
+            .every(
+                "credit_lease_flush",
+                morpheus_domain::services::LEASE_FLUSH_INTERVAL,
+            )
+            .spawn(move || {
+                let billing = billing.clone();
+                async move { billing.flush_leases().await }
+            });
+        let billing = state.billing.clone();
+        supervisor.at_shutdown("credit_leases", async move {
+            if let Err(error) = billing.return_leases().await {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "returning credit leases at shutdown failed"
+                );
+            }
+        });
+    }
     if let Some(path) = settings.pricing_file.clone() {
         reprice_on_hangup(
             supervisor,

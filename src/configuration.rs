@@ -257,6 +257,10 @@ settings! {
     /// a credit hold pending this long was left by a process that died before settling it:
     /// it is voided
     hold_max_pending_seconds: u64 = 3_600, range = 1 ..= 604_800;
+    /// credit leases: a replica sets a share of a user's ample credit aside once and serves
+    /// that user's holds from it in memory, writing their charges in batches every 250 ms
+    /// ([Credits and billing](#credits-and-billing)); near zero, exact holds as without
+    credit_lease: bool = false;
     /// streams a client left that are read on at once to their final usage, so they are
     /// charged on the provider's count (beyond: charged on the text delivered, marked
     /// estimated)

@@ -455,6 +455,12 @@ pub fn build_state(
             signup_credit: settings.signup_credit_usd.parse().map_err(
                 |invalid: morpheus_domain::validation::Invalid| anyhow::anyhow!(invalid.message),
             )?,
+            lease: morpheus_domain::services::LeaseSettings {
+                enabled: settings.credit_lease,
+                // Renewed well before the reconciliation could take it for a dead process's.
+                max_age: Duration::from_secs(settings.hold_max_pending_seconds) / 2,
+                ..Default::default()
+            },
         },
     );
     let state = AppState {

@@ -166,6 +166,61 @@ async fn two_hundred_concurrent_chats_with_credit_for_fifty_serve_exactly_fifty(
     assert!(app.sim.counters().chat_requests <= 50);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_credit_leases_a_hundred_chats_take_a_few_ledger_writes_and_the_books_balance() {
+    let app = Arc::new(billed_app(sim_config(), "10.00", |s| s.credit_lease = true).await);
+    let user = app.seed_automated_user().await;
+    // Ten at a time, ten rounds.
+    for _ in 0..10 {
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let (app, key) = (app.clone(), user.api_key.clone());
+                tokio::spawn(async move { app.chat(&key, &priced_ask(OUTPUT)).await.status() })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 200);
+        }
+    }
+    // The lease is returned once idle (2 s); the books are read once nothing is pending.
+    let (ledger, posted, held) = settled_books(&app, user.id).await;
+    let count = |condition: &str| {
+        app.count(&format!(
+            "SELECT COUNT(*) AS n FROM credit_ledger WHERE user_id = {} AND {condition}",
+            user.id
+        ))
+    };
+    let leases = count("idempotency_key LIKE 'lease:%'");
+    let exact_holds = count("idempotency_key LIKE 'hold:%' AND entry_type = 'usage_hold'");
+    let charges = count("entry_type = 'usage_charge'");
+    // One flush writes its charges with one timestamp.
+    let flushes = app.count(&format!(
+        "SELECT COUNT(DISTINCT created_at) AS n FROM credit_ledger \
+         WHERE user_id = {} AND entry_type = 'usage_charge'",
+        user.id
+    ));
+    println!(
+        "credit leases: 100 chats → {leases} lease entries, {exact_holds} exact holds, {charges} charges \
+         in {flushes} flushes; ledger sum {ledger}, posted {posted}, held {held} (10^-8 USD)"
+    );
+    assert_eq!(charges, 100);
+    assert!(leases <= 3, "{leases} leases");
+    assert_eq!(exact_holds, 0);
+    assert!(flushes <= 20, "{flushes} flushes for 100 charges");
+    assert_eq!(held, 0, "every lease was returned");
+    assert_eq!(posted, ledger, "the balance is the ledger's sum");
+    assert_eq!(posted, 1_000_000_000 - 100 * COST_UNITS);
+    // The usage route lists one charge per request, with its tokens.
+    let usage: Value = get(&app, "/api/v1/billing/usage?limit=100", &user.api_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["total"], 100, "{usage}");
+    assert_eq!(usage["items"][0]["tokens_output"], OUTPUT, "{usage}");
+    assert_eq!(usage["items"][0]["estimated"], false, "{usage}");
+}
+
 /// Reads a stream's first `events` data events, then drops the connection.
 async fn cut_after(app: &TestApp, key: &str, events: usize) {
     let mut body = priced_ask(1_000);

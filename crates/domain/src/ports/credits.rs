@@ -45,6 +45,47 @@ pub struct Charged {
     pub capped: bool,
 }
 
+/// When a hold may be a lease instead (see `services::credit_lease`): only when the
+/// available credit is at least `min_available`, and then of `min(available / 4, max_chunk)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTerms {
+    pub min_available: Usd,
+    pub max_chunk: Usd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// A pending hold of `amount` was placed for the lease.
+    Leased { amount: Usd },
+    /// The credit was too low to lease: the exact hold was placed instead.
+    Held,
+    /// Neither: the available credit is less than the hold.
+    Insufficient { available: Usd },
+}
+
+/// The charge of one request served from a lease, written behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseCharge {
+    pub id: LedgerEntryId,
+    pub api_key: ApiKeyId,
+    pub model: String,
+    pub request_id: Option<String>,
+    pub settlement: Settlement,
+    /// What the lease pays (less than `settlement.cost` when capped).
+    pub charged: Usd,
+}
+
+/// One write of a lease: its charges posted and taken off its hold, `release` more given
+/// back, and with `close` the lease's entry voided (nothing is left held by it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseFlush {
+    pub lease: LedgerEntryId,
+    pub user: UserId,
+    pub charges: Vec<LeaseCharge>,
+    pub release: Usd,
+    pub close: bool,
+}
+
 /// An entry posted at once: a grant, a purchase, a refund.
 #[derive(Debug, Clone)]
 pub struct NewPosting {
@@ -93,6 +134,14 @@ pub trait CreditsRepository: Send + Sync {
     ) -> anyhow::Result<Option<Charged>>;
     /// Releases a pending hold; `false` when it was not pending.
     async fn void_hold(&self, id: LedgerEntryId, reason: &str) -> anyhow::Result<bool>;
+    /// Places a lease of `terms` if the available credit allows one, else the exact hold (as
+    /// [`place_hold`](Self::place_hold)); one transaction.
+    async fn lease_or_hold(&self, hold: NewHold, terms: LeaseTerms)
+    -> anyhow::Result<LeaseOutcome>;
+    /// Writes a lease's charges and release in one transaction. `false` when the lease was no
+    /// longer pending (the reconciliation voided it): the charges are posted all the same,
+    /// capped at the credit free.
+    async fn flush_lease(&self, flush: LeaseFlush) -> anyhow::Result<bool>;
     async fn post(&self, posting: NewPosting) -> anyhow::Result<PostingOutcome>;
     /// `None` when there is no such user.
     async fn balance(&self, user: UserId, signup_credit: Usd) -> anyhow::Result<Option<Balance>>;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{Datelike, Utc};
 
+use super::credit_lease::{LeaseFigures, LeaseSettings, Leases, Reservation};
 use super::keyed_locks::KeyedLocks;
 use super::{ResolvedModel, SessionOwner};
 use crate::model::*;
@@ -19,6 +20,8 @@ pub struct BillingSettings {
     pub enabled: bool,
     /// Credit a user gets with their balance (at their first billed request or balance read).
     pub signup_credit: Usd,
+    /// Credit leases (see `credit_lease`): off, every request places its own hold.
+    pub lease: LeaseSettings,
 }
 
 /// A request refused for want of credit.
@@ -58,6 +61,8 @@ pub struct BillingCounters {
     pub voided: AtomicU64,
     /// …or voided by the reconciliation, left pending by a process that died.
     pub reconciled: AtomicU64,
+    /// Of `holds_placed`, those served from a credit lease in memory.
+    pub holds_leased: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -71,6 +76,7 @@ pub struct BillingService {
     /// wait here, in memory, instead of each holding one of the few pooled connections while
     /// they wait for the row (two hundred concurrent chats of one user would take them all).
     users: Arc<KeyedLocks<UserId>>,
+    leases: Arc<Leases>,
 }
 
 impl BillingService {
@@ -79,13 +85,37 @@ impl BillingService {
         pricing: Pricing,
         settings: BillingSettings,
     ) -> Self {
+        let users: Arc<KeyedLocks<UserId>> = Arc::default();
         Self {
+            leases: Arc::new(Leases::new(repo.clone(), users.clone(), settings.lease)),
             repo,
             pricing: Arc::new(RwLock::new(Arc::new(pricing))),
             settings,
             counters: Arc::default(),
-            users: Arc::default(),
+            users,
         }
+    }
+
+    /// Whether credit leases are on (then [`flush_leases`](Self::flush_leases) must run every
+    /// [`LEASE_FLUSH_INTERVAL`](super::credit_lease::FLUSH_INTERVAL), and
+    /// [`return_leases`](Self::return_leases) at shutdown).
+    pub fn leasing(&self) -> bool {
+        self.settings.enabled && self.settings.lease.enabled
+    }
+
+    /// Writes the leases' pending charges; returns the idle and old ones.
+    pub async fn flush_leases(&self) -> anyhow::Result<()> {
+        self.leases.tick(false).await
+    }
+
+    /// Returns every lease (their charges written, their remainders given back): at shutdown,
+    /// once no request is in flight.
+    pub async fn return_leases(&self) -> anyhow::Result<()> {
+        self.leases.tick(true).await
+    }
+
+    pub fn lease_figures(&self) -> LeaseFigures {
+        self.leases.figures()
     }
 
     pub fn counters(&self) -> &BillingCounters {
@@ -147,6 +177,9 @@ impl BillingService {
             return Ok(None);
         }
         let amount = quote.cost;
+        if self.leasing() && amount > Usd::ZERO {
+            return self.hold_leased(owner, model, quote, request_id).await;
+        }
         let id = LedgerEntryId::random();
         let user = self.users.of(owner.user);
         let turn = user.lock().await;
@@ -166,17 +199,126 @@ impl BillingService {
         match outcome {
             HoldOutcome::Held => {
                 self.counters.holds_placed.fetch_add(1, Relaxed);
-                Ok(Some(CreditHold {
-                    id,
-                    user: owner.user,
-                    price: quote.price,
-                    input_estimate: quote.usage.prompt_tokens,
-                    repo: Some(self.repo.clone()),
-                    counters: self.counters.clone(),
-                    users: self.users.clone(),
-                }))
+                Ok(Some(self.exact_hold(id, owner, quote)))
             }
             HoldOutcome::Insufficient { available } => {
+                self.counters.holds_refused.fetch_add(1, Relaxed);
+                Err(InsufficientCredit {
+                    available,
+                    estimated_cost: amount,
+                }
+                .into())
+            }
+        }
+    }
+
+    fn exact_hold(
+        &self,
+        id: LedgerEntryId,
+        owner: SessionOwner,
+        quote: &super::Quote,
+    ) -> CreditHold {
+        CreditHold {
+            id,
+            user: owner.user,
+            price: quote.price,
+            input_estimate: quote.usage.prompt_tokens,
+            repo: Some(self.repo.clone()),
+            counters: self.counters.clone(),
+            users: self.users.clone(),
+            lease: None,
+        }
+    }
+
+    fn leased_hold(
+        &self,
+        owner: SessionOwner,
+        model: &ResolvedModel,
+        quote: &super::Quote,
+        request_id: Option<String>,
+        reservation: Reservation,
+    ) -> CreditHold {
+        self.counters.holds_placed.fetch_add(1, Relaxed);
+        self.counters.holds_leased.fetch_add(1, Relaxed);
+        let mut hold = self.exact_hold(LedgerEntryId::random(), owner, quote);
+        hold.lease = Some(LeasedHold {
+            reservation,
+            api_key: owner.key,
+            model: model.name.clone(),
+            request_id,
+        });
+        hold
+    }
+
+    /// A hold with leases on: from the user's lease in memory when it covers the quote; else,
+    /// in the user's turn, the lease's remainder given back and the database asked for a new
+    /// lease or (near zero) the exact hold.
+    async fn hold_leased(
+        &self,
+        owner: SessionOwner,
+        model: &ResolvedModel,
+        quote: &super::Quote,
+        request_id: Option<String>,
+    ) -> Result<Option<CreditHold>, HoldError> {
+        let amount = quote.cost;
+        if let Some(reservation) = self.leases.reserve(owner.user, amount) {
+            return Ok(Some(self.leased_hold(
+                owner,
+                model,
+                quote,
+                request_id,
+                reservation,
+            )));
+        }
+        let user = self.users.of(owner.user);
+        let turn = user.lock().await;
+        // Somebody may have leased while this request waited for the turn.
+        if let Some(reservation) = self.leases.reserve(owner.user, amount) {
+            drop(turn);
+            return Ok(Some(self.leased_hold(
+                owner,
+                model,
+                quote,
+                request_id,
+                reservation,
+            )));
+        }
+        self.leases.retire_current_locked(owner.user).await;
+        let id = LedgerEntryId::random();
+        let outcome = self
+            .repo
+            .lease_or_hold(
+                NewHold {
+                    id,
+                    user: owner.user,
+                    api_key: owner.key,
+                    amount,
+                    model: model.name.clone(),
+                    request_id: request_id.clone(),
+                    signup_credit: self.settings.signup_credit,
+                },
+                Leases::terms(amount),
+            )
+            .await?;
+        match outcome {
+            LeaseOutcome::Leased { amount: leased } => {
+                let reservation = self.leases.install(owner.user, id, leased, amount);
+                drop(turn);
+                Ok(Some(self.leased_hold(
+                    owner,
+                    model,
+                    quote,
+                    request_id,
+                    reservation,
+                )))
+            }
+            LeaseOutcome::Held => {
+                drop(turn);
+                self.counters.holds_placed.fetch_add(1, Relaxed);
+                Ok(Some(self.exact_hold(id, owner, quote)))
+            }
+            LeaseOutcome::Insufficient { available } => {
+                drop(turn);
                 self.counters.holds_refused.fetch_add(1, Relaxed);
                 Err(InsufficientCredit {
                     available,
@@ -286,6 +428,15 @@ pub struct CreditHold {
     repo: Option<Arc<dyn CreditsRepository>>,
     counters: Arc<BillingCounters>,
     users: Arc<KeyedLocks<UserId>>,
+    /// Served from a lease: settled in memory, written behind.
+    lease: Option<LeasedHold>,
+}
+
+struct LeasedHold {
+    reservation: Reservation,
+    api_key: ApiKeyId,
+    model: String,
+    request_id: Option<String>,
 }
 
 impl std::fmt::Debug for CreditHold {
@@ -315,6 +466,9 @@ impl CreditHold {
     }
 
     pub fn void(mut self, reason: &'static str) {
+        if self.finish_leased(None) {
+            return;
+        }
         if let Some(repo) = self.repo.take() {
             self.counters.voided.fetch_add(1, Relaxed);
             let id = self.id;
@@ -322,10 +476,36 @@ impl CreditHold {
         }
     }
 
-    fn charge(mut self, usage: TokenUsage, estimated: bool) {
-        let Some(repo) = self.repo.take() else {
-            return;
+    /// Ends a lease-backed hold in memory (`None`: voided); `false` when it is not one.
+    fn finish_leased(&mut self, settlement: Option<Settlement>) -> bool {
+        let Some(leased) = self.lease.take() else {
+            return false;
         };
+        self.repo = None;
+        let charge = settlement.map(|settlement| LeaseCharge {
+            id: self.id,
+            api_key: leased.api_key,
+            model: leased.model,
+            request_id: leased.request_id,
+            settlement,
+            charged: settlement.cost,
+        });
+        if charge.is_none() {
+            self.counters.voided.fetch_add(1, Relaxed);
+        }
+        let leases = leased.reservation.leases.clone();
+        if let (Some(charged), Some(s)) = (leases.finish(&leased.reservation, charge), settlement)
+            && charged < s.cost
+        {
+            tracing::warn!(hold = %self.id, cost = %s.cost, charged = %charged, "a charge went past its lease's credit and was capped at it");
+        }
+        true
+    }
+
+    fn charge(mut self, usage: TokenUsage, estimated: bool) {
+        if self.repo.is_none() {
+            return;
+        }
         let counter = if estimated {
             &self.counters.charged_estimated
         } else {
@@ -337,6 +517,12 @@ impl CreditHold {
             prices: self.price,
             cost: self.price.cost(usage),
             estimated,
+        };
+        if self.finish_leased(Some(settlement)) {
+            return;
+        }
+        let Some(repo) = self.repo.take() else {
+            return;
         };
         let id = self.id;
         self.resolve(async move {
@@ -363,6 +549,9 @@ impl CreditHold {
 
 impl Drop for CreditHold {
     fn drop(&mut self) {
+        if self.finish_leased(None) {
+            return;
+        }
         if let Some(repo) = self.repo.take() {
             self.counters.voided.fetch_add(1, Relaxed);
             let id = self.id;

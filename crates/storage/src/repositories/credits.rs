@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use morpheus_domain::ports::{
-    Charged, CreditsRepository, HoldOutcome, LedgerFilter, NewHold, NewPosting, PostingOutcome,
-    Settlement,
+    Charged, CreditsRepository, HoldOutcome, LeaseCharge, LeaseFlush, LeaseOutcome, LeaseTerms,
+    LedgerFilter, NewHold, NewPosting, PostingOutcome, Settlement,
 };
 use morpheus_domain::{
     ApiKeyId, Balance, LedgerEntry, LedgerEntryId, LedgerEntryType, LedgerStatus, ModelPrice,
@@ -251,6 +251,179 @@ fn place_hold(c: &mut AnyConnection, hold: &NewHold) -> anyhow::Result<HoldOutco
     Ok(HoldOutcome::Held)
 }
 
+/// A lease if the available credit is at least the terms' minimum (its chunk taken with the
+/// same conditional update as a hold, so it never exceeds the credit), else the exact hold.
+fn lease_or_hold(
+    c: &mut AnyConnection,
+    hold: &NewHold,
+    terms: LeaseTerms,
+) -> anyhow::Result<LeaseOutcome> {
+    if !ensure_account(c, hold.user, hold.signup_credit)? {
+        return Ok(LeaseOutcome::Insufficient {
+            available: Usd::ZERO,
+        });
+    }
+    let (posted, held) = credit_balances::table
+        .find(hold.user.0)
+        .select((credit_balances::posted, credit_balances::held))
+        .first::<(i64, i64)>(c)
+        .context("reading the balance to lease")?;
+    let available = posted.saturating_sub(held);
+    if available >= terms.min_available.units() {
+        let chunk = (available / 4).min(terms.max_chunk.units());
+        let at = now();
+        // Re-checked by the database: a concurrent hold may have taken credit since the read.
+        let taken = diesel::update(
+            credit_balances::table
+                .find(hold.user.0)
+                .filter((credit_balances::posted - credit_balances::held).ge(chunk)),
+        )
+        .set((
+            credit_balances::held.eq(credit_balances::held + chunk),
+            credit_balances::updated_at.eq(at),
+        ))
+        .execute(c)
+        .context("setting a lease aside")?
+            == 1;
+        if taken && chunk >= hold.amount.units() {
+            let row = LedgerRow {
+                id: hold.id.to_string(),
+                user_id: hold.user.0,
+                entry_type: LedgerEntryType::UsageHold.as_str().to_owned(),
+                status: LedgerStatus::Pending.as_str().to_owned(),
+                amount: -chunk,
+                held_amount: chunk,
+                idempotency_key: Some(format!("lease:{}", hold.id)),
+                api_key_id: Some(hold.api_key.0),
+                model: Some(hold.model.clone()),
+                request_id: None,
+                prompt_tokens: None,
+                completion_tokens: None,
+                input_price: None,
+                output_price: None,
+                estimated: false,
+                description: Some("credit lease".to_owned()),
+                created_at: at,
+                updated_at: at,
+            };
+            diesel::insert_into(credit_ledger::table)
+                .values(&row)
+                .execute(c)
+                .context("recording a lease")?;
+            return Ok(LeaseOutcome::Leased {
+                amount: Usd::from_units(chunk),
+            });
+        }
+        if taken {
+            // Cannot happen with sane terms (a chunk smaller than the request): undone.
+            diesel::update(credit_balances::table.find(hold.user.0))
+                .set(credit_balances::held.eq(credit_balances::held - chunk))
+                .execute(c)
+                .context("undoing a lease")?;
+        }
+    }
+    Ok(match place_hold(c, hold)? {
+        HoldOutcome::Held => LeaseOutcome::Held,
+        HoldOutcome::Insufficient { available } => LeaseOutcome::Insufficient { available },
+    })
+}
+
+fn charge_row(user: UserId, charge: &LeaseCharge, at: NaiveDateTime) -> LedgerRow {
+    let s = &charge.settlement;
+    let capped = charge.charged < s.cost;
+    LedgerRow {
+        id: charge.id.to_string(),
+        user_id: user.0,
+        entry_type: LedgerEntryType::UsageCharge.as_str().to_owned(),
+        status: LedgerStatus::Posted.as_str().to_owned(),
+        amount: -charge.charged.units(),
+        held_amount: 0,
+        idempotency_key: Some(format!("hold:{}", charge.id)),
+        api_key_id: Some(charge.api_key.0),
+        model: Some(charge.model.clone()),
+        request_id: charge.request_id.clone(),
+        prompt_tokens: Some(i64::from(s.usage.prompt_tokens)),
+        completion_tokens: Some(i64::from(s.usage.completion_tokens)),
+        input_price: Some(s.prices.input_per_million.units()),
+        output_price: Some(s.prices.output_per_million.units()),
+        estimated: s.estimated,
+        description: capped.then(|| format!("cost {} USD, capped at the credit left", s.cost)),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn flush_lease(c: &mut AnyConnection, f: &mut LeaseFlush) -> anyhow::Result<bool> {
+    let at = now();
+    let id = f.lease.to_string();
+    let sum: i64 = f.charges.iter().map(|ch| ch.charged.units()).sum();
+    let taken = sum + f.release.units();
+    let still_pending = diesel::update(
+        credit_ledger::table
+            .find(&id)
+            .filter(credit_ledger::status.eq(LedgerStatus::Pending.as_str()))
+            .filter(credit_ledger::held_amount.ge(taken)),
+    )
+    .set((
+        credit_ledger::held_amount.eq(credit_ledger::held_amount - taken),
+        credit_ledger::amount.eq(credit_ledger::amount + taken),
+        credit_ledger::updated_at.eq(at),
+    ))
+    .execute(c)
+    .context("taking charges off a lease")?
+        == 1;
+    if still_pending {
+        diesel::update(credit_balances::table.find(f.user.0))
+            .set((
+                credit_balances::posted.eq(credit_balances::posted - sum),
+                credit_balances::held.eq(credit_balances::held - taken),
+                credit_balances::updated_at.eq(at),
+            ))
+            .execute(c)
+            .context("charging a lease's requests")?;
+        if f.close {
+            // What is left held by the lease (zero when the books in memory were right).
+            if let Some((_, left)) = claim_pending(c, f.lease, LedgerStatus::Voided, at)? {
+                if left != 0 {
+                    tracing::warn!(lease = %f.lease, left, "a returned lease still held credit");
+                }
+                diesel::update(credit_ledger::table.find(&id))
+                    .set(credit_ledger::description.eq(Some("credit lease returned")))
+                    .execute(c)
+                    .context("noting a returned lease")?;
+            }
+        }
+    } else {
+        // The lease was voided (reconciled): its hold is gone, so each charge takes what the
+        // balance has free, never below zero.
+        let (posted, held) = credit_balances::table
+            .find(f.user.0)
+            .select((credit_balances::posted, credit_balances::held))
+            .first::<(i64, i64)>(c)
+            .context("reading the balance to charge")?;
+        let mut payable = posted.saturating_sub(held).max(0);
+        for charge in &mut f.charges {
+            let paid = charge.charged.units().min(payable);
+            payable -= paid;
+            charge.charged = Usd::from_units(paid);
+        }
+    }
+    let charged: i64 = f.charges.iter().map(|ch| ch.charged.units()).sum();
+    if !still_pending {
+        diesel::update(credit_balances::table.find(f.user.0))
+            .set(credit_balances::posted.eq(credit_balances::posted - charged))
+            .execute(c)
+            .context("charging a voided lease's requests")?;
+    }
+    for charge in &f.charges {
+        diesel::insert_into(credit_ledger::table)
+            .values(&charge_row(f.user, charge, at))
+            .execute(c)
+            .context("recording a lease's charge")?;
+    }
+    Ok(still_pending)
+}
+
 /// Moves a pending hold to `status`; the hold's user and amount set aside when it was pending.
 fn claim_pending(
     c: &mut AnyConnection,
@@ -395,6 +568,25 @@ impl CreditsRepository for Database {
     ) -> anyhow::Result<Option<Charged>> {
         self.run(move |conn| conn.write_transaction(|c| settle_hold(c, id, &settlement)))
             .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user = hold.user.0))]
+    async fn lease_or_hold(
+        &self,
+        hold: NewHold,
+        terms: LeaseTerms,
+    ) -> anyhow::Result<LeaseOutcome> {
+        self.run(move |conn| conn.write_transaction(|c| lease_or_hold(c, &hold, terms)))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(lease = %flush.lease, charges = flush.charges.len()))]
+    async fn flush_lease(&self, flush: LeaseFlush) -> anyhow::Result<bool> {
+        self.run(move |conn| {
+            let mut flush = flush;
+            conn.write_transaction(|c| flush_lease(c, &mut flush))
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(hold = %id))]

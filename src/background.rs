@@ -10,6 +10,7 @@
 //! | `session_sweep` | one replica | `session_sweep_seconds`: ended sessions closed, records reconciled, orphaned sessions adopted or closed |
 //! | `session_pool_leases` | each replica | a quarter of `pool_lease_seconds`: this replica's pooled sessions' leases renewed |
 //! | `session_pool_idle` | each replica | second: sessions idle 2 s let go for other replicas (one per model kept warm); with an idle grace, sessions nobody took for that long closed |
+//! | `limit_allowance_return` | each replica | second (with Redis and `limit_allowances`): rate-limit allowances unused 2 s given back to Redis (and all at shutdown) |
 //! | `credit_lease_flush` | each replica | 250 ms (with `credit_lease`): lease-backed charges written, idle and old leases returned (and all at shutdown) |
 //! | `hold_reconciliation` | one replica | a quarter of `hold_max_pending_seconds` (at most a minute): credit holds a dead process left pending past the bound voided |
 //!
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use morpheus_api::AppState;
+use morpheus_counters::AllowanceCounters;
 use morpheus_domain::services::{RevocationWatcher, SessionJanitor};
 use morpheus_storage::UsageWriterTask;
 
@@ -41,6 +43,9 @@ const LAST_USED_FLUSH: Duration = Duration::from_secs(5);
 /// How often idle pooled sessions are looked at (let go, or closed after the idle grace).
 const POOL_IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// How often the rate limiter's unused allowances are looked at (given back after 2 s idle).
+const ALLOWANCE_CHECK: Duration = Duration::from_secs(1);
+
 /// How often expired records (refresh tokens, old revocations) are purged.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -49,6 +54,8 @@ pub struct Work {
     pub usage_writer: UsageWriterTask,
     pub janitor: SessionJanitor,
     pub revocations: RevocationWatcher,
+    /// The rate limiter's allowances of large limits (with Redis).
+    pub allowances: Option<Arc<AllowanceCounters>>,
 }
 
 /// Re-reads the pricing file (prices and rate limits) on each SIGHUP, until shutdown.
@@ -96,7 +103,26 @@ pub fn register(
         usage_writer,
         janitor,
         revocations,
+        allowances,
     } = work;
+
+    if let Some(allowances) = allowances {
+        let idle = allowances.clone();
+        supervisor
+            .every("limit_allowance_return", ALLOWANCE_CHECK)
+            .spawn(move || {
+                let allowances = idle.clone();
+                async move {
+                    allowances.give_back_idle(false).await?;
+                    Ok(())
+                }
+            });
+        supervisor.at_shutdown("limit_allowances", async move {
+            if let Err(error) = allowances.give_back_idle(true).await {
+                tracing::warn!(%error, "giving rate-limit allowances back at shutdown failed; they stand until their windows end");
+            }
+        });
+    }
 
     let watcher = Arc::new(tokio::sync::Mutex::new(revocations));
     let poller = watcher.clone();

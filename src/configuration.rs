@@ -257,10 +257,11 @@ settings! {
     /// a credit hold pending this long was left by a process that died before settling it:
     /// it is voided
     hold_max_pending_seconds: u64 = 3_600, range = 1 ..= 604_800;
-    /// credit leases: a replica sets a share of a user's ample credit aside once and serves
-    /// that user's holds from it in memory, writing their charges in batches every 250 ms
-    /// ([Credits and billing](#credits-and-billing)); near zero, exact holds as without
-    credit_lease: bool = false;
+    /// credit leases: for a run of requests, a replica sets a share of a user's ample credit
+    /// aside once and serves that user's holds from it in memory, writing their charges in
+    /// batches every 250 ms ([Credits and billing](#credits-and-billing)); near zero, and
+    /// with `false`, each request places its own hold
+    credit_lease: bool = true;
     /// streams a client left that are read on at once to their final usage, so they are
     /// charged on the provider's count (beyond: charged on the text delivered, marked
     /// estimated)
@@ -328,6 +329,12 @@ settings! {
     /// when Redis fails: `false` lets limited requests through uncounted (fail-open), `true`
     /// refuses them with `Retry-After` (fail-closed); never an error 500 either way
     limits_fail_closed: bool = false;
+    /// with Redis, each replica takes a thousandth of a large limit (one that covers the
+    /// request) ahead of use and counts that limit's requests in memory until it is spent: no
+    /// round trip per request, never past the limit, at most a thousandth short per other
+    /// replica holding a share (given back after 2 s unused); `false`: every limited request
+    /// asks Redis ([Shared counters](#shared-counters-redis))
+    limit_allowances: bool = true;
 }
 
 /// The `check` and `shown` functions of the declarations above.

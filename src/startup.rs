@@ -22,7 +22,8 @@ use morpheus_api::readiness::ReadinessChecks;
 use morpheus_api::secret_token::SecretToken;
 use morpheus_api::{ApiDoc, AppState, ServiceMeta, request_context};
 use morpheus_counters::{
-    CounterEvents, FailurePolicy, GuardedCounters, MemoryCounters, RedisCounters, RedisOptions,
+    AllowanceCounters, CounterEvents, FailurePolicy, GuardedCounters, MemoryCounters,
+    RedisCounters, RedisOptions,
 };
 use morpheus_domain::EthAddress;
 use morpheus_domain::crypto::{ApiKeyHasher, WalletSealer};
@@ -446,7 +447,15 @@ pub fn build_state(
         max_age: Duration::from_secs(settings.api_key_cache_seconds),
     });
     let tariff = crate::pricing::load(settings.pricing_file.as_deref())?;
-    let limiter = RateLimiter::new(counters.clone(), tariff.limits);
+    // Large limits are counted from per-replica allowances, small ones in Redis each time.
+    let allowances = (settings.redis_url.is_some() && settings.limit_allowances)
+        .then(|| Arc::new(AllowanceCounters::new(counters.clone())));
+    let limiter = RateLimiter::new(
+        allowances
+            .clone()
+            .map_or_else(|| counters.clone(), |a| a as Arc<dyn Counters>),
+        tariff.limits,
+    );
     let billing = BillingService::new(
         db.clone(),
         tariff.pricing,
@@ -532,6 +541,7 @@ pub fn build_state(
             janitor: SessionJanitor::new(db_for_janitor.clone(), market)
                 .adopting_orphans(catalogue, orphan_grace(settings)),
             revocations: RevocationWatcher::new(db_for_janitor, key_cache),
+            allowances,
         },
     })
 }

@@ -190,25 +190,38 @@ async fn three_replicas_on_one_redis_keep_one_rate_limit_exact_credit_and_fail_o
         tokio::time::sleep(Duration::from_secs(u64::try_from(60 - second).unwrap())).await;
     }
     let (id, _, key) = user_with_key(client, &replicas, json!({"name": "rpm", "rpm": 600})).await;
-    let r = client
-        .post(replicas.url("/api/v1/billing/credits/adjust"))
-        .header("X-Admin-Token", ADMIN_TOKEN)
-        .json(&json!({"user_id": id, "amount_usd": "100"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    // Beside it, in the same minute, a key of 2,000 RPM: large enough for each replica to
+    // count it from allowances (shares of 2 requests) instead of asking Redis each time.
+    let (id_large, _, key_large) =
+        user_with_key(client, &replicas, json!({"name": "rpm-large", "rpm": 2000})).await;
+    for user in [id, id_large] {
+        let r = client
+            .post(replicas.url("/api/v1/billing/credits/adjust"))
+            .header("X-Admin-Token", ADMIN_TOKEN)
+            .json(&json!({"user_id": user, "amount_usd": "100"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
     let started = Instant::now();
     let window_left = 60 - chrono::Utc::now().timestamp().rem_euclid(60);
-    let statuses = hammer(client, &url, &key, 700, 24).await;
+    let (statuses, large) = tokio::join!(
+        hammer(client, &url, &key, 700, 24),
+        hammer(client, &url, &key_large, 2100, 24)
+    );
     let took = started.elapsed();
-    let accepted = statuses.iter().filter(|(s, _)| *s == 200).count();
-    let limited = statuses.iter().filter(|(s, _)| *s == 429).count();
+    let count =
+        |seen: &[(u16, bool)], status: u16| seen.iter().filter(|(s, _)| *s == status).count();
+    let (accepted, limited) = (count(&statuses, 200), count(&statuses, 429));
+    let (accepted_large, limited_large) = (count(&large, 200), count(&large, 429));
     println!(
-        "three replicas, a 600 RPM key, 700 requests in {:.1} s: {accepted} accepted, {limited} × 429",
+        "three replicas, in {:.1} s: a 600 RPM key, 700 requests: {accepted} accepted, {limited} × 429; \
+         a 2,000 RPM key (allowances), 2,100 requests: {accepted_large} accepted, {limited_large} × 429",
         took.as_secs_f64()
     );
     assert_eq!(accepted + limited, 700, "{statuses:?}");
+    assert_eq!(accepted_large + limited_large, 2100);
     assert!(
         took.as_secs() < window_left.unsigned_abs(),
         "the burst took {took:?}, past its window's end ({window_left} s): it cannot be judged"
@@ -216,6 +229,11 @@ async fn three_replicas_on_one_redis_keep_one_rate_limit_exact_credit_and_fail_o
     assert!(
         (594..=606).contains(&accepted),
         "within 1 % of 600: {accepted}"
+    );
+    // Never past the limit; short by at most a share (2) per replica.
+    assert!(
+        (1994..=2000).contains(&accepted_large),
+        "2,000 RPM with allowances: {accepted_large}"
     );
 
     // Redis stops: the replicas keep serving, uncounted.

@@ -285,21 +285,23 @@ impl BillingService {
         }
         self.leases.retire_current_locked(owner.user).await;
         let id = LedgerEntryId::random();
-        let outcome = self
-            .repo
-            .lease_or_hold(
-                NewHold {
-                    id,
-                    user: owner.user,
-                    api_key: owner.key,
-                    amount,
-                    model: model.name.clone(),
-                    request_id: request_id.clone(),
-                    signup_credit: self.settings.signup_credit,
-                },
-                Leases::terms(amount),
-            )
-            .await?;
+        let hold = NewHold {
+            id,
+            user: owner.user,
+            api_key: owner.key,
+            amount,
+            model: model.name.clone(),
+            request_id: request_id.clone(),
+            signup_credit: self.settings.signup_credit,
+        };
+        let outcome = if self.leases.in_a_run(owner.user) {
+            self.repo.lease_or_hold(hold, Leases::terms(amount)).await?
+        } else {
+            match self.repo.place_hold(hold).await? {
+                HoldOutcome::Held => LeaseOutcome::Held,
+                HoldOutcome::Insufficient { available } => LeaseOutcome::Insufficient { available },
+            }
+        };
         match outcome {
             LeaseOutcome::Leased { amount: leased } => {
                 let reservation = self.leases.install(owner.user, id, leased, amount);

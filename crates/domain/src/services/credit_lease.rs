@@ -19,6 +19,10 @@
 //! - **Exact near zero.** A lease is taken only when the available credit is at least
 //!   [`MIN_AVAILABLE_MULTIPLE`] × the request's quote; below that every request places an
 //!   exact hold, as without leases.
+//! - **Only for a run of requests.** A user's first request on this replica after [`IDLE`]
+//!   without one places an exact hold; a lease is taken by the next one within [`IDLE`].
+//!   A lease costs a write to take, one per flush and one to return, so a user who asks
+//!   now and then is better served by exact holds (a write to place, one to settle).
 //! - **A refusal comes after this replica's remainder is back.** A request the current lease
 //!   cannot cover first returns the lease's free remainder to the database (awaited, in the
 //!   user's turn), then tries the database: a lease or an exact hold. So on one replica a
@@ -96,6 +100,8 @@ struct Lease {
 struct Book {
     current: HashMap<UserId, LedgerEntryId>,
     leases: HashMap<LedgerEntryId, Lease>,
+    /// When this replica last asked the database for a user's credit (pruned after idle).
+    asked: HashMap<UserId, Instant>,
 }
 
 /// Figures for tests and metrics.
@@ -170,6 +176,15 @@ impl Leases {
             user,
             reserved: amount,
         })
+    }
+
+    /// Whether a request that no lease covers should take a lease (else an exact hold): when
+    /// this replica asked the database for the user's credit less than [`IDLE`] ago. Notes
+    /// the ask.
+    pub(super) fn in_a_run(&self, user: UserId) -> bool {
+        let now = Instant::now();
+        let previous = self.book().asked.insert(user, now);
+        previous.is_some_and(|at| now.duration_since(at) < IDLE)
     }
 
     /// A new lease of `amount`, with the first request's `reserved` taken from it.
@@ -356,7 +371,12 @@ impl Leases {
         let now = Instant::now();
         let due: Vec<LedgerEntryId> = {
             let mut book = self.book();
-            let Book { current, leases } = &mut *book;
+            let Book {
+                current,
+                leases,
+                asked,
+            } = &mut *book;
+            asked.retain(|_, at| now.duration_since(*at) < IDLE);
             for (id, lease) in leases.iter_mut() {
                 let idle = lease.in_flight == 0
                     && now.duration_since(lease.last_used) >= self.settings.idle;

@@ -222,6 +222,24 @@ fn used(tokens: u32) -> TokenUsage {
     }
 }
 
+/// Starts a run of the user's requests: a first hold (exact: a lease is for the requests
+/// that follow within 2 s), voided, and the ledger's tallies of it forgotten.
+async fn start_run(billing: &BillingService, ledger: &Ledger) {
+    hold(billing, 10)
+        .await
+        .unwrap()
+        .void("the run's first request");
+    settle_down().await;
+    let mut b = ledger.0.lock().unwrap();
+    assert_eq!(
+        (b.exact_holds, b.leases, b.held),
+        (1, 0, 0),
+        "the first hold is exact"
+    );
+    b.transactions = 0;
+    b.exact_holds = 0;
+}
+
 /// Lets the spawned flushes run.
 async fn settle_down() {
     for _ in 0..20 {
@@ -233,6 +251,7 @@ async fn settle_down() {
 async fn with_ample_credit_one_lease_serves_many_holds_and_their_charges_go_in_one_write() {
     let ledger = Ledger::with(1_000_000 * PER_TOKEN);
     let billing = billing(&ledger, Duration::from_secs(60));
+    start_run(&billing, &ledger).await;
     for _ in 0..50 {
         hold(&billing, 10).await.unwrap().settle(used(10));
     }
@@ -281,6 +300,7 @@ async fn a_replica_gives_its_lease_back_before_refusing_so_every_quote_the_credi
     // once the lease's remainder (less than a quote) is back.
     let ledger = Ledger::with(100 * 10 * PER_TOKEN + 5 * PER_TOKEN);
     let billing = billing(&ledger, Duration::from_secs(60));
+    start_run(&billing, &ledger).await;
     let mut holds = Vec::new();
     while let Ok(h) = hold(&billing, 10).await {
         holds.push(h);
@@ -309,6 +329,7 @@ async fn a_charge_above_its_reservation_takes_the_difference_from_the_lease_and_
 {
     let ledger = Ledger::with(1_000_000 * PER_TOKEN);
     let billing = billing(&ledger, Duration::from_secs(60));
+    start_run(&billing, &ledger).await;
     // The lease: 256 quotes of 10 tokens.
     hold(&billing, 10).await.unwrap().settle(used(30));
     let figures = billing.lease_figures();
@@ -327,6 +348,7 @@ async fn a_charge_above_its_reservation_takes_the_difference_from_the_lease_and_
 async fn an_idle_lease_is_returned_with_its_charges_and_a_voided_request_costs_nothing() {
     let ledger = Ledger::with(1_000_000 * PER_TOKEN);
     let billing = billing(&ledger, Duration::ZERO);
+    start_run(&billing, &ledger).await;
     hold(&billing, 10).await.unwrap().settle_estimated(4);
     hold(&billing, 10).await.unwrap().void("nothing served");
     drop(hold(&billing, 10).await.unwrap());

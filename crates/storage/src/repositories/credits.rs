@@ -251,6 +251,10 @@ fn place_hold(c: &mut AnyConnection, hold: &NewHold) -> anyhow::Result<HoldOutco
     Ok(HoldOutcome::Held)
 }
 
+/// The idempotency key of a lease's entry starts with this (and only a lease's does).
+const LEASE_KEY_PREFIX: &str = "lease:";
+const LEASE_KEY_PATTERN: &str = "lease:%";
+
 /// A lease if the available credit is at least the terms' minimum (its chunk taken with the
 /// same conditional update as a hold, so it never exceeds the credit), else the exact hold.
 fn lease_or_hold(
@@ -293,7 +297,7 @@ fn lease_or_hold(
                 status: LedgerStatus::Pending.as_str().to_owned(),
                 amount: -chunk,
                 held_amount: chunk,
-                idempotency_key: Some(format!("lease:{}", hold.id)),
+                idempotency_key: Some(format!("{LEASE_KEY_PREFIX}{}", hold.id)),
                 api_key_id: Some(hold.api_key.0),
                 model: Some(hold.model.clone()),
                 request_id: None,
@@ -653,8 +657,15 @@ impl CreditsRepository for Database {
     ) -> anyhow::Result<(Vec<LedgerEntry>, u64)> {
         self.run(move |conn| {
             let query = || {
+                // A credit lease is a replica's reservation, not a transaction of the user's:
+                // its requests' charges are listed, and what it holds shows in the balance.
                 let mut q = credit_ledger::table
                     .filter(credit_ledger::user_id.eq(user.0))
+                    .filter(
+                        credit_ledger::idempotency_key
+                            .is_null()
+                            .or(credit_ledger::idempotency_key.not_like(LEASE_KEY_PATTERN)),
+                    )
                     .into_boxed();
                 if let Some(t) = filter.entry_type {
                     q = q.filter(credit_ledger::entry_type.eq(t.as_str()));

@@ -132,6 +132,7 @@ async fn pool_gauges(state: &AppState) {
     };
     let b = state.billing.counters();
     catch_up(&metrics.credit_holds, "placed", &b.holds_placed);
+    catch_up(&metrics.credit_holds, "leased", &b.holds_leased);
     catch_up(&metrics.credit_holds, "insufficient", &b.holds_refused);
     catch_up(&metrics.credit_settlements, "charged", &b.charged);
     catch_up(

@@ -107,3 +107,28 @@ impl GovernedLane {
         self.gateway.child.check_running()
     }
 }
+
+/// The p50 of `n` Redis round trips (`PING`, one at a time, on one connection), in µs: the
+/// floor under what a lane whose every request consults Redis can add, measured in the same
+/// round as the lanes.
+pub async fn redis_round_trip_p50(url: &str, n: usize) -> Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    stream.set_nodelay(true)?;
+    let mut reply = [0u8; 7];
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        stream.write_all(b"PING\r\n").await?;
+        stream.read_exact(&mut reply).await?;
+        samples.push(started.elapsed().as_secs_f64() * 1e6);
+        anyhow::ensure!(&reply == b"+PONG\r\n", "Redis answered {reply:?} to PING");
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
+}

@@ -339,6 +339,10 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
             "round {r}/{}: c=1 p50 direct {:.1} µs, gateway {:.1} µs",
             plan.rounds, round.c1_direct.p50_us, round.c1_gateway.p50_us
         ));
+        if let Some(url) = &redis {
+            round.redis_round_trip_us =
+                Some(governed::redis_round_trip_p50(url, plan.c1_requests).await?);
+        }
         for lane in &mut governed {
             let measured: report::LatencySummary =
                 lanes::latency(&lane.target, &small, warm, plan.c1_requests)

@@ -161,6 +161,8 @@ pub struct Round {
     pub ttft_gateway: TtftSummary,
     /// c=1 on each governed lane, in the order of [`Results::governed_lanes`].
     pub c1_governed: Vec<LatencySummary>,
+    /// One Redis round trip's p50 (µs), when the Redis lanes ran.
+    pub redis_round_trip_us: Option<f64>,
 }
 
 /// What a governed lane has on.
@@ -296,6 +298,22 @@ pub fn render(r: &Results) -> (String, Value) {
             json: json!({"added_us": added.json(), "gateway_us": spread(&g50).json(),
                          "governed_us": spread(&governed).json(), "credit": lane.credit,
                          "redis": lane.redis, "target_max_us": limit}),
+        });
+    }
+    let round_trips: Vec<f64> = r
+        .rounds
+        .iter()
+        .filter_map(|x| x.redis_round_trip_us)
+        .collect();
+    if !round_trips.is_empty() {
+        let rtt = spread(&round_trips);
+        figures.push(Figure {
+            key: "redis_round_trip_p50",
+            label: "one Redis round trip (PING), p50: the floor of a Redis lane".to_owned(),
+            result: us(rtt),
+            target: "—".to_owned(),
+            met: None,
+            json: json!({"round_trip_us": rtt.json()}),
         });
     }
     if !r.redis_reachable {

@@ -90,22 +90,6 @@ async fn settled_books(app: &TestApp, user: i64) -> (i64, i64, i64) {
     (ledger, posted, held)
 }
 
-/// The value of one sample of `GET /metrics`, e.g. `morpheus_credit_holds_total{outcome="placed"}`.
-async fn metric(app: &TestApp, sample: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn units(decimal: &Value) -> i64 {
     decimal
         .as_str()
@@ -208,7 +192,9 @@ async fn with_credit_leases_a_hundred_chats_take_a_few_ledger_writes_and_the_boo
     // The first request of a run places an exact hold (it is settled into a charge); the
     // rest are served from leases.
     assert!(exact_holds <= 1, "{exact_holds} exact holds");
-    let leased = metric(&app, r#"morpheus_credit_holds_total{outcome="leased"}"#).await;
+    let leased = app
+        .metric(r#"morpheus_credit_holds_total{outcome="leased"}"#)
+        .await;
     assert!(leased >= 99.0, "{leased} holds served from leases");
     // The user's ledger lists the sign-up credit and the charges, never a lease.
     let listed: Value = get(
@@ -308,15 +294,13 @@ async fn a_stream_the_client_cut_is_charged_the_providers_final_count() {
     let (ledger, posted, held) = settled_books(&app, user.id).await;
     assert_eq!((posted, held), (ledger, 0));
     assert_eq!(
-        metric(&app, r#"morpheus_stream_drains_total{outcome="drained"}"#).await,
+        app.metric(r#"morpheus_stream_drains_total{outcome="drained"}"#)
+            .await,
         1.0
     );
     assert_eq!(
-        metric(
-            &app,
-            r#"morpheus_credit_settlements_total{outcome="charged"}"#
-        )
-        .await,
+        app.metric(r#"morpheus_credit_settlements_total{outcome="charged"}"#)
+            .await,
         1.0
     );
 }
@@ -330,15 +314,13 @@ async fn without_a_drain_a_cut_stream_is_charged_the_text_delivered_marked_estim
     println!("credits: a stream cut after 3 events, no drain → {charge}");
     assert_eq!(charge["estimated"], true, "{charge}");
     assert_eq!(
-        metric(&app, r#"morpheus_stream_drains_total{outcome="skipped"}"#).await,
+        app.metric(r#"morpheus_stream_drains_total{outcome="skipped"}"#)
+            .await,
         1.0
     );
     assert_eq!(
-        metric(
-            &app,
-            r#"morpheus_credit_settlements_total{outcome="estimated"}"#
-        )
-        .await,
+        app.metric(r#"morpheus_credit_settlements_total{outcome="estimated"}"#)
+            .await,
         1.0
     );
     let output = charge["output"].as_i64().unwrap();
@@ -380,11 +362,8 @@ async fn a_hold_a_dead_process_left_is_voided_by_reconciliation() {
     }
     assert!(voided, "the stale hold was not voided");
     assert_eq!(
-        metric(
-            &app,
-            r#"morpheus_credit_settlements_total{outcome="reconciled"}"#
-        )
-        .await,
+        app.metric(r#"morpheus_credit_settlements_total{outcome="reconciled"}"#)
+            .await,
         1.0
     );
     let after = balance(&app, &user.api_key).await;

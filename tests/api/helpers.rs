@@ -321,6 +321,23 @@ impl TestApp {
             .join("\n")
     }
 
+    /// The value of one sample of `GET /metrics`, e.g.
+    /// `morpheus_credit_holds_total{outcome="placed"}` (0 when absent).
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Counts the rows a query returns (`SELECT … AS n`).
     pub fn count(&self, query: &str) -> i64 {
         #[derive(diesel::QueryableByName)]

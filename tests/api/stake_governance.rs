@@ -15,6 +15,25 @@ const PRICE: u128 = 1_000_000_000_000;
 const DURATION: u32 = 900;
 const WEI_PER_MOR: u128 = 1_000_000_000_000_000_000;
 
+/// Opens sessions of `model-0` … `model-9` at once, by `key`, each on its own task.
+fn open_ten_at_once(
+    client: &reqwest::Client,
+    url: impl Fn(&str) -> String,
+    key: &str,
+) -> Vec<tokio::task::JoinHandle<reqwest::Response>> {
+    (0..10)
+        .map(|n| {
+            let request = client
+                .post(url(&format!(
+                    "/api/v1/session/modelsession?model_id=model-{n}"
+                )))
+                .bearer_auth(key)
+                .json(&json!({ "sessionDuration": DURATION }));
+            tokio::spawn(async move { request.send().await.unwrap() })
+        })
+        .collect()
+}
+
 fn hex(seed: u64, width: usize) -> String {
     format!("0x{seed:0width$x}")
 }
@@ -83,22 +102,6 @@ async fn refused(r: reqwest::Response, status: u16, code: &str) -> Value {
     body
 }
 
-/// The value of one sample of `GET /metrics`.
-async fn metric(app: &TestApp, sample: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn seconds_to_utc_midnight() -> i64 {
     let now = chrono::Utc::now().timestamp();
     86_400 - now.rem_euclid(86_400)
@@ -114,22 +117,7 @@ async fn the_daily_budget_is_exact_under_concurrent_opens() {
     })
     .await;
     let user = app.seed_automated_user().await;
-    let opens = (0..10).map(|n| {
-        let (client, url, key) = (
-            app.client.clone(),
-            app.url(&format!("/api/v1/session/modelsession?model_id=model-{n}")),
-            user.api_key.clone(),
-        );
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(key)
-                .json(&json!({ "sessionDuration": DURATION }))
-                .send()
-                .await
-                .unwrap()
-        })
-    });
+    let opens = open_ten_at_once(&app.client, |path| app.url(path), &user.api_key);
     let (mut opened, mut exhausted) = (0, 0);
     for open in opens {
         let r = open.await.unwrap();
@@ -174,14 +162,11 @@ async fn the_daily_budget_is_exact_under_concurrent_opens() {
         "nothing more was staked"
     );
     assert_eq!(
-        metric(
-            &app,
-            "morpheus_stake_refusals_total{limit=\"daily_budget\"}"
-        )
-        .await,
+        app.metric("morpheus_stake_refusals_total{limit=\"daily_budget\"}")
+            .await,
         8.0
     );
-    let committed = metric(&app, "morpheus_stake_committed_today_mor").await;
+    let committed = app.metric("morpheus_stake_committed_today_mor").await;
     println!("stake committed today: {committed} MOR");
     assert!((committed - 3.0 * one_open as f64 / 1e18).abs() < 1e-9);
 }
@@ -261,11 +246,8 @@ async fn no_session_is_opened_on_a_bid_above_the_price_cap() {
     );
     assert_eq!(app.sim.counters().sessions_opened, 2);
     assert_eq!(
-        metric(
-            &app,
-            "morpheus_stake_refusals_total{limit=\"max_bid_price\"}"
-        )
-        .await,
+        app.metric("morpheus_stake_refusals_total{limit=\"max_bid_price\"}")
+            .await,
         3.0
     );
 }
@@ -306,16 +288,10 @@ async fn below_the_low_water_mark_only_warm_models_open() {
         counters.balance_reads, 1,
         "read once within the cache period"
     );
+    assert_eq!(app.metric("morpheus_node_mor_balance_mor").await, 14_999.0);
     assert_eq!(
-        metric(&app, "morpheus_node_mor_balance_mor").await,
-        14_999.0
-    );
-    assert_eq!(
-        metric(
-            &app,
-            "morpheus_stake_refusals_total{limit=\"low_water_mark\"}"
-        )
-        .await,
+        app.metric("morpheus_stake_refusals_total{limit=\"low_water_mark\"}")
+            .await,
         2.0
     );
 }
@@ -399,19 +375,13 @@ async fn explicit_sessions_are_capped_per_user_in_number_and_duration() {
     assert_eq!(r.status(), 200);
     assert_eq!(app.sim.counters().sessions_opened, 4);
     assert_eq!(
-        metric(
-            &app,
-            "morpheus_stake_refusals_total{limit=\"user_sessions\"}"
-        )
-        .await,
+        app.metric("morpheus_stake_refusals_total{limit=\"user_sessions\"}")
+            .await,
         2.0
     );
     assert_eq!(
-        metric(
-            &app,
-            "morpheus_stake_refusals_total{limit=\"session_duration\"}"
-        )
-        .await,
+        app.metric("morpheus_stake_refusals_total{limit=\"session_duration\"}")
+            .await,
         1.0
     );
 }
@@ -445,27 +415,10 @@ async fn the_daily_budget_is_exact_across_replicas_on_one_redis() {
     .await;
     let base = replicas.url("");
     let user = crate::helpers::seed_user_at(&app.client, base.trim_end_matches('/')).await;
-    let opens = (0..10).map(|n| {
-        let (client, url, key) = (
-            app.client.clone(),
-            replicas.url(&format!("/api/v1/session/modelsession?model_id=model-{n}")),
-            user.api_key.clone(),
-        );
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(key)
-                .json(&json!({ "sessionDuration": DURATION }))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    });
+    let opens = open_ten_at_once(&app.client, |path| replicas.url(path), &user.api_key);
     let mut statuses = Vec::new();
     for open in opens {
-        statuses.push(open.await.unwrap());
+        statuses.push(open.await.unwrap().status().as_u16());
     }
     let opened = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 503).count();

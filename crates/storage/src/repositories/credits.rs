@@ -184,23 +184,32 @@ fn ensure_account(c: &mut AnyConnection, user: UserId, signup_credit: Usd) -> an
     Ok(true)
 }
 
+/// Holds `amount` of the user's credit if that much is available (`posted - held`), in one
+/// conditional update: `false` when it is not (or there is no balance row).
+fn set_aside(
+    c: &mut AnyConnection,
+    user: UserId,
+    amount: i64,
+    at: NaiveDateTime,
+) -> anyhow::Result<bool> {
+    let updated = diesel::update(
+        credit_balances::table
+            .find(user.0)
+            .filter((credit_balances::posted - credit_balances::held).ge(amount)),
+    )
+    .set((
+        credit_balances::held.eq(credit_balances::held + amount),
+        credit_balances::updated_at.eq(at),
+    ))
+    .execute(c)
+    .context("setting credit aside")?;
+    Ok(updated == 1)
+}
+
 fn place_hold(c: &mut AnyConnection, hold: &NewHold) -> anyhow::Result<HoldOutcome> {
     let amount = hold.amount.units();
     let at = now();
-    let take = |c: &mut AnyConnection| -> anyhow::Result<bool> {
-        let updated = diesel::update(
-            credit_balances::table
-                .find(hold.user.0)
-                .filter((credit_balances::posted - credit_balances::held).ge(amount)),
-        )
-        .set((
-            credit_balances::held.eq(credit_balances::held + amount),
-            credit_balances::updated_at.eq(at),
-        ))
-        .execute(c)
-        .context("setting credit aside")?;
-        Ok(updated == 1)
-    };
+    let take = |c: &mut AnyConnection| set_aside(c, hold.user, amount, at);
     let mut taken = take(c)?;
     if !taken {
         // No balance row yet (a first request), or not enough credit.
@@ -277,18 +286,7 @@ fn lease_or_hold(
         let chunk = (available / 4).min(terms.max_chunk.units());
         let at = now();
         // Re-checked by the database: a concurrent hold may have taken credit since the read.
-        let taken = diesel::update(
-            credit_balances::table
-                .find(hold.user.0)
-                .filter((credit_balances::posted - credit_balances::held).ge(chunk)),
-        )
-        .set((
-            credit_balances::held.eq(credit_balances::held + chunk),
-            credit_balances::updated_at.eq(at),
-        ))
-        .execute(c)
-        .context("setting a lease aside")?
-            == 1;
+        let taken = set_aside(c, hold.user, chunk, at)?;
         if taken && chunk >= hold.amount.units() {
             let row = LedgerRow {
                 id: hold.id.to_string(),

@@ -106,6 +106,10 @@ impl GovernedLane {
     pub fn check_running(&mut self) -> Result<()> {
         self.gateway.child.check_running()
     }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.gateway.addr
+    }
 }
 
 /// The p50 of `n` Redis round trips (`PING`, one at a time, on one connection), in µs: the
@@ -131,4 +135,37 @@ pub async fn redis_round_trip_p50(url: &str, n: usize) -> Result<f64> {
     }
     samples.sort_by(f64::total_cmp);
     Ok(samples[samples.len() / 2])
+}
+
+/// The gateway's own time on chat requests so far (`morpheus_gateway_overhead_seconds`: each
+/// request's time in the gateway less its wait for the provider), as (sum in seconds, count),
+/// read from its `/metrics`. Two reads around a lane give that lane's mean, free of the
+/// loopback and scheduling noise the client-side latency carries.
+pub fn own_time(addr: SocketAddr) -> Result<(f64, u64)> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let sample = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    let sum = sample("morpheus_gateway_overhead_seconds_sum ").unwrap_or(0.0);
+    let count = sample("morpheus_gateway_overhead_seconds_count ").unwrap_or(0.0);
+    // A count is a whole number of requests.
+    Ok((sum, count as u64))
+}
+
+/// The mean (µs) of the gateway's own time between two [`own_time`] reads.
+pub fn own_time_mean_us(before: (f64, u64), after: (f64, u64)) -> f64 {
+    let requests = after.1.saturating_sub(before.1);
+    if requests == 0 {
+        return f64::NAN;
+    }
+    (after.0 - before.0) / requests as f64 * 1e6
 }

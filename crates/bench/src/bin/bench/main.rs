@@ -332,9 +332,11 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
         round.c1_direct = lanes::latency(&direct, &small, warm, plan.c1_requests)
             .await?
             .into();
+        let before = governed::own_time(gw_addr)?;
         round.c1_gateway = lanes::latency(&gateway, &small, warm, plan.c1_requests)
             .await?
             .into();
+        round.c1_gateway_own_us = governed::own_time_mean_us(before, governed::own_time(gw_addr)?);
         progress(format!(
             "round {r}/{}: c=1 p50 direct {:.1} µs, gateway {:.1} µs",
             plan.rounds, round.c1_direct.p50_us, round.c1_gateway.p50_us
@@ -344,10 +346,15 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
                 Some(governed::redis_round_trip_p50(url, plan.c1_requests).await?);
         }
         for lane in &mut governed {
+            let before = governed::own_time(lane.addr())?;
             let measured: report::LatencySummary =
                 lanes::latency(&lane.target, &small, warm, plan.c1_requests)
                     .await?
                     .into();
+            round.c1_governed_own_us.push(governed::own_time_mean_us(
+                before,
+                governed::own_time(lane.addr())?,
+            ));
             progress(format!(
                 "round {r}/{}: c=1 p50 governed ({}) {:.1} µs",
                 plan.rounds, lane.name, measured.p50_us

@@ -279,6 +279,17 @@ settings! {
     /// serve `/metrics` on this address only (no token); the main listener's `/metrics`
     /// answers 404
     metrics_bind: Option<String> = None;
+    /// origins whose web pages may call the API from a browser, comma-separated
+    /// (`https://app.example.com,http://localhost:3000`): preflights are answered and may be
+    /// cached, answers carry `Access-Control-Allow-Origin`; `*` lets any origin (refused
+    /// together with `MORPHEUS_CORS_ALLOW_CREDENTIALS`); unset: no cross-origin access
+    /// ([Browser clients](#browser-clients-cors))
+    cors_allowed_origins: Option<String> = None, check = checks::cors_origins;
+    /// cross-origin requests may carry cookies and HTTP authentication (the API itself needs
+    /// neither: its tokens and keys go in `Authorization`); never with the `*` origin
+    cors_allow_credentials: bool = false;
+    /// how long a browser may cache a preflight's answer (browsers cap it: Chromium at 2 h)
+    cors_max_age_seconds: u64 = 86_400, range = 0 ..= 86_400;
     /// on SIGTERM/SIGINT, how long in-flight requests and streams get to finish
     shutdown_grace_seconds: u64 = 30, range = 0 ..= 3_600;
     /// API keys kept in memory (authentication without a database round trip)
@@ -375,6 +386,33 @@ mod checks {
             }
             _ => Ok(()),
         }
+    }
+
+    pub fn cors_origins(origins: &Option<String>) -> Result<(), String> {
+        let Some(origins) = origins else {
+            return Ok(());
+        };
+        let list = crate::cors::origins(origins);
+        if list.is_empty() {
+            return Err("no origin in the list".to_owned());
+        }
+        for origin in list {
+            if origin == "*" {
+                continue;
+            }
+            let Some((scheme, host)) = origin.split_once("://") else {
+                return Err(format!("{origin:?} is not scheme://host[:port]"));
+            };
+            if !(scheme == "http" || scheme == "https")
+                || host.is_empty()
+                || host.contains(['/', '?', '#', '*', ' '])
+            {
+                return Err(format!(
+                    "{origin:?} is not an origin: http(s)://host[:port], no path and no wildcard"
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn redis_url(url: &Option<String>) -> Result<(), String> {

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod background;
 pub mod cli;
 pub mod configuration;
+pub mod cors;
 pub mod marketplace;
 pub mod open_files;
 pub mod output;

@@ -39,6 +39,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::background::{self, Work};
 use crate::configuration::{Environment, Settings};
+use crate::cors::CorsPolicy;
 use crate::marketplace::{self, MarketplaceWiring};
 use crate::open_files;
 use crate::secrets::Secrets;
@@ -700,6 +701,7 @@ fn run(
     let chat_body_deadline = web::Data::new(ForwardedBodyDeadline(Duration::from_millis(
         settings.chat_body_read_timeout_ms,
     )));
+    let cors = CorsPolicy::from_settings(settings)?;
     let server = HttpServer::new(move || {
         let (app, openapi) = App::new()
             .into_utoipa_app()
@@ -711,7 +713,13 @@ fn run(
             .app_data(chat_body_deadline.clone())
             .configure(morpheus_api::configure)
             .split_for_parts();
+        // CORS outside the connection guard, so a page also reads its 503s.
+        let cors = cors.as_ref().map(CorsPolicy::middleware);
         app.wrap(middleware::from_fn(connections::guard))
+            .wrap(middleware::Condition::new(
+                cors.is_some(),
+                cors.unwrap_or_default(),
+            ))
             .wrap(middleware::from_fn(request_context::observe))
             .service(web::redirect("/docs", "/docs/"))
             .service(SwaggerUi::new("/docs/{_:.*}").url(OPENAPI_PATH, openapi))

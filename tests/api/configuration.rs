@@ -130,3 +130,21 @@ fn production_refuses_to_start_on_a_secret_that_is_not_random_in_one_line_naming
     );
     assert!(!stderr.contains(&weak), "the secret is not printed");
 }
+
+#[test]
+fn a_cors_origin_with_a_path_a_wildcard_or_no_scheme_stops_the_start() {
+    for value in [
+        "https://app.example.com/app",
+        "https://*.example.com",
+        "app.example.com",
+        " , ",
+    ] {
+        let out = gateway(&["serve"], &[("MORPHEUS_CORS_ALLOWED_ORIGINS", value)]);
+        assert_eq!(out.status.code(), Some(2), "{value}");
+        let error = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            error.starts_with("invalid MORPHEUS_CORS_ALLOWED_ORIGINS: "),
+            "{value}: {error}"
+        );
+    }
+}

@@ -13,6 +13,7 @@ mod client_addresses;
 mod configuration;
 mod contract;
 mod contract_diff;
+mod cors;
 mod delegations;
 mod deploy;
 mod durability;

@@ -45,6 +45,7 @@ async fn a_new_key_is_shown_once_and_stored_only_as_a_digest() {
                 "expires_at",
                 "id",
                 "is_active",
+                "is_default",
                 "key_prefix",
                 "last_used_at",
                 "name",

@@ -14,6 +14,7 @@ mod configuration;
 mod contract;
 mod contract_diff;
 mod cors;
+mod default_keys;
 mod delegations;
 mod deploy;
 mod durability;

@@ -147,7 +147,28 @@ pub trait ApiKeyRepository: Send + Sync {
     ) -> anyhow::Result<Option<ApiKey>>;
     /// One page of the user's keys, newest first, revoked ones included.
     async fn list_api_keys(&self, user: UserId, page: Page) -> anyhow::Result<Vec<ApiKey>>;
-    /// Marks the key inactive if it belongs to `user`; `None` otherwise.
+    /// Marks `user`'s key `id` as their default and clears the mark on their other keys, in
+    /// one transaction, if it is active and not expired at `now`; `None` otherwise.
+    async fn set_default_api_key(
+        &self,
+        user: UserId,
+        id: ApiKeyId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<ApiKey>>;
+    /// The user's key marked default, if it is active and not expired at `now`.
+    async fn marked_default_api_key(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<ApiKey>>;
+    /// The user's oldest key that is active and not expired at `now`.
+    async fn first_active_api_key(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<ApiKey>>;
+    /// Marks the key inactive (and no longer the default) if it belongs to `user`; `None`
+    /// otherwise.
     async fn deactivate_api_key(
         &self,
         user: UserId,

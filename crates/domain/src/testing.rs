@@ -87,6 +87,7 @@ impl MemoryStore {
             created_at: Utc::now(),
             last_used_at: None,
             policy: KeyPolicy::default(),
+            is_default: false,
         };
         lock(&self.api_keys).push(StoredApiKey {
             key: key.clone(),
@@ -297,6 +298,7 @@ impl ApiKeyRepository for MemoryStore {
             created_at: key.created_at,
             last_used_at: None,
             policy: key.policy,
+            is_default: false,
         };
         let owner_limit_multiplier = lock(&self.users)
             .get(&api_key.user_id)
@@ -335,8 +337,57 @@ impl ApiKeyRepository for MemoryStore {
             return Ok(None);
         };
         key.key.is_active = false;
+        key.key.is_default = false;
         lock(&self.revocations).push(key.key.prefix.clone());
         Ok(Some(key.key.clone()))
+    }
+    async fn set_default_api_key(
+        &self,
+        user: UserId,
+        id: ApiKeyId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<ApiKey>> {
+        let mut keys = lock(&self.api_keys);
+        let usable = |k: &ApiKey| k.is_active && !k.policy.is_expired_at(now);
+        if !keys
+            .iter()
+            .any(|k| k.key.id == id && k.key.user_id == user && usable(&k.key))
+        {
+            return Ok(None);
+        }
+        let mut marked = None;
+        for k in keys.iter_mut().filter(|k| k.key.user_id == user) {
+            k.key.is_default = k.key.id == id;
+            if k.key.is_default {
+                marked = Some(k.key.clone());
+            }
+        }
+        Ok(marked)
+    }
+    async fn marked_default_api_key(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<ApiKey>> {
+        Ok(lock(&self.api_keys)
+            .iter()
+            .map(|k| &k.key)
+            .find(|k| {
+                k.user_id == user && k.is_default && k.is_active && !k.policy.is_expired_at(now)
+            })
+            .cloned())
+    }
+    async fn first_active_api_key(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<ApiKey>> {
+        Ok(lock(&self.api_keys)
+            .iter()
+            .map(|k| &k.key)
+            .filter(|k| k.user_id == user && k.is_active && !k.policy.is_expired_at(now))
+            .min_by_key(|k| (k.created_at, k.id.0))
+            .cloned())
     }
     async fn update_api_key(
         &self,

@@ -35,6 +35,7 @@ diesel::table! {
         tpm -> Nullable<BigInt>,
         /// JSON array of `{"window_seconds", "limit_units"}`.
         budgets -> Nullable<Text>,
+        is_default -> Bool,
     }
 }
 

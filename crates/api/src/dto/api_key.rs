@@ -242,6 +242,8 @@ pub struct APIKeyDB {
     /// Spending caps; null: none.
     #[schema(required = true)]
     pub budgets: Option<Vec<KeyBudgetRead>>,
+    /// The user's default key (`PUT /auth/keys/{key_id}/default`).
+    pub is_default: bool,
 }
 
 impl APIKeyDB {
@@ -269,6 +271,7 @@ impl From<ApiKey> for APIKeyDB {
             rpm: p.rpm,
             tpm: p.tpm,
             budgets: p.budgets,
+            is_default: k.is_default,
         }
     }
 }

@@ -116,6 +116,15 @@ impl From<CreateApiKeyError> for ApiError {
     }
 }
 
+impl From<SetDefaultApiKeyError> for ApiError {
+    fn from(e: SetDefaultApiKeyError) -> Self {
+        match e {
+            SetDefaultApiKeyError::NotFound => ApiError::NotFound(e.to_string()),
+            SetDefaultApiKeyError::Unknown(e) => e.into(),
+        }
+    }
+}
+
 impl From<RevokeApiKeyError> for ApiError {
     fn from(e: RevokeApiKeyError) -> Self {
         match e {

@@ -24,6 +24,11 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(auth::get_current_user::get_current_user)
             .service(auth::create_api_key::create_api_key)
             .service(auth::get_api_keys::get_api_keys)
+            .service(auth::get_default_api_key::get_default_api_key)
+            .route("/keys/default", actix_web::web::route().to(auth::only_get))
+            .service(auth::get_first_api_key::get_first_api_key)
+            .route("/keys/first", actix_web::web::route().to(auth::only_get))
+            .service(auth::set_default_api_key::set_default_api_key)
             .service(auth::delete_api_key::delete_api_key)
             .service(auth::update_api_key::update_api_key)
             .service(auth::store_private_key::store_private_key)
@@ -34,7 +39,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
             .service(auth::get_active_user_delegation::get_active_user_delegation)
             .route(
                 "/delegation/active",
-                actix_web::web::route().to(auth::get_active_user_delegation::other_methods),
+                actix_web::web::route().to(auth::only_get),
             )
             .service(auth::delete_delegation::delete_delegation),
     )

@@ -155,6 +155,8 @@ pub struct ApiKey {
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub policy: KeyPolicy,
+    /// The key the user's web app uses by default (`PUT /auth/keys/{key_id}/default`).
+    pub is_default: bool,
 }
 
 /// A key row as needed to authenticate a request: the stored digest and the owner's state.

@@ -288,6 +288,7 @@ mod tests {
                 created_at: Utc::now(),
                 last_used_at: None,
                 policy: KeyPolicy::default(),
+                is_default: false,
             },
             digest: ApiKeyDigest(vec![1, 2, 3]),
             owner_active: true,

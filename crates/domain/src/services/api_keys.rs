@@ -65,6 +65,14 @@ pub enum UpdateApiKeyError {
 }
 
 #[derive(Debug, thiserror::Error)]
+pub enum SetDefaultApiKeyError {
+    #[error("API key not found or not owned by user")]
+    NotFound,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum RevokeApiKeyError {
     #[error("API key not found")]
     NotFound,
@@ -187,6 +195,34 @@ impl ApiKeyService {
             cache.evict(&revoked.prefix);
         }
         Ok(revoked)
+    }
+
+    /// Makes one of the user's usable keys (active, not expired) their default, and no other.
+    /// Someone else's key id, a revoked or an expired key is "not found".
+    pub async fn set_default(
+        &self,
+        user: UserId,
+        id: ApiKeyId,
+    ) -> Result<ApiKey, SetDefaultApiKeyError> {
+        self.keys
+            .set_default_api_key(user, id, Utc::now())
+            .await?
+            .ok_or(SetDefaultApiKeyError::NotFound)
+    }
+
+    /// The user's default key: the one marked default while it is usable, else their oldest
+    /// usable key; `None` when they have no usable key.
+    pub async fn default_key(&self, user: UserId) -> anyhow::Result<Option<ApiKey>> {
+        let now = Utc::now();
+        match self.keys.marked_default_api_key(user, now).await? {
+            Some(key) => Ok(Some(key)),
+            None => self.keys.first_active_api_key(user, now).await,
+        }
+    }
+
+    /// The user's oldest usable key (active, not expired).
+    pub async fn first_key(&self, user: UserId) -> anyhow::Result<Option<ApiKey>> {
+        self.keys.first_active_api_key(user, Utc::now()).await
     }
 
     /// Changes the name and policy of one of the user's keys. Someone else's key id is "not
@@ -370,6 +406,7 @@ mod tests {
                 created_at: key.created_at,
                 last_used_at: None,
                 policy: key.policy,
+                is_default: false,
             };
             *self.stored.lock().unwrap() = Some(StoredApiKey {
                 key: api_key.clone(),
@@ -396,6 +433,28 @@ mod tests {
         }
         async fn list_api_keys(&self, _: UserId, _: Page) -> anyhow::Result<Vec<ApiKey>> {
             Ok(vec![])
+        }
+        async fn set_default_api_key(
+            &self,
+            _: UserId,
+            _: ApiKeyId,
+            _: DateTime<Utc>,
+        ) -> anyhow::Result<Option<ApiKey>> {
+            Ok(None)
+        }
+        async fn marked_default_api_key(
+            &self,
+            _: UserId,
+            _: DateTime<Utc>,
+        ) -> anyhow::Result<Option<ApiKey>> {
+            Ok(None)
+        }
+        async fn first_active_api_key(
+            &self,
+            _: UserId,
+            _: DateTime<Utc>,
+        ) -> anyhow::Result<Option<ApiKey>> {
+            Ok(None)
         }
         async fn deactivate_api_key(
             &self,

@@ -29,6 +29,7 @@ struct ApiKeyRow {
     rpm: Option<i64>,
     tpm: Option<i64>,
     budgets: Option<String>,
+    is_default: bool,
 }
 
 #[derive(Insertable)]
@@ -181,6 +182,7 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             created_at: row.created_at.and_utc(),
             last_used_at: row.last_used_at.map(|at| at.and_utc()),
             policy,
+            is_default: row.is_default,
         })
     }
 }
@@ -205,6 +207,22 @@ impl From<NewApiKey> for NewApiKeyRow {
             budgets: budgets_column(&policy.budgets),
         }
     }
+}
+
+/// The user's keys that authenticate at `now`: active and not expired.
+fn usable_keys(
+    user: UserId,
+    now: NaiveDateTime,
+) -> api_keys::BoxedQuery<'static, <AnyConnection as diesel::Connection>::Backend> {
+    api_keys::table
+        .filter(api_keys::user_id.eq(user.0))
+        .filter(api_keys::is_active.eq(true))
+        .filter(
+            api_keys::expires_at
+                .is_null()
+                .or(api_keys::expires_at.gt(now)),
+        )
+        .into_boxed()
 }
 
 fn load_key(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<ApiKeyRow>> {
@@ -376,6 +394,84 @@ impl ApiKeyRepository for Database {
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %user, api_key_id = %id))]
+    async fn set_default_api_key(
+        &self,
+        user: UserId,
+        id: ApiKeyId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<ApiKey>> {
+        let now = now.naive_utc();
+        self.run(move |conn| {
+            conn.write_transaction(|c| {
+                let usable = usable_keys(user, now)
+                    .filter(api_keys::id.eq(id.0))
+                    .select(api_keys::id)
+                    .first::<i64>(c)
+                    .optional()?;
+                if usable.is_none() {
+                    return Ok(None);
+                }
+                // Cleared first: the unique index allows one default per user at any moment.
+                diesel::update(
+                    api_keys::table
+                        .filter(api_keys::user_id.eq(user.0))
+                        .filter(api_keys::is_default.eq(true)),
+                )
+                .set(api_keys::is_default.eq(false))
+                .execute(c)?;
+                diesel::update(api_keys::table.find(id.0))
+                    .set(api_keys::is_default.eq(true))
+                    .execute(c)?;
+                load_key(c, id.0)
+            })
+            .context("setting the default API key")?
+            .map(ApiKey::try_from)
+            .transpose()
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user))]
+    async fn marked_default_api_key(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<ApiKey>> {
+        let now = now.naive_utc();
+        self.run(move |conn| {
+            usable_keys(user, now)
+                .filter(api_keys::is_default.eq(true))
+                .select(ApiKeyRow::as_select())
+                .first(conn)
+                .optional()
+                .context("reading the default API key")?
+                .map(ApiKey::try_from)
+                .transpose()
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user))]
+    async fn first_active_api_key(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<ApiKey>> {
+        let now = now.naive_utc();
+        self.run(move |conn| {
+            usable_keys(user, now)
+                .order((api_keys::created_at.asc(), api_keys::id.asc()))
+                .select(ApiKeyRow::as_select())
+                .first(conn)
+                .optional()
+                .context("reading the first API key")?
+                .map(ApiKey::try_from)
+                .transpose()
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user, api_key_id = %id))]
     async fn deactivate_api_key(
         &self,
         user: UserId,
@@ -390,7 +486,10 @@ impl ApiKeyRepository for Database {
                         .find(id.0)
                         .filter(api_keys::user_id.eq(user.0)),
                 )
-                .set(api_keys::is_active.eq(false))
+                .set((
+                    api_keys::is_active.eq(false),
+                    api_keys::is_default.eq(false),
+                ))
                 .execute(c)?;
                 if updated == 0 {
                     return Ok(None);

@@ -1,4 +1,3 @@
-use actix_web::http::header;
 use actix_web::{HttpResponse, get, web};
 
 use crate::AppState;
@@ -24,15 +23,4 @@ pub async fn get_active_user_delegation(
 ) -> Result<HttpResponse, ApiError> {
     let active = state.delegations.active(user.0.id).await?;
     Ok(HttpResponse::Ok().json(active.map(DelegationRead::from)))
-}
-
-/// Every other method on `/delegation/active`. Without this, `DELETE /delegation/active` would
-/// reach `DELETE /delegation/{delegation_id}` with the id "active"; the spec says the path has
-/// only GET.
-pub async fn other_methods() -> HttpResponse {
-    HttpResponse::MethodNotAllowed()
-        .insert_header((header::ALLOW, "GET"))
-        .json(ErrorResponse {
-            detail: "Method Not Allowed".to_owned(),
-        })
 }

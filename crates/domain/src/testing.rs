@@ -348,10 +348,9 @@ impl ApiKeyRepository for MemoryStore {
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<ApiKey>> {
         let mut keys = lock(&self.api_keys);
-        let usable = |k: &ApiKey| k.is_active && !k.policy.is_expired_at(now);
         if !keys
             .iter()
-            .any(|k| k.key.id == id && k.key.user_id == user && usable(&k.key))
+            .any(|k| k.key.id == id && k.key.user_id == user && k.key.is_usable_at(now))
         {
             return Ok(None);
         }
@@ -372,9 +371,7 @@ impl ApiKeyRepository for MemoryStore {
         Ok(lock(&self.api_keys)
             .iter()
             .map(|k| &k.key)
-            .find(|k| {
-                k.user_id == user && k.is_default && k.is_active && !k.policy.is_expired_at(now)
-            })
+            .find(|k| k.user_id == user && k.is_default && k.is_usable_at(now))
             .cloned())
     }
     async fn first_active_api_key(
@@ -385,7 +382,7 @@ impl ApiKeyRepository for MemoryStore {
         Ok(lock(&self.api_keys)
             .iter()
             .map(|k| &k.key)
-            .filter(|k| k.user_id == user && k.is_active && !k.policy.is_expired_at(now))
+            .filter(|k| k.user_id == user && k.is_usable_at(now))
             .min_by_key(|k| (k.created_at, k.id.0))
             .cloned())
     }

@@ -159,6 +159,13 @@ pub struct ApiKey {
     pub is_default: bool,
 }
 
+impl ApiKey {
+    /// Whether the key authenticates at `now`: active and not expired.
+    pub fn is_usable_at(&self, now: DateTime<Utc>) -> bool {
+        self.is_active && !self.policy.is_expired_at(now)
+    }
+}
+
 /// A key row as needed to authenticate a request: the stored digest and the owner's state.
 #[derive(Debug, Clone)]
 pub struct StoredApiKey {

@@ -225,6 +225,19 @@ fn usable_keys(
         .into_boxed()
 }
 
+/// The first key `query` gives, if any.
+fn first_of(
+    conn: &mut AnyConnection,
+    query: api_keys::BoxedQuery<'static, <AnyConnection as diesel::Connection>::Backend>,
+) -> anyhow::Result<Option<ApiKey>> {
+    query
+        .select(ApiKeyRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(ApiKey::try_from)
+        .transpose()
+}
+
 fn load_key(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<ApiKeyRow>> {
     api_keys::table
         .find(id)
@@ -439,14 +452,11 @@ impl ApiKeyRepository for Database {
     ) -> anyhow::Result<Option<ApiKey>> {
         let now = now.naive_utc();
         self.run(move |conn| {
-            usable_keys(user, now)
-                .filter(api_keys::is_default.eq(true))
-                .select(ApiKeyRow::as_select())
-                .first(conn)
-                .optional()
-                .context("reading the default API key")?
-                .map(ApiKey::try_from)
-                .transpose()
+            first_of(
+                conn,
+                usable_keys(user, now).filter(api_keys::is_default.eq(true)),
+            )
+            .context("reading the default API key")
         })
         .await
     }
@@ -459,14 +469,11 @@ impl ApiKeyRepository for Database {
     ) -> anyhow::Result<Option<ApiKey>> {
         let now = now.naive_utc();
         self.run(move |conn| {
-            usable_keys(user, now)
-                .order((api_keys::created_at.asc(), api_keys::id.asc()))
-                .select(ApiKeyRow::as_select())
-                .first(conn)
-                .optional()
-                .context("reading the first API key")?
-                .map(ApiKey::try_from)
-                .transpose()
+            first_of(
+                conn,
+                usable_keys(user, now).order((api_keys::created_at.asc(), api_keys::id.asc())),
+            )
+            .context("reading the first API key")
         })
         .await
     }

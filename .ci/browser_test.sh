@@ -2,6 +2,8 @@
 # The Swagger UI at /docs in a real browser: Debian's Chromium, driven by playwright-core (which
 # never downloads a browser of its own), against the running gateway. See browser/docs_test.mjs.
 # Its artifact: a full-page screenshot in target/browser-artifacts/docs.png.
+# Then a web app on another origin that the gateway lists (CORS) logs in and streams a chat
+# from the demo marketplace, and a page on an unlisted origin cannot read: browser/cors_test.mjs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +42,12 @@ work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
 
+# The web app's origin: cors_test.mjs serves its page there, as a dev server would.
+app_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+app_origin="http://127.0.0.1:$app_port"
 MORPHEUS_BIND="127.0.0.1:$port" \
+MORPHEUS_CORS_ALLOWED_ORIGINS="$app_origin" \
+MORPHEUS_SIMULATE_MARKETPLACE=true \
 DATABASE_URL="sqlite://$work/browser.db" \
 MORPHEUS_DATA_DIR="$work" \
 RUST_LOG=warn \
@@ -61,9 +68,11 @@ if ! curl -fsS "$url/health" > /dev/null 2>&1; then
 else
   GATEWAY_URL="$url" CHROMIUM_PATH="$chromium" OPENAPI_YAML_OPERATIONS="$yaml_operations" \
     node "$browser_dir/docs_test.mjs" || status=$?
+  GATEWAY_URL="$url" CHROMIUM_PATH="$chromium" APP_ORIGIN="$app_origin" \
+    node "$browser_dir/cors_test.mjs" || status=$?
 fi
 if [ "$status" -ne 0 ]; then
-  echo "Swagger UI browser test failed ($status); gateway log tail:"
+  echo "browser tests failed ($status); gateway log tail:"
   tail -n 50 "$work/gateway.log"
 fi
 exit "$status"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # G2: the official `openai` Python SDK against the running gateway, which talks to the
-# proxy-router simulator running as its own process (so the test can switch its faults).
+# proxy-router simulator running as its own process (so the test can switch its faults), and to
+# a plain OpenAI-compatible provider (morpheus-openai-mock, with its own key) declared in a
+# providers file beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,23 +14,40 @@ fi
 
 cargo build --quiet --bin morpheus-gateway
 cargo build --quiet -p morpheus-router-sim --bin morpheus-router-sim
+cargo build --quiet -p morpheus-openai-mock --bin morpheus-openai-mock
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sim_port=$(free_port)
+mock_port=$(free_port)
 port=$(free_port)
 
 target/debug/morpheus-router-sim --bind "127.0.0.1:$sim_port" > "$work/sim.log" 2>&1 &
 sim=$!
+target/debug/morpheus-openai-mock --bind "127.0.0.1:$mock_port" --name mock --api-key sk-mock-provider-key \
+  --model llama-3.3-70b --model text-embedding-3-small > "$work/mock.log" 2>&1 &
+mock=$!
+cat > "$work/providers.toml" <<EOF
+[[providers]]
+name = "mock"
+base_url = "http://127.0.0.1:$mock_port/v1"
+api_key_env = "MOCK_PROVIDER_KEY"
+models = [
+  { name = "provider-llama", upstream = "llama-3.3-70b" },
+  { name = "provider-embedder", upstream = "text-embedding-3-small", type = "EMBEDDING" },
+]
+EOF
 MORPHEUS_BIND="127.0.0.1:$port" \
 DATABASE_URL="sqlite://$work/sdk.db" \
 MORPHEUS_DATA_DIR="$work" \
 MORPHEUS_PROXY_ROUTER_URL="http://127.0.0.1:$sim_port" \
 MORPHEUS_PROXY_ROUTER_USER=morpheus \
 MORPHEUS_PROXY_ROUTER_PASSWORD=sim-password \
+MORPHEUS_PROVIDERS_FILE="$work/providers.toml" \
+MOCK_PROVIDER_KEY=sk-mock-provider-key \
 RUST_LOG=warn \
   target/debug/morpheus-gateway serve > "$work/gateway.log" 2>&1 &
 gateway=$!
-trap 'kill $gateway $sim 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $gateway $sim $mock 2>/dev/null || true; rm -rf "$work"' EXIT
 
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/health" > /dev/null 2>&1 && break

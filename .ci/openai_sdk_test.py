@@ -15,6 +15,7 @@ import pytest
 GATEWAY = os.environ["GATEWAY_URL"]
 SIM = os.environ["SIM_URL"]
 MODEL = "llama-3.3-70b"
+EMBEDDER = "text-embedding-bge-m3"
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,38 @@ def test_tool_call(client):
     assert call.function.name == "lookup"
     assert json.loads(call.function.arguments)["query"]
     assert completion.choices[0].finish_reason == "tool_calls"
+
+
+def test_embeddings_sdk_default_base64_and_floats_agree(client):
+    # The SDK asks for base64 unless told otherwise and decodes it itself.
+    result = client.embeddings.create(model=EMBEDDER, input=["hello sdk", "another text"])
+    assert result.model == EMBEDDER
+    assert [d.index for d in result.data] == [0, 1]
+    assert all(len(d.embedding) > 0 and isinstance(d.embedding[0], float) for d in result.data)
+    assert result.usage.prompt_tokens > 0
+    floats = client.embeddings.create(model=EMBEDDER, input="hello sdk", encoding_format="float")
+    assert floats.data[0].embedding == pytest.approx(result.data[0].embedding, rel=1e-6)
+
+
+def test_chat_with_an_embedding_model_is_a_bad_request(client):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=EMBEDDER, messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.code == "model_type_mismatch"
+
+
+def test_chat_and_embeddings_through_a_plain_provider(client):
+    completion = client.chat.completions.create(model="provider-llama", messages=[{"role": "user", "content": "via the provider"}])
+    assert completion.model == "provider-llama"
+    assert completion.choices[0].message.content == "Echo: via the provider"
+    stream = client.chat.completions.create(
+        model="provider-llama", messages=[{"role": "user", "content": "streamed via the provider"}], stream=True
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text.strip() == "Echo: streamed via the provider"
+    result = client.embeddings.create(model="provider-embedder", input=["one", "two"])
+    assert result.model == "provider-embedder"
+    assert [d.index for d in result.data] == [0, 1]
+    assert len(result.data[0].embedding) > 0
 
 
 def test_bad_key_is_an_authentication_error():

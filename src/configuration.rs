@@ -139,6 +139,13 @@ settings! {
     max_delegations_per_user: u64 = 100, range = 1 ..= 1_000_000;
     /// characters of one signed delegation (422 beyond)
     max_delegation_chars: usize = 65_536, range = 1 ..= 1_000_000;
+    /// chats stored per user, archived ones included (409 beyond)
+    max_chats_per_user: u64 = 1_000, range = 1 ..= 1_000_000;
+    /// messages stored per chat (409 beyond)
+    max_messages_per_chat: u64 = 10_000, range = 1 ..= 1_000_000;
+    /// bytes of one stored chat message's content (422 beyond; request bodies are capped at
+    /// 1 MiB whatever this says)
+    max_chat_message_bytes: usize = 262_144, range = 1 ..= 1_048_576;
     /// when set, delegations must be granted to this address
     gateway_delegate_address: Option<String> = None, check = checks::eth_address;
     /// `json` for one JSON object per line
@@ -252,6 +259,11 @@ settings! {
     /// [Rate limits and budgets](#rate-limits-and-budgets)); re-read on SIGHUP. Unset: 0.50 /
     /// 2.00 USD per million input / output tokens for every model, no operator limits
     pricing_file: Option<PathBuf> = None;
+    /// plain OpenAI-compatible providers beside the marketplace (vLLM, Ollama, OpenAI, …), TOML
+    /// ([Plain OpenAI-compatible providers](#plain-openai-compatible-providers)): their models,
+    /// priorities and weights, with failover between them and the marketplace. Unset: the
+    /// marketplace alone
+    providers_file: Option<PathBuf> = None;
     /// credit (USD) each user starts with, given at their first billed request or balance read
     signup_credit_usd: String = "1.00".into(), check = checks::usd;
     /// a credit hold pending this long was left by a process that died before settling it:

@@ -11,6 +11,7 @@ pub mod marketplace;
 pub mod open_files;
 pub mod output;
 pub mod pricing;
+pub mod providers;
 pub mod secrets;
 pub mod spec;
 pub mod startup;

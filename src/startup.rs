@@ -14,7 +14,7 @@ use morpheus_api::chat_admission::ChatAdmission;
 use morpheus_api::client_address::ClientAddressRules;
 use morpheus_api::connections::{self, ConnectionLimits};
 use morpheus_api::extract::{BodyDeadline, BodyLimit, ForwardedBodyDeadline, ForwardedBodyLimit};
-use morpheus_api::instrumented_marketplace::InstrumentedMarketplace;
+use morpheus_api::instrumented_marketplace::{InstrumentedMarketplace, InstrumentedProvider};
 use morpheus_api::lifecycle::Lifecycle;
 use morpheus_api::metrics::{Metrics, MetricsAccess};
 use morpheus_api::rated_bids::{RatedBidsCache, RatedBidsSettings};
@@ -408,9 +408,18 @@ pub fn build_state(
         .map(EthAddress::parse)
         .transpose()
         .context("MORPHEUS_DIAMOND_CONTRACT_ADDRESS must be 0x followed by 40 hex digits")?;
+    let upstreams = crate::providers::load(
+        settings.providers_file.as_deref(),
+        Duration::from_millis(settings.proxy_router_connect_timeout_ms),
+        &|provider| Arc::new(InstrumentedProvider::new(provider, metrics.clone())),
+    )?;
+    let upstreams = Arc::new(upstreams);
+    let mut aliases = settings.model_aliases()?;
+    aliases.extend(upstreams.aliases());
     let catalogue = Arc::new(ModelCatalogue::new(CatalogueOptions {
         default_model: settings.default_model.clone(),
-        aliases: settings.model_aliases()?,
+        aliases,
+        provided: upstreams.models(),
     }));
     let automation = AutomationService::new(db.clone());
     let db_for_janitor = db.clone();
@@ -490,9 +499,15 @@ pub fn build_state(
             },
         ),
         automation,
+        chat_history: ChatHistoryService::new(db.clone()).with_limits(ChatHistoryLimits {
+            chats_per_user: settings.max_chats_per_user,
+            messages_per_chat: settings.max_messages_per_chat,
+            message_bytes: settings.max_chat_message_bytes,
+        }),
         chat: ChatService::new(sessions.clone())
             .with_billing(billing.clone())
-            .with_limits(limiter.clone()),
+            .with_limits(limiter.clone())
+            .with_upstreams(upstreams.clone(), marketplace.configured),
         billing,
         limiter,
         stream_drains: morpheus_api::stream_drains::StreamDrains::new(
@@ -510,6 +525,7 @@ pub fn build_state(
         },
         sse_keep_alive: Duration::from_secs(settings.sse_keep_alive_seconds),
         marketplace_configured: marketplace.configured,
+        providers_configured: upstreams.has_providers(),
         health: db,
         readiness: ReadinessChecks::default(),
         metrics,

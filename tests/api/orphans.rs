@@ -71,6 +71,7 @@ async fn janitor_of(app: &MarketApp) -> SessionJanitor {
     let catalogue = Arc::new(ModelCatalogue::new(CatalogueOptions {
         default_model: None,
         aliases: Vec::new(),
+        provided: Vec::new(),
     }));
     morpheus_gateway::marketplace::refresh_catalogue(
         &*wiring.market,

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use morpheus_domain::ports::{ChatCall, ChatReply, Marketplace, MarketplaceError};
+use morpheus_domain::ports::{
+    ChatCall, ChatReply, Marketplace, MarketplaceError, Provider, ProviderCall,
+};
 use morpheus_domain::*;
 use tracing::Instrument;
 
@@ -30,42 +32,71 @@ impl InstrumentedMarketplace {
         call: &'static str,
         work: impl Future<Output = Result<T, MarketplaceError>>,
     ) -> Result<T, MarketplaceError> {
-        let started = Instant::now();
-        // Background work (the sweep, the catalogue) has no request, and no trace.
-        let span = if tracing::Span::current().is_none() {
-            tracing::Span::none()
-        } else {
-            // `trace`: enabled by the trace exporter only.
-            tracing::trace_span!(
-                "upstream",
-                otel.name = call,
-                otel.kind = "client",
-                otel.status_code = tracing::field::Empty,
-                "error.type" = tracing::field::Empty,
-                "gen_ai.operation.name" = (call == "chat").then_some("chat"),
-                "morpheus.upstream.call" = call,
-            )
-        };
-        let result = work.instrument(span.clone()).await;
-        let took = started.elapsed();
-        add_upstream_wait(took);
-        self.metrics
-            .upstream_duration
-            .get_or_create(&UpstreamLabels { call })
-            .observe(took.as_secs_f64());
-        if let Err(error) = &result {
-            span.record("otel.status_code", "error");
-            span.record("error.type", kind(error));
-            self.metrics
-                .upstream_errors
-                .get_or_create(&UpstreamErrorLabels {
-                    call,
-                    kind: kind(error),
-                })
-                .inc();
-        }
-        result
+        timed(&self.metrics, call, work).await
     }
+}
+
+/// One of the operator's providers, timed like the proxy-router (call label `provider`).
+pub struct InstrumentedProvider {
+    inner: Arc<dyn Provider>,
+    metrics: Metrics,
+}
+
+impl InstrumentedProvider {
+    pub fn new(inner: Arc<dyn Provider>, metrics: Metrics) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+#[async_trait]
+impl Provider for InstrumentedProvider {
+    async fn call(&self, call: ProviderCall) -> Result<ChatReply, MarketplaceError> {
+        timed(&self.metrics, "provider", self.inner.call(call)).await
+    }
+}
+
+/// Runs one upstream call in a span of its own, counting its time as the request's upstream
+/// wait and in the upstream metrics.
+async fn timed<T>(
+    metrics: &Metrics,
+    call: &'static str,
+    work: impl Future<Output = Result<T, MarketplaceError>>,
+) -> Result<T, MarketplaceError> {
+    let started = Instant::now();
+    // Background work (the sweep, the catalogue) has no request, and no trace.
+    let span = if tracing::Span::current().is_none() {
+        tracing::Span::none()
+    } else {
+        // `trace`: enabled by the trace exporter only.
+        tracing::trace_span!(
+            "upstream",
+            otel.name = call,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+            "gen_ai.operation.name" = (call == "chat").then_some("chat"),
+            "morpheus.upstream.call" = call,
+        )
+    };
+    let result = work.instrument(span.clone()).await;
+    let took = started.elapsed();
+    add_upstream_wait(took);
+    metrics
+        .upstream_duration
+        .get_or_create(&UpstreamLabels { call })
+        .observe(took.as_secs_f64());
+    if let Err(error) = &result {
+        span.record("otel.status_code", "error");
+        span.record("error.type", kind(error));
+        metrics
+            .upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                call,
+                kind: kind(error),
+            })
+            .inc();
+    }
+    result
 }
 
 /// A bounded label for an error.

@@ -15,6 +15,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "Auth", description = "Accounts, tokens, API keys, wallet keys and delegations"),
         (name = "Models", description = "The marketplace's models and bids"),
         (name = "Chat", description = "OpenAI-compatible chat completions (API key)"),
+        (name = "Embeddings", description = "OpenAI-compatible embeddings (API key)"),
+        (name = "Chat history", description = "Chats a client stores per user (API key)"),
         (name = "Session", description = "Marketplace sessions of the calling API key"),
         (name = "Automation", description = "Automatic session settings (API key)"),
         (name = "Billing", description = "Credits: balance, ledger, charges, spending, grants"),

@@ -11,8 +11,8 @@ use crate::rated_bids::RatedBidsCache;
 use crate::readiness::ReadinessChecks;
 use crate::secret_token::SecretToken;
 use morpheus_domain::services::{
-    AccountService, ApiKeyService, AutomationService, BillingService, ChatLimits, ChatService,
-    DelegationService, RateLimiter, SessionService, WalletService,
+    AccountService, ApiKeyService, AutomationService, BillingService, ChatHistoryService,
+    ChatLimits, ChatService, DelegationService, RateLimiter, SessionService, WalletService,
 };
 
 /// What the service says about itself on `/` and `/health`.
@@ -33,6 +33,8 @@ pub struct AppState {
     pub automation: AutomationService,
     pub sessions: SessionService,
     pub chat: ChatService,
+    /// Chats a client stores per user (`/api/v1/chat-history`).
+    pub chat_history: ChatHistoryService,
     /// Credits: holds, charges, the ledger.
     pub billing: BillingService,
     /// Rate limits and budgets; the chat service admits through it, the key routes read it.
@@ -48,6 +50,9 @@ pub struct AppState {
     pub sse_keep_alive: std::time::Duration,
     /// `false` when no proxy-router is configured: marketplace routes answer 503 saying so.
     pub marketplace_configured: bool,
+    /// The operator declared plain providers: chat and embeddings are served even without a
+    /// proxy-router.
+    pub providers_configured: bool,
     pub health: Arc<dyn HealthProbe>,
     /// `/ready`'s dependency checks, shared between probes.
     pub readiness: ReadinessChecks,

@@ -22,6 +22,7 @@ fn model(name: &str) -> ResolvedModel {
     ResolvedModel {
         id: ModelId::parse(&format!("0x{:064x}", name.len())).unwrap(),
         name: name.to_owned(),
+        model_type: morpheus_domain::ModelType::Llm,
     }
 }
 

@@ -18,12 +18,16 @@ use crate::model::*;
 
 mod counters;
 mod credits;
+mod history;
 mod marketplace;
+mod provider;
 mod sessions;
 
 pub use counters::*;
 pub use credits::*;
+pub use history::*;
 pub use marketplace::*;
+pub use provider::*;
 pub use sessions::*;
 
 /// Marks an infrastructure error as "the store cannot be reached right now" (pool exhausted,

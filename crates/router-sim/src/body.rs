@@ -94,7 +94,20 @@ impl Shape {
 
 pub(crate) enum Source {
     Chat(Box<ChatSource>),
-    Pieces { data: Bytes, pos: usize },
+    Pieces {
+        data: Bytes,
+        pos: usize,
+    },
+    /// Audio chunks or transcription events, produced ahead and written one by one.
+    Paced(Box<Paced>),
+}
+
+/// A body the "provider" relays piece by piece (speech audio, transcription deltas), holding the
+/// session's turn until it is written out or dropped, as the node holds its semaphore while it
+/// relays (`proxyapi/proxy_sender.go:1484-1487,1509-1511`).
+pub(crate) struct Paced {
+    pub chunks: std::collections::VecDeque<Bytes>,
+    pub turn: Option<crate::gate::Turn>,
 }
 
 /// JSON bodies are cut into pieces this long when a chunk-counting fault applies to them.
@@ -104,6 +117,13 @@ impl Source {
     fn next_chunk(&mut self) -> Option<Bytes> {
         match self {
             Self::Chat(c) => c.next_chunk(),
+            Self::Paced(p) => {
+                let next = p.chunks.pop_front();
+                if next.is_none() {
+                    p.turn.take();
+                }
+                next
+            }
             Self::Pieces { data, pos } => {
                 if *pos >= data.len() {
                     return None;
@@ -125,7 +145,7 @@ impl Source {
     fn garbage(&self) -> &'static [u8] {
         match self {
             Self::Chat(_) => b"data: {not json\n\n",
-            Self::Pieces { .. } => b"{not json",
+            Self::Pieces { .. } | Self::Paced(_) => b"{not json",
         }
     }
 }

@@ -151,7 +151,9 @@ pub const LLAMA_MODEL_ID: &str =
 /// parses prices as floats visibly corrupts it.
 const JUST_ABOVE_2_POW_53: u128 = 9_007_199_254_740_993;
 
-/// The default catalogue: three live models and one deleted one, two bids each, stable ids.
+/// The default catalogue, two bids each, stable ids: three live chat models, one deleted model,
+/// then one model of each other type the node serves (`ModelType` from their tags):
+/// `text-embedding-bge-m3` (EMBEDDING), `tts-kokoro` (TTS) and `whisper-1` (STT).
 pub fn default_models() -> Vec<SimModel> {
     let model = |id: String,
                  name: &str,
@@ -218,6 +220,39 @@ pub fn default_models() -> Vec<SimModel> {
             [
                 (1_000_000_000_000_000_000, 0.5),
                 (2_000_000_000_000_000_000, 0.4),
+            ],
+        ),
+        model(
+            derived_hex("model:text-embedding-bge-m3", 64),
+            "text-embedding-bge-m3",
+            &["Embedding", "BGE"],
+            1_748_736_000,
+            false,
+            [
+                (500_000_000_000_000_000, 0.9),
+                (700_000_000_000_000_000, 0.6),
+            ],
+        ),
+        model(
+            derived_hex("model:tts-kokoro", 64),
+            "tts-kokoro",
+            &["TTS", "Kokoro"],
+            1_751_328_000,
+            false,
+            [
+                (2_000_000_000_000_000_000, 0.86),
+                (2_500_000_000_000_000_000, 0.52),
+            ],
+        ),
+        model(
+            derived_hex("model:whisper-1", 64),
+            "whisper-1",
+            &["STT", "Whisper"],
+            1_754_006_400,
+            false,
+            [
+                (1_500_000_000_000_000_000, 0.91),
+                (1_800_000_000_000_000_000, 0.58),
             ],
         ),
     ]

@@ -24,6 +24,17 @@ pub enum FaultRoute {
     /// `POST /v1/chat/completions`.
     #[serde(alias = "Chat")]
     Chat,
+    /// `POST /v1/embeddings`: `dead_session`, `backend_error` and `chain_read_blip` act as on chat.
+    #[serde(alias = "Embeddings")]
+    Embeddings,
+    /// `POST /v1/audio/speech`: `dead_session`, `backend_error` and `chain_read_blip` act as on
+    /// chat.
+    #[serde(alias = "AudioSpeech")]
+    AudioSpeech,
+    /// `POST /v1/audio/transcriptions`: `dead_session`, `backend_error` and `chain_read_blip`,
+    /// with the texts (or the dropped connection) of the node's upload path.
+    #[serde(alias = "AudioTranscription")]
+    AudioTranscription,
     /// `POST /blockchain/models/{id}/session` and `POST /blockchain/bids/{id}/session`.
     #[serde(alias = "OpenSession")]
     OpenSession,

@@ -29,10 +29,15 @@ pub(crate) async fn handle(
 ) -> Response<SimBody> {
     let (parts, body) = req.into_parts();
     // Always read the request body first so keep-alive connections stay reusable whatever the
-    // answer is, and so the "read the request, then misbehave" faults really read it.
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(reply) => return respond(reply, None, &shared, &ctl),
+    // answer is, and so the "read the request, then misbehave" faults really read it. Audio
+    // uploads are the exception: their route reads them as a stream, keeping only what it needs.
+    let (body, upload) = if Route::parse(&parts.method, parts.uri.path()) == Route::Transcription {
+        (Bytes::new(), Some(body))
+    } else {
+        match read_body(body).await {
+            Ok(b) => (b, None),
+            Err(reply) => return respond(reply, None, &shared, &ctl),
+        }
     };
 
     if let Some(rest) = parts.uri.path().strip_prefix("/__sim/") {
@@ -47,7 +52,7 @@ pub(crate) async fn handle(
         None => HeaderValue::from_str(&shared.fresh_request_id())
             .unwrap_or(HeaderValue::from_static("00000000")),
     };
-    let mut resp = route(&shared, &ctl, &parts, body).await;
+    let mut resp = route(&shared, &ctl, &parts, body, upload).await;
     resp.headers_mut()
         .insert(HeaderName::from_static("x-request-id"), request_id);
     resp
@@ -58,6 +63,7 @@ async fn route(
     ctl: &Arc<ConnCtl>,
     parts: &Parts,
     body: Bytes,
+    upload: Option<Incoming>,
 ) -> Response<SimBody> {
     bump(&shared.counters.requests);
     let route = Route::parse(&parts.method, parts.uri.path());
@@ -111,7 +117,7 @@ async fn route(
         return respond(Reply::error(status, text), fault.as_ref(), shared, ctl);
     }
     let shape = fault.clone();
-    let reply = routes::dispatch(shared, route, parts, body, fault).await;
+    let reply = routes::dispatch(shared, route, parts, body, upload, fault).await;
     if matches!(reply.body, ReplyBody::CloseConnection) {
         ctl.close();
         // The connection task drops this future together with the connection.
@@ -148,6 +154,17 @@ fn respond(
             Arc::clone(ctl),
         ))),
         (ReplyBody::CloseConnection, _) => SimBody::Full(None),
+        (ReplyBody::Paced(paced), shape) => {
+            let (shape, pace) = shape.unwrap_or((Shape::Plain, None));
+            let pace =
+                pace.unwrap_or_else(|| shared.chunk_delay() + shared.provider_latency.per_token);
+            SimBody::Shaped(Box::new(Shaped::new(
+                Source::Paced(paced),
+                shape,
+                pace,
+                Arc::clone(ctl),
+            )))
+        }
         (ReplyBody::Chat(chat), shape) => {
             let (shape, pace) = shape.unwrap_or((Shape::Plain, None));
             // One event per token: the model's pace plus the configured pause.

@@ -28,7 +28,8 @@
 //! `{"error":"invalid username or password"}`, and 403 `{"error":"method not allowed"}` for a
 //! user without the route's permission ([`SimConfig::user_methods`], [`SimConfig::extra_users`];
 //! the permissions are the node's: `get_wallet`, `get_models`, `get_bids`, `approve`,
-//! `get_balance`, `open_session`, `get_sessions`, `close_session`, `chat`). Errors are `{"error":"<text>"}`,
+//! `get_balance`, `open_session`, `get_sessions`, `close_session`, `chat`, `embeddings`,
+//! `audio_speech`, `audio_transcription`). Errors are `{"error":"<text>"}`,
 //! written as Go writes JSON (`<`, `>`, `&` escaped): 400 for bad input, 500 for nearly
 //! everything else, unknown ids included (there is no JSON 404). An unknown path, or a known path
 //! with the wrong method, gets gin's text/plain `404 page not found`. Every answer carries the
@@ -49,6 +50,9 @@
 //! | `GET /blockchain/sessions/user?user=0x…&offset=0&limit=10&order=desc` | `{"sessions":[…]}`, newest first unless `order` is exactly `ASC` (`asc` is descending too) |
 //! | `POST /blockchain/sessions/{id}/close` | `{"tx":"0x…"}`; unknown → 500 `failed to get session report from user: session not found`; closed → 500 `…EVM error: SessionAlreadyClosed() []` |
 //! | `POST /v1/chat/completions` + header `session_id` | OpenAI chat completion, JSON or SSE; see below |
+//! | `POST /v1/embeddings` + header `session_id` | `{"data":[{"object":"embedding","embedding":[…],"index":0}],"model","object":"list","usage"}`; see below |
+//! | `POST /v1/audio/speech` + header `session_id` | audio bytes, `Content-Type` by `response_format` |
+//! | `POST /v1/audio/transcriptions` + header `session_id`, multipart | `text/plain`, JSON or SSE by `format`, `response_format` and `stream` |
 //!
 //! ### Opening a session
 //!
@@ -109,6 +113,21 @@
 //! ([`SimConfig::usage_without_include_usage`]), then `data: [DONE]` ([`SimConfig::done_marker`]).
 //! Events are the chunk delay plus the per-token time apart.
 //!
+//! ### Embeddings, speech, transcriptions
+//!
+//! These share chat's order and its queue: one request of any kind per session at a time, the
+//! same texts for unknown, expired and dead sessions, 400 `{"providerModelError":…}` for the
+//! backend's refusals. The node's quirks are kept: `encoding_format: "base64"` is a 500 (its
+//! provider cannot decode base64 embeddings into go-openai's `[]float32`); a transcription answers
+//! `application/json` only when the node's own form field `format` is `json` or `verbose_json`
+//! (OpenAI's `response_format` is merely forwarded, so a JSON transcript otherwise arrives as
+//! `text/plain`); a missing `file` is a 500; and on an upload a session the provider refuses
+//! (expired, unknown user) makes the node panic, so the connection closes without an answer.
+//! What the "models" produce is described in `media.rs`: hash-derived unit vectors (16 components
+//! or `dimensions` ≤ 4096, `prompt_tokens` in words), 60 ms of audio per input character relayed in
+//! 8 KiB pieces (`wav` a valid WAV file), and `Transcribed audio of 1.50 seconds.` for a WAV upload
+//! (`Transcribed N bytes of audio.` otherwise). Uploads are read as a stream, up to 64 MiB.
+//!
 //! ## Faults and control surface
 //!
 //! Faults ([`Fault`], [`FaultKind`]) are installed with [`SimHandle::set_fault`] or over HTTP;
@@ -129,8 +148,9 @@
 //! POST   /__sim/balance                  {"mor":"15000000000000000000000"}
 //! ```
 //!
-//! Routes in faults: `chat`, `open_session`, `close_session`, `get_session`, `models`,
-//! `rated_bids`, `approve`, `balance`, `any`. Transport kinds (`"type"`): `latency {ms}`, `status {status,
+//! Routes in faults: `chat`, `embeddings`, `audio_speech`, `audio_transcription`,
+//! `open_session`, `close_session`, `get_session`, `models`, `rated_bids`, `approve`, `balance`,
+//! `any`. Transport kinds (`"type"`): `latency {ms}`, `status {status,
 //! body, content_type?}`, `reset`, `stall_before_first_byte`, `stall_after_chunks {chunks}`,
 //! `cut_after_chunks {chunks}`, `garbage_after_chunks {chunks}`, `reset_after_chunks {chunks}`,
 //! `redirect {location}`, `huge_body {bytes}`, `wrong_content_type`, `huge_headers {bytes}`,
@@ -188,6 +208,7 @@ mod gate;
 mod gojson;
 mod handler;
 mod ids;
+mod media;
 mod reply;
 mod rewrite;
 mod routes;

@@ -25,6 +25,8 @@ pub(crate) enum ReplyBody {
     Bytes(Bytes),
     /// A chat stream, produced lazily.
     Chat(Box<ChatSource>),
+    /// Pieces written one at a time, paced like stream events (speech, transcription deltas).
+    Paced(Box<crate::body::Paced>),
     /// No answer: the connection is closed, as Go's `net/http` does after a handler panics
     /// (the node has no `gin.Recovery`, `handlers/httphandlers/http.go:55`).
     CloseConnection,

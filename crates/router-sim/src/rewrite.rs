@@ -27,6 +27,7 @@ enum Ty {
     Str(&'static str),
     Int,
     F32,
+    F64,
     Bool,
     /// `interface{}`: anything, re-encoded with sorted keys and float64 numbers.
     Any,
@@ -45,7 +46,7 @@ enum Ty {
     },
 }
 
-struct StructTy {
+pub(crate) struct StructTy {
     /// `reflect.Type.Name()`, what Go's errors name as the struct.
     name: &'static str,
     /// `reflect.Type.String()`, what they name as the type.
@@ -319,6 +320,57 @@ pub(crate) fn rewrite(raw: &[u8]) -> Result<Forwarded, String> {
     Ok(Forwarded { body, dropped })
 }
 
+/// go-openai v1.41.2 `EmbeddingRequest` (`embeddings.go@v1.41.2:156-167`), named `base` by the
+/// node's wrapper (`chatstorage/genericchatstorage/embeddings.go:19-34`).
+pub(crate) static EMBEDDING_REQUEST: StructTy = StructTy {
+    name: "base",
+    go_type: "genericchatstorage.base",
+    fields: &[
+        always("input", Ty::Any),
+        always("model", Ty::Str("openai.EmbeddingModel")),
+        f("user", STRING),
+        f("encoding_format", Ty::Str("openai.EmbeddingEncodingFormat")),
+        f("dimensions", Ty::Int),
+        f("extra_body", Ty::Map(&ANY, "map[string]interface {}")),
+    ],
+};
+
+/// go-openai v1.41.2 `CreateSpeechRequest` (`speech.go@v1.41.2`), named `base` by the node's
+/// wrapper (`chatstorage/genericchatstorage/audio_speech.go:16-31`).
+pub(crate) static SPEECH_REQUEST: StructTy = StructTy {
+    name: "base",
+    go_type: "genericchatstorage.base",
+    fields: &[
+        always("model", Ty::Str("openai.SpeechModel")),
+        always("input", STRING),
+        always("voice", Ty::Str("openai.SpeechVoice")),
+        f("instructions", STRING),
+        f("response_format", Ty::Str("openai.SpeechResponseFormat")),
+        f("speed", Ty::F64),
+    ],
+};
+
+/// Decodes `raw` into one of the node's request wrappers (a go-openai struct plus the unknown
+/// top-level keys kept verbatim) and encodes it again; `Err` is the 400 text.
+pub(crate) fn decode_wrapped(ty: &'static StructTy, raw: &[u8]) -> Result<Value, String> {
+    let input: Value = serde_json::from_slice(raw).map_err(|e| syntax_error(raw, &e))?;
+    let fields = match &input {
+        Value::Object(map) => map.clone(),
+        Value::Null => Map::new(),
+        other => return Err(TypeErr::new(kind(other), "", &[], ty.go_type).render()),
+    };
+    let out = decode_struct(ty, &fields, &mut Ctx::new(ty.name)).map_err(|e| e.render())?;
+    let Value::Object(mut body) = out else {
+        unreachable!("a struct encodes as an object")
+    };
+    for (key, value) in fields {
+        if !ty.fields.iter().any(|f| f.key == key) {
+            body.insert(key, value);
+        }
+    }
+    Ok(Value::Object(body))
+}
+
 /// Go's `*json.SyntaxError` texts for the usual cases (`encoding/json/scanner.go`).
 fn syntax_error(raw: &[u8], e: &serde_json::Error) -> String {
     if raw.iter().all(u8::is_ascii_whitespace) {
@@ -448,6 +500,7 @@ fn go_name(ty: &Ty) -> &'static str {
         Ty::Str(name) => name,
         Ty::Int => "int",
         Ty::F32 => "float32",
+        Ty::F64 => "float64",
         Ty::Bool => "bool",
         Ty::Any => "interface {}",
         Ty::Slice(_, name) | Ty::Map(_, name) => name,
@@ -474,6 +527,10 @@ fn decode(ty: &Ty, v: &Value, ctx: &mut Ctx) -> Result<Out, TypeErr> {
         (Ty::F32, Value::Number(n)) => f32_value(n)
             .map(|(value, empty)| Out::new(value, empty))
             .ok_or_else(|| TypeErr::at(ctx, format!("number {n}"), "float32")),
+        (Ty::F64, Value::Number(n)) => n
+            .as_f64()
+            .map(|f| Out::new(through_interface(v.clone()), f == 0.0))
+            .ok_or_else(|| TypeErr::at(ctx, format!("number {n}"), "float64")),
         (Ty::Bool, Value::Bool(b)) => Ok(Out::new(v.clone(), !b)),
         (Ty::Any, _) => Ok(Out::new(through_interface(v.clone()), false)),
         (Ty::Slice(elem, _), Value::Array(items)) => {
@@ -524,7 +581,7 @@ fn zero(ty: &Ty) -> Out {
     match ty {
         Ty::Str(_) => Out::new(Value::String(String::new()), true),
         Ty::Int => Out::new(Value::from(0), true),
-        Ty::F32 => Out::new(Value::from(0), true),
+        Ty::F32 | Ty::F64 => Out::new(Value::from(0), true),
         Ty::Bool => Out::new(Value::Bool(false), true),
         Ty::Struct(s) => Out::new(
             decode_struct(s, &Map::new(), &mut Ctx::new(s.name)).unwrap_or(Value::Null),

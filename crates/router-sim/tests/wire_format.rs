@@ -128,7 +128,7 @@ async fn models_are_pascal_case_and_include_deleted_ones() {
     assert!(raw.contains("\"Fee\":100000000000000000"), "{raw}");
     let body: Value = serde_json::from_str(&raw).unwrap();
     let models = body["models"].as_array().unwrap();
-    assert_eq!(models.len(), 4);
+    assert_eq!(models.len(), 7);
     let llama = &models[0];
     assert_eq!(llama["Id"], LLAMA_MODEL_ID);
     assert_eq!(llama["Name"], "llama-3.3-70b");
@@ -171,6 +171,16 @@ async fn models_are_pascal_case_and_include_deleted_ones() {
         .find(|m| m["Name"] == "retired-model")
         .unwrap();
     assert_eq!(retired["IsDeleted"], true);
+    // One model of each other type the node serves.
+    for (name, model_type) in [
+        ("text-embedding-bge-m3", "EMBEDDING"),
+        ("tts-kokoro", "TTS"),
+        ("whisper-1", "STT"),
+    ] {
+        let m = models.iter().find(|m| m["Name"] == name).unwrap();
+        assert_eq!(m["ModelType"], model_type, "{name}");
+        assert_eq!(m["IsDeleted"], false);
+    }
 }
 
 #[tokio::test]
@@ -337,7 +347,7 @@ async fn model_types_follow_the_first_known_tag() {
     })
     .await;
     let (_, body) = sim.get_json("/blockchain/models").await;
-    let types: Vec<&str> = body["models"].as_array().unwrap()[4..]
+    let types: Vec<&str> = body["models"].as_array().unwrap()[default_models().len()..]
         .iter()
         .map(|m| m["ModelType"].as_str().unwrap())
         .collect();

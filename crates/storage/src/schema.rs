@@ -124,6 +124,7 @@ diesel::table! {
         latency_ms -> Integer,
         created_at -> Timestamp,
         usage_source -> Nullable<Text>,
+        upstream -> Nullable<Text>,
     }
 }
 
@@ -187,3 +188,31 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+// Chat history (migration 2026-12-07-000000_chat_history).
+diesel::table! {
+    chats (id) {
+        id -> Text,
+        user_id -> BigInt,
+        title -> Text,
+        is_archived -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> Text,
+        chat_id -> Text,
+        role -> Text,
+        content -> Text,
+        sequence -> BigInt,
+        tokens -> Nullable<Integer>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(chats -> users (user_id));
+diesel::joinable!(messages -> chats (chat_id));
+diesel::allow_tables_to_appear_in_same_query!(chats, messages, users);

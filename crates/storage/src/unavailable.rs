@@ -3,8 +3,8 @@
 
 use diesel::result::{DatabaseErrorKind, Error};
 use morpheus_domain::ports::{
-    InsertApiKeyError, InsertDelegationError, InsertSessionError, InsertUserError,
-    StorageUnavailable,
+    InsertApiKeyError, InsertChatError, InsertDelegationError, InsertMessageError,
+    InsertSessionError, InsertUserError, StorageUnavailable,
 };
 
 /// SQLite's messages for conditions that pass once the operator or the other writer has acted:
@@ -69,7 +69,9 @@ mark_outage_in_unknown!(
     InsertUserError,
     InsertApiKeyError,
     InsertDelegationError,
-    InsertSessionError
+    InsertSessionError,
+    InsertChatError,
+    InsertMessageError
 );
 
 #[cfg(test)]

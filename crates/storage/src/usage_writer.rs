@@ -475,6 +475,7 @@ mod tests {
             api_key_id: ApiKeyId(2),
             model_id: None,
             session_id: None,
+            upstream: None,
             usage: None,
             usage_source: None,
             outcome: UsageOutcome::Completed,

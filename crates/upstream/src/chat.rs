@@ -1,10 +1,12 @@
-//! `POST /v1/chat/completions` through a session: a whole JSON answer or an event stream.
+//! `POST /v1/chat/completions` through a session: a whole JSON answer or an event stream; and
+//! `POST /v1/embeddings`, always a whole JSON answer.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use morpheus_domain::ports::{ChatCall, ChatReply, MarketplaceError};
+use morpheus_domain::ports::{ChatCall, ChatReply, Endpoint, MarketplaceError};
+use morpheus_domain::{ReportedUsage, UsageSource};
 use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use tokio::time::Instant;
@@ -31,8 +33,12 @@ impl ProxyRouterClient {
     }
 
     async fn chat_once(&self, call: &ChatCall) -> Result<ChatReply, Failure> {
+        let url = match call.endpoint {
+            Endpoint::ChatCompletions => &self.inner.chat_url,
+            Endpoint::Embeddings => &self.inner.embeddings_url,
+        };
         let mut rb = self
-            .request(Method::POST, self.inner.chat_url.clone())
+            .request(Method::POST, url.clone())
             .header("session_id", call.session.as_str())
             .header(CONTENT_TYPE, "application/json")
             .header(
@@ -51,11 +57,49 @@ impl ProxyRouterClient {
         {
             rb = rb.header("X-Request-Id", id);
         }
-        if call.stream {
-            self.chat_stream(rb).await
-        } else {
-            self.chat_whole(rb).await
+        match call.endpoint {
+            Endpoint::Embeddings => self.embeddings_whole(rb).await,
+            Endpoint::ChatCompletions if call.stream => self.chat_stream(rb).await,
+            Endpoint::ChatCompletions => self.chat_whole(rb).await,
         }
+    }
+
+    /// The node answers embeddings only once the provider has (`controller_http.go:1727-1804`),
+    /// with the same head timing as a whole chat answer.
+    async fn embeddings_whole(&self, rb: reqwest::RequestBuilder) -> Result<ChatReply, Failure> {
+        let c = &self.inner.config;
+        let limits = Limits {
+            first_byte: c.chat_timeout,
+            idle: c.idle_timeout,
+            total: c.chat_timeout,
+            max_body: c.max_body_bytes,
+        };
+        let answer = transport::exchange(rb, limits).await?;
+        transport::require_json(&answer)?;
+        let Ok([error, data, usage]) = members::pick(&answer.body, ["error", "data", "usage"])
+        else {
+            return Err(Failure::invalid(
+                "the embeddings answer is not a JSON object",
+            ));
+        };
+        if error.is_some() && data.is_none() {
+            return Err(crate::errors::from_status(
+                reqwest::StatusCode::BAD_GATEWAY,
+                &answer.headers,
+                &answer.body,
+            ));
+        }
+        if data.is_none() {
+            return Err(Failure::invalid("the embeddings answer has no data"));
+        }
+        let usage = usage::embedding_usage_in(usage).map(|tokens| ReportedUsage {
+            tokens,
+            source: UsageSource::Usage,
+        });
+        Ok(ChatReply::Complete {
+            body: answer.body,
+            usage,
+        })
     }
 
     async fn chat_whole(&self, rb: reqwest::RequestBuilder) -> Result<ChatReply, Failure> {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use morpheus_domain::ports::{ChatCall, ChatReply, Marketplace, MarketplaceError};
+use morpheus_domain::ports::{ChatCall, ChatReply, Endpoint, Marketplace, MarketplaceError};
 use morpheus_domain::{
     Bid, BidId, EthAddress, MarketModel, ModelId, RatedBid, SessionId, SessionTerms, TxHash,
     UpstreamSession, WalletBalance,
@@ -44,6 +44,7 @@ pub(crate) struct Inner {
     pub base: String,
     /// The chat endpoint, parsed once: it is on every request's path.
     pub chat_url: Url,
+    pub embeddings_url: Url,
     /// `Basic …`, marked sensitive so it never shows in debug output.
     pub auth: Option<HeaderValue>,
     pub config: ProxyRouterConfig,
@@ -74,7 +75,12 @@ impl ProxyRouterClient {
             )?),
         };
         let http = transport::ClientPerThread::new(config.connect_timeout)?;
-        let chat_url = Url::parse(&format!("{}/v1/chat/completions", base.base))?;
+        let chat_url = Url::parse(&format!(
+            "{}{}",
+            base.base,
+            Endpoint::ChatCompletions.path()
+        ))?;
+        let embeddings_url = Url::parse(&format!("{}{}", base.base, Endpoint::Embeddings.path()))?;
         let mut config = config;
         // Keep no copy of the credentials beyond the header value.
         config.base_url = base.base.clone();
@@ -84,6 +90,7 @@ impl ProxyRouterClient {
                 http,
                 base: base.base,
                 chat_url,
+                embeddings_url,
                 auth,
                 config,
                 handed_out: Mutex::new(HandedOut::default()),

@@ -21,6 +21,7 @@ mod feed;
 mod members;
 mod numbers;
 mod open_recovery;
+mod provider;
 mod provider_error;
 mod retry;
 mod sanitize;
@@ -35,3 +36,4 @@ pub use diagnosis::{
     ChatStorage, Credentials, NEEDED_PERMISSIONS, NodeDiagnosis, Permission, Reach,
 };
 pub use feed::ActiveModelsFeed;
+pub use provider::{OpenAiProvider, ProviderConfig};

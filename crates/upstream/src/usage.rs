@@ -18,6 +18,19 @@ pub(crate) fn usage_in(usage: Option<&RawValue>) -> Option<TokenUsage> {
     })
 }
 
+/// Reads an embeddings answer's `usage`: `prompt_tokens` (else `total_tokens`), the only
+/// tokens an embedding costs; a `completion_tokens` is ignored.
+pub(crate) fn embedding_usage_in(usage: Option<&RawValue>) -> Option<TokenUsage> {
+    let usage: Map<String, Value> = serde_json::from_str(usage?.get()).ok()?;
+    let prompt = usage
+        .get("prompt_tokens")
+        .or_else(|| usage.get("total_tokens"))?;
+    Some(TokenUsage {
+        prompt_tokens: count(prompt)?,
+        completion_tokens: 0,
+    })
+}
+
 /// The members an answer's usage can be read from, best first: the provider's `usage` (sent
 /// only when `include_usage` was asked for), then the node's `usage_from_provider` (the
 /// provider's figures as the node received them), then `usage_from_consumer` (the node's own
@@ -122,6 +135,36 @@ mod tests {
             r#"{"usage":[1,2]}"#,
         ] {
             assert_eq!(of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_embedding_costs_its_prompt_tokens_only() {
+        let read = |json: &str| {
+            let [usage] = crate::members::pick(json.as_bytes(), ["usage"]).unwrap();
+            embedding_usage_in(usage)
+        };
+        let tokens = |prompt_tokens| {
+            Some(TokenUsage {
+                prompt_tokens,
+                completion_tokens: 0,
+            })
+        };
+        assert_eq!(
+            read(r#"{"usage":{"prompt_tokens":8,"total_tokens":8}}"#),
+            tokens(8)
+        );
+        assert_eq!(read(r#"{"usage":{"total_tokens":5}}"#), tokens(5));
+        assert_eq!(
+            read(r#"{"usage":{"prompt_tokens":3,"completion_tokens":9}}"#),
+            tokens(3)
+        );
+        for bad in [
+            r#"{}"#,
+            r#"{"usage":{}}"#,
+            r#"{"usage":{"prompt_tokens":-2}}"#,
+        ] {
+            assert_eq!(read(bad), None, "{bad}");
         }
     }
 }

@@ -6,8 +6,8 @@
 //! every other one.
 
 use morpheus_domain::{
-    Bid, BidId, EthAddress, MarketModel, ModelId, RatedBid, SessionId, SessionTerms, TxHash,
-    UpstreamSession, WalletBalance,
+    Bid, BidId, EthAddress, MarketModel, ModelId, ModelType, RatedBid, SessionId, SessionTerms,
+    TxHash, UpstreamSession, WalletBalance,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -66,6 +66,9 @@ struct WireModel {
     owner: Option<String>,
     #[serde(default)]
     is_deleted: Option<bool>,
+    /// Newer nodes (and feeds) say it; older ones leave it to the tags.
+    #[serde(default)]
+    model_type: Option<String>,
 }
 
 pub(crate) fn models(body: &[u8]) -> Result<Vec<MarketModel>, String> {
@@ -79,16 +82,24 @@ pub(crate) fn models(body: &[u8]) -> Result<Vec<MarketModel>, String> {
                 .ok_or("model CreatedAt is not a timestamp")?,
             None => 0,
         };
+        let tags = m.tags.unwrap_or_default();
+        let model_type = m
+            .model_type
+            .as_deref()
+            .and_then(ModelType::parse)
+            .filter(|t| *t != ModelType::Unknown)
+            .unwrap_or_else(|| ModelType::from_tags(&tags));
         Ok(MarketModel {
             id: ModelId::parse(&m.id).map_err(|e| e.message)?,
             name: m
                 .name
                 .filter(|n| !n.is_empty())
                 .ok_or("model without a name")?,
-            tags: m.tags.unwrap_or_default(),
+            tags,
             created_at,
             owner: m.owner.unwrap_or_default(),
             is_deleted: m.is_deleted.unwrap_or(false),
+            model_type,
         })
     }))
 }

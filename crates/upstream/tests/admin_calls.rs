@@ -17,7 +17,7 @@ async fn every_admin_call_works_against_the_simulator() {
     c.health().await.unwrap();
 
     let models = c.models().await.unwrap();
-    assert_eq!(models.len(), 4);
+    assert_eq!(models.len(), morpheus_router_sim::default_models().len());
     let llama_model = models.iter().find(|m| m.id == llama()).unwrap();
     assert_eq!(llama_model.name, "llama-3.3-70b");
     assert!(models.iter().any(|m| m.is_deleted));
@@ -191,7 +191,10 @@ async fn reads_are_retried_on_transient_failures() {
         },
         times: Some(2),
     });
-    assert_eq!(c.models().await.unwrap().len(), 4);
+    assert_eq!(
+        c.models().await.unwrap().len(),
+        morpheus_router_sim::default_models().len()
+    );
     assert_eq!(sim.counters().requests, 3);
     // A 500 is not transient: no retry.
     sim.set_fault(Fault {

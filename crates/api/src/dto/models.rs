@@ -1,4 +1,4 @@
-use morpheus_domain::{MarketModel, RatedBid};
+use morpheus_domain::{MarketModel, ModelType, RatedBid};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -28,6 +28,32 @@ pub struct ModelEntry {
     #[serde(rename = "blockchainID")]
     pub blockchain_id: String,
     pub tags: Vec<String>,
+    /// What the model does, from the marketplace's tags: the routes it serves (`LLM`: chat,
+    /// `EMBEDDING`: embeddings, `STT`: transcriptions, `TTS`: speech; `UNKNOWN`: any).
+    pub model_type: ModelKind,
+}
+
+/// A model's type, as the proxy-router names it.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ModelKind {
+    Llm,
+    Embedding,
+    Stt,
+    Tts,
+    Unknown,
+}
+
+impl From<ModelType> for ModelKind {
+    fn from(t: ModelType) -> Self {
+        match t {
+            ModelType::Llm => Self::Llm,
+            ModelType::Embedding => Self::Embedding,
+            ModelType::Stt => Self::Stt,
+            ModelType::Tts => Self::Tts,
+            ModelType::Unknown => Self::Unknown,
+        }
+    }
 }
 
 impl ModelList {
@@ -47,6 +73,7 @@ impl ModelList {
                     },
                     blockchain_id: m.id.to_string(),
                     tags: m.tags.clone(),
+                    model_type: m.model_type.into(),
                 })
                 .collect(),
         }

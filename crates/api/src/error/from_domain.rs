@@ -185,6 +185,9 @@ impl From<ResolveModelError> for ApiError {
                 "The model list has not been loaded from the marketplace yet; retry shortly",
             ),
             ResolveModelError::NoDefault => ApiError::NotFound("No such model".to_owned()),
+            mismatch @ ResolveModelError::TypeMismatch(_) => {
+                ApiError::BadRequest(mismatch.to_string())
+            }
         }
     }
 }
@@ -231,6 +234,78 @@ impl From<ApproveError> for ApiError {
                 "No spender contract is configured (MORPHEUS_DIAMOND_CONTRACT_ADDRESS)",
             ),
             ApproveError::Upstream(e) => e.into(),
+        }
+    }
+}
+
+/// Chat history: another user's chat or message is "not found", never 403, so an id reveals
+/// nothing about whether it exists.
+mod chat_history {
+    use morpheus_domain::services::*;
+
+    use super::ApiError;
+
+    impl From<CreateChatError> for ApiError {
+        fn from(e: CreateChatError) -> Self {
+            match e {
+                CreateChatError::TooMany(_) => ApiError::Conflict(e.to_string()),
+                CreateChatError::Unknown(e) => e.into(),
+            }
+        }
+    }
+
+    impl From<GetChatError> for ApiError {
+        fn from(e: GetChatError) -> Self {
+            match e {
+                GetChatError::NotFound => ApiError::NotFound(e.to_string()),
+                GetChatError::Unknown(e) => e.into(),
+            }
+        }
+    }
+
+    impl From<RenameChatError> for ApiError {
+        fn from(e: RenameChatError) -> Self {
+            match e {
+                RenameChatError::NotFound => ApiError::NotFound(e.to_string()),
+                RenameChatError::Unknown(e) => e.into(),
+            }
+        }
+    }
+
+    impl From<DeleteChatError> for ApiError {
+        fn from(e: DeleteChatError) -> Self {
+            match e {
+                DeleteChatError::NotFound => ApiError::NotFound(e.to_string()),
+                DeleteChatError::Unknown(e) => e.into(),
+            }
+        }
+    }
+
+    impl From<AddMessageError> for ApiError {
+        fn from(e: AddMessageError) -> Self {
+            match e {
+                AddMessageError::ChatNotFound => ApiError::NotFound(e.to_string()),
+                AddMessageError::TooMany(_) => ApiError::Conflict(e.to_string()),
+                AddMessageError::Unknown(e) => e.into(),
+            }
+        }
+    }
+
+    impl From<ListMessagesError> for ApiError {
+        fn from(e: ListMessagesError) -> Self {
+            match e {
+                ListMessagesError::ChatNotFound => ApiError::NotFound(e.to_string()),
+                ListMessagesError::Unknown(e) => e.into(),
+            }
+        }
+    }
+
+    impl From<DeleteMessageError> for ApiError {
+        fn from(e: DeleteMessageError) -> Self {
+            match e {
+                DeleteMessageError::NotFound => ApiError::NotFound(e.to_string()),
+                DeleteMessageError::Unknown(e) => e.into(),
+            }
         }
     }
 }

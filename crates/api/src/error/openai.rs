@@ -47,6 +47,40 @@ pub struct OpenAiErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<chrono::DateTime<chrono::Utc>>, example = "2026-12-03T18:00:00+00:00")]
     pub resets_at: Option<String>,
+    /// With `model_type_mismatch`: the model as the request named it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_model: Option<String>,
+    /// With `model_type_mismatch`: the listed model it resolved to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_model: Option<String>,
+    /// With `model_type_mismatch`: that model's on-chain id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_id: Option<String>,
+    /// With `model_type_mismatch`: the type the route needs (`LLM`, `EMBEDDING`, `STT`, `TTS`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_type: Option<String>,
+    /// With `model_type_mismatch`: the model's own type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_type: Option<String>,
+}
+
+impl OpenAiErrorDetail {
+    pub fn new(kind: &str, code: &str, param: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            kind: kind.to_owned(),
+            param: param.map(str::to_owned),
+            code: Some(code.to_owned()),
+            available: None,
+            estimated_cost: None,
+            resets_at: None,
+            requested_model: None,
+            resolved_model: None,
+            resolved_id: None,
+            requested_type: None,
+            model_type: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,15 +104,7 @@ impl OpenAiError {
     ) -> Self {
         Self {
             status,
-            detail: Box::new(OpenAiErrorDetail {
-                message: message.into(),
-                kind: kind.to_owned(),
-                param: param.map(str::to_owned),
-                code: Some(code.to_owned()),
-                available: None,
-                estimated_cost: None,
-                resets_at: None,
-            }),
+            detail: Box::new(OpenAiErrorDetail::new(kind, code, param, message)),
             retry_after: None,
             limits: LimitStatus::default(),
         }
@@ -233,6 +259,23 @@ impl From<ChatError> for OpenAiError {
                     "The model list has not been loaded from the marketplace yet; retry shortly",
                 );
                 error.retry_after = Some(5);
+                error
+            }
+            ChatError::Model(ResolveModelError::TypeMismatch(mismatch)) => {
+                let message = ResolveModelError::TypeMismatch(mismatch.clone()).to_string();
+                let mut error = OpenAiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "model_type_mismatch",
+                    Some("model"),
+                    message,
+                );
+                let detail = &mut error.detail;
+                detail.requested_model = Some(mismatch.requested);
+                detail.resolved_model = Some(mismatch.resolved);
+                detail.resolved_id = Some(mismatch.resolved_id.to_string());
+                detail.requested_type = Some(mismatch.route.to_string());
+                detail.model_type = Some(mismatch.model_type.to_string());
                 error
             }
             ChatError::ModelNotAllowed(name) => OpenAiError::new(

@@ -18,5 +18,5 @@ pub use json::{
 };
 pub use operator::require_operator;
 pub use path::path_id;
-pub use query::{ValidatedQuery, page};
+pub use query::{ValidatedQuery, page, page_within};
 pub use user_or_key::UserOrKey;

@@ -29,6 +29,16 @@ impl<T: DeserializeOwned> FromRequest for ValidatedQuery<T> {
 /// `skip` and `limit` query parameters as a [`Page`]: `skip` in 0–1,000,000, `limit` in
 /// 1–[`Page::MAX_LIMIT`] (`default_limit` when absent); 422 naming the parameter otherwise.
 pub fn page(skip: Option<i64>, limit: Option<i64>, default_limit: u32) -> Result<Page, ApiError> {
+    page_within(skip, limit, default_limit, Page::MAX_LIMIT)
+}
+
+/// [`page`] with another largest `limit` (a chat's messages are read 500 at a time).
+pub fn page_within(
+    skip: Option<i64>,
+    limit: Option<i64>,
+    default_limit: u32,
+    max_limit: u32,
+) -> Result<Page, ApiError> {
     let bounded = |name: &str, value: i64, min: i64, max: i64| {
         if (min..=max).contains(&value) {
             u32::try_from(value).map_err(|_| ApiError::Internal(anyhow::anyhow!("bounded")))
@@ -50,7 +60,7 @@ pub fn page(skip: Option<i64>, limit: Option<i64>, default_limit: u32) -> Result
             "limit",
             limit.unwrap_or(i64::from(default_limit)),
             1,
-            i64::from(Page::MAX_LIMIT),
+            i64::from(max_limit),
         )?,
     })
 }

@@ -5,6 +5,9 @@ mod auth;
 mod automation;
 mod billing;
 mod chat;
+mod chat_history;
+mod embeddings;
+mod inference;
 mod models;
 pub(crate) mod session;
 mod system;
@@ -67,6 +70,22 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         scope("/api/v1/chat")
             .wrap(actix_web::middleware::from_fn(crate::chat_admission::admit))
             .service(chat::create_chat_completion::create_chat_completion),
+    )
+    .service(
+        scope("/api/v1/embeddings")
+            .wrap(actix_web::middleware::from_fn(crate::chat_admission::admit))
+            .service(embeddings::create_embeddings::create_embeddings),
+    )
+    .service(
+        scope("/api/v1/chat-history")
+            .service(chat_history::create_chat::create_chat)
+            .service(chat_history::list_chats::list_chats)
+            .service(chat_history::get_chat::get_chat)
+            .service(chat_history::update_chat::update_chat)
+            .service(chat_history::delete_chat::delete_chat)
+            .service(chat_history::create_message::create_message)
+            .service(chat_history::list_messages::list_messages)
+            .service(chat_history::delete_message::delete_message),
     )
     .service(
         scope("/api/v1/session")

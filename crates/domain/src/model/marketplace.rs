@@ -73,6 +73,8 @@ pub struct MarketModel {
     pub created_at: i64,
     pub owner: String,
     pub is_deleted: bool,
+    /// The node's `ModelType`, or the type its tags give.
+    pub model_type: super::ModelType,
 }
 
 /// A provider's offer. Amounts are in wei (1e18 = 1 MOR); they exceed 2^64 in practice.

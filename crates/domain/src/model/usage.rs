@@ -81,6 +81,9 @@ pub struct UsageRecord {
     pub api_key_id: ApiKeyId,
     pub model_id: Option<ModelId>,
     pub session_id: Option<SessionId>,
+    /// `marketplace`, or the name of the operator's provider that served (the last one
+    /// tried when all failed); `None` when the request never reached one.
+    pub upstream: Option<String>,
     /// `None` when the provider reported nothing usable.
     pub usage: Option<TokenUsage>,
     /// Where `usage` was read; `None` with it.

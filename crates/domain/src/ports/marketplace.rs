@@ -95,9 +95,37 @@ impl std::fmt::Display for SessionGone {
     }
 }
 
-/// One chat request as sent upstream: the client's body with the gateway-only fields removed.
+/// Which of the node's inference routes a request goes to. Each serves models of one type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Endpoint {
+    #[default]
+    ChatCompletions,
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The type of model the route serves.
+    pub fn model_type(self) -> ModelType {
+        match self {
+            Self::ChatCompletions => ModelType::Llm,
+            Self::Embeddings => ModelType::Embedding,
+        }
+    }
+
+    /// The node's path for it (`proxyapi/controller_http.go:90,102`), which is also OpenAI's.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/v1/chat/completions",
+            Self::Embeddings => "/v1/embeddings",
+        }
+    }
+}
+
+/// One inference request as sent upstream through a session: the client's body with the
+/// gateway-only fields removed.
 #[derive(Debug, Clone)]
 pub struct ChatCall {
+    pub endpoint: Endpoint,
     pub session: SessionId,
     /// JSON object, ready to send.
     pub body: Bytes,
@@ -144,7 +172,7 @@ pub type ChatEventStream = Pin<Box<dyn Stream<Item = Result<ChatEvent, StreamFau
 
 /// A successful answer from the upstream's chat endpoint.
 pub enum ChatReply {
-    /// A `chat.completion` JSON object.
+    /// A whole JSON answer: a `chat.completion`, or an embeddings `list`.
     Complete {
         /// Without the node's `usage_from_*` members.
         body: Bytes,

@@ -16,6 +16,9 @@ pub struct CatalogueOptions {
     pub default_model: Option<String>,
     /// Extra names: alias → model name or `0x` id (case-insensitive).
     pub aliases: Vec<(String, String)>,
+    /// Models the operator's providers serve, listed beside the marketplace's (a model both
+    /// have is listed once, as the marketplace's).
+    pub provided: Vec<MarketModel>,
 }
 
 /// A model a request resolved to.
@@ -23,6 +26,7 @@ pub struct CatalogueOptions {
 pub struct ResolvedModel {
     pub id: ModelId,
     pub name: String,
+    pub model_type: ModelType,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +41,23 @@ pub enum ResolveModelError {
     /// The request named no model and there is no default.
     #[error("no model was given and no default model is available")]
     NoDefault,
+    /// The model exists but does another job (a chat request to an embedding model, …).
+    #[error(
+        "The model '{}' is of type {}; this route needs a model of type {}",
+        .0.resolved, .0.model_type, .0.route
+    )]
+    TypeMismatch(Box<TypeMismatch>),
+}
+
+/// What a request asked for and what it found instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeMismatch {
+    pub requested: String,
+    pub resolved: String,
+    pub resolved_id: ModelId,
+    pub model_type: ModelType,
+    /// The type the route needs.
+    pub route: ModelType,
 }
 
 /// One loaded state of the catalogue; replaced as a whole on refresh.
@@ -49,7 +70,8 @@ pub struct CatalogueSnapshot {
     pub loaded_at: Option<DateTime<Utc>>,
     /// Lowercase name, alias or id → index into `listed`.
     lookup: HashMap<String, usize>,
-    default: Option<usize>,
+    /// The default model for chat (LLM), and for each other type.
+    defaults: HashMap<ModelType, usize>,
 }
 
 impl CatalogueSnapshot {
@@ -96,6 +118,15 @@ impl ModelCatalogue {
         all: Vec<MarketModel>,
         at: DateTime<Utc>,
     ) -> CatalogueSnapshot {
+        let mut listed = listed;
+        for model in &self.options.provided {
+            if !listed
+                .iter()
+                .any(|m| m.name.eq_ignore_ascii_case(&model.name))
+            {
+                listed.push(model.clone());
+            }
+        }
         let listed = visible(listed);
         let all = visible(all);
         let mut lookup = HashMap::new();
@@ -112,30 +143,95 @@ impl ModelCatalogue {
                 lookup.entry(alias.to_lowercase()).or_insert(i);
             }
         }
-        let default = match &self.options.default_model {
-            Some(name) => lookup.get(&name.to_lowercase()).copied(),
-            None => listed
-                .iter()
-                .position(|m| m.tags.iter().any(|t| t.eq_ignore_ascii_case("default")))
-                .or(if listed.is_empty() { None } else { Some(0) }),
-        };
+        let mut defaults = HashMap::new();
+        for route in [
+            ModelType::Llm,
+            ModelType::Embedding,
+            ModelType::Stt,
+            ModelType::Tts,
+        ] {
+            if let Some(i) = self.default_for(&listed, &lookup, route) {
+                defaults.insert(route, i);
+            }
+        }
         CatalogueSnapshot {
             listed,
             all,
             loaded_at: Some(at),
             lookup,
-            default,
+            defaults,
         }
     }
 
-    /// A name, an alias or a `0x` id; `None` or an empty string means the default model.
+    /// Chat's default is the configured model, else the one tagged `Default`, else the first;
+    /// among the models that may chat. The other types have no setting: the model of that
+    /// very type tagged `Default`, else the first of the type (a model of unknown type is
+    /// nobody's default but chat's).
+    fn default_for(
+        &self,
+        listed: &[MarketModel],
+        lookup: &HashMap<String, usize>,
+        route: ModelType,
+    ) -> Option<usize> {
+        let tagged_default =
+            |m: &MarketModel| m.tags.iter().any(|t| t.eq_ignore_ascii_case("default"));
+        if route == ModelType::Llm {
+            return match &self.options.default_model {
+                Some(name) => lookup.get(&name.to_lowercase()).copied(),
+                None => {
+                    let chat = |m: &&MarketModel| m.model_type.serves(route);
+                    let first_default = listed.iter().position(|m| chat(&m) && tagged_default(m));
+                    first_default.or_else(|| listed.iter().position(|m| chat(&m)))
+                }
+            };
+        }
+        let of_type = |m: &MarketModel| m.model_type == route;
+        listed
+            .iter()
+            .position(|m| of_type(m) && tagged_default(m))
+            .or_else(|| listed.iter().position(of_type))
+    }
+
+    /// A name, an alias or a `0x` id, of any type; `None` or an empty string means chat's
+    /// default model.
     pub fn resolve(&self, requested: Option<&str>) -> Result<ResolvedModel, ResolveModelError> {
+        self.find(requested, ModelType::Llm)
+    }
+
+    /// Like [`resolve`](Self::resolve) for a route serving `route`'s type: no model means
+    /// that type's default, and a model of another known type is refused.
+    pub fn resolve_for(
+        &self,
+        requested: Option<&str>,
+        route: ModelType,
+    ) -> Result<ResolvedModel, ResolveModelError> {
+        let model = self.find(requested, route)?;
+        if model.model_type.serves(route) {
+            return Ok(model);
+        }
+        Err(ResolveModelError::TypeMismatch(Box::new(TypeMismatch {
+            requested: requested.unwrap_or_default().trim().to_owned(),
+            resolved: model.name,
+            resolved_id: model.id,
+            model_type: model.model_type,
+            route,
+        })))
+    }
+
+    fn find(
+        &self,
+        requested: Option<&str>,
+        default_of: ModelType,
+    ) -> Result<ResolvedModel, ResolveModelError> {
         let snapshot = self.snapshot();
         if !snapshot.is_loaded() {
             return Err(ResolveModelError::NotLoaded);
         }
         let index = match requested.map(str::trim).filter(|r| !r.is_empty()) {
-            None => snapshot.default.ok_or(ResolveModelError::NoDefault)?,
+            None => *snapshot
+                .defaults
+                .get(&default_of)
+                .ok_or(ResolveModelError::NoDefault)?,
             Some(name) => *snapshot
                 .lookup
                 .get(&name.to_lowercase())
@@ -145,20 +241,21 @@ impl ModelCatalogue {
         Ok(ResolvedModel {
             id: model.id.clone(),
             name: model.name.clone(),
+            model_type: model.model_type,
         })
     }
 
     /// A session's model with its listed name (empty when the model is no longer listed).
     pub fn named(&self, id: &ModelId) -> ResolvedModel {
         let snapshot = self.snapshot();
-        let name = snapshot
+        let listed = snapshot
             .lookup
             .get(id.as_str())
-            .map(|&index| snapshot.listed[index].name.clone())
-            .unwrap_or_default();
+            .map(|&index| &snapshot.listed[index]);
         ResolvedModel {
             id: id.clone(),
-            name,
+            name: listed.map(|m| m.name.clone()).unwrap_or_default(),
+            model_type: listed.map(|m| m.model_type).unwrap_or_default(),
         }
     }
 }
@@ -182,6 +279,7 @@ mod tests {
             created_at: 0,
             owner: String::new(),
             is_deleted: deleted,
+            model_type: ModelType::from_tags(tags),
         }
     }
 
@@ -207,6 +305,7 @@ mod tests {
         let catalogue = loaded(CatalogueOptions {
             default_model: None,
             aliases: vec![("gpt-4o".into(), "LLAMA-3.3-70B".into())],
+            provided: Vec::new(),
         });
         let llama = catalogue.resolve(Some("llama-3.3-70b")).unwrap();
         assert_eq!(catalogue.resolve(Some("Llama-3.3-70B")).unwrap(), llama);
@@ -243,12 +342,72 @@ mod tests {
         let configured = loaded(CatalogueOptions {
             default_model: Some("llama-3.3-70b".into()),
             aliases: vec![],
+            provided: Vec::new(),
         });
         assert_eq!(configured.resolve(None).unwrap().name, "llama-3.3-70b");
         let missing = loaded(CatalogueOptions {
             default_model: Some("nope".into()),
             aliases: vec![],
+            provided: Vec::new(),
         });
         assert_eq!(missing.resolve(None), Err(ResolveModelError::NoDefault));
+    }
+
+    #[test]
+    fn each_route_has_its_own_default_and_refuses_other_types() {
+        let catalogue = ModelCatalogue::new(CatalogueOptions::default());
+        let models = vec![
+            model(1, "bge-m3", &["Embedding", "Default"], false),
+            model(2, "kokoro", &["TTS"], false),
+            model(3, "llama", &["LLM"], false),
+            model(4, "mistral", &["Mistral", "Default"], false),
+            model(5, "whisper", &["STT"], false),
+        ];
+        catalogue.replace(models.clone(), models, Utc::now());
+        let default = |route| catalogue.resolve_for(None, route).unwrap().name;
+        // The embedding model's Default tag does not make it chat's default.
+        assert_eq!(default(ModelType::Llm), "mistral");
+        assert_eq!(default(ModelType::Embedding), "bge-m3");
+        assert_eq!(default(ModelType::Tts), "kokoro");
+        assert_eq!(default(ModelType::Stt), "whisper");
+        assert_eq!(catalogue.resolve(None).unwrap().name, "mistral");
+
+        let Err(ResolveModelError::TypeMismatch(mismatch)) =
+            catalogue.resolve_for(Some(" BGE-M3 "), ModelType::Llm)
+        else {
+            panic!("a chat request to an embedding model must be refused");
+        };
+        assert_eq!(mismatch.requested, "BGE-M3");
+        assert_eq!(mismatch.resolved, "bge-m3");
+        assert_eq!(
+            (mismatch.model_type, mismatch.route),
+            (ModelType::Embedding, ModelType::Llm)
+        );
+        assert!(
+            catalogue
+                .resolve_for(Some("llama"), ModelType::Embedding)
+                .is_err()
+        );
+        // Untyped models serve any route; sessions may be opened for any model.
+        assert_eq!(
+            catalogue
+                .resolve_for(Some("mistral"), ModelType::Embedding)
+                .unwrap()
+                .model_type,
+            ModelType::Unknown
+        );
+        assert_eq!(
+            catalogue.resolve(Some("whisper")).unwrap().model_type,
+            ModelType::Stt
+        );
+    }
+
+    #[test]
+    fn a_type_without_models_has_no_default() {
+        let catalogue = loaded(CatalogueOptions::default());
+        assert_eq!(
+            catalogue.resolve_for(None, ModelType::Tts),
+            Err(ResolveModelError::NoDefault)
+        );
     }
 }

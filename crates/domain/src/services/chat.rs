@@ -1,7 +1,10 @@
-//! Chat completions: pick the model and the session, send the request upstream, renew the
-//! session once when the upstream says it is gone, and retry once when the provider side is
-//! briefly unavailable — always before anything has reached the client.
+//! Chat completions and embeddings: pick the model, admit the request, then send it to the
+//! model's upstreams in their order — a marketplace session (renewed once when the upstream
+//! says it is gone, retried once when the provider side is briefly unavailable) or one of the
+//! operator's providers — handing over to the next upstream on a failure, always before
+//! anything has reached the client.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +18,8 @@ use crate::ports::*;
 /// A chat request as the HTTP layer parsed it.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
+    /// Chat (the default) or embeddings: the same admission, sessions and retries.
+    pub endpoint: Endpoint,
     pub model: Option<String>,
     pub session_id: Option<SessionId>,
     pub stream: bool,
@@ -32,7 +37,8 @@ pub struct ChatRequest {
 #[derive(Debug)]
 pub struct ChatAnswer {
     pub model: ResolvedModel,
-    pub session: SessionRecord,
+    /// `None` when a provider answered.
+    pub session: Option<SessionRecord>,
     pub reply: ChatReply,
 }
 
@@ -236,6 +242,9 @@ pub struct ChatService {
     sessions: SessionService,
     billing: Option<super::BillingService>,
     limiter: Option<super::RateLimiter>,
+    upstreams: Arc<super::Upstreams>,
+    /// Whether a proxy-router is configured: without one only providers serve.
+    marketplace: bool,
 }
 
 impl ChatService {
@@ -244,6 +253,8 @@ impl ChatService {
             sessions,
             billing: None,
             limiter: None,
+            upstreams: Arc::new(super::Upstreams::marketplace_only()),
+            marketplace: true,
         }
     }
 
@@ -262,39 +273,136 @@ impl ChatService {
         self
     }
 
-    /// Resolves the model and the session, then asks the upstream. The meter learns the
-    /// model and session as soon as they are known, so a failure is still attributed.
-    /// A model outside the key's allow-list is refused before any session is claimed,
-    /// opened or waited for.
+    /// The operator's providers beside the marketplace (`marketplace`: whether a
+    /// proxy-router is configured at all).
+    #[must_use]
+    pub fn with_upstreams(mut self, upstreams: Arc<super::Upstreams>, marketplace: bool) -> Self {
+        self.upstreams = upstreams;
+        self.marketplace = marketplace;
+        self
+    }
+
+    /// Resolves the model, admits the request, then asks its upstreams in their order until
+    /// one answers: the marketplace on a session (renewed once when the upstream says it is
+    /// gone, retried once when briefly unavailable), or a provider; an upstream that fails
+    /// before any byte reached the client hands over to the next. The meter learns the model
+    /// and session as soon as they are known, so a failure is still attributed. A model
+    /// outside the key's allow-list is refused before any session is claimed, opened or
+    /// waited for.
     pub async fn complete(
         &self,
         owner: SessionOwner,
         request: ChatRequest,
         meter: &mut super::UsageMeter,
     ) -> Result<ChatAnswer, ChatError> {
-        let (model, mut lease) = match &request.session_id {
-            Some(id) => {
-                let session = self.sessions.pinned_session(owner, id).await?;
-                let model = self.sessions.catalogue().named(&session.model_id);
-                allowed(&request, &model)?;
-                meter.set_model(model.id.clone());
-                self.admit(owner, &model, &request, meter).await?;
-                (model, self.sessions.take_turn(session).await?)
+        if let Some(id) = &request.session_id {
+            let session = self.sessions.pinned_session(owner, id).await?;
+            let model = self.sessions.catalogue().named(&session.model_id);
+            of_route_type(&request, &model)?;
+            allowed(&request, &model)?;
+            meter.set_model(model.id.clone());
+            self.admit(owner, &model, &request, meter).await?;
+            let lease = self.sessions.take_turn(session).await?;
+            meter.set_upstream(super::Upstream::Marketplace.label());
+            return self.on_session(owner, model, lease, &request, meter).await;
+        }
+        let model = self
+            .sessions
+            .catalogue()
+            .resolve_for(request.model.as_deref(), request.endpoint.model_type())?;
+        // Known before the session: a failure to get one is still attributed.
+        meter.set_model(model.id.clone());
+        allowed(&request, &model)?;
+        // Before a session is claimed or opened: a refused request costs nothing.
+        self.admit(owner, &model, &request, meter).await?;
+        // A provider-only model has an id derived from its name, never one on chain.
+        let on_marketplace = self.marketplace
+            && !(self.upstreams.has_providers()
+                && model.id == super::provided_model_id(&model.name));
+        let plan = self.upstreams.plan(&model, on_marketplace);
+        let mut failed = None;
+        for (i, upstream) in plan.iter().enumerate() {
+            let last = i + 1 == plan.len();
+            meter.set_upstream(upstream.label());
+            let result = match upstream {
+                super::Upstream::Marketplace => {
+                    let answer = async {
+                        let lease = self.sessions.session_for_chat(owner, &model).await?;
+                        self.on_session(owner, model.clone(), lease, &request, meter)
+                            .await
+                    };
+                    match answer.await {
+                        // Another upstream may still take over from a stream that fails
+                        // before its first event.
+                        Ok(answer) if !last => first_event_arrived(answer).await,
+                        other => other,
+                    }
+                }
+                super::Upstream::Provider {
+                    client,
+                    model: upstream_model,
+                    ..
+                } => {
+                    self.on_provider(&**client, upstream_model, &model, &request)
+                        .await
+                }
+            };
+            match result {
+                Ok(answer) => return Ok(answer),
+                Err(error) => {
+                    let over = hands_over(&error);
+                    if over {
+                        let retry_after = match &error {
+                            ChatError::Upstream(e) => retry_after(e),
+                            _ => None,
+                        };
+                        self.upstreams.cool(upstream, retry_after);
+                    }
+                    if !over || last {
+                        return Err(error);
+                    }
+                    tracing::warn!(upstream = upstream.label(), %error, "upstream failed before answering; trying the next");
+                    failed = Some(error);
+                }
             }
-            None => {
-                let model = self
-                    .sessions
-                    .catalogue()
-                    .resolve(request.model.as_deref())?;
-                // Known before the session: a failure to get one is still attributed.
-                meter.set_model(model.id.clone());
-                allowed(&request, &model)?;
-                // Before a session is claimed or opened: a refused request costs nothing.
-                self.admit(owner, &model, &request, meter).await?;
-                let lease = self.sessions.session_for_chat(owner, &model).await?;
-                (model, lease)
-            }
-        };
+        }
+        Err(failed.unwrap_or(ChatError::Upstream(MarketplaceError::NotConfigured)))
+    }
+
+    /// A provider's answer: the request's body with the provider's own model name.
+    async fn on_provider(
+        &self,
+        client: &dyn Provider,
+        upstream_model: &str,
+        model: &ResolvedModel,
+        request: &ChatRequest,
+    ) -> Result<ChatAnswer, ChatError> {
+        let reply = client
+            .call(ProviderCall {
+                endpoint: request.endpoint,
+                model: upstream_model.to_owned(),
+                body: request.body.clone(),
+                stream: request.stream,
+                request_id: request.request_id.clone(),
+            })
+            .await?;
+        Ok(ChatAnswer {
+            model: model.clone(),
+            session: None,
+            reply,
+        })
+    }
+
+    /// The request on a marketplace session, renewing the session once when the upstream
+    /// says it is gone and retrying once after a transient failure.
+    async fn on_session(
+        &self,
+        owner: SessionOwner,
+        model: ResolvedModel,
+        mut lease: SessionLease,
+        request: &ChatRequest,
+        meter: &mut super::UsageMeter,
+    ) -> Result<ChatAnswer, ChatError> {
         meter.set_model(model.id.clone());
         meter.set_session(lease.session().id.clone());
 
@@ -304,6 +412,7 @@ impl ChatService {
         loop {
             let session = lease.session().clone();
             let call = ChatCall {
+                endpoint: request.endpoint,
                 session: session.id.clone(),
                 body: request.body.clone(),
                 stream: request.stream,
@@ -313,7 +422,7 @@ impl ChatService {
                 Ok(reply) => {
                     return Ok(ChatAnswer {
                         model,
-                        session,
+                        session: Some(session),
                         reply: hold_until_relayed(reply, lease),
                     });
                 }
@@ -355,6 +464,24 @@ impl ChatService {
             }
         }
     }
+}
+
+/// Refuses a pinned session whose model does another job than the route.
+fn of_route_type(request: &ChatRequest, model: &ResolvedModel) -> Result<(), ChatError> {
+    let route = request.endpoint.model_type();
+    if model.model_type.serves(route) {
+        return Ok(());
+    }
+    Err(
+        ResolveModelError::TypeMismatch(Box::new(super::TypeMismatch {
+            requested: request.model.clone().unwrap_or_default(),
+            resolved: model.name.clone(),
+            resolved_id: model.id.clone(),
+            model_type: model.model_type,
+            route,
+        }))
+        .into(),
+    )
 }
 
 /// Refuses a model outside the request's allow-list, by its resolved name or id.
@@ -417,6 +544,88 @@ impl ChatService {
                 ChatSessionError::AutomationDisabled => ChatSessionError::Ended,
                 other => other,
             })
+    }
+}
+
+/// Whether the next upstream should have the request: this one failed in a way that says
+/// nothing about the request itself (unreachable, slow, overloaded, broken, out of sessions),
+/// before any byte reached the client. A request the upstream refused as invalid would be
+/// refused everywhere.
+fn hands_over(error: &ChatError) -> bool {
+    match error {
+        ChatError::Upstream(e) => match e {
+            MarketplaceError::Rejected { status, .. } => *status == 429 || *status >= 500,
+            MarketplaceError::Provider { fault, .. } => *fault != ProviderFault::InvalidRequest,
+            MarketplaceError::NotConfigured
+            | MarketplaceError::Unreachable(_)
+            | MarketplaceError::Timeout(_)
+            | MarketplaceError::Unauthorized
+            | MarketplaceError::SessionGone(_)
+            | MarketplaceError::InvalidResponse(_) => true,
+        },
+        // The marketplace could not give this request a session (pool busy, automation off,
+        // a stake cap): a provider still can.
+        ChatError::Session(_) => true,
+        ChatError::Model(_)
+        | ChatError::Credit(_)
+        | ChatError::Limited(_)
+        | ChatError::ModelNotAllowed(_) => false,
+    }
+}
+
+fn retry_after(error: &MarketplaceError) -> Option<Duration> {
+    match error {
+        MarketplaceError::Rejected { retry_after, .. }
+        | MarketplaceError::Provider { retry_after, .. } => *retry_after,
+        _ => None,
+    }
+}
+
+/// A stream's answer once its first event has come (put back in front), so a stream that
+/// fails before it can still go to the next upstream; a whole answer as it is.
+async fn first_event_arrived(answer: ChatAnswer) -> Result<ChatAnswer, ChatError> {
+    let ChatReply::Stream(mut events) = answer.reply else {
+        return Ok(answer);
+    };
+    let first = std::future::poll_fn(|cx| events.as_mut().poll_next(cx)).await;
+    let first = match first {
+        Some(Ok(event)) => event,
+        Some(Err(StreamFault::Idle)) => {
+            return Err(MarketplaceError::Timeout(TimeoutPhase::FirstByte).into());
+        }
+        Some(Err(fault)) => return Err(MarketplaceError::InvalidResponse(fault.to_string()).into()),
+        None => {
+            return Err(
+                MarketplaceError::InvalidResponse(StreamFault::Truncated.to_string()).into(),
+            );
+        }
+    };
+    Ok(ChatAnswer {
+        reply: ChatReply::Stream(Box::pin(Prepended {
+            first: Some(first),
+            events,
+        })),
+        ..answer
+    })
+}
+
+/// A stream with its first event already read.
+struct Prepended {
+    first: Option<ChatEvent>,
+    events: ChatEventStream,
+}
+
+impl futures_core::Stream for Prepended {
+    type Item = Result<ChatEvent, StreamFault>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if let Some(first) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(first)));
+        }
+        self.events.as_mut().poll_next(cx)
     }
 }
 

@@ -185,6 +185,7 @@ fn model() -> ResolvedModel {
     ResolvedModel {
         id: ModelId::parse(&format!("0x{}", "ab".repeat(32))).unwrap(),
         name: "m".to_owned(),
+        model_type: crate::ModelType::Llm,
     }
 }
 

@@ -476,6 +476,7 @@ mod tests {
                 crate::services::CatalogueOptions {
                     default_model: None,
                     aliases: Vec::new(),
+                    provided: Vec::new(),
                 },
             )),
             std::time::Duration::ZERO,

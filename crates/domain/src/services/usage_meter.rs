@@ -20,6 +20,8 @@ pub struct UsageMeter {
     stream: bool,
     model: Option<ModelId>,
     session: Option<SessionId>,
+    /// Which upstream the request went to last (`marketplace` or a provider's name).
+    upstream: Option<String>,
     usage: Option<ReportedUsage>,
     /// The status the client already has (200 once a stream has started).
     status: u16,
@@ -30,6 +32,8 @@ pub struct UsageMeter {
     admission: Option<Admission>,
     /// Generated text relayed to the client so far (raw JSON bytes).
     generated_bytes: u64,
+    /// An answer that is not generated text (embeddings) was delivered.
+    served: bool,
 }
 
 impl UsageMeter {
@@ -41,12 +45,14 @@ impl UsageMeter {
             stream,
             model: None,
             session: None,
+            upstream: None,
             usage: None,
             status: CLIENT_CLOSED_STATUS,
             finished: false,
             hold: None,
             admission: None,
             generated_bytes: 0,
+            served: false,
         }
     }
 
@@ -56,6 +62,17 @@ impl UsageMeter {
 
     pub fn set_session(&mut self, session: SessionId) {
         self.session = Some(session);
+    }
+
+    /// The upstream the request is sent to; a failover replaces it (and forgets the
+    /// marketplace session when a provider takes over).
+    pub fn set_upstream(&mut self, label: &str) {
+        if label != "marketplace" {
+            self.session = None;
+        }
+        if self.upstream.as_deref() != Some(label) {
+            self.upstream = Some(label.to_owned());
+        }
     }
 
     /// The provider's count; a later report replaces an earlier one (the final chunk of a
@@ -97,6 +114,12 @@ impl UsageMeter {
         self.generated_bytes = self.generated_bytes.saturating_add(bytes);
     }
 
+    /// An answer without generated text (embeddings) reached the client: without the
+    /// provider's count it is charged on the input estimate, marked estimated, not voided.
+    pub fn served_input_only(&mut self) {
+        self.served = true;
+    }
+
     /// The response head has gone out with this status.
     pub fn responded(&mut self, status: u16) {
         self.status = status;
@@ -120,14 +143,14 @@ impl UsageMeter {
         if let Some(hold) = self.hold.take() {
             match (self.usage, self.generated_bytes) {
                 (Some(usage), _) => hold.settle(usage.tokens),
-                (None, 0) => hold.void("nothing was served"),
+                (None, 0) if !self.served => hold.void("nothing was served"),
                 (None, _) => hold.settle_estimated(delivered()),
             }
         }
         if let Some(admission) = self.admission.take() {
             match (self.usage, self.generated_bytes) {
                 (Some(usage), _) => admission.settle(usage.tokens),
-                (None, 0) => admission.release(),
+                (None, 0) if !self.served => admission.release(),
                 (None, _) => admission.settle_estimated(delivered()),
             }
         }
@@ -137,6 +160,7 @@ impl UsageMeter {
             api_key_id: self.owner.key,
             model_id: self.model.take(),
             session_id: self.session.take(),
+            upstream: self.upstream.take(),
             usage: self.usage.map(|u| u.tokens),
             usage_source: self.usage.map(|u| u.source),
             outcome,

@@ -669,6 +669,7 @@ impl SessionWorld {
         let catalogue = std::sync::Arc::new(ModelCatalogue::new(CatalogueOptions {
             default_model: None,
             aliases: Vec::new(),
+            provided: Vec::new(),
         }));
         let listed = vec![MarketModel {
             id: model.clone(),
@@ -677,6 +678,7 @@ impl SessionWorld {
             created_at: 0,
             owner: String::new(),
             is_deleted: false,
+            model_type: ModelType::Unknown,
         }];
         catalogue.replace(listed.clone(), listed, Utc::now());
         let automation = AutomationService::new(store.clone());

@@ -234,7 +234,7 @@ async fn answer(
 /// 400 `{"providerModelError": <the backend's error body>}`: the body re-marshalled through a Go
 /// `interface{}` (sorted keys), or, when it is not JSON, wrapped as an `upstream_error`
 /// (`aiengine/openai.go:113-137`, `proxy_sender.go:857-864`, `controller_http.go:244-247`).
-fn provider_model_error(body: &str) -> Reply {
+pub(crate) fn provider_model_error(body: &str) -> Reply {
     let parsed = serde_json::from_str::<Value>(body).map_or_else(
         |_| json!({"error": {"message": body.trim(), "type": "upstream_error"}}),
         gojson::through_interface,

@@ -3,6 +3,7 @@
 pub(crate) mod catalog;
 pub(crate) mod chat;
 pub(crate) mod control;
+pub(crate) mod inference;
 pub(crate) mod node;
 pub(crate) mod sessions;
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::Method;
+use hyper::body::Incoming;
 use hyper::http::request::Parts;
 
 use crate::faults::{FaultKind, FaultRoute, RouteClass};
@@ -33,6 +35,9 @@ pub(crate) enum Route<'a> {
     Session(&'a str),
     CloseSession(&'a str),
     Chat,
+    Embeddings,
+    Speech,
+    Transcription,
     NotFound,
 }
 
@@ -43,6 +48,9 @@ impl<'a> Route<'a> {
         let post = *method == Method::POST;
         match path {
             "/v1/chat/completions" if post => return Self::Chat,
+            "/v1/embeddings" if post => return Self::Embeddings,
+            "/v1/audio/speech" if post => return Self::Speech,
+            "/v1/audio/transcriptions" if post => return Self::Transcription,
             "/healthcheck" if get => return Self::Health,
             "/config" if get => return Self::Config,
             "/wallet" if get => return Self::Wallet,
@@ -68,7 +76,8 @@ impl<'a> Route<'a> {
     }
 
     /// The permission the node checks for the route (`CheckAuth(...)` in
-    /// `blockchainapi/controller.go:33-76`, `walletapi/controller.go`, `proxyapi/controller_http.go:90`);
+    /// `blockchainapi/controller.go:33-76`, `walletapi/controller.go`,
+    /// `proxyapi/controller_http.go:90,100-102`);
     /// `None` for the public ones.
     pub fn method(self) -> Option<&'static str> {
         Some(match self {
@@ -82,6 +91,9 @@ impl<'a> Route<'a> {
             Self::UserSessions | Self::Session(_) => "get_sessions",
             Self::CloseSession(_) => "close_session",
             Self::Chat => "chat",
+            Self::Embeddings => "embeddings",
+            Self::Speech => "audio_speech",
+            Self::Transcription => "audio_transcription",
             Self::Config => "system_config",
             Self::Health | Self::NotFound => return None,
         })
@@ -90,6 +102,9 @@ impl<'a> Route<'a> {
     pub fn fault_class(self) -> RouteClass {
         Some(match self {
             Self::Chat => FaultRoute::Chat,
+            Self::Embeddings => FaultRoute::Embeddings,
+            Self::Speech => FaultRoute::AudioSpeech,
+            Self::Transcription => FaultRoute::AudioTranscription,
             Self::ModelSession(_) | Self::BidSession(_) => FaultRoute::OpenSession,
             Self::CloseSession(_) => FaultRoute::CloseSession,
             Self::Session(_) | Self::UserSessions => FaultRoute::GetSession,
@@ -133,6 +148,7 @@ pub(crate) async fn dispatch(
     route: Route<'_>,
     parts: &Parts,
     body: Bytes,
+    upload: Option<Incoming>,
     fault: Option<FaultKind>,
 ) -> Reply {
     let query = parts.uri.query().unwrap_or("");
@@ -154,6 +170,12 @@ pub(crate) async fn dispatch(
         Route::Session(id) => sessions::get(shared, id, blip),
         Route::CloseSession(id) => sessions::close(shared, id, blip),
         Route::Chat => chat::completions(shared, parts, body, fault).await,
+        Route::Embeddings => inference::embeddings(shared, parts, body, fault).await,
+        Route::Speech => inference::speech(shared, parts, body, fault).await,
+        Route::Transcription => match upload {
+            Some(upload) => inference::transcription(shared, parts, upload, fault).await,
+            None => Reply::internal("the upload was not handed to its route"),
+        },
         Route::NotFound => Reply::not_found(),
     }
 }
@@ -183,6 +205,14 @@ mod tests {
             Route::CloseSession("0x1")
         );
         assert_eq!(Route::parse(&get, "/v1/chat/completions"), Route::NotFound);
+        assert_eq!(Route::parse(&post, "/v1/embeddings"), Route::Embeddings);
+        assert_eq!(Route::parse(&post, "/v1/audio/speech"), Route::Speech);
+        assert_eq!(
+            Route::parse(&post, "/v1/audio/transcriptions"),
+            Route::Transcription
+        );
+        assert_eq!(Route::parse(&get, "/v1/embeddings"), Route::NotFound);
+        assert_eq!(Route::Transcription.method(), Some("audio_transcription"));
         assert_eq!(Route::parse(&get, "/blockchain/models/"), Route::NotFound);
     }
 }

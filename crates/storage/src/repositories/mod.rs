@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod automation;
+mod chat_history;
 mod credits;
 mod delegations;
 mod health;

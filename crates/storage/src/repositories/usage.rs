@@ -26,6 +26,7 @@ struct UsageRow {
     latency_ms: i32,
     created_at: NaiveDateTime,
     usage_source: Option<String>,
+    upstream: Option<String>,
 }
 
 /// `None` binds NULL rather than `DEFAULT`: SQLite has no `DEFAULT` keyword, so with it diesel
@@ -45,10 +46,11 @@ struct NewUsageRow {
     latency_ms: i32,
     created_at: NaiveDateTime,
     usage_source: Option<String>,
+    upstream: Option<String>,
 }
 
 /// How many values one row of `NewUsageRow` binds.
-const COLUMNS: usize = 12;
+const COLUMNS: usize = 13;
 
 /// Rows per `INSERT`: SQLite (3.32 and later; ours is bundled) takes at most 32,766 bound
 /// values in one statement, PostgreSQL 65,535.
@@ -79,6 +81,7 @@ impl From<UsageRecord> for NewUsageRow {
             latency_ms: saturating_i32(record.latency_ms),
             created_at: record.created_at.naive_utc(),
             usage_source: record.usage_source.map(|s| s.as_str().to_owned()),
+            upstream: record.upstream,
         }
     }
 }
@@ -110,6 +113,7 @@ impl TryFrom<UsageRow> for UsageRecord {
                 .map(|session| SessionId::parse(&session))
                 .transpose()
                 .map_err(|_| anyhow!("stored session id of a usage record is malformed"))?,
+            upstream: row.upstream,
             usage,
             usage_source: row
                 .usage_source
@@ -234,6 +238,7 @@ mod tests {
             latency_ms: 3,
             created_at: chrono::Utc::now().naive_utc(),
             usage_source: None,
+            upstream: None,
         };
         let rows = [row(), row(), row()];
         let query = diesel::insert_into(usage_records::table).values(&rows[..]);

@@ -374,6 +374,7 @@ async fn sessions_outlive_their_key_and_account_until_closed() {
             api_key_id: key.id,
             model_id: Some(model(1)),
             session_id: None,
+            upstream: None,
             usage: None,
             usage_source: None,
             outcome: UsageOutcome::Completed,

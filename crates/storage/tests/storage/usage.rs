@@ -21,6 +21,7 @@ fn record(user: UserId, minutes_ago: i64) -> UsageRecord {
         api_key_id: ApiKeyId(7),
         model_id: Some(ModelId::parse(&hash32(1)).unwrap()),
         session_id: Some(SessionId::parse(&hash32(2)).unwrap()),
+        upstream: None,
         usage: Some(TokenUsage {
             prompt_tokens: 12,
             completion_tokens: 34,

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use morpheus_domain::ports::{ChatCall, ChatEvent, ChatReply, StreamFault};
+use morpheus_domain::ports::{ChatCall, ChatEvent, ChatReply, Endpoint, StreamFault};
 use morpheus_domain::{ModelId, SessionDuration, SessionId, SessionTerms};
 use morpheus_router_sim::{LLAMA_MODEL_ID, SimConfig, SimHandle, Simulator};
 use morpheus_upstream::{ProxyRouterClient, ProxyRouterConfig};
@@ -69,6 +69,7 @@ pub fn chat_call(session: &SessionId, stream: bool, text: &str) -> ChatCall {
         "stream": stream,
     });
     ChatCall {
+        endpoint: Endpoint::ChatCompletions,
         session: session.clone(),
         body: serde_json::to_vec(&body).unwrap().into(),
         stream,

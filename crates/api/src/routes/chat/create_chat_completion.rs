@@ -2,8 +2,8 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use futures_util::StreamExt;
-use morpheus_domain::ports::ChatReply;
-use morpheus_domain::services::{ApiKeyPrincipal, ChatRequest, LimitStatus, UsageMeter};
+use morpheus_domain::ports::{ChatReply, Endpoint};
+use morpheus_domain::services::{ApiKeyPrincipal, ChatRequest, UsageMeter};
 use morpheus_domain::{SessionId, UsageOutcome};
 
 use super::{forward, node_rewrites, sse};
@@ -11,6 +11,7 @@ use crate::dto::{ChatCompletionRequest, ChatCompletionStreamEvent};
 use crate::error::{ApiError, ErrorResponse, HTTPValidationError, OpenAiError, OpenAiErrorBody};
 use crate::extract::{JsonWithRaw, OpenAiKeyUser};
 use crate::request_context::{TraceSpan, add_upstream_wait, record_chat, record_usage};
+use crate::routes::inference;
 use crate::routes::session::owner;
 use crate::{AppState, rate_limit_headers};
 
@@ -58,25 +59,11 @@ pub async fn create_chat_completion(
     let mut meter = UsageMeter::start(state.usage.clone(), owner, stream);
     let chat = match prepare(&state, &http, &body, &key.0) {
         Ok(chat) => chat,
-        Err(error) => {
-            meter.finish(
-                UsageOutcome::Failed,
-                error.as_response_error().status_code().as_u16(),
-            );
-            return Err(error);
-        }
+        Err(error) => return Err(inference::refused(meter, error)),
     };
     let answer = match state.chat.complete(owner, chat, &mut meter).await {
         Ok(answer) => answer,
-        Err(e) => {
-            let mut error = OpenAiError::from(e);
-            if error.limits == LimitStatus::default() {
-                // Admitted, then failed: the headers still tell what the request counted.
-                error.limits = meter.limit_status();
-            }
-            meter.finish(UsageOutcome::Failed, error.status.as_u16());
-            return Err(error.into());
-        }
+        Err(e) => return Err(inference::failed(meter, e)),
     };
     let limits = meter.limit_status();
     let span = TraceSpan::of(&http);
@@ -154,13 +141,13 @@ fn prepare(
         .check(&forward::shape(request))
         .map_err(OpenAiError::from)?;
     forward::check_unmodelled(&body.raw, &state.chat_limits).map_err(OpenAiError::from)?;
-    if !state.marketplace_configured {
+    if !state.marketplace_configured && !state.providers_configured {
         return Err(OpenAiError::from(ApiError::from(
             morpheus_domain::ports::MarketplaceError::NotConfigured,
         ))
         .into());
     }
-    let session_id = match forward::requested_session(request, http) {
+    let session_id = match forward::requested_session(request.session_id.as_ref(), http) {
         // An id that cannot be a session cannot be one of this key's either.
         Some(raw) => Some(SessionId::parse(&raw).map_err(|_| {
             OpenAiError::from(morpheus_domain::services::ChatSessionError::NotFound)
@@ -168,6 +155,7 @@ fn prepare(
         None => None,
     };
     Ok(ChatRequest {
+        endpoint: Endpoint::ChatCompletions,
         model: request.model.clone(),
         session_id,
         stream: request.stream.unwrap_or(false),

@@ -241,8 +241,8 @@ pub fn check_ranges(request: &ChatCompletionRequest) -> Result<(), ApiError> {
 
 /// The session the client asked for: the body's `session_id`, else a `session_id` or
 /// `X-Session-Id` header.
-pub fn requested_session(request: &ChatCompletionRequest, http: &HttpRequest) -> Option<String> {
-    request.session_id.clone().or_else(|| {
+pub fn requested_session(in_body: Option<&String>, http: &HttpRequest) -> Option<String> {
+    in_body.cloned().or_else(|| {
         ["session_id", "x-session-id"].iter().find_map(|name| {
             http.headers()
                 .get(*name)

@@ -1,5 +1,5 @@
 pub mod create_chat_completion;
-mod forward;
-mod json_members;
+pub(crate) mod forward;
+pub(crate) mod json_members;
 mod node_rewrites;
 mod sse;

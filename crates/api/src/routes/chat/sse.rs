@@ -207,15 +207,7 @@ pub fn error_event(fault: &StreamFault) -> Bytes {
 
 fn error_frame(kind: &str, code: &str, message: &str) -> Bytes {
     let body = serde_json::json!({
-        "error": OpenAiErrorDetail {
-            message: message.to_owned(),
-            kind: kind.to_owned(),
-            param: None,
-            code: Some(code.to_owned()),
-            available: None,
-            estimated_cost: None,
-            resets_at: None,
-        }
+        "error": OpenAiErrorDetail::new(kind, code, None, message)
     });
     Bytes::from(format!("data: {body}\n\n"))
 }

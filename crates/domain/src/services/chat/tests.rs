@@ -15,6 +15,7 @@ impl UsageSink for NoUsage {
 
 fn request() -> ChatRequest {
     ChatRequest {
+        endpoint: Endpoint::ChatCompletions,
         model: Some(SessionWorld::MODEL_NAME.to_owned()),
         session_id: None,
         stream: false,
@@ -39,30 +40,30 @@ fn chats(w: &SessionWorld) -> usize {
 #[tokio::test]
 async fn a_chain_read_blip_is_retried_on_the_same_session() {
     let w = SessionWorld::new(true).await;
-    let first = complete(&w).await.unwrap().session.id;
+    let first = complete(&w).await.unwrap().session.unwrap().id;
     FakeMarket::fail_next(
         &w.market.chat_failures,
         MarketplaceError::SessionGone(SessionGone::NotFound),
     );
     let again = complete(&w).await.unwrap();
-    assert_eq!(again.session.id, first);
+    assert_eq!(again.session.unwrap().id, first);
     assert_eq!(w.market.opens(), 1, "no new paid session");
 }
 
 #[tokio::test]
 async fn a_session_gone_on_chain_is_renewed_once() {
     let w = SessionWorld::new(true).await;
-    let first = complete(&w).await.unwrap().session.id;
+    let first = complete(&w).await.unwrap().session.unwrap().id;
     w.market.close_on_chain(&first);
     let renewed = complete(&w).await.unwrap();
-    assert_ne!(renewed.session.id, first);
+    assert_ne!(renewed.session.unwrap().id, first);
     assert_eq!(w.market.opens(), 2);
 }
 
 #[tokio::test]
 async fn when_the_chain_cannot_be_read_nothing_is_retired_or_opened() {
     let w = SessionWorld::new(true).await;
-    let first = complete(&w).await.unwrap().session.id;
+    let first = complete(&w).await.unwrap().session.unwrap().id;
     FakeMarket::fail_next(
         &w.market.chat_failures,
         MarketplaceError::SessionGone(SessionGone::NotFound),
@@ -144,7 +145,7 @@ async fn without_automation_the_keys_ended_session_says_it_ended() {
         .unwrap()
         .session
         .id;
-    assert_eq!(complete(&w).await.unwrap().session.id, first);
+    assert_eq!(complete(&w).await.unwrap().session.unwrap().id, first);
     w.automation
         .update(
             w.owner.user,
@@ -166,14 +167,15 @@ async fn without_automation_the_keys_ended_session_says_it_ended() {
 #[tokio::test]
 async fn a_dead_session_is_left_for_one_of_another_provider_before_the_first_byte() {
     let w = SessionWorld::new(true).await;
-    let first = complete(&w).await.unwrap().session;
+    let first = complete(&w).await.unwrap().session.unwrap();
     FakeMarket::fail_next(
         &w.market.chat_failures,
         MarketplaceError::SessionGone(SessionGone::Unusable),
     );
     let answer = complete(&w).await.unwrap();
-    assert_ne!(answer.session.id, first.id);
-    assert_ne!(answer.session.bid_id, first.bid_id, "another provider");
+    let session = answer.session.unwrap();
+    assert_ne!(session.id, first.id);
+    assert_ne!(session.bid_id, first.bid_id, "another provider");
     assert_eq!(w.market.opens(), 2);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert_eq!(

@@ -1,0 +1,2 @@
+pub mod create_embeddings;
+mod vectors;

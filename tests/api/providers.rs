@@ -1,0 +1,284 @@
+//! The operator's plain OpenAI-compatible providers beside the marketplace: provider-only
+//! models, the provider's own model names, priority order, failover before the first byte
+//! with cooldowns, and the usage record naming who served.
+
+use std::time::Duration;
+
+use morpheus_openai_mock::{Fault, FaultKind, MockConfig, MockHandle, MockProvider};
+use serde_json::{Value, json};
+
+use crate::market::{MarketApp, ask, openai_error, spawn_market_app_with, sse_events};
+
+async fn mock(name: &str, models: &[&str]) -> MockHandle {
+    MockProvider::start(
+        MockConfig {
+            name: name.to_owned(),
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+            ..MockConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .expect("the mock starts")
+}
+
+/// The app with a providers file of `text` (`{A}`, `{B}` stand for the mocks' base URLs).
+async fn app_with(text: &str, mocks: &[&MockHandle]) -> MarketApp {
+    let mut text = text.to_owned();
+    for (placeholder, mock) in ["{A}", "{B}"].iter().zip(mocks) {
+        text = text.replace(placeholder, &mock.openai_base_url());
+    }
+    let path = std::env::temp_dir().join(format!("providers-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, text).unwrap();
+    spawn_market_app_with(move |s| {
+        s.providers_file = Some(path);
+        s.chat_shed_lateness_ms = 0;
+    })
+    .await
+}
+
+/// Who served each of the user's requests, oldest first.
+async fn upstreams_of(app: &MarketApp, user: i64, n: i64) -> Vec<String> {
+    app.wait_for_usage(user, n).await;
+    let mut served = Vec::new();
+    for name in ["marketplace", "a", "b", "local"] {
+        let count = app.count(&format!(
+            "SELECT COUNT(*) AS n FROM usage_records WHERE user_id = {user} AND upstream = '{name}'"
+        ));
+        for _ in 0..count {
+            served.push(name.to_owned());
+        }
+    }
+    served
+}
+
+#[tokio::test]
+async fn a_provider_only_model_is_listed_and_served_under_the_providers_own_name() {
+    let local = mock("local", &["meta/llama-local", "text-embedding-3-small"]).await;
+    let app = app_with(
+        r#"
+        [[providers]]
+        name = "local"
+        base_url = "{A}"
+        models = [
+          { name = "local-llama", upstream = "meta/llama-local", aliases = ["ll"] },
+          { name = "small-embedder", upstream = "text-embedding-3-small", type = "EMBEDDING" },
+        ]
+        "#,
+        &[&local],
+    )
+    .await;
+    let user = app.seed_automated_user().await;
+    let models = app.get_public_json("/api/v1/models").await;
+    let listed: Vec<&Value> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["id"] == "local-llama" || m["id"] == "small-embedder")
+        .collect();
+    assert_eq!(listed.len(), 2, "{models}");
+    assert!(
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "llama-3.3-70b"),
+        "the marketplace's models are still listed"
+    );
+
+    let r = app.chat(&user.api_key, &ask("ll", "hello provider")).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Echo: hello provider"
+    );
+    assert_eq!(body["model"], "ll", "the name the client asked for");
+    let sent = local.last_request().unwrap();
+    assert_eq!(
+        sent.body["model"], "meta/llama-local",
+        "the provider's own name"
+    );
+
+    let mut streamed = ask("local-llama", "stream it");
+    streamed["stream"] = json!(true);
+    let r = app.chat(&user.api_key, &streamed).await;
+    assert_eq!(r.status(), 200);
+    let events = sse_events(r).await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+
+    let r = app
+        .post_with_key(
+            "/api/v1/embeddings",
+            &user.api_key,
+            Some(&json!({"model": "small-embedder", "input": "vectors please"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["model"], "small-embedder");
+    assert_eq!(
+        local.last_request().unwrap().body["model"],
+        "text-embedding-3-small"
+    );
+
+    assert_eq!(
+        app.sim.counters().sessions_opened,
+        0,
+        "no marketplace session"
+    );
+    assert_eq!(upstreams_of(&app, user.id, 3).await, ["local"; 3]);
+}
+
+#[tokio::test]
+async fn failover_from_a_provider_answering_503_to_the_next_with_no_client_visible_error() {
+    let a = mock("a", &["llama-3.3-70b"]).await;
+    let b = mock("b", &["llama-3.3-70b"]).await;
+    let app = app_with(
+        r#"
+        [marketplace]
+        priority = 10
+        [[providers]]
+        name = "a"
+        base_url = "{A}"
+        priority = 0
+        models = [{ name = "llama-3.3-70b" }]
+        [[providers]]
+        name = "b"
+        base_url = "{B}"
+        priority = 1
+        models = [{ name = "llama-3.3-70b" }]
+        "#,
+        &[&a, &b],
+    )
+    .await;
+    let user = app.seed_automated_user().await;
+    a.set_fault(
+        Fault::new(FaultKind::Status {
+            status: 503,
+            retry_after: Some(30),
+        })
+        .times(1000),
+    );
+    let mut errors = 0;
+    for i in 0..20 {
+        let mut body = ask("llama-3.3-70b", &format!("request {i}"));
+        if i % 2 == 1 {
+            body["stream"] = json!(true);
+        }
+        let r = app.chat(&user.api_key, &body).await;
+        if r.status() != 200 {
+            errors += 1;
+            continue;
+        }
+        if i % 2 == 1 {
+            let events = sse_events(r).await;
+            assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        }
+    }
+    println!(
+        "providers: a answers 503 (Retry-After 30) → 20 requests, {errors} client-visible errors, \
+         a asked {} time(s), b served {}",
+        a.counters().chat_completions,
+        b.counters().chat_completions
+    );
+    assert_eq!(errors, 0);
+    assert_eq!(
+        a.counters().chat_completions,
+        1,
+        "a is left alone for its Retry-After after the first 503"
+    );
+    assert_eq!(b.counters().chat_completions, 20);
+    assert_eq!(app.sim.counters().sessions_opened, 0);
+    assert_eq!(upstreams_of(&app, user.id, 20).await, ["b"; 20]);
+}
+
+#[tokio::test]
+async fn a_stream_that_fails_before_its_first_event_and_an_unreachable_provider_hand_over() {
+    let a = mock("a", &["llama-3.3-70b"]).await;
+    let app = app_with(
+        r#"
+        cooldown_seconds = 1
+        [marketplace]
+        priority = 5
+        [[providers]]
+        name = "a"
+        base_url = "{A}"
+        models = [{ name = "llama-3.3-70b" }]
+        [[providers]]
+        name = "b"
+        base_url = "http://127.0.0.1:9/v1"
+        priority = 1
+        models = [{ name = "llama-3.3-70b" }]
+        "#,
+        &[&a],
+    )
+    .await;
+    let user = app.seed_automated_user().await;
+    // a closes the connection without an answer; b cannot be reached: the marketplace serves.
+    a.set_fault(Fault::new(FaultKind::Refuse));
+    let mut body = ask("llama-3.3-70b", "anyone there");
+    body["stream"] = json!(true);
+    let r = app.chat(&user.api_key, &body).await;
+    assert_eq!(r.status(), 200);
+    let events = sse_events(r).await;
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(
+        app.sim.counters().sessions_opened,
+        1,
+        "the marketplace served"
+    );
+    assert_eq!(upstreams_of(&app, user.id, 1).await, ["marketplace"]);
+
+    // After its cooldown, a is first again.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let r = app
+        .chat(&user.api_key, &ask("llama-3.3-70b", "again"))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(upstreams_of(&app, user.id, 2).await, ["marketplace", "a"]);
+}
+
+#[tokio::test]
+async fn a_request_the_provider_refuses_as_invalid_is_not_sent_elsewhere() {
+    let a = mock("a", &["llama-3.3-70b"]).await;
+    let b = mock("b", &["llama-3.3-70b"]).await;
+    let app = app_with(
+        r#"
+        [[providers]]
+        name = "a"
+        base_url = "{A}"
+        models = [{ name = "only-here", upstream = "llama-3.3-70b" }]
+        [[providers]]
+        name = "b"
+        base_url = "{B}"
+        priority = 1
+        models = [{ name = "only-here", upstream = "llama-3.3-70b" }]
+        "#,
+        &[&a, &b],
+    )
+    .await;
+    let user = app.seed_automated_user().await;
+    a.set_fault(Fault::new(FaultKind::Status {
+        status: 400,
+        retry_after: None,
+    }));
+    let r = app.chat(&user.api_key, &ask("only-here", "bad?")).await;
+    let error = openai_error(r, 400).await;
+    assert!(error["message"].is_string(), "{error}");
+    assert_eq!(b.counters().chat_completions, 0, "not sent elsewhere");
+    // Every upstream failing: the client gets the last one's error, once.
+    for mock in [&a, &b] {
+        mock.set_fault(Fault::new(FaultKind::Status {
+            status: 503,
+            retry_after: None,
+        }));
+    }
+    let r = app.chat(&user.api_key, &ask("only-here", "anyone?")).await;
+    assert!(r.status().is_server_error(), "{}", r.status());
+    assert_eq!(upstreams_of(&app, user.id, 2).await, ["a", "b"]);
+}

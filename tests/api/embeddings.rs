@@ -224,6 +224,8 @@ async fn bad_input_gets_the_documented_errors() {
         json!({"model": EMBEDDER}),
         json!({"model": EMBEDDER, "input": 5}),
         json!({"model": EMBEDDER, "input": "x", "encoding_format": "int8"}),
+        json!({"model": EMBEDDER, "input": "x", "dimensions": 0}),
+        json!({"model": EMBEDDER, "input": "x", "dimensions": 65_537}),
     ] {
         let r = app.embed(&user.api_key, &body).await;
         assert_eq!(r.status(), 422, "{body}");

@@ -541,3 +541,30 @@ async fn a_key_cannot_open_a_paid_session_for_a_model_off_its_allow_list() {
         "at most the bid was read from the node"
     );
 }
+
+#[tokio::test]
+async fn a_revoked_key_cannot_be_changed() {
+    let app = spawn_app().await;
+    let user = app.seed_user().await;
+    let created: Value = app
+        .create_key_with(&user.access, &json!({"name": "short-lived"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().unwrap();
+    let r = app
+        .delete(&format!("/api/v1/auth/keys/{id}"), &user.access)
+        .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = app
+        .patch_key(&user.access, id, &json!({"name": "revived?", "rpm": 5}))
+        .await;
+    error_body(r, 404).await;
+    // Unchanged: still revoked, still its old name.
+    let key = app.listed_key(&user.access, id).await;
+    assert_eq!(
+        (&key["is_active"], &key["name"]),
+        (&json!(false), &json!("short-lived"))
+    );
+}

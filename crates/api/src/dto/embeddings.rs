@@ -31,8 +31,9 @@ pub struct EmbeddingRequest {
     pub session_id: Option<String>,
 }
 
-/// A text, texts, token ids, or lists of token ids.
-#[derive(Debug, Deserialize, ToSchema)]
+/// A text, texts, token ids, or lists of token ids (schema written by hand below: the bounds
+/// of each form cannot be put on an untagged enum's variants).
+#[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum EmbeddingInput {
     Text(String),
@@ -40,6 +41,49 @@ pub enum EmbeddingInput {
     Tokens(Vec<u32>),
     TokenLists(Vec<Vec<u32>>),
 }
+
+impl utoipa::PartialSchema for EmbeddingInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let text = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+        };
+        let token = || {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(u32::MAX))
+        };
+        let tokens = || ArrayBuilder::new().items(token()).min_items(Some(1));
+        OneOfBuilder::new()
+            .description(Some(
+                "What to embed: a text, a list of texts, a list of token ids, or a list of such \
+                 lists (at most 2048 items, none empty).",
+            ))
+            .item(text())
+            .item(
+                ArrayBuilder::new()
+                    .items(text())
+                    .min_items(Some(1))
+                    .max_items(Some(MAX_INPUTS)),
+            )
+            .item(tokens())
+            .item(
+                ArrayBuilder::new()
+                    .items(tokens())
+                    .min_items(Some(1))
+                    .max_items(Some(MAX_INPUTS)),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for EmbeddingInput {}
+
+/// OpenAI's limit on the items of one request.
+pub const MAX_INPUTS: usize = 2048;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -225,8 +225,8 @@ impl ApiKeyService {
         self.keys.first_active_api_key(user, Utc::now()).await
     }
 
-    /// Changes the name and policy of one of the user's keys. Someone else's key id is "not
-    /// found", as for [`Self::revoke`]. The change holds from the next request on, on every
+    /// Changes the name and policy of one of the user's keys. Someone else's key id, and a
+    /// revoked key, are "not found", as for [`Self::revoke`]. The change holds from the next request on, on every
     /// replica (the key is evicted from this replica's cache, and logged for the others').
     pub async fn update(
         &self,

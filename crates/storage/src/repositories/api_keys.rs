@@ -362,10 +362,12 @@ impl ApiKeyRepository for Database {
         self.run(move |conn| {
             conn.write_transaction(|c| {
                 // Filtering on the owner makes someone else's key look exactly like a missing
-                // one.
+                // one; a revoked key is gone for good, so it cannot be changed either (in the
+                // same statement, so a revocation cannot slip between check and change).
                 let mine = api_keys::table
                     .find(id.0)
-                    .filter(api_keys::user_id.eq(user.0));
+                    .filter(api_keys::user_id.eq(user.0))
+                    .filter(api_keys::is_active.eq(true));
                 if empty {
                     return mine.select(ApiKeyRow::as_select()).first(c).optional();
                 }

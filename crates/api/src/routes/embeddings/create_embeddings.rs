@@ -6,17 +6,16 @@ use morpheus_domain::services::{ApiKeyPrincipal, ChatRequest, UsageMeter};
 use morpheus_domain::{SessionId, TokenEstimate, UsageOutcome};
 
 use super::vectors;
-use crate::dto::{EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EncodingFormat};
-use crate::error::{ApiError, ErrorResponse, HTTPValidationError, OpenAiError, OpenAiErrorBody};
+use crate::dto::{EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EncodingFormat, MAX_INPUTS};
+use crate::error::{
+    ApiError, ErrorResponse, FieldError, HTTPValidationError, LocItem, OpenAiError, OpenAiErrorBody,
+};
 use crate::extract::{JsonWithRaw, OpenAiKeyUser};
 use crate::request_context::{TraceSpan, record_chat, record_usage};
 use crate::routes::chat::{forward, json_members};
 use crate::routes::inference;
 use crate::routes::session::owner;
 use crate::{AppState, rate_limit_headers};
-
-/// OpenAI's limit on the items of one request.
-const MAX_INPUTS: usize = 2048;
 
 /// OpenAI-compatible embeddings, computed by a provider of the Morpheus marketplace through a
 /// session of an embedding model: admitted, held and billed (input tokens) like a chat
@@ -115,6 +114,17 @@ fn prepare(
     caller: &ApiKeyPrincipal,
 ) -> Result<ChatRequest, actix_web::Error> {
     let request = &body.value;
+    if request
+        .dimensions
+        .is_some_and(|d| !(1..=65_536).contains(&d))
+    {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            vec![LocItem::from("body"), LocItem::from("dimensions")],
+            "value_error",
+            "Input should be between 1 and 65536",
+        )])
+        .into());
+    }
     let items = check_input(&request.input)?;
     forward::check_unmodelled(&body.raw, &state.chat_limits).map_err(OpenAiError::from)?;
     if !state.marketplace_configured && !state.providers_configured {

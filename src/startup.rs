@@ -524,6 +524,7 @@ pub fn build_state(
             max_tools: settings.chat_max_tools,
         },
         sse_keep_alive: Duration::from_secs(settings.sse_keep_alive_seconds),
+        stream_continuation: settings.stream_continuation,
         marketplace_configured: marketplace.configured,
         providers_configured: upstreams.has_providers(),
         health: db,

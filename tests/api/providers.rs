@@ -282,3 +282,144 @@ async fn a_request_the_provider_refuses_as_invalid_is_not_sent_elsewhere() {
     assert!(r.status().is_server_error(), "{}", r.status());
     assert_eq!(upstreams_of(&app, user.id, 2).await, ["a", "b"]);
 }
+
+/// Two providers of `llama-3.3-70b`, a first and b second, with continuation `on` or off.
+async fn continuing_app(a: &MockHandle, b: &MockHandle, on: bool) -> MarketApp {
+    let text = r#"
+        [marketplace]
+        priority = 10
+        [[providers]]
+        name = "a"
+        base_url = "{A}"
+        models = [{ name = "llama-3.3-70b" }]
+        [[providers]]
+        name = "b"
+        base_url = "{B}"
+        priority = 1
+        models = [{ name = "llama-3.3-70b" }]
+        "#
+    .replace("{A}", &a.openai_base_url())
+    .replace("{B}", &b.openai_base_url());
+    let path = std::env::temp_dir().join(format!("providers-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, text).unwrap();
+    spawn_market_app_with(move |s| {
+        s.providers_file = Some(path);
+        s.stream_continuation = on;
+        s.chat_shed_lateness_ms = 0;
+    })
+    .await
+}
+
+fn chunks(events: &[String]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.as_str() != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stream_cut_after_10_chunks_is_continued_elsewhere_as_one_answer() {
+    let a = mock("a", &["llama-3.3-70b"]).await;
+    let b = mock("b", &["llama-3.3-70b"]).await;
+    let app = continuing_app(&a, &b, true).await;
+    let user = app.seed_automated_user().await;
+    a.set_fault(Fault::new(FaultKind::CutAfterChunks { chunks: 10 }));
+    let words: Vec<String> = (1..=30).map(|i| format!("word{i}")).collect();
+    let text = words.join(" ");
+    let mut body = ask("llama-3.3-70b", &text);
+    body["stream"] = json!(true);
+    let r = app.chat(&user.api_key, &body).await;
+    assert_eq!(r.status(), 200);
+    let events = sse_events(r).await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    let chunks = chunks(&events);
+    assert!(
+        chunks.iter().all(|c| c.get("error").is_none()),
+        "{events:?}"
+    );
+    let roles = chunks
+        .iter()
+        .filter(|c| !c["choices"][0]["delta"]["role"].is_null())
+        .count();
+    assert_eq!(roles, 1, "exactly one role delta: {events:?}");
+    let ids: std::collections::HashSet<&str> =
+        chunks.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(ids.len(), 1, "one completion id: {ids:?}");
+    let answer: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(answer, format!("Echo: {text}"), "no text lost or repeated");
+    assert_eq!(a.counters().streams_cut, 1);
+    assert_eq!(b.counters().chat_completions, 1);
+    let asked = b.last_request().unwrap().body;
+    let last = asked["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["role"], "assistant", "a prefill: {asked}");
+    assert!(
+        format!("Echo: {text}").starts_with(last["content"].as_str().unwrap()),
+        "{last}"
+    );
+    println!(
+        "continuation: cut after 10 chunks → {} events, 1 role delta, 1 id, answer complete",
+        events.len()
+    );
+    // Both legs are counted in the one record: the first leg's delivered text (estimated) and
+    // the continuation's own count.
+    app.wait_for_usage(user.id, 1).await;
+    let completion = app.count(&format!(
+        "SELECT completion_tokens AS n FROM usage_records WHERE user_id = {}",
+        user.id
+    ));
+    println!("continuation: completion tokens recorded {completion}");
+    // The continuation generates 21 of the answer's 31 words; the first leg adds its
+    // delivered text's estimate (four characters a token) to that.
+    assert!(completion >= 32, "both legs counted: {completion}");
+    assert_eq!(upstreams_of(&app, user.id, 1).await, ["b"]);
+}
+
+#[tokio::test]
+async fn a_cut_tool_call_stream_and_a_cut_without_continuation_end_with_the_error_event() {
+    let a = mock("a", &["llama-3.3-70b"]).await;
+    let b = mock("b", &["llama-3.3-70b"]).await;
+    let app = continuing_app(&a, &b, true).await;
+    let user = app.seed_automated_user().await;
+    let tools = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]);
+    a.set_fault(Fault::new(FaultKind::CutAfterChunks { chunks: 1 }));
+    let body = json!({
+        "model": "llama-3.3-70b",
+        "stream": true,
+        "tools": tools,
+        "messages": [{"role": "user", "content": "please lookup the weather"}],
+    });
+    let events = sse_events(app.chat(&user.api_key, &body).await).await;
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert!(last.get("error").is_some(), "{events:?}");
+    assert_eq!(
+        b.counters().chat_completions,
+        0,
+        "a half tool call is not continued"
+    );
+
+    let off = continuing_app(&a, &b, false).await;
+    let user = off.seed_automated_user().await;
+    a.set_fault(Fault::new(FaultKind::CutAfterChunks { chunks: 3 }));
+    let mut body = ask("llama-3.3-70b", "one two three four five six seven");
+    body["stream"] = json!(true);
+    let events = sse_events(off.chat(&user.api_key, &body).await).await;
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert!(
+        last.get("error").is_some(),
+        "off: today's behaviour: {events:?}"
+    );
+    assert_eq!(b.counters().chat_completions, 0);
+}

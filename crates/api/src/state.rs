@@ -48,6 +48,9 @@ pub struct AppState {
     pub chat_admission: ChatAdmission,
     /// A `: keep-alive` comment goes out on a stream quiet for this long.
     pub sse_keep_alive: std::time::Duration,
+    /// A stream broken mid-answer is continued on another upstream
+    /// (`MORPHEUS_STREAM_CONTINUATION`).
+    pub stream_continuation: bool,
     /// `false` when no proxy-router is configured: marketplace routes answer 503 saying so.
     pub marketplace_configured: bool,
     /// The operator declared plain providers: chat and embeddings are served even without a

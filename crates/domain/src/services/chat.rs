@@ -40,6 +40,8 @@ pub struct ChatAnswer {
     /// `None` when a provider answered.
     pub session: Option<SessionRecord>,
     pub reply: ChatReply,
+    /// Who answered: `marketplace` or the provider's name.
+    pub upstream: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +322,40 @@ impl ChatService {
             && !(self.upstreams.has_providers()
                 && model.id == super::provided_model_id(&model.name));
         let plan = self.upstreams.plan(&model, on_marketplace);
+        self.run_plan(owner, &model, plan, &request, meter).await
+    }
+
+    /// Mid-stream continuation: `request` carries the conversation with the text delivered so
+    /// far as a final assistant message (prefill); it goes to the model's other upstreams
+    /// (not `broken`, the one whose stream broke), already admitted and held for. Answers once
+    /// the continuation's first event has come.
+    pub async fn continue_elsewhere(
+        &self,
+        owner: SessionOwner,
+        model: &ResolvedModel,
+        request: &ChatRequest,
+        broken: &str,
+        meter: &mut super::UsageMeter,
+    ) -> Result<ChatAnswer, ChatError> {
+        let on_marketplace = self.marketplace
+            && broken != super::Upstream::Marketplace.label()
+            && !(self.upstreams.has_providers()
+                && model.id == super::provided_model_id(&model.name));
+        let mut plan = self.upstreams.plan(model, on_marketplace);
+        plan.retain(|u| u.label() != broken);
+        let answer = self.run_plan(owner, model, plan, request, meter).await?;
+        first_event_arrived(answer).await
+    }
+
+    /// Tries `plan` in order; an upstream that fails before answering hands over to the next.
+    async fn run_plan(
+        &self,
+        owner: SessionOwner,
+        model: &ResolvedModel,
+        plan: Vec<super::Upstream>,
+        request: &ChatRequest,
+        meter: &mut super::UsageMeter,
+    ) -> Result<ChatAnswer, ChatError> {
         let mut failed = None;
         for (i, upstream) in plan.iter().enumerate() {
             let last = i + 1 == plan.len();
@@ -327,8 +363,8 @@ impl ChatService {
             let result = match upstream {
                 super::Upstream::Marketplace => {
                     let answer = async {
-                        let lease = self.sessions.session_for_chat(owner, &model).await?;
-                        self.on_session(owner, model.clone(), lease, &request, meter)
+                        let lease = self.sessions.session_for_chat(owner, model).await?;
+                        self.on_session(owner, model.clone(), lease, request, meter)
                             .await
                     };
                     match answer.await {
@@ -343,12 +379,17 @@ impl ChatService {
                     model: upstream_model,
                     ..
                 } => {
-                    self.on_provider(&**client, upstream_model, &model, &request)
+                    self.on_provider(&**client, upstream_model, model, request)
                         .await
                 }
             };
             match result {
-                Ok(answer) => return Ok(answer),
+                Ok(answer) => {
+                    return Ok(ChatAnswer {
+                        upstream: upstream.label().to_owned(),
+                        ..answer
+                    });
+                }
                 Err(error) => {
                     let over = hands_over(&error);
                     if over {
@@ -390,6 +431,7 @@ impl ChatService {
             model: model.clone(),
             session: None,
             reply,
+            upstream: String::new(),
         })
     }
 
@@ -424,6 +466,7 @@ impl ChatService {
                         model,
                         session: Some(session),
                         reply: hold_until_relayed(reply, lease),
+                        upstream: super::Upstream::Marketplace.label().to_owned(),
                     });
                 }
                 Err(MarketplaceError::SessionGone(SessionGone::NotFound)) if !confirmed => {

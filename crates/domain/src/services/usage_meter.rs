@@ -34,6 +34,9 @@ pub struct UsageMeter {
     generated_bytes: u64,
     /// An answer that is not generated text (embeddings) was delivered.
     served: bool,
+    /// What the legs before a mid-stream continuation used (their provider's count, else
+    /// the text they delivered).
+    carried: TokenUsage,
 }
 
 impl UsageMeter {
@@ -53,7 +56,25 @@ impl UsageMeter {
             admission: None,
             generated_bytes: 0,
             served: false,
+            carried: TokenUsage::default(),
         }
+    }
+
+    /// A continuation takes over a broken stream: what this leg used is carried into the
+    /// record and the charge (its provider's count, else the text it delivered), and the next
+    /// leg's count is added to it.
+    pub fn start_next_leg(&mut self) {
+        let leg = match self.usage.take() {
+            Some(usage) => usage.tokens,
+            None => TokenUsage {
+                prompt_tokens: 0,
+                completion_tokens: TokenEstimate::tokens_in_chars(
+                    usize::try_from(self.generated_bytes).unwrap_or(usize::MAX),
+                ),
+            },
+        };
+        self.carried = add(self.carried, leg);
+        self.generated_bytes = 0;
     }
 
     pub fn set_model(&mut self, model: ModelId) {
@@ -135,23 +156,27 @@ impl UsageMeter {
             return;
         }
         self.finished = true;
+        let carried = self.carried;
         let delivered = || {
             TokenEstimate::tokens_in_chars(
                 usize::try_from(self.generated_bytes).unwrap_or(usize::MAX),
             )
+            .saturating_add(carried.completion_tokens)
         };
+        let used = self.usage.map(|u| add(u.tokens, carried));
+        let nothing = self.generated_bytes == 0 && !self.served && carried == TokenUsage::default();
         if let Some(hold) = self.hold.take() {
-            match (self.usage, self.generated_bytes) {
-                (Some(usage), _) => hold.settle(usage.tokens),
-                (None, 0) if !self.served => hold.void("nothing was served"),
-                (None, _) => hold.settle_estimated(delivered()),
+            match used {
+                Some(tokens) => hold.settle(tokens),
+                None if nothing => hold.void("nothing was served"),
+                None => hold.settle_estimated(delivered()),
             }
         }
         if let Some(admission) = self.admission.take() {
-            match (self.usage, self.generated_bytes) {
-                (Some(usage), _) => admission.settle(usage.tokens),
-                (None, 0) if !self.served => admission.release(),
-                (None, _) => admission.settle_estimated(delivered()),
+            match used {
+                Some(tokens) => admission.settle(tokens),
+                None if nothing => admission.release(),
+                None => admission.settle_estimated(delivered()),
             }
         }
         let latency = self.started.elapsed().as_millis();
@@ -161,7 +186,7 @@ impl UsageMeter {
             model_id: self.model.take(),
             session_id: self.session.take(),
             upstream: self.upstream.take(),
-            usage: self.usage.map(|u| u.tokens),
+            usage: used,
             usage_source: self.usage.map(|u| u.source),
             outcome,
             status: self.status,
@@ -169,6 +194,13 @@ impl UsageMeter {
             latency_ms: u32::try_from(latency).unwrap_or(u32::MAX),
             created_at: Utc::now(),
         });
+    }
+}
+
+fn add(a: TokenUsage, b: TokenUsage) -> TokenUsage {
+    TokenUsage {
+        prompt_tokens: a.prompt_tokens.saturating_add(b.prompt_tokens),
+        completion_tokens: a.completion_tokens.saturating_add(b.completion_tokens),
     }
 }
 
@@ -198,6 +230,31 @@ mod tests {
             key: ApiKeyId(1),
             user: UserId(2),
         }
+    }
+
+    #[test]
+    fn a_continued_stream_records_both_legs() {
+        let sink = Arc::new(Collect::default());
+        let mut meter = UsageMeter::start(sink.clone(), owner(), true);
+        // The first leg delivered 40 bytes of text and broke without a count.
+        meter.add_generated(40);
+        meter.start_next_leg();
+        meter.set_usage(ReportedUsage {
+            tokens: TokenUsage {
+                prompt_tokens: 30,
+                completion_tokens: 7,
+            },
+            source: UsageSource::Usage,
+        });
+        meter.finish(UsageOutcome::Completed, 200);
+        let records = sink.0.lock().unwrap();
+        assert_eq!(
+            records[0].usage,
+            Some(TokenUsage {
+                prompt_tokens: 30,
+                completion_tokens: 10 + 7,
+            })
+        );
     }
 
     #[test]

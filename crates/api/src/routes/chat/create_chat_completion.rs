@@ -3,10 +3,12 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use futures_util::StreamExt;
 use morpheus_domain::ports::{ChatReply, Endpoint};
-use morpheus_domain::services::{ApiKeyPrincipal, ChatRequest, UsageMeter};
+use morpheus_domain::services::{
+    ApiKeyPrincipal, ChatAnswer, ChatRequest, ChatService, ResolvedModel, SessionOwner, UsageMeter,
+};
 use morpheus_domain::{SessionId, UsageOutcome};
 
-use super::{forward, node_rewrites, sse};
+use super::{continuation, forward, node_rewrites, sse};
 use crate::dto::{ChatCompletionRequest, ChatCompletionStreamEvent};
 use crate::error::{ApiError, ErrorResponse, HTTPValidationError, OpenAiError, OpenAiErrorBody};
 use crate::extract::{JsonWithRaw, OpenAiKeyUser};
@@ -61,10 +63,21 @@ pub async fn create_chat_completion(
         Ok(chat) => chat,
         Err(error) => return Err(inference::refused(meter, error)),
     };
+    // Kept only when a broken stream may be continued elsewhere.
+    let retained = (stream && state.stream_continuation).then(|| chat.clone());
     let answer = match state.chat.complete(owner, chat, &mut meter).await {
         Ok(answer) => answer,
         Err(e) => return Err(inference::failed(meter, e)),
     };
+    let continuation = retained.map(|request| {
+        continuation::Leg::new(continue_with(
+            state.chat.clone(),
+            owner,
+            answer.model.clone(),
+            request,
+            answer.upstream.clone(),
+        ))
+    });
     let limits = meter.limit_status();
     let span = TraceSpan::of(&http);
     let asked_for = request.model.clone().unwrap_or(answer.model.name.clone());
@@ -120,6 +133,7 @@ pub async fn create_chat_completion(
                         span,
                         usage_chunk: node_rewrites::client_wants_usage(request),
                         drains: state.stream_drains.clone(),
+                        continuation,
                     },
                 )))
         }
@@ -168,6 +182,45 @@ fn prepare(
         estimate: forward::estimate(request, &body.raw),
         policy: caller.key.policy.clone(),
         limit_multiplier: caller.limit_multiplier,
+    })
+}
+
+/// The continuation of a stream that broke: the same request with the delivered text as a
+/// final assistant message, to the model's other upstreams, on the same admission and hold.
+fn continue_with(
+    chat: ChatService,
+    owner: SessionOwner,
+    model: ResolvedModel,
+    request: ChatRequest,
+    broken: String,
+) -> continuation::ContinueWith {
+    Box::new(move |delivered: String, mut meter: UsageMeter| {
+        Box::pin(async move {
+            let Some(body) = continuation::with_prefill(&request.body, &delivered) else {
+                return (meter, None);
+            };
+            let next = ChatRequest {
+                body,
+                // The pinned session is the one that broke.
+                session_id: None,
+                ..request
+            };
+            meter.start_next_leg();
+            match chat
+                .continue_elsewhere(owner, &model, &next, &broken, &mut meter)
+                .await
+            {
+                Ok(ChatAnswer {
+                    reply: ChatReply::Stream(events),
+                    ..
+                }) => (meter, Some(events)),
+                Ok(_) => (meter, None),
+                Err(error) => {
+                    tracing::warn!(%error, "no upstream could continue the broken stream");
+                    (meter, None)
+                }
+            }
+        })
     })
 }
 

@@ -1,3 +1,4 @@
+mod continuation;
 pub mod create_chat_completion;
 pub(crate) mod forward;
 pub(crate) mod json_members;

@@ -12,6 +12,7 @@ use morpheus_domain::UsageOutcome;
 use morpheus_domain::ports::{ChatEvent, ChatEventStream, StreamFault};
 use morpheus_domain::services::UsageMeter;
 
+use super::continuation::Leg;
 use crate::error::OpenAiErrorDetail;
 use crate::metrics::ActiveStream;
 use crate::stream_drains::StreamDrains;
@@ -31,6 +32,8 @@ pub struct RelayContext {
     pub usage_chunk: bool,
     /// Reads a stream the client left to its end, for the provider's final count.
     pub drains: StreamDrains,
+    /// Continues a stream that breaks mid-answer on another upstream (when enabled).
+    pub continuation: Option<Leg>,
 }
 
 struct Relay {
@@ -46,6 +49,7 @@ struct Relay {
     span: tracing::Span,
     usage_chunk: bool,
     drains: StreamDrains,
+    leg: Option<Leg>,
 }
 
 /// The response body. `first` is the event already read (the response head is only sent once
@@ -69,6 +73,7 @@ pub fn relay(
         span: context.span,
         usage_chunk: context.usage_chunk,
         drains: context.drains,
+        leg: context.continuation,
     };
     futures_util::stream::unfold(state, |mut state| async move {
         if state.finished {
@@ -95,7 +100,12 @@ pub fn relay(
                     Some(frame) => frame,
                     None => continue,
                 },
-                Some(Err(fault)) => state.end(Err(fault)),
+                Some(Err(fault)) => {
+                    if state.continue_elsewhere(&fault).await {
+                        continue;
+                    }
+                    state.end(Err(fault))
+                }
                 None => state.end(Ok(())),
             };
             return Some((Ok(frame), state));
@@ -116,11 +126,37 @@ impl Relay {
         if event.usage_only && !self.usage_chunk {
             return None;
         }
-        let mut frame = BytesMut::with_capacity(event.data.len() + 8);
+        let rewritten = match self.leg.as_mut() {
+            Some(leg) => Some(leg.pass(&event.data)?),
+            None => None,
+        };
+        let data = rewritten.as_deref().unwrap_or(&event.data);
+        let mut frame = BytesMut::with_capacity(data.len() + 8);
         frame.extend_from_slice(b"data: ");
-        frame.extend_from_slice(event.data.as_bytes());
+        frame.extend_from_slice(data.as_bytes());
         frame.extend_from_slice(b"\n\n");
         Some(frame.freeze())
+    }
+
+    /// After a break mid-answer: another upstream's continuation takes the stream's place,
+    /// once, when continuation is on and the answer can be continued.
+    async fn continue_elsewhere(&mut self, fault: &StreamFault) -> bool {
+        let Some((next, delivered)) = self.leg.as_mut().and_then(Leg::take_next) else {
+            return false;
+        };
+        let Some(meter) = self.meter.take() else {
+            return false;
+        };
+        tracing::warn!(error = %fault, "upstream stream broke mid-answer; asking another upstream to continue");
+        let (meter, events) = next(delivered, meter).await;
+        self.meter = Some(meter);
+        match events {
+            Some(events) => {
+                self.events = events;
+                true
+            }
+            None => false,
+        }
     }
 
     fn end(&mut self, outcome: Result<(), StreamFault>) -> Bytes {

@@ -236,3 +236,115 @@ async fn a_model_off_the_keys_allow_list_is_refused_before_any_session() {
     ));
     assert_eq!(chats(&w), sent);
 }
+
+/// A provider that fails with the queued errors, then answers.
+#[derive(Default)]
+struct ScriptedProvider {
+    failures: std::sync::Mutex<std::collections::VecDeque<MarketplaceError>>,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Provider for ScriptedProvider {
+    async fn call(&self, call: ProviderCall) -> Result<ChatReply, MarketplaceError> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            call.model, "upstream-name",
+            "the provider's own name is sent"
+        );
+        if let Some(error) = self.failures.lock().unwrap().pop_front() {
+            return Err(error);
+        }
+        Ok(ChatReply::Complete {
+            body: Bytes::from_static(b"{\"choices\":[]}"),
+            usage: None,
+        })
+    }
+}
+
+/// The world's model served by `provider` (priority 0) before the marketplace (priority 1).
+fn with_provider(w: &SessionWorld, provider: Arc<ScriptedProvider>) -> ChatService {
+    let upstreams = crate::services::Upstreams::new(
+        vec![crate::services::ProviderEntry {
+            name: "p".to_owned(),
+            client: provider,
+            priority: 0,
+            weight: 1,
+            models: vec![crate::services::ProvidedModel {
+                name: SessionWorld::MODEL_NAME.to_owned(),
+                upstream_name: "upstream-name".to_owned(),
+                aliases: vec![],
+                model_type: ModelType::Llm,
+            }],
+        }],
+        1,
+        1,
+        Duration::from_secs(60),
+    );
+    ChatService::new(w.sessions.clone()).with_upstreams(Arc::new(upstreams), true)
+}
+
+async fn complete_with(w: &SessionWorld, chat: &ChatService) -> Result<ChatAnswer, ChatError> {
+    let mut meter = UsageMeter::start(std::sync::Arc::new(NoUsage), w.owner, false);
+    chat.complete(w.owner, request(), &mut meter).await
+}
+
+#[tokio::test]
+async fn a_provider_answers_first_and_an_overloaded_one_hands_over_and_cools() {
+    let w = SessionWorld::new(true).await;
+    let provider = Arc::new(ScriptedProvider::default());
+    let chat = with_provider(&w, provider.clone());
+    let answer = complete_with(&w, &chat).await.unwrap();
+    assert!(answer.session.is_none(), "the provider served");
+    assert_eq!(chats(&w), 0);
+
+    provider
+        .failures
+        .lock()
+        .unwrap()
+        .push_back(MarketplaceError::Rejected {
+            status: 503,
+            message: "overloaded".to_owned(),
+            retry_after: None,
+        });
+    let answer = complete_with(&w, &chat).await.unwrap();
+    assert!(answer.session.is_some(), "the marketplace took over");
+    assert_eq!(chats(&w), 1);
+    // Cooling down: the next request goes to the marketplace without asking it.
+    let calls = provider.calls.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(complete_with(&w, &chat).await.unwrap().session.is_some());
+    assert_eq!(
+        provider.calls.load(std::sync::atomic::Ordering::Relaxed),
+        calls
+    );
+}
+
+#[tokio::test]
+async fn a_request_the_provider_calls_invalid_goes_nowhere_else() {
+    let w = SessionWorld::new(true).await;
+    let provider = Arc::new(ScriptedProvider::default());
+    let chat = with_provider(&w, provider.clone());
+    provider
+        .failures
+        .lock()
+        .unwrap()
+        .push_back(MarketplaceError::Rejected {
+            status: 400,
+            message: "context too long".to_owned(),
+            retry_after: None,
+        });
+    let got = complete_with(&w, &chat).await;
+    assert!(
+        matches!(
+            got,
+            Err(ChatError::Upstream(MarketplaceError::Rejected {
+                status: 400,
+                ..
+            }))
+        ),
+        "{got:?}"
+    );
+    assert_eq!(chats(&w), 0, "the marketplace was not asked");
+    assert_eq!(w.market.opens(), 0, "nor a session opened");
+}

@@ -24,6 +24,11 @@ async fn mock(name: &str, models: &[&str]) -> MockHandle {
 
 /// The app with a providers file of `text` (`{A}`, `{B}` stand for the mocks' base URLs).
 async fn app_with(text: &str, mocks: &[&MockHandle]) -> MarketApp {
+    app_continuing(text, mocks, false).await
+}
+
+/// The same, with mid-stream continuation `on` or off.
+async fn app_continuing(text: &str, mocks: &[&MockHandle], on: bool) -> MarketApp {
     let mut text = text.to_owned();
     for (placeholder, mock) in ["{A}", "{B}"].iter().zip(mocks) {
         text = text.replace(placeholder, &mock.openai_base_url());
@@ -32,6 +37,7 @@ async fn app_with(text: &str, mocks: &[&MockHandle]) -> MarketApp {
     std::fs::write(&path, text).unwrap();
     spawn_market_app_with(move |s| {
         s.providers_file = Some(path);
+        s.stream_continuation = on;
         s.chat_shed_lateness_ms = 0;
     })
     .await
@@ -297,17 +303,8 @@ async fn continuing_app(a: &MockHandle, b: &MockHandle, on: bool) -> MarketApp {
         base_url = "{B}"
         priority = 1
         models = [{ name = "llama-3.3-70b" }]
-        "#
-    .replace("{A}", &a.openai_base_url())
-    .replace("{B}", &b.openai_base_url());
-    let path = std::env::temp_dir().join(format!("providers-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&path, text).unwrap();
-    spawn_market_app_with(move |s| {
-        s.providers_file = Some(path);
-        s.stream_continuation = on;
-        s.chat_shed_lateness_ms = 0;
-    })
-    .await
+        "#;
+    app_continuing(text, &[a, b], on).await
 }
 
 fn chunks(events: &[String]) -> Vec<Value> {

@@ -282,9 +282,10 @@ settings! {
     stream_drain_seconds: u64 = 120, range = 1 ..= 3_600;
     /// a `: keep-alive` comment goes out on a stream quiet this long
     sse_keep_alive_seconds: u64 = 15, range = 1 ..= 3_600;
-    /// mid-stream continuation: when an upstream's stream breaks after some text, another
-    /// upstream of the model is asked to continue from the delivered text (assistant prefill)
-    /// under the same completion id, never once tool calls have started
+    /// allow mid-stream continuation for the keys that ask for it (`stream_continuation`):
+    /// when an upstream's stream breaks after some text, another upstream of the model is
+    /// asked to continue from the delivered text (assistant prefill) under the same completion
+    /// id, never once tool calls have started
     /// ([Plain OpenAI-compatible providers](#plain-openai-compatible-providers)); off: the
     /// stream ends with its error event
     stream_continuation: bool = false;

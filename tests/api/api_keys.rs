@@ -50,6 +50,7 @@ async fn a_new_key_is_shown_once_and_stored_only_as_a_digest() {
                 "last_used_at",
                 "name",
                 "rpm",
+                "stream_continuation",
                 "tpm"
             ]
         );

@@ -307,6 +307,21 @@ async fn continuing_app(a: &MockHandle, b: &MockHandle, on: bool) -> MarketApp {
     app_continuing(text, &[a, b], on).await
 }
 
+/// A key of the user that asks for mid-stream continuation.
+async fn continuing_key(app: &MarketApp, access: &str) -> String {
+    let r = app
+        .authed(
+            reqwest::Method::POST,
+            "/api/v1/auth/keys",
+            access,
+            Some(&json!({"name": "continuing", "stream_continuation": true})),
+        )
+        .await;
+    let key: Value = r.json().await.unwrap();
+    assert_eq!(key["stream_continuation"], true, "{key}");
+    key["key"].as_str().unwrap().to_owned()
+}
+
 fn chunks(events: &[String]) -> Vec<Value> {
     events
         .iter()
@@ -321,12 +336,13 @@ async fn a_stream_cut_after_10_chunks_is_continued_elsewhere_as_one_answer() {
     let b = mock("b", &["llama-3.3-70b"]).await;
     let app = continuing_app(&a, &b, true).await;
     let user = app.seed_automated_user().await;
+    let key = continuing_key(&app, &user.access).await;
     a.set_fault(Fault::new(FaultKind::CutAfterChunks { chunks: 10 }));
     let words: Vec<String> = (1..=30).map(|i| format!("word{i}")).collect();
     let text = words.join(" ");
     let mut body = ask("llama-3.3-70b", &text);
     body["stream"] = json!(true);
-    let r = app.chat(&user.api_key, &body).await;
+    let r = app.chat(&key, &body).await;
     assert_eq!(r.status(), 200);
     let events = sse_events(r).await;
     assert_eq!(
@@ -385,11 +401,12 @@ async fn a_stream_cut_after_10_chunks_is_continued_elsewhere_as_one_answer() {
 }
 
 #[tokio::test]
-async fn a_cut_tool_call_stream_and_a_cut_without_continuation_end_with_the_error_event() {
+async fn a_cut_tool_call_stream_and_a_cut_not_opted_in_end_with_the_error_event() {
     let a = mock("a", &["llama-3.3-70b"]).await;
     let b = mock("b", &["llama-3.3-70b"]).await;
     let app = continuing_app(&a, &b, true).await;
     let user = app.seed_automated_user().await;
+    let key = continuing_key(&app, &user.access).await;
     let tools = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]);
     a.set_fault(Fault::new(FaultKind::CutAfterChunks { chunks: 1 }));
     let body = json!({
@@ -398,7 +415,7 @@ async fn a_cut_tool_call_stream_and_a_cut_without_continuation_end_with_the_erro
         "tools": tools,
         "messages": [{"role": "user", "content": "please lookup the weather"}],
     });
-    let events = sse_events(app.chat(&user.api_key, &body).await).await;
+    let events = sse_events(app.chat(&key, &body).await).await;
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert!(last.get("error").is_some(), "{events:?}");
     assert_eq!(
@@ -407,12 +424,20 @@ async fn a_cut_tool_call_stream_and_a_cut_without_continuation_end_with_the_erro
         "a half tool call is not continued"
     );
 
+    // Allowed by the operator, not asked for by the key: today's behaviour.
+    a.set_fault(Fault::new(FaultKind::CutAfterChunks { chunks: 3 }));
+    let mut plain = ask("llama-3.3-70b", "one two three four five six seven");
+    plain["stream"] = json!(true);
+    let events = sse_events(app.chat(&user.api_key, &plain).await).await;
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert!(last.get("error").is_some(), "not opted in: {events:?}");
+    assert_eq!(b.counters().chat_completions, 0);
+
     let off = continuing_app(&a, &b, false).await;
     let user = off.seed_automated_user().await;
+    let key = continuing_key(&off, &user.access).await;
     a.set_fault(Fault::new(FaultKind::CutAfterChunks { chunks: 3 }));
-    let mut body = ask("llama-3.3-70b", "one two three four five six seven");
-    body["stream"] = json!(true);
-    let events = sse_events(off.chat(&user.api_key, &body).await).await;
+    let events = sse_events(off.chat(&key, &plain).await).await;
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert!(
         last.get("error").is_some(),

@@ -36,6 +36,7 @@ diesel::table! {
         /// JSON array of `{"window_seconds", "limit_units"}`.
         budgets -> Nullable<Text>,
         is_default -> Bool,
+        stream_continuation -> Bool,
     }
 }
 

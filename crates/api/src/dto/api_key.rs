@@ -37,6 +37,10 @@ pub struct APIKeyCreate {
     #[serde(default)]
     #[schema(max_items = 4)]
     pub budgets: Option<Vec<KeyBudgetCreate>>,
+    /// Continue a stream that breaks mid-answer on another upstream (when the operator allows
+    /// it, `MORPHEUS_STREAM_CONTINUATION`); null or absent: no.
+    #[serde(default)]
+    pub stream_continuation: Option<bool>,
 }
 
 /// A model's name or id, as an allow-list entry.
@@ -137,6 +141,10 @@ pub struct APIKeyUpdate {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Vec<KeyBudgetCreate>>, max_items = 4)]
     pub budgets: Option<Option<Vec<KeyBudgetCreate>>>,
+    /// `null` turns it off.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<bool>)]
+    pub stream_continuation: Option<Option<bool>>,
 }
 
 /// A member that is present, `null` included, is `Some`; an absent one stays `None` (its
@@ -173,6 +181,8 @@ pub struct APIKeyResponse {
     /// Spending caps; null: none.
     #[schema(required = true)]
     pub budgets: Option<Vec<KeyBudgetRead>>,
+    /// A broken stream is continued on another upstream (when the operator allows it).
+    pub stream_continuation: bool,
 }
 
 impl APIKeyResponse {
@@ -188,6 +198,7 @@ impl APIKeyResponse {
             rpm: p.rpm,
             tpm: p.tpm,
             budgets: p.budgets,
+            stream_continuation: key.policy.stream_continuation,
         }
     }
 }
@@ -244,6 +255,8 @@ pub struct APIKeyDB {
     pub budgets: Option<Vec<KeyBudgetRead>>,
     /// The user's default key (`PUT /auth/keys/{key_id}/default`).
     pub is_default: bool,
+    /// A broken stream is continued on another upstream (when the operator allows it).
+    pub stream_continuation: bool,
 }
 
 impl APIKeyDB {
@@ -272,6 +285,7 @@ impl From<ApiKey> for APIKeyDB {
             tpm: p.tpm,
             budgets: p.budgets,
             is_default: k.is_default,
+            stream_continuation: k.policy.stream_continuation,
         }
     }
 }
@@ -325,6 +339,7 @@ impl APIKeyCreate {
                     rpm,
                     tpm,
                     budgets,
+                    stream_continuation: self.stream_continuation.unwrap_or(false),
                 },
             )),
             _ => Err(fields),
@@ -382,6 +397,9 @@ impl APIKeyUpdate {
             && let Some(list) = budgets(raw.as_deref().unwrap_or_default(), &mut fields)
         {
             change.budgets = Change::Set(list);
+        }
+        if let Some(on) = self.stream_continuation {
+            change.stream_continuation = Change::Set(on.unwrap_or(false));
         }
         if fields.is_empty() {
             Ok(change)

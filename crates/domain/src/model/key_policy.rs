@@ -27,6 +27,9 @@ pub struct KeyPolicy {
     /// Spending caps, each over its own window; empty: no cap. At most [`MAX_BUDGETS`],
     /// windows distinct.
     pub budgets: Vec<KeyBudget>,
+    /// A stream that breaks mid-answer is continued by another upstream (when the operator
+    /// allows it too).
+    pub stream_continuation: bool,
 }
 
 impl KeyPolicy {
@@ -301,6 +304,7 @@ pub struct ApiKeyChange {
     pub rpm: Change<Option<NonZeroU32>>,
     pub tpm: Change<Option<NonZeroU64>>,
     pub budgets: Change<Vec<KeyBudget>>,
+    pub stream_continuation: Change<bool>,
 }
 
 impl ApiKeyChange {
@@ -312,6 +316,7 @@ impl ApiKeyChange {
             && self.rpm.is_keep()
             && self.tpm.is_keep()
             && self.budgets.is_keep()
+            && self.stream_continuation.is_keep()
     }
 }
 

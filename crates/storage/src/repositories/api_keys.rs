@@ -30,6 +30,7 @@ struct ApiKeyRow {
     tpm: Option<i64>,
     budgets: Option<String>,
     is_default: bool,
+    stream_continuation: bool,
 }
 
 #[derive(Insertable)]
@@ -47,6 +48,7 @@ struct NewApiKeyRow {
     rpm: Option<i64>,
     tpm: Option<i64>,
     budgets: Option<String>,
+    stream_continuation: bool,
 }
 
 /// What a PATCH changes; a `None` field is left as it is, `Some(None)` sets NULL.
@@ -59,6 +61,7 @@ struct ApiKeyChangeset {
     rpm: Option<Option<i64>>,
     tpm: Option<Option<i64>>,
     budgets: Option<Option<String>>,
+    stream_continuation: Option<bool>,
 }
 
 /// A budget as the `budgets` column holds it: the window in seconds, the limit in Usd units.
@@ -105,6 +108,7 @@ impl From<ApiKeyChange> for ApiKeyChangeset {
                 v.map(|n| i64::try_from(n.get()).unwrap_or(i64::MAX))
             }),
             budgets: change(c.budgets, |v| budgets_column(&v)),
+            stream_continuation: change(c.stream_continuation, |v| v),
         }
     }
 }
@@ -164,6 +168,7 @@ impl ApiKeyRow {
             rpm,
             tpm,
             budgets,
+            stream_continuation: self.stream_continuation,
         })
     }
 }
@@ -205,6 +210,7 @@ impl From<NewApiKey> for NewApiKeyRow {
                 .tpm
                 .map(|n| i64::try_from(n.get()).unwrap_or(i64::MAX)),
             budgets: budgets_column(&policy.budgets),
+            stream_continuation: policy.stream_continuation,
         }
     }
 }

@@ -419,6 +419,7 @@ async fn a_policy_round_trips_and_a_change_sets_clears_or_keeps_each_field() {
                     limit: "30".parse::<Usd>().unwrap(),
                 },
             ],
+            stream_continuation: true,
         };
         let mut key = new_key(&alice, "sk-aaaaaa", 1);
         key.policy = policy.clone();
@@ -444,6 +445,7 @@ async fn a_policy_round_trips_and_a_change_sets_clears_or_keeps_each_field() {
             allowed_models: Change::Set(None),
             rpm: Change::Set(NonZeroU32::new(10)),
             budgets: Change::Set(vec![]),
+            stream_continuation: Change::Set(false),
             ..ApiKeyChange::default()
         };
         assert!(
@@ -464,6 +466,7 @@ async fn a_policy_round_trips_and_a_change_sets_clears_or_keeps_each_field() {
                 allowed_models: None,
                 rpm: NonZeroU32::new(10),
                 budgets: vec![],
+                stream_continuation: false,
                 ..policy.clone()
             }
         );

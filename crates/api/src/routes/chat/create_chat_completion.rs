@@ -64,7 +64,8 @@ pub async fn create_chat_completion(
         Err(error) => return Err(inference::refused(meter, error)),
     };
     // Kept only when a broken stream may be continued elsewhere.
-    let retained = (stream && state.stream_continuation).then(|| chat.clone());
+    let retained = (stream && state.stream_continuation && key.0.key.policy.stream_continuation)
+        .then(|| chat.clone());
     let answer = match state.chat.complete(owner, chat, &mut meter).await {
         Ok(answer) => answer,
         Err(e) => return Err(inference::failed(meter, e)),

@@ -1,5 +1,6 @@
 //! Set-up through the real APIs: a user, a JWT, an API key and automation on the gateway; a
-//! session opened on the simulator directly for the direct lane.
+//! session opened on the simulator directly for the direct lane; a user and key on the
+//! plain-provider lane's gateway.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -59,8 +60,9 @@ pub async fn run(gw: SocketAddr, sim: SocketAddr) -> Result<Ready> {
     run_with_key(gw, sim, &json!({"name": "bench"})).await
 }
 
-/// [`run`], the key made with `key` as its `POST /api/v1/auth/keys` body (a policy).
-pub async fn run_with_key(gw: SocketAddr, sim: SocketAddr, key: &Value) -> Result<Ready> {
+/// Registers the set-up user, logs in and makes an API key with `key` as its
+/// `POST /api/v1/auth/keys` body: (JWT, `sk-…`).
+async fn user_and_key(gw: SocketAddr, key: &Value) -> Result<(String, String)> {
     let (s, b) = call(
         gw,
         Method::POST,
@@ -94,6 +96,31 @@ pub async fn run_with_key(gw: SocketAddr, sim: SocketAddr, key: &Value) -> Resul
         "key",
         "create key",
     )?;
+    Ok((jwt, api_key))
+}
+
+/// Set-up of a gateway whose model `model` is served by a plain OpenAI-compatible provider: a
+/// user and an API key (no automation: providers need no sessions), then one chat on `model`
+/// through the gateway, which must come back as the provider's echo. Returns the key.
+pub async fn run_for_provider(gw: SocketAddr, model: &str) -> Result<String> {
+    let (_, api_key) = user_and_key(gw, &json!({"name": "bench"})).await?;
+    let probe = json!({"model": model, "messages": [{"role": "user", "content": "hello"}]});
+    let (s, b) = call(
+        gw,
+        Method::POST,
+        "/api/v1/chat/completions",
+        &[("authorization", format!("Bearer {api_key}"))],
+        Some(&probe),
+    )
+    .await?;
+    let what = "first chat through the gateway to the provider";
+    check_echo(&expect(s, &[200], &b, what)?, what)?;
+    Ok(api_key)
+}
+
+/// [`run`], the key made with `key` as its `POST /api/v1/auth/keys` body (a policy).
+pub async fn run_with_key(gw: SocketAddr, sim: SocketAddr, key: &Value) -> Result<Ready> {
+    let (jwt, api_key) = user_and_key(gw, key).await?;
     let bearer = [("authorization", format!("Bearer {api_key}"))];
 
     let (s, b) = call(

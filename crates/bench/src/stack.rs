@@ -1,5 +1,6 @@
-//! The processes under test: `morpheus-router-sim` and `morpheus-gateway` started from their
-//! release binaries on fresh temporary directories, and the chat bodies sent to them.
+//! The processes under test: `morpheus-router-sim`, `morpheus-gateway` and (for the benchmark's
+//! plain-provider lane) `morpheus-openai-mock` started from their release binaries on fresh
+//! temporary directories, and the chat bodies sent to them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,15 +14,19 @@ use crate::http::probe_200;
 use crate::procs::{self, ChildGuard};
 use crate::setup;
 
-/// Where the two programs under test are.
+/// Where the programs under test are.
 pub struct Bins {
     pub gateway: PathBuf,
     pub sim: PathBuf,
+    /// `morpheus-openai-mock`, when it was built (`bench/run` builds it; the reliability checks
+    /// do not need it).
+    pub openai_mock: Option<PathBuf>,
 }
 
 impl Bins {
     /// `morpheus-gateway` and `morpheus-router-sim` in `dir`, or else next to this binary;
-    /// `how_to_build` goes into the error when they are missing.
+    /// `how_to_build` goes into the error when they are missing. `morpheus-openai-mock` is
+    /// looked for in the same place.
     pub fn locate(dir: Option<&Path>, how_to_build: &str) -> Result<Self> {
         let dir = match dir {
             Some(d) => d.to_path_buf(),
@@ -41,6 +46,7 @@ impl Bins {
         Ok(Self {
             gateway: find("morpheus-gateway")?,
             sim: find("morpheus-router-sim")?,
+            openai_mock: find("morpheus-openai-mock").ok(),
         })
     }
 
@@ -172,6 +178,41 @@ pub fn start_sim(
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok((sim, bind))
+}
+
+/// Starts `morpheus-openai-mock` (no pause between stream events, no key) serving `models`, and
+/// waits for its `GET /v1/models`.
+pub fn start_openai_mock(
+    bin: &Path,
+    dir: &Path,
+    cpu: Option<usize>,
+    name: &str,
+    models: &[&str],
+) -> Result<(ChildGuard, SocketAddr)> {
+    std::fs::create_dir_all(dir)?;
+    let bind = procs::free_addr()?;
+    let bind_arg = bind.to_string();
+    let mut args = vec!["--bind", &bind_arg, "--chunk-delay-ms", "0", "--name", name];
+    for model in models {
+        args.extend_from_slice(&["--model", model]);
+    }
+    let mut mock = procs::spawn(
+        "morpheus-openai-mock",
+        bin,
+        &args,
+        &[],
+        cpu,
+        dir.join("openai-mock.log"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !probe_200(bind, "/v1/models") {
+        mock.check_running()?;
+        if Instant::now() > deadline {
+            bail!("the OpenAI mock did not answer /v1/models within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok((mock, bind))
 }
 
 /// A chat of one user message of `words` words. The simulator echoes `Echo:` plus the words,

@@ -4,6 +4,7 @@
 
 mod governed;
 mod lanes;
+mod provider;
 mod realistic;
 mod report;
 
@@ -23,7 +24,9 @@ use crate::report::{Pinning, Results, Round};
 
 /// Measures the latency, throughput, time to first token, stream capacity, memory and
 /// start-up of morpheus-gateway against morpheus-router-sim, lane "direct" (load generator →
-/// simulator) against lane "gateway" (load generator → gateway → simulator), interleaved.
+/// simulator) against lane "gateway" (load generator → gateway → simulator), interleaved; and
+/// the same small chat against morpheus-openai-mock, directly and through a gateway routing to
+/// it as a plain OpenAI-compatible provider.
 #[derive(Parser, Debug)]
 #[command(name = "morpheus-bench", version)]
 struct Args {
@@ -39,7 +42,8 @@ struct Args {
     /// Wait after the 1,000 streams before the last RSS reading [default: 60, quick: 5].
     #[arg(long)]
     settle_seconds: Option<u64>,
-    /// Directory holding morpheus-gateway and morpheus-router-sim [default: this binary's].
+    /// Directory holding morpheus-gateway, morpheus-router-sim and morpheus-openai-mock
+    /// [default: this binary's].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Do not pin processes to cores.
@@ -153,8 +157,8 @@ fn run(args: &Args) -> Result<()> {
     let plan = Plan::new(args);
     let bins = Bins::locate(
         args.bin_dir.as_deref(),
-        "run bench/run (it builds morpheus-gateway, morpheus-router-sim and morpheus-bench \
-         in release mode first)",
+        "run bench/run (it builds morpheus-gateway, morpheus-router-sim, morpheus-openai-mock \
+         and morpheus-bench in release mode first)",
     )?;
     let out = match &args.out {
         Some(p) => p.clone(),
@@ -318,6 +322,26 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
             ""
         }
     ));
+    let mut provider = provider::start(
+        bins,
+        &tmp.path().join("provider"),
+        sim_addr,
+        (core_lg, core_gw),
+    )
+    .await?;
+    let pinning = pinning.observed_provider(provider.mock_pid(), provider.gateway_pid());
+    progress(format!(
+        "plain-provider lane: openai-mock on {} (pid {}, cores {}), its gateway on {} (pid {}, \
+         cores {}), model {} → {}",
+        provider.direct.addr,
+        provider.mock_pid(),
+        pinning.mock_cpus,
+        provider.gateway_addr(),
+        provider.gateway_pid(),
+        pinning.provider_gateway_cpus,
+        provider::MODEL,
+        provider::UPSTREAM_MODEL
+    ));
     let small = chat_body(&ready.model, 4, 16, false);
     let streamed = chat_body(&ready.model, plan.ttft_chunks - 1, plan.ttft_chunks, true);
 
@@ -362,6 +386,34 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
             round.c1_governed.push(measured);
             lane.check_running()?;
         }
+        // The plain-provider lane: the mock directly, then through its gateway.
+        round.provider_c1_direct = lanes::latency(
+            &provider.direct,
+            &provider.direct_body,
+            warm,
+            plan.c1_requests,
+        )
+        .await?
+        .into();
+        let before = governed::own_time(provider.gateway_addr())?;
+        round.provider_c1_gateway = lanes::latency(
+            &provider.through,
+            &provider.through_body,
+            warm,
+            plan.c1_requests,
+        )
+        .await?
+        .into();
+        round.provider_own_us =
+            governed::own_time_mean_us(before, governed::own_time(provider.gateway_addr())?);
+        progress(format!(
+            "round {r}/{}: c=1 p50 openai-mock direct {:.1} µs, through the gateway {:.1} µs \
+             (its own time {:.1} µs)",
+            plan.rounds,
+            round.provider_c1_direct.p50_us,
+            round.provider_c1_gateway.p50_us,
+            round.provider_own_us
+        ));
         let (cw, cm, cn) = (plan.c64_warmup, plan.c64_measure, plan.c64_conns);
         round.c64_direct = lanes::throughput(&direct, &small, cn, cw, cm).await?.into();
         round.c64_gateway = lanes::throughput(&gateway, &small, cn, cw, cm)
@@ -371,6 +423,21 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
             "round {r}/{}: c={cn} direct {:.0}/s, gateway {:.0}/s",
             plan.rounds, round.c64_direct.per_second, round.c64_gateway.per_second
         ));
+        round.provider_c64_direct =
+            lanes::throughput(&provider.direct, &provider.direct_body, cn, cw, cm)
+                .await?
+                .into();
+        round.provider_c64_gateway =
+            lanes::throughput(&provider.through, &provider.through_body, cn, cw, cm)
+                .await?
+                .into();
+        progress(format!(
+            "round {r}/{}: c={cn} openai-mock direct {:.0}/s, through the gateway {:.0}/s",
+            plan.rounds,
+            round.provider_c64_direct.per_second,
+            round.provider_c64_gateway.per_second
+        ));
+        provider.check_running()?;
         let (tw, tn, tc) = (plan.ttft_warmup, plan.ttft_streams, plan.ttft_chunks);
         round.ttft_direct = lanes::ttft(&direct, &streamed, tw, tn, tc).await?.into();
         round.ttft_gateway = lanes::ttft(&gateway, &streamed, tw, tn, tc).await?.into();
@@ -392,6 +459,8 @@ async fn bench(plan: &Plan, bins: &Bins, machine: Machine, pinning: Pinning) -> 
         .collect();
     let redis_reachable = redis.is_some();
     drop(governed);
+    drop(provider);
+    progress(report::provider_line(&rounds));
 
     // 4 and 5: many slow streams at once through the gateway, RSS sampled every 10 ms.
     setup::set_chunk_delay(sim_addr, plan.many_chunk_delay_ms).await?;

@@ -15,6 +15,9 @@ pub struct Pinning {
     pub loadgen_cpus: String,
     pub sim_cpus: String,
     pub gateway_cpus: String,
+    /// The plain-provider lane's `morpheus-openai-mock` and gateway.
+    pub mock_cpus: String,
+    pub provider_gateway_cpus: String,
 }
 
 impl Pinning {
@@ -26,6 +29,8 @@ impl Pinning {
             loadgen_cpus: String::new(),
             sim_cpus: String::new(),
             gateway_cpus: String::new(),
+            mock_cpus: String::new(),
+            provider_gateway_cpus: String::new(),
         }
     }
 
@@ -51,11 +56,30 @@ impl Pinning {
         self
     }
 
+    /// Reads back the plain-provider lane's processes' allowed cores: the mock belongs with
+    /// the simulator (core 0), its gateway with the main gateway (core 1).
+    pub fn observed_provider(mut self, mock: u32, gateway: u32) -> Self {
+        self.mock_cpus = procs::allowed_cpus(mock);
+        self.provider_gateway_cpus = procs::allowed_cpus(gateway);
+        if self.enabled && (self.mock_cpus != "0" || self.provider_gateway_cpus != "1") {
+            self.note = format!("pinning asked for but not in effect ({})", self.note);
+            self.enabled = false;
+        }
+        self
+    }
+
     pub fn describe(&self) -> String {
-        format!(
+        let mut out = format!(
             "{}; allowed cores: load generator {}, simulator {}, gateway {}",
             self.note, self.loadgen_cpus, self.sim_cpus, self.gateway_cpus
-        )
+        );
+        if !self.mock_cpus.is_empty() {
+            out.push_str(&format!(
+                ", openai-mock {}, its gateway {}",
+                self.mock_cpus, self.provider_gateway_cpus
+            ));
+        }
+        out
     }
 }
 
@@ -167,6 +191,13 @@ pub struct Round {
     /// gateway lane, and over each governed lane.
     pub c1_gateway_own_us: f64,
     pub c1_governed_own_us: Vec<f64>,
+    /// The plain-provider lane: c=1 and c=64 on `morpheus-openai-mock` directly and through
+    /// its gateway, and that gateway's own time per request (mean, µs) over its c=1 run.
+    pub provider_c1_direct: LatencySummary,
+    pub provider_c1_gateway: LatencySummary,
+    pub provider_own_us: f64,
+    pub provider_c64_direct: ThroughputSummary,
+    pub provider_c64_gateway: ThroughputSummary,
 }
 
 /// What a governed lane has on.
@@ -427,6 +458,9 @@ pub fn render(r: &Results) -> (String, Value) {
                      "gateway_us": spread(&gt99).json(), "target_max_us": 300.0}),
     });
 
+    // 8. The plain-provider lane, measured in the same rounds.
+    figures.extend(provider_figures(r));
+
     // 4. Many concurrent streams.
     let m = &r.many;
     let stall_ms = (r.plan.many_chunk_delay_ms * STALL_FACTOR).max(1000) as f64;
@@ -558,6 +592,10 @@ pub fn render(r: &Results) -> (String, Value) {
                 + x.ttft_direct.incomplete
                 + x.ttft_gateway.incomplete
                 + x.c1_governed.iter().map(|l| l.errors).sum::<u64>()
+                + x.provider_c1_direct.errors
+                + x.provider_c1_gateway.errors
+                + x.provider_c64_direct.errors
+                + x.provider_c64_gateway.errors
         })
         .sum();
 
@@ -589,6 +627,8 @@ pub fn render(r: &Results) -> (String, Value) {
             "load_generator_cpus": r.pinning.loadgen_cpus,
             "simulator_cpus": r.pinning.sim_cpus,
             "gateway_cpus": r.pinning.gateway_cpus,
+            "openai_mock_cpus": r.pinning.mock_cpus,
+            "provider_gateway_cpus": r.pinning.provider_gateway_cpus,
         },
         "model": r.model,
         "plan": r.plan.json(),
@@ -602,9 +642,115 @@ pub fn render(r: &Results) -> (String, Value) {
                        .collect::<Vec<_>>()},
             "c64": {"direct": x.c64_direct.json(), "gateway": x.c64_gateway.json()},
             "ttft": {"direct": x.ttft_direct.json(), "gateway": x.ttft_gateway.json()},
+            "gateway_own_us": x.c1_gateway_own_us,
+            "provider": {
+                "c1": {"direct": x.provider_c1_direct.json(),
+                       "gateway": x.provider_c1_gateway.json()},
+                "gateway_own_us": x.provider_own_us,
+                "c64": {"direct": x.provider_c64_direct.json(),
+                        "gateway": x.provider_c64_gateway.json()},
+            },
         })).collect::<Vec<_>>(),
     });
     (table, doc)
+}
+
+/// Figure 8, the plain-provider lane: what the gateway adds in front of a plain
+/// OpenAI-compatible provider (`morpheus-openai-mock`), computed like figures 1 and 2 (round
+/// by round, then the median across rounds), and the gateway's own time per request. No
+/// targets: the figures are for comparison (with the simulator lanes, with other gateways).
+fn provider_figures(r: &Results) -> Vec<Figure> {
+    let col = |f: fn(&Round) -> f64| r.rounds.iter().map(f).collect::<Vec<f64>>();
+    let mut figures = Vec::new();
+    for (key, label, d, g) in [
+        (
+            "provider_added_latency_p50",
+            "plain provider: added latency p50, c=1",
+            col(|x| x.provider_c1_direct.p50_us),
+            col(|x| x.provider_c1_gateway.p50_us),
+        ),
+        (
+            "provider_added_latency_p99",
+            "plain provider: added latency p99, c=1",
+            col(|x| x.provider_c1_direct.p99_us),
+            col(|x| x.provider_c1_gateway.p99_us),
+        ),
+    ] {
+        let added = spread(&differences(&d, &g));
+        figures.push(Figure {
+            key,
+            label: label.to_owned(),
+            result: format!(
+                "{}  [direct {:.1}, gateway {:.1}]",
+                us(added),
+                spread(&d).median,
+                spread(&g).median
+            ),
+            target: "—".to_owned(),
+            met: None,
+            json: json!({"added_us": added.json(), "direct_us": spread(&d).json(),
+                         "gateway_us": spread(&g).json()}),
+        });
+    }
+    let own = spread(&col(|x| x.provider_own_us));
+    let marketplace_own = spread(&col(|x| x.c1_gateway_own_us));
+    figures.push(Figure {
+        key: "provider_gateway_own_time",
+        label: "  …in the gateway's own time (mean)".to_owned(),
+        result: format!(
+            "{}  [simulator lane's gateway {:.1}]",
+            us(own),
+            marketplace_own.median
+        ),
+        target: "—".to_owned(),
+        met: None,
+        json: json!({"own_us": own.json(), "simulator_lane_own_us": marketplace_own.json()}),
+    });
+    let dr = col(|x| x.provider_c64_direct.per_second);
+    let gr = col(|x| x.provider_c64_gateway.per_second);
+    let ratio = spread(&ratios(&dr, &gr));
+    figures.push(Figure {
+        key: "provider_throughput_ratio",
+        label: format!(
+            "plain provider: throughput ratio gateway/direct, c={}",
+            r.plan.c64_conns
+        ),
+        result: format!(
+            "{:.2} ({:.2} – {:.2})  [direct {:.0}/s, gateway {:.0}/s]",
+            ratio.median,
+            ratio.min,
+            ratio.max,
+            spread(&dr).median,
+            spread(&gr).median
+        ),
+        target: "—".to_owned(),
+        met: None,
+        json: json!({"ratio": ratio.json(), "direct_rps": spread(&dr).json(),
+                     "gateway_rps": spread(&gr).json()}),
+    });
+    figures
+}
+
+/// One progress line of the plain-provider lane's figures (medians across rounds).
+pub fn provider_line(rounds: &[Round]) -> String {
+    let col = |f: fn(&Round) -> f64| rounds.iter().map(f).collect::<Vec<f64>>();
+    let d50 = col(|x| x.provider_c1_direct.p50_us);
+    let d99 = col(|x| x.provider_c1_direct.p99_us);
+    let added50 = spread(&differences(&d50, &col(|x| x.provider_c1_gateway.p50_us)));
+    let added99 = spread(&differences(&d99, &col(|x| x.provider_c1_gateway.p99_us)));
+    let ratio = spread(&ratios(
+        &col(|x| x.provider_c64_direct.per_second),
+        &col(|x| x.provider_c64_gateway.per_second),
+    ));
+    format!(
+        "plain provider: added p50 {:.1} µs, p99 {:.1} µs, gateway own time {:.1} µs, c=1 \
+         direct p50 {:.1} µs; c=64 ratio {:.2}",
+        added50.median,
+        added99.median,
+        spread(&col(|x| x.provider_own_us)).median,
+        spread(&d50).median,
+        ratio.median
+    )
 }
 
 fn realistic_figures(lane: &Realistic) -> Vec<Figure> {
@@ -670,8 +816,10 @@ fn table(r: &Results, figures: &[Figure], errors: u64) -> String {
     let mut out = header(&r.machine, &r.pinning);
     out.push_str(&format!(
         "lanes: direct = load generator → simulator; gateway = load generator → gateway → \
-         simulator; {rounds} interleaved rounds, median (min – max) across rounds; \
-         model {}; wall time {:.0} s; load average at end {}\n\n",
+         simulator; plain provider: direct = load generator → openai-mock, gateway = load \
+         generator → gateway (providers file) → openai-mock; {rounds} interleaved rounds, \
+         median (min – max) across rounds; model {}; wall time {:.0} s; load average at end \
+         {}\n\n",
         r.model,
         r.wall_seconds,
         procs::load_average()

@@ -390,7 +390,7 @@ async fn a_stream_cut_after_10_chunks_is_continued_elsewhere_as_one_answer() {
     // the continuation's own count.
     app.wait_for_usage(user.id, 1).await;
     let completion = app.count(&format!(
-        "SELECT completion_tokens AS n FROM usage_records WHERE user_id = {}",
+        "SELECT CAST(completion_tokens AS BIGINT) AS n FROM usage_records WHERE user_id = {}",
         user.id
     ));
     println!("continuation: completion tokens recorded {completion}");

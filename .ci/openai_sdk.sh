@@ -24,7 +24,7 @@ port=$(free_port)
 target/debug/morpheus-router-sim --bind "127.0.0.1:$sim_port" > "$work/sim.log" 2>&1 &
 sim=$!
 target/debug/morpheus-openai-mock --bind "127.0.0.1:$mock_port" --name mock --api-key sk-mock-provider-key \
-  --model llama-3.3-70b --model text-embedding-3-small > "$work/mock.log" 2>&1 &
+  --model llama-3.3-70b --model text-embedding-3-small --model tts-1 --model whisper-1 > "$work/mock.log" 2>&1 &
 mock=$!
 cat > "$work/providers.toml" <<EOF
 [[providers]]
@@ -34,6 +34,8 @@ api_key_env = "MOCK_PROVIDER_KEY"
 models = [
   { name = "provider-llama", upstream = "llama-3.3-70b" },
   { name = "provider-embedder", upstream = "text-embedding-3-small", type = "EMBEDDING" },
+  { name = "provider-voice", upstream = "tts-1", type = "TTS" },
+  { name = "provider-ears", upstream = "whisper-1", type = "STT" },
 ]
 EOF
 MORPHEUS_BIND="127.0.0.1:$port" \

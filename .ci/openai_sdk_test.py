@@ -4,9 +4,11 @@ The gateway runs against morpheus-router-sim; faults are switched through the si
 control endpoint to check that each error status reaches the SDK as its usual exception class.
 """
 
+import io
 import json
 import os
 import uuid
+import wave
 
 import httpx
 import openai
@@ -16,6 +18,8 @@ GATEWAY = os.environ["GATEWAY_URL"]
 SIM = os.environ["SIM_URL"]
 MODEL = "llama-3.3-70b"
 EMBEDDER = "text-embedding-bge-m3"
+SPEAKER = "tts-kokoro"
+LISTENER = "whisper-1"
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +120,49 @@ def test_chat_and_embeddings_through_a_plain_provider(client):
     assert result.model == "provider-embedder"
     assert [d.index for d in result.data] == [0, 1]
     assert len(result.data[0].embedding) > 0
+
+
+def wav_bytes(seconds):
+    """A WAV file of silence made here: 16 kHz, mono, 16-bit."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x00" * int(16000 * seconds))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("model", [LISTENER, "provider-ears"])
+def test_audio_transcriptions(client, model):
+    # Through the marketplace and through the plain provider.
+    transcript = client.audio.transcriptions.create(model=model, file=("speech.wav", wav_bytes(1.5), "audio/wav"))
+    assert transcript.text == "Transcribed audio of 1.50 seconds."
+    text = client.audio.transcriptions.create(
+        model=model, file=("speech.wav", wav_bytes(0.5), "audio/wav"), response_format="text"
+    )
+    assert text.strip() == "Transcribed audio of 0.50 seconds."
+    verbose = client.audio.transcriptions.create(
+        model=model, file=("speech.wav", wav_bytes(2), "audio/wav"), response_format="verbose_json"
+    )
+    assert verbose.duration == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("model", [SPEAKER, "provider-voice"])
+def test_audio_speech(client, model):
+    speech = client.audio.speech.create(model=model, voice="af_alloy", input="Hello from the SDK.", response_format="wav")
+    audio = speech.read()
+    with wave.open(io.BytesIO(audio), "rb") as w:
+        assert w.getnchannels() == 1 and w.getnframes() > 0
+    mp3 = client.audio.speech.create(model=model, voice="af_alloy", input="Hi.")
+    assert mp3.response.headers["content-type"] == "audio/mpeg"
+    assert len(mp3.read()) > 0
+
+
+def test_speech_with_a_transcription_model_is_a_bad_request(client):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.audio.speech.create(model=LISTENER, voice="af_alloy", input="Hi.")
+    assert raised.value.code == "model_type_mismatch"
 
 
 def test_bad_key_is_an_authentication_error():

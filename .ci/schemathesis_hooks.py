@@ -57,7 +57,7 @@ class BearerAuth:
         _set_authorization(case, f"Bearer {data}")
 
 
-@schemathesis.auth().apply_to(path_regex=r"^/api/v1/(automation|session|chat|chat-history|billing)/|^/api/v1/embeddings$")
+@schemathesis.auth().apply_to(path_regex=r"^/api/v1/(automation|session|chat|chat-history|billing)/|^/api/v1/embeddings$|^/api/v1/audio/")
 class APIKeyAuth:
     def get(self, case, context):
         _token, key = _new_user()

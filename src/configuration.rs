@@ -248,6 +248,9 @@ settings! {
     chat_max_tools: usize = 128, range = 0 ..= 100_000;
     /// largest chat request (images and audio travel inside it; 413 beyond)
     chat_max_body_bytes: usize = 4 * 1024 * 1024, range = 1024 ..= 1_073_741_824;
+    /// largest audio file a transcription may upload (413 beyond); spooled to the temporary
+    /// directory, never held in memory
+    max_upload_bytes: u64 = 25 * 1024 * 1024, range = 1024 ..= 4_294_967_296_u64;
     /// load shedding: a worker whose tasks wait longer than this for the CPU (smoothed over
     /// ~40 ms) while it is busy with its own work answers new chats 503 `gateway_overloaded`
     /// with `Retry-After: 1`; `0` = never
@@ -322,6 +325,8 @@ settings! {
     body_read_timeout_ms: u64 = 10_000, range = 1 ..= 3_600_000;
     /// the same for chat requests, which may be `MORPHEUS_CHAT_MAX_BODY_BYTES` large
     chat_body_read_timeout_ms: u64 = 30_000, range = 1 ..= 3_600_000;
+    /// the same for a transcription's upload, which may be `MORPHEUS_MAX_UPLOAD_BYTES` large
+    upload_read_timeout_ms: u64 = 300_000, range = 1 ..= 3_600_000;
     /// open connections at most; a connection beyond is answered 503 at once and closed. Must fit
     /// in a third of the open-file limit left after a reserve (the start-up log says how many
     /// fit); the gateway raises its soft limit to the hard one

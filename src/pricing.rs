@@ -12,6 +12,16 @@
 //! output = 2.40
 //! max_output_tokens = 4096  # optional
 //!
+//! [transcription]           # every speech-to-text (STT) model the file does not name
+//! per_second = 0.0001       # USD per second of audio, rounded up (the default)
+//!
+//! [speech]                  # every text-to-speech (TTS) model the file does not name
+//! per_character = 0.000015  # USD per input character (the default)
+//!
+//! [models."whisper-large-v3"]
+//! per_second = 0.00015      # a model is priced one way: input and output, per_second
+//!                           # or per_character
+//!
 //! [limits]                  # per user, every model no group names; absent: unlimited
 //! rpm = 600                 # requests per minute
 //! tpm = 1000000             # tokens per minute (input and output)
@@ -22,7 +32,10 @@
 //! tpm = 200000
 //! ```
 //!
-//! Prices are decimals with at most 8 places, written as numbers or strings (`"0.15"`).
+//! Prices are decimals with at most 8 places, written as numbers or strings (`"0.15"`). An
+//! audio price per unit is kept as its price per million units (`input`, with `output` 0): an
+//! audio request's usage counts seconds (a transcription) or input characters (speech) as its
+//! input tokens.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::{NonZeroU32, NonZeroU64};
@@ -47,9 +60,25 @@ struct PricingFile {
     #[serde(default)]
     default: Option<PriceEntry>,
     #[serde(default)]
-    models: HashMap<String, PriceEntry>,
+    models: HashMap<String, ModelEntry>,
+    #[serde(default)]
+    transcription: Option<TranscriptionSection>,
+    #[serde(default)]
+    speech: Option<SpeechSection>,
     #[serde(default)]
     limits: Option<LimitsSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TranscriptionSection {
+    per_second: Amount,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpeechSection {
+    per_character: Amount,
 }
 
 #[derive(Deserialize)]
@@ -145,11 +174,71 @@ impl PriceEntry {
     }
 }
 
+/// A model's entry: per million tokens (`input` and `output`), per second of audio, or per
+/// character of speech; exactly one of the three.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelEntry {
+    #[serde(default)]
+    input: Option<Amount>,
+    #[serde(default)]
+    output: Option<Amount>,
+    #[serde(default)]
+    per_second: Option<Amount>,
+    #[serde(default)]
+    per_character: Option<Amount>,
+    #[serde(default)]
+    max_output_tokens: Option<u32>,
+}
+
+impl ModelEntry {
+    fn price(&self, what: &str) -> anyhow::Result<ModelPrice> {
+        let tokens = self.input.is_some() || self.output.is_some();
+        match (
+            tokens,
+            self.per_second.as_ref(),
+            self.per_character.as_ref(),
+        ) {
+            (true, None, None) => {
+                let (Some(input), Some(output)) = (&self.input, &self.output) else {
+                    anyhow::bail!("{what}: a price per token gives both input and output");
+                };
+                Ok(ModelPrice {
+                    input_per_million: input.usd(&format!("{what}.input"))?,
+                    output_per_million: output.usd(&format!("{what}.output"))?,
+                })
+            }
+            (false, Some(per_second), None) => per_unit(per_second, &format!("{what}.per_second")),
+            (false, None, Some(per_character)) => {
+                per_unit(per_character, &format!("{what}.per_character"))
+            }
+            (false, None, None) => anyhow::bail!(
+                "{what}: no price: give input and output, per_second, or per_character"
+            ),
+            _ => anyhow::bail!(
+                "{what}: a model is priced one way only: input and output, per_second, or \
+                 per_character"
+            ),
+        }
+    }
+}
+
+/// A price per unit (a second of audio, a character), as the price per million units of
+/// input it is charged at.
+fn per_unit(amount: &Amount, what: &str) -> anyhow::Result<ModelPrice> {
+    let usd = amount.usd(what)?;
+    ModelPrice::per_unit(usd).ok_or_else(|| {
+        anyhow::anyhow!("{what}: {usd} USD a unit is too much (a million would not fit)")
+    })
+}
+
 /// The prices and limits in `text`.
 ///
 /// # Errors
-/// Not TOML, an unknown key, a price that is not a non-negative decimal of at most 8 places,
-/// a limit that is not a positive whole number, or a group without models or a usable name.
+/// Not TOML, an unknown key, a price that is not a non-negative decimal of at most 8 places
+/// (or a per-unit price whose million does not fit), a model priced more than one way or not
+/// at all, a limit that is not a positive whole number, or a group without models or a usable
+/// name.
 pub fn parse(text: &str) -> anyhow::Result<Tariff> {
     let file: PricingFile = toml::from_str(text)?;
     let mut pricing = Pricing::standard();
@@ -158,6 +247,12 @@ pub fn parse(text: &str) -> anyhow::Result<Tariff> {
         if let Some(max) = default.max_output_tokens {
             pricing.default_max_output_tokens = max;
         }
+    }
+    if let Some(transcription) = &file.transcription {
+        pricing.transcription = per_unit(&transcription.per_second, "transcription.per_second")?;
+    }
+    if let Some(speech) = &file.speech {
+        pricing.speech = per_unit(&speech.per_character, "speech.per_character")?;
     }
     for (model, entry) in &file.models {
         let price = entry.price(&format!("models.{model:?}"))?;
@@ -196,6 +291,8 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Tariff> {
 
 #[cfg(test)]
 mod tests {
+    use morpheus_domain::{ModelType, TokenUsage};
+
     use super::*;
 
     #[test]
@@ -217,9 +314,123 @@ mod tests {
         assert_eq!(pricing.default.input_per_million, "0.15".parse().unwrap());
         assert_eq!(pricing.default.output_per_million, "0.6".parse().unwrap());
         assert_eq!(pricing.default_max_output_tokens, 1000);
-        let llama = pricing.of("llama-3.3-70b", "0x1");
+        let llama = pricing.of("llama-3.3-70b", "0x1", ModelType::Llm);
         assert_eq!(llama.price.output_per_million, "3.5".parse().unwrap());
         assert_eq!(llama.max_output_tokens, None);
+        // The audio defaults stay the standard ones when the file does not set them.
+        assert_eq!(pricing.transcription, Pricing::standard().transcription);
+        assert_eq!(pricing.speech, Pricing::standard().speech);
+    }
+
+    #[test]
+    fn audio_is_priced_per_second_and_per_character() {
+        let pricing = parse(
+            r#"
+            [default]
+            input = 0.15
+            output = 0.60
+
+            [transcription]
+            per_second = 0.0002
+
+            [speech]
+            per_character = "0.00003"
+
+            [models."whisper-large-v3"]
+            per_second = "0.00015"
+
+            [models.kokoro]
+            per_character = 0.00000001
+            "#,
+        )
+        .unwrap()
+        .pricing;
+        let usd = |raw: &str| raw.parse::<Usd>().unwrap();
+        assert_eq!(pricing.transcription.input_per_million, usd("200"));
+        assert_eq!(pricing.transcription.output_per_million, Usd::ZERO);
+        assert_eq!(pricing.speech.input_per_million, usd("30"));
+        // A model the file does not name gets the default of its type.
+        assert_eq!(
+            pricing.of("other", "0x1", ModelType::Stt).price,
+            pricing.transcription
+        );
+        assert_eq!(
+            pricing.of("other", "0x1", ModelType::Tts).price,
+            pricing.speech
+        );
+        assert_eq!(
+            pricing.of("other", "0x1", ModelType::Embedding).price,
+            pricing.default
+        );
+        let whisper = pricing.of("whisper-large-v3", "0x2", ModelType::Stt).price;
+        assert_eq!(whisper.input_per_million, usd("150"));
+        assert_eq!(whisper.output_per_million, Usd::ZERO);
+        let seconds = TokenUsage {
+            prompt_tokens: 90,
+            completion_tokens: 0,
+        };
+        assert_eq!(whisper.cost(seconds), usd("0.0135"));
+        let kokoro = pricing.of("kokoro", "0x3", ModelType::Tts).price;
+        assert_eq!(kokoro.input_per_million, usd("0.01"));
+    }
+
+    #[test]
+    fn the_audio_defaults_cost_as_openai_lists() {
+        let pricing = parse("").unwrap().pricing;
+        let usage = |units| TokenUsage {
+            prompt_tokens: units,
+            completion_tokens: 0,
+        };
+        let stt = pricing.of("whisper", "0x1", ModelType::Stt).price;
+        assert_eq!(stt.cost(usage(90)), "0.009".parse().unwrap());
+        let tts = pricing.of("tts-1", "0x2", ModelType::Tts).price;
+        assert_eq!(tts.cost(usage(1000)), "0.015".parse().unwrap());
+    }
+
+    #[test]
+    fn a_model_is_priced_one_way_only() {
+        for (file, says) in [
+            (
+                "[models.m]\ninput = 1\noutput = 1\nper_second = 0.0001\n",
+                "models.\"m\": a model is priced one way only",
+            ),
+            (
+                "[models.m]\nper_second = 0.0001\nper_character = 0.00001\n",
+                "models.\"m\": a model is priced one way only",
+            ),
+            (
+                "[models.m]\ninput = 1\nper_character = 0.00001\n",
+                "models.\"m\": a model is priced one way only",
+            ),
+            ("[models.m]\ninput = 1\n", "models.\"m\": a price per token"),
+            (
+                "[models.m]\nmax_output_tokens = 10\n",
+                "models.\"m\": no price",
+            ),
+            (
+                "[models.m]\nper_second = \"0.000000001\"\n",
+                "models.\"m\".per_second",
+            ),
+            (
+                "[models.m]\nper_character = -1\n",
+                "models.\"m\".per_character",
+            ),
+            (
+                "[models.m]\nper_second = \"92233.72036855\"\n",
+                "models.\"m\".per_second",
+            ),
+            (
+                "[transcription]\nper_second = 100000\n",
+                "transcription.per_second",
+            ),
+            ("[transcription]\nper_character = 1\n", "per_character"),
+            ("[speech]\nper_second = 1\n", "per_second"),
+            ("[speech]\n", "per_character"),
+            ("[default]\nper_second = 1\n", "per_second"),
+        ] {
+            let error = format!("{:#}", parse(file).unwrap_err());
+            assert!(error.contains(says), "{file}: {error}");
+        }
     }
 
     #[test]

@@ -525,6 +525,10 @@ pub fn build_state(
         },
         sse_keep_alive: Duration::from_secs(settings.sse_keep_alive_seconds),
         stream_continuation: settings.stream_continuation,
+        uploads: morpheus_api::UploadLimits {
+            max_bytes: settings.max_upload_bytes,
+            deadline: Duration::from_millis(settings.upload_read_timeout_ms),
+        },
         marketplace_configured: marketplace.configured,
         providers_configured: upstreams.has_providers(),
         health: db,

@@ -32,7 +32,7 @@ impl TestApp {
     }
 }
 
-async fn usage_route(app: &TestApp, key: &str, want: u64) -> Value {
+pub(crate) async fn usage_route(app: &TestApp, key: &str, want: u64) -> Value {
     for _ in 0..100 {
         let usage: Value = app
             .client

@@ -4,6 +4,7 @@
 mod accounts;
 mod admin;
 mod api_keys;
+mod audio;
 mod automation;
 mod background;
 mod billing;

@@ -23,4 +23,4 @@ pub mod stream_drains;
 
 pub use openapi::ApiDoc;
 pub use routes::{configure, metrics_only};
-pub use state::{AppState, ServiceMeta};
+pub use state::{AppState, ServiceMeta, UploadLimits};

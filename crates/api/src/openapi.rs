@@ -16,6 +16,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "Models", description = "The marketplace's models and bids"),
         (name = "Chat", description = "OpenAI-compatible chat completions (API key)"),
         (name = "Embeddings", description = "OpenAI-compatible embeddings (API key)"),
+        (name = "Audio", description = "OpenAI-compatible speech to text and text to speech (API key)"),
         (name = "Chat history", description = "Chats a client stores per user (API key)"),
         (name = "Session", description = "Marketplace sessions of the calling API key"),
         (name = "Automation", description = "Automatic session settings (API key)"),

@@ -23,6 +23,13 @@ pub struct ServiceMeta {
     pub description: String,
 }
 
+/// What a transcription may upload.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    pub max_bytes: u64,
+    pub deadline: std::time::Duration,
+}
+
 /// Everything handlers need, shared by all workers (`web::Data<AppState>`).
 #[derive(Clone)]
 pub struct AppState {
@@ -51,6 +58,8 @@ pub struct AppState {
     /// A stream broken mid-answer is continued on another upstream
     /// (`MORPHEUS_STREAM_CONTINUATION`).
     pub stream_continuation: bool,
+    /// A transcription's upload: its largest size and how long it may take to arrive.
+    pub uploads: UploadLimits,
     /// `false` when no proxy-router is configured: marketplace routes answer 503 saying so.
     pub marketplace_configured: bool,
     /// The operator declared plain providers: chat and embeddings are served even without a

@@ -20,6 +20,7 @@ mod counters;
 mod credits;
 mod history;
 mod marketplace;
+mod media;
 mod provider;
 mod sessions;
 
@@ -27,6 +28,7 @@ pub use counters::*;
 pub use credits::*;
 pub use history::*;
 pub use marketplace::*;
+pub use media::*;
 pub use provider::*;
 pub use sessions::*;
 

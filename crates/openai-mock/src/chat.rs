@@ -150,7 +150,7 @@ pub(crate) fn handle(shared: &Arc<Shared>, body: &[u8]) -> Reply {
     };
     let plan = ChatPlan::new(&req, model, limit);
     if req.stream == Some(true) {
-        crate::stream::respond(shared, plan)
+        crate::stream::respond(shared, &plan)
     } else {
         reply::json_bytes(StatusCode::OK, plan.completion_json())
     }

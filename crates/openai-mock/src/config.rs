@@ -9,8 +9,9 @@ pub struct MockConfig {
     /// `owned_by` of the listed models and the `x-mock-provider` header of every answer, so a
     /// test with two providers can tell which one answered.
     pub name: String,
-    /// The models `GET /v1/models` lists. Chat and embeddings requests for any other model are
-    /// a 404 `model_not_found`, as on vLLM and OpenAI.
+    /// The models `GET /v1/models` lists. Chat, embeddings, speech and transcription requests
+    /// for any other model are a 404 `model_not_found`, as on vLLM and OpenAI (any listed model
+    /// serves any route).
     pub models: Vec<String>,
     /// `Some(key)`: every `/v1/*` request needs `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
@@ -18,11 +19,17 @@ pub struct MockConfig {
     pub chunk_delay: Duration,
 }
 
-/// `llama-3.3-70b`, `gpt-4o-mini` and `text-embedding-3-small`.
+/// `llama-3.3-70b`, `gpt-4o-mini`, `text-embedding-3-small`, `tts-1` and `whisper-1`.
 pub fn default_models() -> Vec<String> {
-    ["llama-3.3-70b", "gpt-4o-mini", "text-embedding-3-small"]
-        .map(str::to_owned)
-        .to_vec()
+    [
+        "llama-3.3-70b",
+        "gpt-4o-mini",
+        "text-embedding-3-small",
+        "tts-1",
+        "whisper-1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 impl Default for MockConfig {

@@ -16,13 +16,21 @@ pub struct Counters {
     pub embeddings: u64,
     /// `GET /v1/models` and `GET /v1/models/{id}`.
     pub models: u64,
+    /// `POST /v1/audio/speech`, failed ones included.
+    pub speech: u64,
+    /// `POST /v1/audio/transcriptions`, failed ones included.
+    pub transcriptions: u64,
+    /// Bytes of the `file` parts of transcription uploads read to their end.
+    pub upload_bytes: u64,
     /// Requests without the configured bearer key (401).
     pub unauthorized: u64,
     /// Requests a fault applied to (a request can meet two: a head fault and a stream fault).
     pub faults_fired: u64,
-    /// Chat streams whose head was sent.
+    /// Streams whose head was sent: chat and transcription streams, speech bodies (sent in
+    /// pieces, so the stream faults apply to them too).
     pub streams_started: u64,
-    /// Streams produced to `data: [DONE]`.
+    /// Streams produced to their end (`data: [DONE]`, `transcript.text.done`, the last audio
+    /// piece).
     pub streams_completed: u64,
     /// Streams a `cut_after_chunks` fault ended by closing the connection.
     pub streams_cut: u64,
@@ -39,6 +47,9 @@ pub(crate) struct CounterCells {
     pub chat_completions: AtomicU64,
     pub embeddings: AtomicU64,
     pub models: AtomicU64,
+    pub speech: AtomicU64,
+    pub transcriptions: AtomicU64,
+    pub upload_bytes: AtomicU64,
     pub unauthorized: AtomicU64,
     pub faults_fired: AtomicU64,
     pub streams_started: AtomicU64,
@@ -52,6 +63,10 @@ pub(crate) fn bump(cell: &AtomicU64) {
     cell.fetch_add(1, Relaxed);
 }
 
+pub(crate) fn bump_by(cell: &AtomicU64, n: u64) {
+    cell.fetch_add(n, Relaxed);
+}
+
 impl CounterCells {
     pub fn snapshot(&self) -> Counters {
         Counters {
@@ -59,6 +74,9 @@ impl CounterCells {
             chat_completions: self.chat_completions.load(Relaxed),
             embeddings: self.embeddings.load(Relaxed),
             models: self.models.load(Relaxed),
+            speech: self.speech.load(Relaxed),
+            transcriptions: self.transcriptions.load(Relaxed),
+            upload_bytes: self.upload_bytes.load(Relaxed),
             unauthorized: self.unauthorized.load(Relaxed),
             faults_fired: self.faults_fired.load(Relaxed),
             streams_started: self.streams_started.load(Relaxed),

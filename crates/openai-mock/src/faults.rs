@@ -59,11 +59,13 @@ pub enum FaultKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after: Option<u64>,
     },
-    /// Streams only: send the role chunk and `chunks` answer chunks, then close the connection
-    /// without ending the chunked body: no finish reason, no `[DONE]`.
+    /// Streams only (a chat or transcription stream, a speech body): send the lead-in (a chat
+    /// stream's role chunk) and `chunks` answer chunks (speech: 8 KiB audio pieces), then close
+    /// the connection without ending the chunked body: no finish reason, no `[DONE]`, no
+    /// `transcript.text.done`, never the last audio piece.
     CutAfterChunks { chunks: u32 },
-    /// Streams only: send the role chunk and `chunks` answer chunks, then send nothing more,
-    /// keeping the connection open until the client goes away.
+    /// Streams only, like `cut_after_chunks`: send the lead-in and `chunks` answer chunks,
+    /// then send nothing more, keeping the connection open until the client goes away.
     StallAfterChunks { chunks: u32 },
     /// Read the request, then close the connection without an answer.
     Refuse,
@@ -93,6 +95,10 @@ pub enum FaultRoute {
     Embeddings,
     /// `GET /v1/models` and `GET /v1/models/{id}`.
     Models,
+    /// `POST /v1/audio/speech`.
+    Speech,
+    /// `POST /v1/audio/transcriptions`.
+    Transcription,
 }
 
 /// When in a request's life a fault is looked for.
@@ -100,7 +106,8 @@ pub enum FaultRoute {
 pub(crate) enum Stage {
     /// Before auth and routing: `status`, `refuse`, `delay_ms`.
     Head,
-    /// When a chat stream starts: `cut_after_chunks`, `stall_after_chunks`.
+    /// When a stream (chat, transcription, speech body) starts: `cut_after_chunks`,
+    /// `stall_after_chunks`.
     Stream,
 }
 
@@ -168,6 +175,14 @@ mod tests {
         );
         let f: Fault = serde_json::from_str(r#"{"kind":"refuse","route":"chat"}"#).unwrap();
         assert_eq!(f, Fault::new(FaultKind::Refuse).on(FaultRoute::Chat));
+        for (name, route) in [
+            ("speech", FaultRoute::Speech),
+            ("transcription", FaultRoute::Transcription),
+        ] {
+            let f: Fault =
+                serde_json::from_str(&format!(r#"{{"kind":"refuse","route":"{name}"}}"#)).unwrap();
+            assert_eq!(f.route, route);
+        }
         assert_eq!(
             serde_json::to_value(Fault::new(FaultKind::CutAfterChunks { chunks: 3 })).unwrap(),
             serde_json::json!({"kind":"cut_after_chunks","chunks":3,"times":1,"route":"any"})

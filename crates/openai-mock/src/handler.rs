@@ -1,4 +1,5 @@
-//! The request pipeline: control surface, head faults, auth, then the route.
+//! The request pipeline: control surface, head faults, auth, then the route. Bodies are read
+//! whole first (up to 16 MiB), except a transcription's upload, which its route streams.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,9 @@ const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
 enum Route {
     Chat,
     Embeddings,
+    Speech,
+    /// `POST /v1/audio/transcriptions`: its body is an upload, streamed by the route.
+    Transcription,
     Models,
     /// `GET /v1/models/{id}`.
     Model,
@@ -35,6 +39,8 @@ impl Route {
         let (route, allow) = match path {
             "/v1/chat/completions" => (Self::Chat, Method::POST),
             "/v1/embeddings" => (Self::Embeddings, Method::POST),
+            "/v1/audio/speech" => (Self::Speech, Method::POST),
+            crate::transcription::PATH => (Self::Transcription, Method::POST),
             "/v1/models" => (Self::Models, Method::GET),
             p if p
                 .strip_prefix("/v1/models/")
@@ -57,6 +63,8 @@ impl Route {
         match self {
             Self::Chat => Some(FaultRoute::Chat),
             Self::Embeddings => Some(FaultRoute::Embeddings),
+            Self::Speech => Some(FaultRoute::Speech),
+            Self::Transcription => Some(FaultRoute::Transcription),
             Self::Models | Self::Model => Some(FaultRoute::Models),
             Self::WrongMethod(_) | Self::NotFound => None,
         }
@@ -65,27 +73,33 @@ impl Route {
 
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Aborted> {
     let (parts, body) = req.into_parts();
-    // Read the whole body first, so a keep-alive connection stays usable whatever the answer,
-    // and a `refuse` closes a connection with nothing left unread (a FIN, not a reset).
-    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Ok(reply::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large.",
-                "invalid_request_error",
-                None,
-                None,
-            ));
-        }
-        Err(_) => return Err(Aborted("request body unreadable")),
-    };
     let path = parts.uri.path();
-    if let Some(rest) = path.strip_prefix("/__mock/") {
-        return Ok(crate::control::handle(&shared, &parts.method, rest, &body));
-    }
-
-    let mut resp = route(&shared, &parts.method, path, &parts.headers, body).await?;
+    let route = Route::parse(&parts.method, path);
+    let mut resp = if route == Route::Transcription {
+        // An upload (up to 64 MiB) is never buffered: its route reads it as a stream.
+        upload(&shared, &parts.headers, body).await?
+    } else {
+        // Read the whole body first, so a keep-alive connection stays usable whatever the
+        // answer, and a `refuse` closes a connection with nothing left unread (a FIN, not a
+        // reset).
+        let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Ok(reply::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Request body too large.",
+                    "invalid_request_error",
+                    None,
+                    None,
+                ));
+            }
+            Err(_) => return Err(Aborted("request body unreadable")),
+        };
+        if let Some(rest) = path.strip_prefix("/__mock/") {
+            return Ok(crate::control::handle(&shared, &parts.method, rest, &body));
+        }
+        answer(&shared, route, &parts.method, path, &parts.headers, body).await?
+    };
     if let Some(name) = &shared.name_header {
         resp.headers_mut()
             .insert(HeaderName::from_static("x-mock-provider"), name.clone());
@@ -93,19 +107,25 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resul
     Ok(resp)
 }
 
-async fn route(
-    shared: &Arc<Shared>,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<Reply, Aborted> {
+/// What [`gate`] decided about a request.
+enum Gate {
+    /// On to the route.
+    Pass,
+    /// Answered already: a `status` fault or a 401.
+    Answer(Reply),
+    /// A `refuse` fault: close the connection without an answer.
+    Refuse,
+}
+
+/// What every `/v1/*` request goes through before its route: counting, head faults, auth.
+async fn gate(shared: &Shared, route: Route, headers: &HeaderMap) -> Gate {
     let counters = &shared.counters;
     bump(&counters.requests);
-    let route = Route::parse(method, path);
     match route {
         Route::Chat => bump(&counters.chat_completions),
         Route::Embeddings => bump(&counters.embeddings),
+        Route::Speech => bump(&counters.speech),
+        Route::Transcription => bump(&counters.transcriptions),
         Route::Models | Route::Model => bump(&counters.models),
         Route::WrongMethod(_) | Route::NotFound => {}
     }
@@ -118,8 +138,8 @@ async fn route(
             FaultKind::Status {
                 status,
                 retry_after,
-            } => return Ok(reply::fault_status(status, retry_after)),
-            FaultKind::Refuse => return Err(Aborted("refused by a fault")),
+            } => return Gate::Answer(reply::fault_status(status, retry_after)),
+            FaultKind::Refuse => return Gate::Refuse,
             FaultKind::DelayMs { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
             FaultKind::CutAfterChunks { .. } | FaultKind::StallAfterChunks { .. } => {
                 unreachable!("stream faults are taken when a stream starts")
@@ -132,7 +152,44 @@ async fn route(
         && let Some(refusal) = auth_refusal(headers, key)
     {
         bump(&counters.unauthorized);
-        return Ok(refusal);
+        return Gate::Answer(refusal);
+    }
+    Gate::Pass
+}
+
+/// A transcription: the gate, then the route reads the upload; an upload the gate stops is
+/// drained first (see [`crate::upload::drain`]).
+async fn upload(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Reply, Aborted> {
+    match gate(shared, Route::Transcription, headers).await {
+        Gate::Pass => Ok(crate::transcription::handle(shared, headers, body).await),
+        Gate::Answer(reply) => {
+            crate::upload::drain(body).await;
+            Ok(reply)
+        }
+        Gate::Refuse => {
+            crate::upload::drain(body).await;
+            Err(Aborted("refused by a fault"))
+        }
+    }
+}
+
+/// Every route but transcriptions, the body read whole.
+async fn answer(
+    shared: &Arc<Shared>,
+    route: Route,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Reply, Aborted> {
+    match gate(shared, route, headers).await {
+        Gate::Pass => {}
+        Gate::Answer(reply) => return Ok(reply),
+        Gate::Refuse => return Err(Aborted("refused by a fault")),
     }
 
     Ok(match route {
@@ -143,6 +200,10 @@ async fn route(
         Route::Embeddings => {
             shared.record_request("/v1/embeddings", &body);
             crate::embeddings::handle(shared, &body)
+        }
+        Route::Speech => {
+            shared.record_request("/v1/audio/speech", &body);
+            crate::speech::handle(shared, &body)
         }
         Route::Models => crate::models::list(shared),
         Route::Model => crate::models::get(shared, &path["/v1/models/".len()..]),
@@ -165,6 +226,7 @@ async fn route(
             None,
             None,
         ),
+        Route::Transcription => unreachable!("uploads are routed by `upload`"),
     })
 }
 

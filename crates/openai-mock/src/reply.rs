@@ -10,12 +10,15 @@ use crate::body::MockBody;
 pub(crate) type Reply = Response<MockBody>;
 
 pub(crate) fn json_bytes(status: StatusCode, body: Vec<u8>) -> Reply {
+    whole(status, "application/json", body)
+}
+
+/// A whole body of `content_type`.
+pub(crate) fn whole(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Reply {
     let mut resp = Response::new(MockBody::Full(Some(Bytes::from(body))));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 

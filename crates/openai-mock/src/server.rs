@@ -122,7 +122,8 @@ impl MockHandle {
         self.shared.counters.snapshot()
     }
 
-    /// The latest chat or embeddings request received, `None` before the first.
+    /// The latest chat, embeddings, speech or transcription request received, `None` before
+    /// the first.
     pub fn last_request(&self) -> Option<LastRequest> {
         self.shared.last_request()
     }

@@ -377,6 +377,12 @@ async fn models_lists_the_configured_names() {
         .collect();
     assert_eq!(
         ids,
-        ["llama-3.3-70b", "gpt-4o-mini", "text-embedding-3-small"]
+        [
+            "llama-3.3-70b",
+            "gpt-4o-mini",
+            "text-embedding-3-small",
+            "tts-1",
+            "whisper-1"
+        ]
     );
 }

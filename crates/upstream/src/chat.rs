@@ -1,5 +1,5 @@
 //! `POST /v1/chat/completions` through a session: a whole JSON answer or an event stream; and
-//! `POST /v1/embeddings`, always a whole JSON answer.
+//! `POST /v1/embeddings`, always a whole JSON answer; and the audio routes, relayed as bytes.
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::client::ProxyRouterClient;
 use crate::errors::Failure;
 use crate::transport::{self, Limits};
-use crate::{members, sse, usage};
+use crate::{audio, members, sse, usage};
 
 /// Pause before the single re-send after a refused connection.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
@@ -36,20 +36,35 @@ impl ProxyRouterClient {
         let url = match call.endpoint {
             Endpoint::ChatCompletions => &self.inner.chat_url,
             Endpoint::Embeddings => &self.inner.embeddings_url,
+            Endpoint::Transcriptions => &self.inner.transcriptions_url,
+            Endpoint::Speech => &self.inner.speech_url,
         };
         let mut rb = self
             .request(Method::POST, url.clone())
-            .header("session_id", call.session.as_str())
-            .header(CONTENT_TYPE, "application/json")
-            .header(
-                ACCEPT,
-                if call.stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
-            .body(call.body.clone());
+            .header("session_id", call.session.as_str());
+        rb = match &call.upload {
+            Some(upload) => {
+                // The node's provider reads the answer by its own `format` field, not by
+                // `response_format` (`aiengine/openai.go:346-370`): both are sent.
+                let format = upload
+                    .fields
+                    .iter()
+                    .find(|(name, _)| name == "response_format")
+                    .map_or("json", |(_, value)| value.as_str());
+                rb.multipart(audio::form(upload, &[("format", format)])?)
+            }
+            None => rb
+                .header(CONTENT_TYPE, "application/json")
+                .header(
+                    ACCEPT,
+                    if call.stream {
+                        "text/event-stream"
+                    } else {
+                        "application/json"
+                    },
+                )
+                .body(call.body.clone()),
+        };
         if let Some(id) = call
             .request_id
             .as_deref()
@@ -57,7 +72,12 @@ impl ProxyRouterClient {
         {
             rb = rb.header("X-Request-Id", id);
         }
+        let c = &self.inner.config;
         match call.endpoint {
+            // The node answers audio once the provider has, and relays speech as it comes.
+            Endpoint::Transcriptions | Endpoint::Speech => {
+                audio::relay(rb, c.chat_timeout, c.idle_timeout, c.max_body_bytes).await
+            }
             Endpoint::Embeddings => self.embeddings_whole(rb).await,
             Endpoint::ChatCompletions if call.stream => self.chat_stream(rb).await,
             Endpoint::ChatCompletions => self.chat_whole(rb).await,

@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     /// The chat endpoint, parsed once: it is on every request's path.
     pub chat_url: Url,
     pub embeddings_url: Url,
+    pub transcriptions_url: Url,
+    pub speech_url: Url,
     /// `Basic …`, marked sensitive so it never shows in debug output.
     pub auth: Option<HeaderValue>,
     pub config: ProxyRouterConfig,
@@ -81,6 +83,9 @@ impl ProxyRouterClient {
             Endpoint::ChatCompletions.path()
         ))?;
         let embeddings_url = Url::parse(&format!("{}{}", base.base, Endpoint::Embeddings.path()))?;
+        let transcriptions_url =
+            Url::parse(&format!("{}{}", base.base, Endpoint::Transcriptions.path()))?;
+        let speech_url = Url::parse(&format!("{}{}", base.base, Endpoint::Speech.path()))?;
         let mut config = config;
         // Keep no copy of the credentials beyond the header value.
         config.base_url = base.base.clone();
@@ -91,6 +96,8 @@ impl ProxyRouterClient {
                 base: base.base,
                 chat_url,
                 embeddings_url,
+                transcriptions_url,
+                speech_url,
                 auth,
                 config,
                 handed_out: Mutex::new(HandedOut::default()),

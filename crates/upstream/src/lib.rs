@@ -12,6 +12,7 @@
 //! * every body read is capped and every wait is bounded;
 //! * error texts handed to callers never contain credentials or internal addresses.
 
+mod audio;
 mod chat;
 mod client;
 mod config;

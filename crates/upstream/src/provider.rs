@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::errors::Failure;
 use crate::transport::{self, ClientPerThread, Limits};
-use crate::{members, sse, usage};
+use crate::{audio, members, sse, usage};
 
 /// Where a provider is and how long to wait for it.
 #[derive(Clone)]
@@ -54,6 +54,8 @@ pub struct OpenAiProvider {
     http: ClientPerThread,
     chat_url: Url,
     embeddings_url: Url,
+    transcriptions_url: Url,
+    speech_url: Url,
     auth: Option<HeaderValue>,
     config: ProviderConfig,
 }
@@ -95,6 +97,8 @@ impl OpenAiProvider {
             http: ClientPerThread::new(config.connect_timeout)?,
             chat_url: Url::parse(&format!("{base}/chat/completions"))?,
             embeddings_url: Url::parse(&format!("{base}/embeddings"))?,
+            transcriptions_url: Url::parse(&format!("{base}/audio/transcriptions"))?,
+            speech_url: Url::parse(&format!("{base}/audio/speech"))?,
             auth,
             config,
         })
@@ -114,21 +118,24 @@ impl OpenAiProvider {
         let url = match call.endpoint {
             Endpoint::ChatCompletions => &self.chat_url,
             Endpoint::Embeddings => &self.embeddings_url,
+            Endpoint::Transcriptions => &self.transcriptions_url,
+            Endpoint::Speech => &self.speech_url,
         };
-        let mut rb = self
-            .http
-            .get()
-            .request(Method::POST, url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header(
-                ACCEPT,
-                if call.stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
-            .body(body);
+        let mut rb = self.http.get().request(Method::POST, url.clone());
+        rb = match &call.upload {
+            Some(upload) => rb.multipart(audio::form(upload, &[("model", &call.model)])?),
+            None => rb
+                .header(CONTENT_TYPE, "application/json")
+                .header(
+                    ACCEPT,
+                    if call.stream {
+                        "text/event-stream"
+                    } else {
+                        "application/json"
+                    },
+                )
+                .body(body),
+        };
         if let Some(auth) = &self.auth {
             rb = rb.header(AUTHORIZATION, auth.clone());
         }
@@ -139,14 +146,20 @@ impl OpenAiProvider {
         {
             rb = rb.header("X-Request-Id", id);
         }
-        if call.stream && call.endpoint == Endpoint::ChatCompletions {
-            return self.stream(rb).await;
+        let c = &self.config;
+        match call.endpoint {
+            Endpoint::ChatCompletions if call.stream => return self.stream(rb).await,
+            Endpoint::Transcriptions | Endpoint::Speech => {
+                return audio::relay(rb, c.request_timeout, c.idle_timeout, MAX_BODY_BYTES).await;
+            }
+            Endpoint::ChatCompletions | Endpoint::Embeddings => {}
         }
         let answer = transport::exchange(rb, self.limits()).await?;
         transport::require_json(&answer)?;
-        let field = match call.endpoint {
-            Endpoint::ChatCompletions => "choices",
-            Endpoint::Embeddings => "data",
+        let field = if call.endpoint == Endpoint::Embeddings {
+            "data"
+        } else {
+            "choices"
         };
         let Ok([error, content, reported]) = members::pick(&answer.body, ["error", field, "usage"])
         else {
@@ -162,9 +175,10 @@ impl OpenAiProvider {
             }
             return Err(Failure::invalid(format!("the answer has no {field}")));
         }
-        let tokens = match call.endpoint {
-            Endpoint::ChatCompletions => usage::usage_in(reported),
-            Endpoint::Embeddings => usage::embedding_usage_in(reported),
+        let tokens = if call.endpoint == Endpoint::Embeddings {
+            usage::embedding_usage_in(reported)
+        } else {
+            usage::usage_in(reported)
         };
         Ok(ChatReply::Complete {
             body: answer.body,
@@ -217,9 +231,16 @@ impl OpenAiProvider {
 #[async_trait]
 impl Provider for OpenAiProvider {
     async fn call(&self, call: ProviderCall) -> Result<ChatReply, MarketplaceError> {
-        let body = with_model(&call.body, &call.model).ok_or_else(|| {
-            MarketplaceError::InvalidResponse("the request body is not a JSON object".to_owned())
-        })?;
+        // A transcription names its model in the form.
+        let body = if call.upload.is_some() {
+            Bytes::new()
+        } else {
+            with_model(&call.body, &call.model).ok_or_else(|| {
+                MarketplaceError::InvalidResponse(
+                    "the request body is not a JSON object".to_owned(),
+                )
+            })?
+        };
         self.once(&call, body).await.map_err(|failure| {
             tracing::warn!(provider = %self.config.name, error = %failure.error, "provider call failed");
             failure.error

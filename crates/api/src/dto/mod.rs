@@ -3,6 +3,7 @@
 //! may carry, and no others.
 
 mod api_key;
+mod audio;
 mod automation;
 mod billing;
 mod chat;
@@ -16,6 +17,7 @@ mod user;
 mod wallet;
 
 pub use api_key::*;
+pub use audio::*;
 pub use automation::*;
 pub use billing::*;
 pub use chat::*;

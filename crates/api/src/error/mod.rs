@@ -70,8 +70,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("Request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("Content-Type must be application/json")]
-    UnsupportedMediaType,
+    /// The declared Content-Type is not the one the route reads (named here).
+    #[error("Content-Type must be {0}")]
+    UnsupportedMediaType(&'static str),
     /// The request body did not arrive within its deadline; the connection is closed.
     #[error("The request body was not received in time")]
     RequestTimeout,
@@ -113,7 +114,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -187,7 +187,7 @@ fn check_headers(req: &HttpRequest, limit: BodyLimit) -> Result<Option<usize>, A
             })
             .unwrap_or(false);
         if !json {
-            return Err(ApiError::UnsupportedMediaType);
+            return Err(ApiError::UnsupportedMediaType("application/json"));
         }
     }
     let declared = req

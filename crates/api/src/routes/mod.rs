@@ -1,6 +1,7 @@
 //! Route table. Every handler is registered through `utoipa_actix_web`, which also adds it to
 //! the served OpenAPI document.
 
+mod audio;
 mod auth;
 mod automation;
 mod billing;
@@ -75,6 +76,12 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         scope("/api/v1/embeddings")
             .wrap(actix_web::middleware::from_fn(crate::chat_admission::admit))
             .service(embeddings::create_embeddings::create_embeddings),
+    )
+    .service(
+        scope("/api/v1/audio")
+            .wrap(actix_web::middleware::from_fn(crate::chat_admission::admit))
+            .service(audio::create_speech::create_speech)
+            .service(audio::create_transcription::create_transcription),
     )
     .service(
         scope("/api/v1/chat-history")

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{ApiKeyId, TokenUsage, Usd, UserId};
+use super::{ApiKeyId, ModelType, TokenUsage, Usd, UserId};
 
 /// What a ledger entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,7 +127,10 @@ impl Balance {
     }
 }
 
-/// USD per million tokens.
+/// USD per million tokens. An audio model's usage counts units instead (audio seconds for a
+/// transcription, input characters for speech, in `prompt_tokens`), so its price is
+/// `input_per_million` per million units and `output_per_million` zero: see
+/// [`ModelPrice::per_unit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelPrice {
     pub input_per_million: Usd,
@@ -135,6 +138,16 @@ pub struct ModelPrice {
 }
 
 impl ModelPrice {
+    /// A price of `per_unit` USD for each unit of input (an audio second, a character) and
+    /// nothing for output, exactly. `None` when a million units would cost more than [`Usd`]
+    /// holds (about 92 billion USD).
+    pub fn per_unit(per_unit: Usd) -> Option<Self> {
+        Some(Self {
+            input_per_million: Usd::from_units(per_unit.units().checked_mul(1_000_000)?),
+            output_per_million: Usd::ZERO,
+        })
+    }
+
     pub fn cost(self, usage: TokenUsage) -> Usd {
         Usd::per_million(self.input_per_million, u64::from(usage.prompt_tokens)).saturating_add(
             Usd::per_million(self.output_per_million, u64::from(usage.completion_tokens)),
@@ -142,10 +155,18 @@ impl ModelPrice {
     }
 }
 
-/// The operator's price list: a price per model (by name or id) and the price of the rest.
+/// The operator's price list: a price per model (by name or id) and, for the rest, a price
+/// per model type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pricing {
+    /// Every model the list does not name, but for the audio types below.
     pub default: ModelPrice,
+    /// Speech-to-text models ([`ModelType::Stt`]) the list does not name: per audio second
+    /// (see [`ModelPrice::per_unit`]).
+    pub transcription: ModelPrice,
+    /// Text-to-speech models ([`ModelType::Tts`]) the list does not name: per input
+    /// character.
+    pub speech: ModelPrice,
     /// The output a hold reserves for when the request sets no `max_tokens`.
     pub default_max_output_tokens: u32,
     /// Keyed by model name or blockchain id, as the file wrote it.
@@ -162,26 +183,46 @@ pub struct ModelPricing {
 
 impl Pricing {
     /// The original gateway's defaults: 0.50 USD per million input tokens, 2.00 per million
-    /// output tokens, 2048 output tokens reserved when the request does not say.
+    /// output tokens, 2048 output tokens reserved when the request does not say. Audio at
+    /// OpenAI's list prices: a transcription 0.0001 USD per second (whisper's 0.006 per
+    /// minute), speech 15 USD per million characters.
     pub fn standard() -> Self {
         Self {
             default: ModelPrice {
                 input_per_million: Usd::from_units(50_000_000),
                 output_per_million: Usd::from_units(200_000_000),
             },
+            transcription: ModelPrice {
+                input_per_million: Usd::from_units(100 * Usd::UNITS_PER_DOLLAR),
+                output_per_million: Usd::ZERO,
+            },
+            speech: ModelPrice {
+                input_per_million: Usd::from_units(15 * Usd::UNITS_PER_DOLLAR),
+                output_per_million: Usd::ZERO,
+            },
             default_max_output_tokens: 2048,
             models: HashMap::new(),
         }
     }
 
-    /// The entry of the model with this name or id (the name wins), else the default.
-    pub fn of(&self, name: &str, id: &str) -> ModelPricing {
+    /// The price of a model of this type that the list does not name.
+    pub fn default_for(&self, model_type: ModelType) -> ModelPrice {
+        match model_type {
+            ModelType::Stt => self.transcription,
+            ModelType::Tts => self.speech,
+            ModelType::Llm | ModelType::Embedding | ModelType::Unknown => self.default,
+        }
+    }
+
+    /// The entry of the model with this name or id (the name wins), else the default of its
+    /// type.
+    pub fn of(&self, name: &str, id: &str, model_type: ModelType) -> ModelPricing {
         self.models
             .get(name)
             .or_else(|| self.models.get(id))
             .copied()
             .unwrap_or(ModelPricing {
-                price: self.default,
+                price: self.default_for(model_type),
                 max_output_tokens: None,
             })
     }
@@ -234,11 +275,85 @@ mod tests {
             max_output_tokens: Some(512),
         };
         pricing.models.insert("llama".into(), special);
-        assert_eq!(pricing.of("llama", "0x1"), special);
-        assert_eq!(pricing.of("other", "llama"), special);
-        assert_eq!(pricing.of("other", "0x2").price, pricing.default);
+        let llm = ModelType::Llm;
+        assert_eq!(pricing.of("llama", "0x1", llm), special);
+        assert_eq!(pricing.of("other", "llama", llm), special);
+        assert_eq!(pricing.of("other", "0x2", llm).price, pricing.default);
         assert_eq!(pricing.max_output_tokens(special), 512);
-        assert_eq!(pricing.max_output_tokens(pricing.of("x", "y")), 2048);
+        assert_eq!(pricing.max_output_tokens(pricing.of("x", "y", llm)), 2048);
+    }
+
+    #[test]
+    fn a_model_the_list_does_not_name_gets_the_default_of_its_type() {
+        let mut pricing = Pricing::standard();
+        let of = |pricing: &Pricing, t| pricing.of("whisper", "0x1", t).price;
+        assert_eq!(of(&pricing, ModelType::Stt), pricing.transcription);
+        assert_eq!(of(&pricing, ModelType::Tts), pricing.speech);
+        for t in [ModelType::Llm, ModelType::Embedding, ModelType::Unknown] {
+            assert_eq!(of(&pricing, t), pricing.default, "{t}");
+        }
+        assert_eq!(
+            pricing.transcription,
+            ModelPrice::per_unit("0.0001".parse().unwrap()).unwrap()
+        );
+        assert_eq!(
+            pricing.speech,
+            ModelPrice::per_unit("0.000015".parse().unwrap()).unwrap()
+        );
+        // A model the list names keeps its own price, whatever its type.
+        let named = ModelPricing {
+            price: ModelPrice::per_unit("0.0002".parse().unwrap()).unwrap(),
+            max_output_tokens: None,
+        };
+        pricing.models.insert("whisper".into(), named);
+        assert_eq!(pricing.of("whisper", "0x1", ModelType::Stt), named);
+        assert_eq!(pricing.of("whisper", "0x1", ModelType::Llm), named);
+    }
+
+    #[test]
+    fn audio_costs_per_second_and_per_character_at_the_defaults() {
+        let pricing = Pricing::standard();
+        // 90 seconds at 0.0001 USD a second (0.006 a minute).
+        let seconds = TokenUsage {
+            prompt_tokens: 90,
+            completion_tokens: 0,
+        };
+        assert_eq!(
+            pricing.transcription.cost(seconds),
+            "0.009".parse().unwrap()
+        );
+        // 1000 characters at 15 USD per million.
+        let characters = TokenUsage {
+            prompt_tokens: 1_000,
+            completion_tokens: 0,
+        };
+        assert_eq!(pricing.speech.cost(characters), "0.015".parse().unwrap());
+        // Output is free: a stray completion count costs nothing.
+        let with_output = TokenUsage {
+            prompt_tokens: 90,
+            completion_tokens: 1_000,
+        };
+        assert_eq!(
+            pricing.transcription.cost(with_output),
+            "0.009".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_per_unit_price_is_converted_exactly_or_refused() {
+        let smallest = ModelPrice::per_unit(Usd::from_units(1)).unwrap();
+        assert_eq!(smallest.input_per_million, "0.01".parse().unwrap());
+        assert_eq!(smallest.output_per_million, Usd::ZERO);
+        assert_eq!(
+            ModelPrice::per_unit("92233.72036854".parse().unwrap())
+                .unwrap()
+                .input_per_million,
+            "92233720368.54".parse().unwrap()
+        );
+        assert_eq!(
+            ModelPrice::per_unit("92233.72036855".parse().unwrap()),
+            None
+        );
     }
 
     #[test]

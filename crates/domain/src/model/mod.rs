@@ -1,6 +1,7 @@
 //! Entities and the newtypes that make invalid values unrepresentable.
 
 mod api_key;
+mod audio;
 mod automation;
 mod credits;
 mod delegation;
@@ -19,6 +20,7 @@ mod user;
 mod wallet;
 
 pub use api_key::*;
+pub use audio::*;
 pub use automation::*;
 pub use credits::*;
 pub use delegation::*;

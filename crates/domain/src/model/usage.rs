@@ -42,11 +42,14 @@ impl UsageOutcome {
 /// it was asked for (`stream_options.include_usage`) and adds its own two counts to final
 /// chunks and whole answers (proxy-router-behaviour.md §4: `usage_from_provider`, the
 /// provider's figures as the node received them; `usage_from_consumer`, the node's own count).
+/// The audio routes bill units the gateway can count itself (speech's input characters, a WAV
+/// upload's seconds): `gateway`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageSource {
     Usage,
     UsageFromProvider,
     UsageFromConsumer,
+    Gateway,
 }
 
 impl UsageSource {
@@ -55,6 +58,7 @@ impl UsageSource {
             Self::Usage => "usage",
             Self::UsageFromProvider => "usage_from_provider",
             Self::UsageFromConsumer => "usage_from_consumer",
+            Self::Gateway => "gateway",
         }
     }
 
@@ -63,6 +67,7 @@ impl UsageSource {
             "usage" => Some(Self::Usage),
             "usage_from_provider" => Some(Self::UsageFromProvider),
             "usage_from_consumer" => Some(Self::UsageFromConsumer),
+            "gateway" => Some(Self::Gateway),
             _ => None,
         }
     }

@@ -101,6 +101,10 @@ pub enum Endpoint {
     #[default]
     ChatCompletions,
     Embeddings,
+    /// Speech to text: a multipart upload, answered in the format asked for.
+    Transcriptions,
+    /// Text to speech: answered with audio bytes.
+    Speech,
 }
 
 impl Endpoint {
@@ -109,14 +113,19 @@ impl Endpoint {
         match self {
             Self::ChatCompletions => ModelType::Llm,
             Self::Embeddings => ModelType::Embedding,
+            Self::Transcriptions => ModelType::Stt,
+            Self::Speech => ModelType::Tts,
         }
     }
 
-    /// The node's path for it (`proxyapi/controller_http.go:90,102`), which is also OpenAI's.
+    /// The node's path for it (`proxyapi/controller_http.go:90,100-102`), which is also
+    /// OpenAI's.
     pub fn path(self) -> &'static str {
         match self {
             Self::ChatCompletions => "/v1/chat/completions",
             Self::Embeddings => "/v1/embeddings",
+            Self::Transcriptions => "/v1/audio/transcriptions",
+            Self::Speech => "/v1/audio/speech",
         }
     }
 }
@@ -127,8 +136,10 @@ impl Endpoint {
 pub struct ChatCall {
     pub endpoint: Endpoint,
     pub session: SessionId,
-    /// JSON object, ready to send.
+    /// JSON object, ready to send (empty for a transcription, which sends `upload`).
     pub body: Bytes,
+    /// A transcription's form.
+    pub upload: Option<super::Upload>,
     pub stream: bool,
     /// Sent upstream as `X-Request-Id` so one request can be followed across both logs.
     pub request_id: Option<String>,
@@ -181,6 +192,8 @@ pub enum ChatReply {
     /// Events as they arrive. The stream ends after the final chunk; an upstream `[DONE]` is
     /// consumed, not relayed (the gateway writes its own).
     Stream(ChatEventStream),
+    /// An audio route's answer, relayed as bytes.
+    Media(super::MediaReply),
 }
 
 impl std::fmt::Debug for ChatReply {
@@ -192,6 +205,11 @@ impl std::fmt::Debug for ChatReply {
                 .field("usage", usage)
                 .finish(),
             Self::Stream(_) => f.write_str("Stream(..)"),
+            Self::Media(media) => f
+                .debug_struct("Media")
+                .field("content_type", &media.content_type)
+                .field("usage", &media.usage)
+                .finish_non_exhaustive(),
         }
     }
 }

@@ -15,6 +15,8 @@ pub struct ProviderCall {
     pub model: String,
     /// The client's body without `model` and the gateway's own fields.
     pub body: Bytes,
+    /// A transcription's form (its fields without `model`).
+    pub upload: Option<super::Upload>,
     pub stream: bool,
     pub request_id: Option<String>,
 }

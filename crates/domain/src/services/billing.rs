@@ -147,7 +147,7 @@ impl BillingService {
     /// request's `max_tokens`, else the model's configured cap) at the model's price.
     pub fn quote(&self, model: &ResolvedModel, estimate: TokenEstimate) -> super::Quote {
         let pricing = self.pricing();
-        let entry = pricing.of(&model.name, model.id.as_str());
+        let entry = pricing.of(&model.name, model.id.as_str(), model.model_type);
         let usage = TokenUsage {
             prompt_tokens: estimate.input_tokens,
             completion_tokens: estimate

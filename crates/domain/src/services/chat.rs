@@ -23,8 +23,11 @@ pub struct ChatRequest {
     pub model: Option<String>,
     pub session_id: Option<SessionId>,
     pub stream: bool,
-    /// The client's JSON body with the gateway-only fields removed.
+    /// The client's JSON body with the gateway-only fields removed (empty for a
+    /// transcription).
     pub body: Bytes,
+    /// A transcription's form, sent as multipart.
+    pub upload: Option<Upload>,
     pub request_id: Option<String>,
     /// What the request may use, for its credit hold and its rate limits.
     pub estimate: TokenEstimate,
@@ -32,6 +35,14 @@ pub struct ChatRequest {
     pub policy: KeyPolicy,
     /// The key owner's share of the operator's rate limits.
     pub limit_multiplier: LimitMultiplier,
+}
+
+impl ChatRequest {
+    /// Whether the request can still be sent (again): an upload piped live from the client
+    /// goes upstream once, so a failure after it left is the answer.
+    fn can_send(&self) -> bool {
+        self.upload.as_ref().is_none_or(|u| u.source.can_send())
+    }
 }
 
 #[derive(Debug)]
@@ -399,7 +410,7 @@ impl ChatService {
                         };
                         self.upstreams.cool(upstream, retry_after);
                     }
-                    if !over || last {
+                    if !over || last || !request.can_send() {
                         return Err(error);
                     }
                     tracing::warn!(upstream = upstream.label(), %error, "upstream failed before answering; trying the next");
@@ -423,6 +434,7 @@ impl ChatService {
                 endpoint: request.endpoint,
                 model: upstream_model.to_owned(),
                 body: request.body.clone(),
+                upload: request.upload.clone(),
                 stream: request.stream,
                 request_id: request.request_id.clone(),
             })
@@ -457,6 +469,7 @@ impl ChatService {
                 endpoint: request.endpoint,
                 session: session.id.clone(),
                 body: request.body.clone(),
+                upload: request.upload.clone(),
                 stream: request.stream,
                 request_id: request.request_id.clone(),
             };
@@ -469,6 +482,8 @@ impl ChatService {
                         upstream: super::Upstream::Marketplace.label().to_owned(),
                     });
                 }
+                // An upload that cannot be read again ends it here.
+                Err(error) if !request.can_send() => return Err(error.into()),
                 Err(MarketplaceError::SessionGone(SessionGone::NotFound)) if !confirmed => {
                     // `session not found` is also the node's word for a failed chain read:
                     // ask the chain before paying for another session.
@@ -681,23 +696,30 @@ fn hold_until_relayed(reply: ChatReply, lease: SessionLease) -> ChatReply {
             events,
             _lease: lease,
         })),
+        ChatReply::Media(media) => ChatReply::Media(MediaReply {
+            body: Box::pin(Leased {
+                events: media.body,
+                _lease: lease,
+            }),
+            ..media
+        }),
     }
 }
 
-/// A stream of events that holds a session's lease while it lives.
-struct Leased {
-    events: ChatEventStream,
+/// A stream (of events, or of bytes) that holds a session's lease while it lives.
+struct Leased<S> {
+    events: S,
     _lease: SessionLease,
 }
 
-impl futures_core::Stream for Leased {
-    type Item = Result<ChatEvent, StreamFault>;
+impl<S: futures_core::Stream + Unpin> futures_core::Stream for Leased<S> {
+    type Item = S::Item;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.events.as_mut().poll_next(cx)
+        std::pin::Pin::new(&mut self.events).poll_next(cx)
     }
 }
 

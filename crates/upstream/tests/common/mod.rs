@@ -72,6 +72,7 @@ pub fn chat_call(session: &SessionId, stream: bool, text: &str) -> ChatCall {
         endpoint: Endpoint::ChatCompletions,
         session: session.clone(),
         body: serde_json::to_vec(&body).unwrap().into(),
+        upload: None,
         stream,
         request_id: Some("req-123".to_owned()),
     }

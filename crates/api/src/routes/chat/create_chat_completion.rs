@@ -101,6 +101,10 @@ pub async fn create_chat_completion(
                 .insert_header((CONTENT_TYPE, "application/json"))
                 .body(body))
         }
+        ChatReply::Media(_) => {
+            meter.finish(UsageOutcome::Failed, 500);
+            Err(ApiError::Internal(anyhow::anyhow!("a chat answer came as media")).into())
+        }
         ChatReply::Stream(mut events) => {
             // Wait for the first event before answering: a failure now is still a normal
             // HTTP error, not a broken stream.
@@ -179,6 +183,7 @@ fn prepare(
                 .map(Into::into)
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("rewriting a validated body")))
         })?,
+        upload: None,
         request_id: forward::request_id(http),
         estimate: forward::estimate(request, &body.raw),
         policy: caller.key.policy.clone(),

@@ -149,6 +149,7 @@ fn prepare(
         session_id,
         stream: false,
         body: upstream,
+        upload: None,
         request_id: forward::request_id(http),
         estimate: TokenEstimate {
             input_tokens: items,

@@ -20,6 +20,7 @@ fn request() -> ChatRequest {
         session_id: None,
         stream: false,
         body: Bytes::from_static(b"{\"messages\":[]}"),
+        upload: None,
         request_id: None,
         estimate: TokenEstimate::default(),
         policy: KeyPolicy::default(),

@@ -1,0 +1,4 @@
+pub mod create_speech;
+pub mod create_transcription;
+mod media_relay;
+mod upload_form;

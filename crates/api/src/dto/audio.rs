@@ -21,7 +21,7 @@ pub struct SpeechRequest {
     pub model: Option<String>,
     /// The voice; `af_alloy` when left out.
     #[serde(default)]
-    #[schema(max_length = 256)]
+    #[schema(min_length = 1, max_length = 256)]
     pub voice: Option<String>,
     /// The audio format; `mp3` when left out.
     #[serde(default)]
@@ -65,7 +65,7 @@ impl SpeechFormat {
 }
 
 /// A transcription's form (`multipart/form-data`; OpenAI's `audio.transcriptions.create`).
-/// Fields other than these are ignored.
+/// Fields other than these are ignored. A form cannot say `null`: a field is given or left out.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)] // documents the form; the handler reads it part by part
 pub struct TranscriptionForm {
@@ -75,25 +75,30 @@ pub struct TranscriptionForm {
     pub file: Vec<u8>,
     /// A speech-to-text model's name, alias or on-chain id; the marketplace's STT model tagged
     /// `Default` (else the first) when left out.
+    #[schema(nullable = false)]
     pub model: Option<String>,
     /// The audio's language (ISO-639-1), when known.
-    #[schema(max_length = 64)]
+    #[schema(nullable = false, max_length = 64)]
     pub language: Option<String>,
     /// Text to guide the model's style or continue a previous segment.
-    #[schema(max_length = 65536)]
+    #[schema(nullable = false, max_length = 65536)]
     pub prompt: Option<String>,
     /// `json` when left out.
+    #[schema(nullable = false)]
     pub response_format: Option<TranscriptionFormat>,
     /// From 0 to 1.
-    #[schema(minimum = 0.0, maximum = 1.0)]
+    #[schema(nullable = false, minimum = 0.0, maximum = 1.0)]
     pub temperature: Option<f64>,
     /// `word` and/or `segment`, with `response_format: verbose_json` (repeat the field, or name
     /// it `timestamp_granularities[]`).
+    #[schema(nullable = false)]
     pub timestamp_granularities: Option<Vec<String>>,
     /// `true`: the transcript as server-sent events (`transcript.text.delta`, then
     /// `transcript.text.done`).
+    #[schema(nullable = false)]
     pub stream: Option<bool>,
     /// One of the key's own sessions to use (also accepted as a `session_id` header).
+    #[schema(nullable = false)]
     pub session_id: Option<String>,
 }
 
@@ -136,4 +141,24 @@ pub struct TranscriptionResponse {
     /// What the transcription was billed on, when the provider says.
     #[schema(value_type = Option<Object>)]
     pub usage: Option<serde_json::Value>,
+}
+
+/// One server-sent event of a streamed transcription, as an event-stream reader sees it.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the stream; the gateway relays the provider's events"
+)]
+pub struct TranscriptionStreamEvent {
+    /// One transcription event as JSON, as the provider wrote it:
+    /// `{"type": "transcript.text.delta", "delta"}` for each piece, then
+    /// `{"type": "transcript.text.done", "text"}` with the whole transcript.
+    #[schema(pattern = "^\\{[\\s\\S]*\\}$")]
+    pub data: String,
+    /// Not sent: every event is a `message`.
+    pub event: Option<String>,
+    /// Not sent.
+    pub id: Option<String>,
+    /// Not sent.
+    pub retry: Option<i64>,
 }

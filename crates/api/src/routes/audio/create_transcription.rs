@@ -11,7 +11,9 @@ use morpheus_domain::{
 use super::media_relay;
 use super::upload_form::{self, SpooledFile, TranscriptionUpload};
 use crate::AppState;
-use crate::dto::{TranscriptionForm, TranscriptionFormat, TranscriptionResponse};
+use crate::dto::{
+    TranscriptionForm, TranscriptionFormat, TranscriptionResponse, TranscriptionStreamEvent,
+};
 use crate::error::{ApiError, ErrorResponse, HTTPValidationError, OpenAiError, OpenAiErrorBody};
 use crate::extract::OpenAiKeyUser;
 use crate::request_context::{TraceSpan, record_chat};
@@ -31,7 +33,7 @@ use crate::routes::session::owner;
         (status = 200, description = "The transcript: JSON for `json` and `verbose_json`, text for `text`, `srt` and `vtt`, server-sent events with `stream=true`", content(
             (TranscriptionResponse = "application/json"),
             (String = "text/plain"),
-            (String = "text/event-stream"),
+            (TranscriptionStreamEvent = "text/event-stream"),
         )),
         (status = 400, description = "A model that is not a speech-to-text model (`model_type_mismatch`), no session and automation off, refused by the provider, or alone over a whole minute of a `tpm` limit or a whole budget", body = OpenAiErrorBody),
         (status = 401, description = "Missing, invalid, revoked or expired API key", body = OpenAiErrorBody),

@@ -289,9 +289,10 @@ fn set(fields: &mut TranscriptionFields, name: &str, value: String) -> Result<()
             }
         }
         "stream" => {
+            // What the SDKs send for a boolean; anything else is a mistake worth saying.
             fields.stream = match value.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" => true,
-                "false" | "0" | "" => false,
+                "true" => true,
+                "false" => false,
                 _ => {
                     return Err(invalid(
                         name,

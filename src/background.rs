@@ -56,6 +56,8 @@ pub struct Work {
     pub revocations: RevocationWatcher,
     /// The rate limiter's allowances of large limits (with Redis).
     pub allowances: Option<Arc<AllowanceCounters>>,
+    /// The providers file's prices, added again to each re-read of the pricing file.
+    pub provider_prices: crate::pricing::ProviderPrices,
 }
 
 /// Re-reads the pricing file (prices and rate limits) on each SIGHUP, until shutdown.
@@ -64,6 +66,7 @@ fn reprice_on_hangup(
     billing: morpheus_domain::services::BillingService,
     limiter: morpheus_domain::services::RateLimiter,
     path: std::path::PathBuf,
+    provider_prices: crate::pricing::ProviderPrices,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = match signal(SignalKind::hangup()) {
@@ -77,6 +80,7 @@ fn reprice_on_hangup(
         while hangups.recv().await.is_some() {
             match crate::pricing::load(Some(&path)) {
                 Ok(tariff) => {
+                    let tariff = tariff.with_provider_prices(&provider_prices);
                     billing.reprice(tariff.pricing);
                     limiter.set_limits(tariff.limits);
                     tracing::info!(file = %path.display(), "SIGHUP: prices and limits re-read");
@@ -104,6 +108,7 @@ pub fn register(
         janitor,
         revocations,
         allowances,
+        provider_prices,
     } = work;
 
     if let Some(allowances) = allowances {
@@ -218,6 +223,7 @@ pub fn register(
             state.billing.clone(),
             state.limiter.clone(),
             path,
+            provider_prices,
         );
     }
 

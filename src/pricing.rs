@@ -54,6 +54,21 @@ pub struct Tariff {
     pub limits: OperatorLimits,
 }
 
+/// The prices the providers file gives its models, by the models' names.
+pub type ProviderPrices = HashMap<String, ModelPricing>;
+
+impl Tariff {
+    /// The providers file's prices, for the models this price list does not name itself:
+    /// the pricing file is the operator's one list and wins.
+    #[must_use]
+    pub fn with_provider_prices(mut self, prices: &ProviderPrices) -> Self {
+        for (name, entry) in prices {
+            self.pricing.models.entry(name.clone()).or_insert(*entry);
+        }
+        self
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PricingFile {
@@ -148,7 +163,7 @@ struct PriceEntry {
 /// A price as TOML has it: a number or a string.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Amount {
+pub(crate) enum Amount {
     Number(f64),
     Text(String),
 }
@@ -175,10 +190,11 @@ impl PriceEntry {
 }
 
 /// A model's entry: per million tokens (`input` and `output`), per second of audio, or per
-/// character of speech; exactly one of the three.
+/// character of speech; exactly one of the three. The providers file prices its models with
+/// the same entry.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ModelEntry {
+pub(crate) struct ModelEntry {
     #[serde(default)]
     input: Option<Amount>,
     #[serde(default)]
@@ -192,6 +208,14 @@ struct ModelEntry {
 }
 
 impl ModelEntry {
+    /// The entry as the price list keeps it; `what` names it in errors.
+    pub(crate) fn pricing(&self, what: &str) -> anyhow::Result<ModelPricing> {
+        Ok(ModelPricing {
+            price: self.price(what)?,
+            max_output_tokens: self.max_output_tokens,
+        })
+    }
+
     fn price(&self, what: &str) -> anyhow::Result<ModelPrice> {
         let tokens = self.input.is_some() || self.output.is_some();
         match (
@@ -255,14 +279,8 @@ pub fn parse(text: &str) -> anyhow::Result<Tariff> {
         pricing.speech = per_unit(&speech.per_character, "speech.per_character")?;
     }
     for (model, entry) in &file.models {
-        let price = entry.price(&format!("models.{model:?}"))?;
-        pricing.models.insert(
-            model.clone(),
-            ModelPricing {
-                price,
-                max_output_tokens: entry.max_output_tokens,
-            },
-        );
+        let entry = entry.pricing(&format!("models.{model:?}"))?;
+        pricing.models.insert(model.clone(), entry);
     }
     let limits = file
         .limits

@@ -18,11 +18,14 @@
 //! idle_timeout_seconds = 60      # the longest quiet gap in a stream
 //! models = [
 //!   { name = "llama-3.3-70b", upstream = "meta-llama/Llama-3.3-70B-Instruct", aliases = ["llama"] },
-//!   { name = "bge-m3", type = "EMBEDDING" },
+//!   { name = "bge-m3", type = "EMBEDDING", price = { input = 0.02, output = 0 } },
+//!   { name = "whisper", type = "STT", price = { per_second = 0.0001 } },
 //! ]
 //! ```
 //!
-//! Prices and rate limits come from the pricing file, by the model's name, whoever serves it.
+//! A model's price is the same whoever serves it: the pricing file's entry for its name, else
+//! the `price` a providers file gives it (the pricing file's model entry, inline), else the
+//! pricing file's default for its type. Rate limits come from the pricing file.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -36,6 +39,8 @@ use morpheus_domain::services::{DEFAULT_COOLDOWN, ProvidedModel, ProviderEntry, 
 use morpheus_upstream::{OpenAiProvider, ProviderConfig};
 use secrecy::SecretString;
 use serde::Deserialize;
+
+use crate::pricing::ProviderPrices;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +90,14 @@ struct ModelSection {
     aliases: Vec<String>,
     #[serde(default, rename = "type")]
     model_type: Option<String>,
+    #[serde(default)]
+    price: Option<crate::pricing::ModelEntry>,
+}
+
+/// What the file declares: the routing table, and the prices it gives its models.
+pub struct Providers {
+    pub upstreams: Upstreams,
+    pub prices: ProviderPrices,
 }
 
 fn one() -> u32 {
@@ -95,15 +108,18 @@ fn sixty() -> u64 {
     60
 }
 
-/// The routing table the file declares; no file: the marketplace alone.
+/// The routing table and prices the file declares; no file: the marketplace alone.
 /// `wrap` dresses each provider's client (the composition root adds its metrics).
 pub fn load(
     path: Option<&Path>,
     connect_timeout: Duration,
     wrap: &dyn Fn(Arc<dyn Provider>) -> Arc<dyn Provider>,
-) -> anyhow::Result<Upstreams> {
+) -> anyhow::Result<Providers> {
     let Some(path) = path else {
-        return Ok(Upstreams::marketplace_only());
+        return Ok(Providers {
+            upstreams: Upstreams::marketplace_only(),
+            prices: ProviderPrices::new(),
+        });
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the providers file {}", path.display()))?;
@@ -121,9 +137,10 @@ fn parse(
     connect_timeout: Duration,
     env: &dyn Fn(&str) -> Option<String>,
     wrap: &dyn Fn(Arc<dyn Provider>) -> Arc<dyn Provider>,
-) -> anyhow::Result<Upstreams> {
+) -> anyhow::Result<Providers> {
     let file: ProvidersFile = toml::from_str(text)?;
     let mut names = HashSet::new();
+    let mut prices = ProviderPrices::new();
     let mut entries = Vec::with_capacity(file.providers.len());
     for section in file.providers {
         let name = section.name;
@@ -170,6 +187,16 @@ fn parse(
                     )
                 })?,
             };
+            if let Some(price) = &model.price {
+                let what = format!("providers.{name}.models.{}.price", model.name);
+                let entry = price.pricing(&what)?;
+                let earlier = prices.insert(model.name.clone(), entry);
+                anyhow::ensure!(
+                    earlier.is_none_or(|earlier| earlier == entry),
+                    "{what}: another provider prices {} differently; a model has one price",
+                    model.name
+                );
+            }
             models.push(ProvidedModel {
                 upstream_name: model.upstream.unwrap_or_else(|| model.name.clone()),
                 name: model.name,
@@ -199,13 +226,14 @@ fn parse(
         priority: 0,
         weight: 1,
     });
-    Ok(Upstreams::new(
+    let upstreams = Upstreams::new(
         entries,
         marketplace.priority,
         marketplace.weight,
         file.cooldown_seconds
             .map_or(DEFAULT_COOLDOWN, Duration::from_secs),
-    ))
+    );
+    Ok(Providers { upstreams, prices })
 }
 
 #[cfg(test)]
@@ -217,6 +245,10 @@ mod tests {
     }
 
     fn parsed(text: &str) -> anyhow::Result<Upstreams> {
+        priced(text).map(|p| p.upstreams)
+    }
+
+    fn priced(text: &str) -> anyhow::Result<Providers> {
         parse(text, Duration::from_secs(1), &env, &|p| p)
     }
 
@@ -267,6 +299,14 @@ mod tests {
                 "type is LLM",
             ),
             (format!("[[providers]]\nname = \"a\"\ncolour = 1\n{base}"), "unknown field"),
+            (
+                "[[providers]]\nname = \"a\"\nbase_url = \"http://h\"\nmodels = [{ name = \"m\", price = { input = 1 } }]".to_owned(),
+                "providers.a.models.m.price: a price per token gives both",
+            ),
+            (
+                "[[providers]]\nname = \"a\"\nbase_url = \"http://h\"\nmodels = [{ name = \"m\", price = { per_second = 1 } }]\n[[providers]]\nname = \"b\"\nbase_url = \"http://h\"\nmodels = [{ name = \"m\", price = { per_second = 2 } }]".to_owned(),
+                "prices m differently",
+            ),
         ] {
             let error = format!("{:#}", parsed(&text).err().expect(says));
             assert!(error.contains(says), "{error}");
@@ -275,10 +315,41 @@ mod tests {
 
     #[test]
     fn no_file_means_the_marketplace_alone() {
-        assert!(
-            !load(None, Duration::from_secs(1), &|p| p)
-                .unwrap()
-                .has_providers()
+        let providers = load(None, Duration::from_secs(1), &|p| p).unwrap();
+        assert!(!providers.upstreams.has_providers());
+        assert!(providers.prices.is_empty());
+    }
+
+    #[test]
+    fn a_models_price_applies_unless_the_pricing_file_names_it() {
+        let providers = priced(
+            r#"
+            [[providers]]
+            name = "vllm"
+            base_url = "http://127.0.0.1:8001/v1"
+            models = [
+              { name = "llama", price = { input = 0.2, output = "0.8", max_output_tokens = 512 } },
+              { name = "ears", type = "STT", price = { per_second = 0.0002 } },
+              { name = "named-there", price = { input = 9, output = 9 } },
+            ]
+            "#,
+        )
+        .unwrap();
+        let tariff = crate::pricing::parse("[models.\"named-there\"]\ninput = 1\noutput = 1\n")
+            .unwrap()
+            .with_provider_prices(&providers.prices);
+        let pricing = &tariff.pricing;
+        let llama = pricing.of("llama", "0x1", ModelType::Llm);
+        assert_eq!(llama.price.input_per_million.to_string(), "0.20000000");
+        assert_eq!(llama.price.output_per_million.to_string(), "0.80000000");
+        assert_eq!(llama.max_output_tokens, Some(512));
+        let ears = pricing.of("ears", "0x2", ModelType::Stt);
+        assert_eq!(ears.price.input_per_million.to_string(), "200.00000000");
+        let named = pricing.of("named-there", "0x3", ModelType::Llm);
+        assert_eq!(
+            named.price.input_per_million.to_string(),
+            "1.00000000",
+            "the pricing file wins"
         );
     }
 }

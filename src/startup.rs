@@ -408,12 +408,13 @@ pub fn build_state(
         .map(EthAddress::parse)
         .transpose()
         .context("MORPHEUS_DIAMOND_CONTRACT_ADDRESS must be 0x followed by 40 hex digits")?;
-    let upstreams = crate::providers::load(
+    let providers = crate::providers::load(
         settings.providers_file.as_deref(),
         Duration::from_millis(settings.proxy_router_connect_timeout_ms),
         &|provider| Arc::new(InstrumentedProvider::new(provider, metrics.clone())),
     )?;
-    let upstreams = Arc::new(upstreams);
+    let provider_prices = providers.prices;
+    let upstreams = Arc::new(providers.upstreams);
     let mut aliases = settings.model_aliases()?;
     aliases.extend(upstreams.aliases());
     let catalogue = Arc::new(ModelCatalogue::new(CatalogueOptions {
@@ -456,7 +457,8 @@ pub fn build_state(
         capacity: settings.api_key_cache_capacity,
         max_age: Duration::from_secs(settings.api_key_cache_seconds),
     });
-    let tariff = crate::pricing::load(settings.pricing_file.as_deref())?;
+    let tariff = crate::pricing::load(settings.pricing_file.as_deref())?
+        .with_provider_prices(&provider_prices);
     // Large limits are counted from per-replica allowances, small ones in Redis each time.
     let allowances = (settings.redis_url.is_some() && settings.limit_allowances)
         .then(|| Arc::new(AllowanceCounters::new(counters.clone())));
@@ -564,6 +566,7 @@ pub fn build_state(
                 .adopting_orphans(catalogue, orphan_grace(settings)),
             revocations: RevocationWatcher::new(db_for_janitor, key_cache),
             allowances,
+            provider_prices,
         },
     })
 }

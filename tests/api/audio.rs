@@ -399,7 +399,7 @@ async fn a_plain_provider_serves_audio_and_a_503_hands_the_upload_to_the_next() 
         base_url = "{A}"
         priority = 1
         models = [
-          { name = "voice", upstream = "tts-1", type = "TTS" },
+          { name = "voice", upstream = "tts-1", type = "TTS", price = { per_character = 0.001 } },
           { name = "ears", upstream = "whisper-1", type = "STT" },
         ]
 
@@ -430,6 +430,9 @@ async fn a_plain_provider_serves_audio_and_a_503_hands_the_upload_to_the_next() 
     assert_eq!(&r.bytes().await.unwrap()[..4], b"fLaC");
     let seen = first.last_request().unwrap();
     assert_eq!(seen.body["model"], "tts-1", "the provider's own name");
+    // Priced by the providers file (the pricing file does not name the model).
+    let usage = usage_route(&app, &user.api_key, 1).await;
+    assert_eq!(usage["items"][0]["amount_paid"], "-0.00300000", "{usage}");
 
     // The first provider fails the upload with a 503: the spooled file goes to the second.
     first.set_fault(

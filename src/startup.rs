@@ -65,6 +65,10 @@ pub struct Application {
 /// How long start-up waits for the first model list before serving without one (requests
 /// that need it answer 503 until the background refresh succeeds).
 const FIRST_CATALOGUE_WAIT: Duration = Duration::from_secs(5);
+/// A transcription's spool file older than this belongs to no live request: an upload takes
+/// at most an hour (`MORPHEUS_UPLOAD_READ_TIMEOUT_MS`), the node waits for audio about half
+/// an hour.
+const STALE_SPOOL_AGE: Duration = Duration::from_secs(6 * 3600);
 
 impl Application {
     /// Connects to the database, applies migrations and binds the listener.
@@ -78,6 +82,14 @@ impl Application {
         let task_locks = database.task_locks();
         let marketplace = marketplace::connect(&settings).await?;
         let Built { state, work } = build_state(&settings, &secrets, database, &marketplace)?;
+        // Transcription uploads a crashed process left in the temporary directory; old enough
+        // that no live request (its upload, then the provider's answer) can still use them.
+        tokio::task::spawn_blocking(|| {
+            let removed = morpheus_api::remove_stale_spools(STALE_SPOOL_AGE);
+            if removed > 0 {
+                tracing::info!(removed, "removed stale transcription uploads");
+            }
+        });
         load_first_catalogue(&marketplace, &state).await;
         let mut supervisor = Supervisor::new(state.metrics.clone(), task_locks);
         background::register(&mut supervisor, &settings, &state, &marketplace, work);

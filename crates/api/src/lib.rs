@@ -22,5 +22,5 @@ mod state;
 pub mod stream_drains;
 
 pub use openapi::ApiDoc;
-pub use routes::{configure, metrics_only};
+pub use routes::{configure, metrics_only, remove_stale_spools};
 pub use state::{AppState, ServiceMeta, UploadLimits};

@@ -16,6 +16,8 @@ mod system;
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+pub use audio::remove_stale_spools;
+
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.service(
         scope("/api/v1/auth")

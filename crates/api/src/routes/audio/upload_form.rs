@@ -25,6 +25,8 @@ const MAX_PARTS: usize = 64;
 const HEAD_KEPT: usize = 4096;
 /// The spool is read back in pieces this long.
 const READ_PIECE: usize = 64 * 1024;
+/// Spool files are named so, in the temporary directory.
+const SPOOL_PREFIX: &str = "morpheus-upload-";
 
 /// The form's fields, checked.
 #[derive(Debug, Default)]
@@ -82,6 +84,33 @@ impl UploadSource for SpooledFile {
     fn can_send(&self) -> bool {
         true
     }
+}
+
+/// Removes the spool files older than `max_age` that a process which died mid-request left
+/// behind (a running one deletes its own when the request ends); returns how many. Blocking:
+/// call it off the async workers. Younger files may belong to another process's requests.
+pub fn remove_stale_spools(max_age: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(SPOOL_PREFIX)
+        })
+        .filter(|entry| {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age > max_age)
+        })
+        .filter(|entry| std::fs::remove_file(entry.path()).is_ok())
+        .count()
 }
 
 pub struct TranscriptionUpload {
@@ -168,7 +197,7 @@ async fn spool(part: &mut Field, max_bytes: u64) -> Result<SpooledFile, ApiError
         .unwrap_or_default()
         .to_owned();
     let content_type = part.content_type().map(ToString::to_string);
-    let path = std::env::temp_dir().join(format!("morpheus-upload-{}", uuid::Uuid::new_v4()));
+    let path = std::env::temp_dir().join(format!("{SPOOL_PREFIX}{}", uuid::Uuid::new_v4()));
     let mut spooled = SpooledFile {
         path,
         length: 0,
@@ -321,4 +350,53 @@ fn unreadable(error: MultipartError) -> ApiError {
         "multipart_invalid",
         format!("The form could not be read: {error}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    #[test]
+    fn only_spools_older_than_the_age_are_swept() {
+        let dir = std::env::temp_dir();
+        let old = dir.join(format!("{SPOOL_PREFIX}test-old-{}", uuid::Uuid::new_v4()));
+        let young = dir.join(format!("{SPOOL_PREFIX}test-young-{}", uuid::Uuid::new_v4()));
+        let other = dir.join(format!("not-a-spool-{}", uuid::Uuid::new_v4()));
+        for path in [&old, &young, &other] {
+            std::fs::write(path, b"audio").unwrap();
+        }
+        let long_ago = SystemTime::now() - Duration::from_secs(3 * 3600);
+        for path in [&old, &other] {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        assert!(remove_stale_spools(Duration::from_secs(3600)) >= 1);
+        assert!(!old.exists(), "the old spool is gone");
+        assert!(young.exists(), "a spool in use stays");
+        assert!(other.exists(), "other files are not touched");
+        for path in [&young, &other] {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_spool_is_deleted_with_its_request() {
+        let path =
+            std::env::temp_dir().join(format!("{SPOOL_PREFIX}test-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, b"audio").unwrap();
+        drop(SpooledFile {
+            path: path.clone(),
+            length: 5,
+            head: Vec::new(),
+            client_name: String::new(),
+            content_type: None,
+        });
+        assert!(!path.exists());
+    }
 }

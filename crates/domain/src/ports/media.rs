@@ -14,9 +14,9 @@ use crate::model::ReportedUsage;
 /// The bytes of an uploaded file, from its start.
 pub type UploadStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
-/// Where an upload's bytes come from. The HTTP layer implements it (a spooled file can be read
-/// again; a live pipe from the client only once), so the domain can tell whether a failed
-/// attempt may be sent again elsewhere.
+/// Where an upload's bytes come from. The HTTP layer implements it (today a spool file, which
+/// can be read again); a source readable only once (a live pipe from the client) says so, and a
+/// failed attempt is then not sent again elsewhere.
 pub trait UploadSource: Send + Sync {
     /// The file from its start; `None` once a source that can be read only once has been.
     fn open(&self) -> Option<UploadStream>;

@@ -60,12 +60,11 @@ pub async fn create_transcription(
     payload: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
     let owner = owner(&key.0);
-    let meter = UsageMeter::start(state.usage.clone(), owner, false);
+    let mut meter = UsageMeter::start(state.usage.clone(), owner, false);
     let upload = match upload_form::read(&http, payload, state.uploads).await {
         Ok(upload) => upload,
         Err(error) => return Err(inference::refused(meter, error.into())),
     };
-    let mut meter = meter;
     let requested_model = upload.fields.model.clone();
     let (call, measured) = match prepare(&state, &http, upload, &key.0) {
         Ok(prepared) => prepared,

@@ -1,15 +1,13 @@
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use morpheus_domain::ports::{ChatReply, Endpoint};
 use morpheus_domain::services::{ApiKeyPrincipal, ChatRequest, UsageMeter};
-use morpheus_domain::{
-    ReportedUsage, SessionId, TokenEstimate, TokenUsage, UsageOutcome, UsageSource,
-};
+use morpheus_domain::{ReportedUsage, TokenEstimate, TokenUsage, UsageOutcome, UsageSource};
 
 use super::media_relay;
 use crate::AppState;
 use crate::dto::{MAX_SPEECH_INPUT, SpeechFormat, SpeechRequest};
 use crate::error::{
-    ApiError, ErrorResponse, FieldError, HTTPValidationError, LocItem, OpenAiError, OpenAiErrorBody,
+    ApiError, ErrorResponse, FieldError, HTTPValidationError, LocItem, OpenAiErrorBody,
 };
 use crate::extract::{JsonWithRaw, OpenAiKeyUser};
 use crate::request_context::{TraceSpan, record_chat};
@@ -150,18 +148,7 @@ fn prepare(
             &format!("instructions may be at most {MAX_SPEECH_INPUT} characters"),
         ));
     }
-    if !state.marketplace_configured && !state.providers_configured {
-        return Err(OpenAiError::from(ApiError::from(
-            morpheus_domain::ports::MarketplaceError::NotConfigured,
-        ))
-        .into());
-    }
-    let session_id = match forward::requested_session(request.session_id.as_ref(), http) {
-        Some(raw) => Some(SessionId::parse(&raw).map_err(|_| {
-            OpenAiError::from(morpheus_domain::services::ChatSessionError::NotFound)
-        })?),
-        None => None,
-    };
+    let session_id = inference::pinned_session(state, http, request.session_id.as_ref())?;
     // The node decodes a fixed request (`genericchatstorage/audio_speech.go`): the gateway
     // sends exactly that, with its defaults filled in.
     let mut upstream = serde_json::json!({

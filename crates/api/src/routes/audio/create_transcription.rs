@@ -4,8 +4,8 @@ use actix_web::{HttpRequest, HttpResponse, post, web};
 use morpheus_domain::ports::{ChatReply, Endpoint, Upload};
 use morpheus_domain::services::{ApiKeyPrincipal, ChatRequest, UsageMeter};
 use morpheus_domain::{
-    ReportedUsage, SessionId, TokenEstimate, TokenUsage, UsageOutcome, UsageSource,
-    assumed_seconds, billed_seconds, wav_seconds,
+    ReportedUsage, TokenEstimate, TokenUsage, UsageOutcome, UsageSource, assumed_seconds,
+    billed_seconds, wav_seconds,
 };
 
 use super::media_relay;
@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::dto::{
     TranscriptionForm, TranscriptionFormat, TranscriptionResponse, TranscriptionStreamEvent,
 };
-use crate::error::{ApiError, ErrorResponse, HTTPValidationError, OpenAiError, OpenAiErrorBody};
+use crate::error::{ApiError, ErrorResponse, HTTPValidationError, OpenAiErrorBody};
 use crate::extract::OpenAiKeyUser;
 use crate::request_context::{TraceSpan, record_chat};
 use crate::routes::chat::forward;
@@ -106,19 +106,8 @@ fn prepare(
     upload: TranscriptionUpload,
     caller: &ApiKeyPrincipal,
 ) -> Result<(ChatRequest, Option<u32>), actix_web::Error> {
-    if !state.marketplace_configured && !state.providers_configured {
-        return Err(OpenAiError::from(ApiError::from(
-            morpheus_domain::ports::MarketplaceError::NotConfigured,
-        ))
-        .into());
-    }
     let TranscriptionUpload { fields, file } = upload;
-    let session_id = match forward::requested_session(fields.session_id.as_ref(), http) {
-        Some(raw) => Some(SessionId::parse(&raw).map_err(|_| {
-            OpenAiError::from(morpheus_domain::services::ChatSessionError::NotFound)
-        })?),
-        None => None,
-    };
+    let session_id = inference::pinned_session(state, http, fields.session_id.as_ref())?;
     let measured = wav_seconds(&file.head, file.length).map(billed_seconds);
     let estimate = measured.unwrap_or_else(|| assumed_seconds(file.length));
     let format = fields.response_format.unwrap_or(TranscriptionFormat::Json);

@@ -2,11 +2,11 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use futures_util::StreamExt;
+use morpheus_domain::UsageOutcome;
 use morpheus_domain::ports::{ChatReply, Endpoint};
 use morpheus_domain::services::{
     ApiKeyPrincipal, ChatAnswer, ChatRequest, ChatService, ResolvedModel, SessionOwner, UsageMeter,
 };
-use morpheus_domain::{SessionId, UsageOutcome};
 
 use super::{continuation, forward, node_rewrites, sse};
 use crate::dto::{ChatCompletionRequest, ChatCompletionStreamEvent};
@@ -160,19 +160,7 @@ fn prepare(
         .check(&forward::shape(request))
         .map_err(OpenAiError::from)?;
     forward::check_unmodelled(&body.raw, &state.chat_limits).map_err(OpenAiError::from)?;
-    if !state.marketplace_configured && !state.providers_configured {
-        return Err(OpenAiError::from(ApiError::from(
-            morpheus_domain::ports::MarketplaceError::NotConfigured,
-        ))
-        .into());
-    }
-    let session_id = match forward::requested_session(request.session_id.as_ref(), http) {
-        // An id that cannot be a session cannot be one of this key's either.
-        Some(raw) => Some(SessionId::parse(&raw).map_err(|_| {
-            OpenAiError::from(morpheus_domain::services::ChatSessionError::NotFound)
-        })?),
-        None => None,
-    };
+    let session_id = inference::pinned_session(state, http, request.session_id.as_ref())?;
     Ok(ChatRequest {
         endpoint: Endpoint::ChatCompletions,
         model: request.model.clone(),

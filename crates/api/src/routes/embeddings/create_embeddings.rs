@@ -3,7 +3,7 @@ use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use morpheus_domain::ports::{ChatReply, Endpoint};
 use morpheus_domain::services::{ApiKeyPrincipal, ChatRequest, UsageMeter};
-use morpheus_domain::{SessionId, TokenEstimate, UsageOutcome};
+use morpheus_domain::{TokenEstimate, UsageOutcome};
 
 use super::vectors;
 use crate::dto::{EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EncodingFormat, MAX_INPUTS};
@@ -127,18 +127,7 @@ fn prepare(
     }
     let items = check_input(&request.input)?;
     forward::check_unmodelled(&body.raw, &state.chat_limits).map_err(OpenAiError::from)?;
-    if !state.marketplace_configured && !state.providers_configured {
-        return Err(OpenAiError::from(ApiError::from(
-            morpheus_domain::ports::MarketplaceError::NotConfigured,
-        ))
-        .into());
-    }
-    let session_id = match forward::requested_session(request.session_id.as_ref(), http) {
-        Some(raw) => Some(SessionId::parse(&raw).map_err(|_| {
-            OpenAiError::from(morpheus_domain::services::ChatSessionError::NotFound)
-        })?),
-        None => None,
-    };
+    let session_id = inference::pinned_session(state, http, request.session_id.as_ref())?;
     // The node's provider decodes floats only (see `vectors`): the format is the gateway's.
     let upstream = json_members::without(&body.raw, &["session_id", "model", "encoding_format"])
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("re-reading a validated body")))?

@@ -330,6 +330,51 @@ async fn a_balance_that_cannot_be_read_does_not_hold_opens_back() {
 }
 
 #[tokio::test]
+async fn a_budget_that_cannot_be_counted_opens_uncounted_or_refuses_as_the_operator_chose() {
+    let one_open = PRICE * u128::from(DURATION);
+    let open = spawn(vec![model(0, &[PRICE]), model(1, &[PRICE])], |s| {
+        s.stake_daily_budget_mor = Some(mor(3 * one_open));
+        // Nothing listens on port 1: every count fails.
+        s.redis_url = Some("redis://127.0.0.1:1".to_owned());
+    })
+    .await;
+    // Registered before the replica that fails closed starts: registration is throttled
+    // through the same counters, so it would refuse.
+    let user = open.seed_user().await;
+    let r = open_model(&open, &user.api_key, "model-0", DURATION).await;
+    assert_eq!(r.status(), 200, "fail-open: the open goes ahead, uncounted");
+    assert_eq!(open.sim.counters().sessions_opened, 1);
+
+    // A replica of the same gateway that fails closed refuses before anything is staked.
+    let mut settings = open.settings.clone();
+    settings.limits_fail_closed = true;
+    let closed = morpheus_gateway::startup::Application::build(settings)
+        .await
+        .expect("the replica starts");
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/session/modelsession?model_id=model-1",
+        closed.port()
+    );
+    tokio::spawn(closed.run_until_stopped());
+    let r = open
+        .client
+        .post(url)
+        .bearer_auth(&user.api_key)
+        .json(&json!({ "sessionDuration": DURATION }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
+    let body = refused(r, 503, "stake_budget_unavailable").await;
+    println!("stake budget uncountable, fail-closed: {body}");
+    assert_eq!(
+        open.sim.counters().sessions_opened,
+        1,
+        "nothing more staked"
+    );
+}
+
+#[tokio::test]
 async fn explicit_sessions_are_capped_per_user_in_number_and_duration() {
     let models: Vec<SimModel> = (0..3).map(|n| model(n, &[PRICE])).collect();
     let bid_of_0 = models[0].bids[0].id.clone();

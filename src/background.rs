@@ -14,8 +14,8 @@
 //! | `credit_lease_flush` | each replica | 250 ms (with `credit_lease`): lease-backed charges written, idle and old leases returned (and all at shutdown) |
 //! | `hold_reconciliation` | one replica | a quarter of `hold_max_pending_seconds` (at most a minute): credit holds a dead process left pending past the bound voided |
 //!
-//! With a pricing file, SIGHUP re-reads it (a file with a mistake is refused and the prices in
-//! force are kept).
+//! SIGHUP re-reads the pricing and providers files (`crate::reload`; a file with a mistake is
+//! refused and what is in force is kept).
 //!
 //! The usage writer is not periodic (a batch leaves when it fills or its first record has
 //! waited long enough); it is flushed at shutdown.
@@ -26,7 +26,7 @@ use std::time::Duration;
 use chrono::Utc;
 use morpheus_api::AppState;
 use morpheus_counters::AllowanceCounters;
-use morpheus_domain::services::{RevocationWatcher, SessionJanitor};
+use morpheus_domain::services::{RevocationWatcher, SessionJanitor, Upstreams};
 use morpheus_storage::UsageWriterTask;
 
 use crate::configuration::Settings;
@@ -58,41 +58,8 @@ pub struct Work {
     pub allowances: Option<Arc<AllowanceCounters>>,
     /// The providers file's prices, added again to each re-read of the pricing file.
     pub provider_prices: crate::pricing::ProviderPrices,
-}
-
-/// Re-reads the pricing file (prices and rate limits) on each SIGHUP, until shutdown.
-fn reprice_on_hangup(
-    supervisor: &mut Supervisor,
-    billing: morpheus_domain::services::BillingService,
-    limiter: morpheus_domain::services::RateLimiter,
-    path: std::path::PathBuf,
-    provider_prices: crate::pricing::ProviderPrices,
-) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGHUP: the pricing file is read at start-up only");
-            return;
-        }
-    };
-    let listener = tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            match crate::pricing::load(Some(&path)) {
-                Ok(tariff) => {
-                    let tariff = tariff.with_provider_prices(&provider_prices);
-                    billing.reprice(tariff.pricing);
-                    limiter.set_limits(tariff.limits);
-                    tracing::info!(file = %path.display(), "SIGHUP: prices and limits re-read");
-                }
-                Err(error) => tracing::error!(
-                    error = format!("{error:#}"),
-                    "SIGHUP: the pricing file is refused; the prices in force are kept"
-                ),
-            }
-        }
-    });
-    supervisor.at_shutdown("pricing_reload", async move { listener.abort() });
+    /// The routing the providers file declares, replaced when it is re-read.
+    pub upstreams: Arc<Upstreams>,
 }
 
 /// Registers every background task of the gateway.
@@ -109,6 +76,7 @@ pub fn register(
         revocations,
         allowances,
         provider_prices,
+        upstreams,
     } = work;
 
     if let Some(allowances) = allowances {
@@ -217,15 +185,23 @@ pub fn register(
             }
         });
     }
-    if let Some(path) = settings.pricing_file.clone() {
-        reprice_on_hangup(
-            supervisor,
-            state.billing.clone(),
-            state.limiter.clone(),
-            path,
+    crate::reload::on_hangup(
+        supervisor,
+        crate::reload::Rereadable {
+            pricing_file: settings.pricing_file.clone(),
+            providers_file: settings.providers_file.clone(),
+            connect_timeout: Duration::from_millis(settings.proxy_router_connect_timeout_ms),
+            // Checked at start-up: the same setting parses the same way.
+            setting_aliases: settings.model_aliases().unwrap_or_default(),
+            marketplace: market.configured,
+            billing: state.billing.clone(),
+            limiter: state.limiter.clone(),
+            catalogue: state.sessions.catalogue().clone(),
+            upstreams,
+            metrics: state.metrics.clone(),
             provider_prices,
-        );
-    }
+        },
+    );
 
     if !market.configured {
         return;

@@ -264,8 +264,8 @@ settings! {
     pricing_file: Option<PathBuf> = None;
     /// plain OpenAI-compatible providers beside the marketplace (vLLM, Ollama, OpenAI, …), TOML
     /// ([Plain OpenAI-compatible providers](#plain-openai-compatible-providers)): their models,
-    /// priorities and weights, with failover between them and the marketplace. Unset: the
-    /// marketplace alone
+    /// priorities and weights, with failover between them and the marketplace; re-read on
+    /// SIGHUP. Unset: the marketplace alone
     providers_file: Option<PathBuf> = None;
     /// credit (USD) each user starts with, given at their first billed request or balance read
     signup_credit_usd: String = "1.00".into(), check = checks::usd;

@@ -12,6 +12,7 @@ pub mod open_files;
 pub mod output;
 pub mod pricing;
 pub mod providers;
+pub mod reload;
 pub mod secrets;
 pub mod spec;
 pub mod startup;

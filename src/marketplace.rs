@@ -66,7 +66,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<MarketplaceWiring> {
     };
     let Some(base_url) = url else {
         tracing::warn!(
-            "no proxy-router configured (MORPHEUS_PROXY_ROUTER_URL): chat and session routes answer 503"
+            "no proxy-router configured (MORPHEUS_PROXY_ROUTER_URL): session routes answer 503, and inference routes too unless a providers file serves the model"
         );
         return Ok(MarketplaceWiring {
             market: Arc::new(Unconfigured),

@@ -1,5 +1,5 @@
 //! The operator's plain OpenAI-compatible providers, beside the marketplace: a TOML file read
-//! at start-up (`MORPHEUS_PROVIDERS_FILE`).
+//! at start-up and again on SIGHUP (`MORPHEUS_PROVIDERS_FILE`, `crate::reload`).
 //!
 //! ```toml
 //! cooldown_seconds = 30          # a provider that failed is left alone this long (else its Retry-After)

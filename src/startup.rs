@@ -215,10 +215,15 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = &'static str>> {
 /// Waits a little for the first model list, so a gateway that just started can serve; without
 /// it, requests that need it answer 503 until the background refresh succeeds.
 async fn load_first_catalogue(wiring: &MarketplaceWiring, state: &AppState) {
+    let catalogue = state.sessions.catalogue();
     if !wiring.configured {
+        if state.chat.has_providers() {
+            // No marketplace to refresh from: the providers' models are the whole list, and
+            // it is loaded now, once.
+            catalogue.replace(Vec::new(), Vec::new(), chrono::Utc::now());
+        }
         return;
     }
-    let catalogue = state.sessions.catalogue();
     let first = marketplace::refresh_catalogue(&*wiring.market, wiring.feed.as_deref(), catalogue);
     match tokio::time::timeout(FIRST_CATALOGUE_WAIT, first).await {
         Ok(Ok(())) => tracing::info!(
@@ -423,7 +428,7 @@ pub fn build_state(
     let providers = crate::providers::load(
         settings.providers_file.as_deref(),
         Duration::from_millis(settings.proxy_router_connect_timeout_ms),
-        &|provider| Arc::new(InstrumentedProvider::new(provider, metrics.clone())),
+        &instrumented(&metrics),
     )?;
     let provider_prices = providers.prices;
     let upstreams = Arc::new(providers.upstreams);
@@ -544,7 +549,6 @@ pub fn build_state(
             deadline: Duration::from_millis(settings.upload_read_timeout_ms),
         },
         marketplace_configured: marketplace.configured,
-        providers_configured: upstreams.has_providers(),
         health: db,
         readiness: ReadinessChecks::default(),
         metrics,
@@ -579,8 +583,18 @@ pub fn build_state(
             revocations: RevocationWatcher::new(db_for_janitor, key_cache),
             allowances,
             provider_prices,
+            upstreams,
         },
     })
+}
+
+/// Dresses a provider's client with the gateway's metrics.
+pub(crate) fn instrumented(
+    metrics: &Metrics,
+) -> impl Fn(Arc<dyn morpheus_domain::ports::Provider>) -> Arc<dyn morpheus_domain::ports::Provider>
+{
+    let metrics = metrics.clone();
+    move |provider| Arc::new(InstrumentedProvider::new(provider, metrics.clone()))
 }
 
 /// How long after its opening on chain a session of the node's wallet that the database does

@@ -141,6 +141,167 @@ async fn a_provider_only_model_is_listed_and_served_under_the_providers_own_name
 }
 
 #[tokio::test]
+async fn a_gateway_without_a_marketplace_serves_its_providers_models() {
+    let local = mock("local", &["meta/llama-local"]).await;
+    let path = std::env::temp_dir().join(format!("providers-{}.toml", uuid::Uuid::new_v4()));
+    let text = r#"
+        [[providers]]
+        name = "local"
+        base_url = "{A}"
+        models = [{ name = "local-llama", upstream = "meta/llama-local" }]
+        "#
+    .replace("{A}", &local.openai_base_url());
+    std::fs::write(&path, text).unwrap();
+    // No proxy-router at all: only the providers file.
+    let app = crate::helpers::spawn_app_with(move |s| {
+        s.providers_file = Some(path);
+        s.chat_shed_lateness_ms = 0;
+    })
+    .await;
+    let user = app.seed_user().await;
+    let models = app.get_public_json("/api/v1/models").await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["local-llama"], "{models}");
+    let chat = |body: Value| {
+        let (app, key) = (&app, user.api_key.clone());
+        async move {
+            app.authed(
+                reqwest::Method::POST,
+                "/api/v1/chat/completions",
+                &key,
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let r = chat(ask("local-llama", "no marketplace")).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Echo: no marketplace"
+    );
+    // With no model named, the default is the providers' chat model.
+    let r = chat(json!({"messages": [{"role": "user", "content": "any model"}]})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(local.counters().chat_completions, 2);
+    // A model nobody serves is unknown, not "the list is not loaded yet".
+    let r = chat(ask("llama-3.3-70b", "hi")).await;
+    let error = openai_error(r, 404).await;
+    assert_eq!(error["code"], "model_not_found", "{error}");
+    // Ready for traffic, with the marketplace said to be absent.
+    let r = app.client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ready: Value = r.json().await.unwrap();
+    assert_eq!(ready["marketplace"], "not_configured", "{ready}");
+}
+
+#[tokio::test]
+async fn sighup_re_reads_the_providers_file_without_a_restart() {
+    let a = mock("a", &["house-upstream"]).await;
+    let b = mock("b", &["house-upstream", "new-upstream"]).await;
+    let path = std::env::temp_dir().join(format!("providers-{}.toml", uuid::Uuid::new_v4()));
+    let declare = |text: &str| {
+        let text = text
+            .replace("{A}", &a.openai_base_url())
+            .replace("{B}", &b.openai_base_url());
+        std::fs::write(&path, text).unwrap();
+    };
+    declare(
+        r#"
+        [[providers]]
+        name = "a"
+        base_url = "{A}"
+        models = [{ name = "house-model", upstream = "house-upstream" }]
+        "#,
+    );
+    let file = path.clone();
+    let app = spawn_market_app_with(move |s| {
+        s.providers_file = Some(file);
+        s.chat_shed_lateness_ms = 0;
+    })
+    .await;
+    let user = app.seed_automated_user().await;
+    assert_eq!(
+        app.chat(&user.api_key, &ask("house-model", "one"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(a.counters().chat_completions, 1);
+
+    // The model moves to `b`, with an alias, and `b` brings a model of its own.
+    declare(
+        r#"
+        [[providers]]
+        name = "b"
+        base_url = "{B}"
+        models = [
+          { name = "house-model", upstream = "house-upstream", aliases = ["house"] },
+          { name = "new-model", upstream = "new-upstream" },
+        ]
+        "#,
+    );
+    // SAFETY: sending a signal to this process; every gateway of the test binary listens.
+    unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+    let (mut status, mut asked) = (0, 0);
+    for _ in 0..100 {
+        asked += 1;
+        status = app
+            .chat(&user.api_key, &ask("house", "two"))
+            .await
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200, "the new alias resolves");
+    assert_eq!(a.counters().chat_completions, 1, "`a` is no longer asked");
+    assert_eq!(b.counters().chat_completions, 1);
+    assert_eq!(b.last_request().unwrap().body["model"], "house-upstream");
+    let models = app.get_public_json("/api/v1/models").await;
+    assert!(
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "new-model"),
+        "{models}"
+    );
+    assert_eq!(
+        app.chat(&user.api_key, &ask("new-model", "three"))
+            .await
+            .status(),
+        200
+    );
+
+    // A broken file is refused whole: the routing in force stays.
+    declare("[[providers]]\nname = \"b\"\n");
+    unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.chat(&user.api_key, &ask("house", "four"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(b.counters().chat_completions, 3);
+    // Every request leaves a record; those refused before the re-read name no upstream.
+    let records = 1 + asked + 2;
+    assert_eq!(
+        upstreams_of(&app, user.id, records).await,
+        ["a", "b", "b", "b"]
+    );
+}
+
+#[tokio::test]
 async fn failover_from_a_provider_answering_503_to_the_next_with_no_client_visible_error() {
     let a = mock("a", &["llama-3.3-70b"]).await;
     let b = mock("b", &["llama-3.3-70b"]).await;

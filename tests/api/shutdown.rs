@@ -167,3 +167,23 @@ async fn a_stream_longer_than_the_grace_period_ends_with_an_error_event() {
     ));
     assert_eq!(incomplete, 1);
 }
+
+#[tokio::test]
+async fn a_sighup_without_files_to_re_read_is_logged_and_ends_nothing() {
+    let app = spawn_market_app().await;
+    let mut gateway = GatewayProcess::beside(&app, &[]).await;
+    gateway.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health = app.client.get(gateway.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "still serving after SIGHUP");
+    assert_eq!(
+        gateway.wait_exit(Duration::from_millis(10)).await,
+        None,
+        "still running"
+    );
+    let logs = gateway.drain_logs().join("\n");
+    assert!(
+        logs.contains("no pricing or providers file to re-read"),
+        "{logs}"
+    );
+}

@@ -62,9 +62,6 @@ pub struct AppState {
     pub uploads: UploadLimits,
     /// `false` when no proxy-router is configured: marketplace routes answer 503 saying so.
     pub marketplace_configured: bool,
-    /// The operator declared plain providers: chat and embeddings are served even without a
-    /// proxy-router.
-    pub providers_configured: bool,
     pub health: Arc<dyn HealthProbe>,
     /// `/ready`'s dependency checks, shared between probes.
     pub readiness: ReadinessChecks,

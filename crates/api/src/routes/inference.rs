@@ -18,7 +18,7 @@ pub fn pinned_session(
     http: &HttpRequest,
     in_body: Option<&String>,
 ) -> Result<Option<SessionId>, OpenAiError> {
-    if !state.marketplace_configured && !state.providers_configured {
+    if !state.marketplace_configured && !state.chat.has_providers() {
         return Err(ApiError::from(MarketplaceError::NotConfigured).into());
     }
     forward::requested_session(in_body, http)

@@ -72,6 +72,9 @@ pub struct CatalogueSnapshot {
     lookup: HashMap<String, usize>,
     /// The default model for chat (LLM), and for each other type.
     defaults: HashMap<ModelType, usize>,
+    /// What the marketplace listed, before the providers' models were added: rebuilt from when
+    /// the providers change.
+    from_market: Vec<MarketModel>,
 }
 
 impl CatalogueSnapshot {
@@ -81,15 +84,32 @@ impl CatalogueSnapshot {
 }
 
 pub struct ModelCatalogue {
-    options: CatalogueOptions,
+    options: RwLock<CatalogueOptions>,
     current: RwLock<Arc<CatalogueSnapshot>>,
 }
 
 impl ModelCatalogue {
     pub fn new(options: CatalogueOptions) -> Self {
         Self {
-            options,
+            options: RwLock::new(options),
             current: RwLock::new(Arc::new(CatalogueSnapshot::default())),
+        }
+    }
+
+    /// The providers' models and the aliases in force changed (the operator's files were read
+    /// again): a loaded catalogue is rebuilt at once from the marketplace's last list.
+    pub fn set_provided(&self, provided: Vec<MarketModel>, aliases: Vec<(String, String)>) {
+        {
+            let mut options = self
+                .options
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            options.provided = provided;
+            options.aliases = aliases;
+        }
+        let current = self.snapshot();
+        if let Some(at) = current.loaded_at {
+            self.replace(current.from_market.clone(), current.all.clone(), at);
         }
     }
 
@@ -114,12 +134,16 @@ impl ModelCatalogue {
 
     fn build(
         &self,
-        listed: Vec<MarketModel>,
+        from_market: Vec<MarketModel>,
         all: Vec<MarketModel>,
         at: DateTime<Utc>,
     ) -> CatalogueSnapshot {
-        let mut listed = listed;
-        for model in &self.options.provided {
+        let options = self
+            .options
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut listed = from_market.clone();
+        for model in &options.provided {
             if !listed
                 .iter()
                 .any(|m| m.name.eq_ignore_ascii_case(&model.name))
@@ -138,7 +162,7 @@ impl ModelCatalogue {
         for (i, model) in listed.iter().enumerate() {
             lookup.entry(model.name.to_lowercase()).or_insert(i);
         }
-        for (alias, target) in &self.options.aliases {
+        for (alias, target) in &options.aliases {
             if let Some(&i) = lookup.get(&target.to_lowercase()) {
                 lookup.entry(alias.to_lowercase()).or_insert(i);
             }
@@ -150,7 +174,7 @@ impl ModelCatalogue {
             ModelType::Stt,
             ModelType::Tts,
         ] {
-            if let Some(i) = self.default_for(&listed, &lookup, route) {
+            if let Some(i) = Self::default_for(&options, &listed, &lookup, route) {
                 defaults.insert(route, i);
             }
         }
@@ -160,6 +184,7 @@ impl ModelCatalogue {
             loaded_at: Some(at),
             lookup,
             defaults,
+            from_market,
         }
     }
 
@@ -168,7 +193,7 @@ impl ModelCatalogue {
     /// very type tagged `Default`, else the first of the type (a model of unknown type is
     /// nobody's default but chat's).
     fn default_for(
-        &self,
+        options: &CatalogueOptions,
         listed: &[MarketModel],
         lookup: &HashMap<String, usize>,
         route: ModelType,
@@ -176,7 +201,7 @@ impl ModelCatalogue {
         let tagged_default =
             |m: &MarketModel| m.tags.iter().any(|t| t.eq_ignore_ascii_case("default"));
         if route == ModelType::Llm {
-            return match &self.options.default_model {
+            return match &options.default_model {
                 Some(name) => lookup.get(&name.to_lowercase()).copied(),
                 None => {
                     let chat = |m: &&MarketModel| m.model_type.serves(route);
@@ -409,5 +434,43 @@ mod tests {
             catalogue.resolve_for(None, ModelType::Tts),
             Err(ResolveModelError::NoDefault)
         );
+    }
+
+    #[test]
+    fn changed_providers_take_effect_at_once_and_survive_the_next_refresh() {
+        let catalogue = loaded(CatalogueOptions::default());
+        let local = MarketModel {
+            owner: "provider".to_owned(),
+            ..model(9, "local-llama", &[], false)
+        };
+        catalogue.set_provided(
+            vec![local.clone()],
+            vec![("ll".to_owned(), "local-llama".to_owned())],
+        );
+        assert_eq!(catalogue.resolve(Some("LL")).unwrap().name, "local-llama");
+        assert_eq!(catalogue.snapshot().listed.len(), 3);
+        // The marketplace's next list keeps the providers' models beside it.
+        let refreshed = vec![model(1, "llama-3.3-70b", &[], false)];
+        catalogue.replace(refreshed.clone(), refreshed, Utc::now());
+        assert_eq!(
+            catalogue.resolve(Some("ll")).unwrap().id,
+            local.id,
+            "still there"
+        );
+        assert_eq!(catalogue.snapshot().listed.len(), 2);
+        // Declared no more: gone, and the marketplace's models untouched.
+        catalogue.set_provided(Vec::new(), Vec::new());
+        assert_eq!(
+            catalogue.resolve(Some("local-llama")),
+            Err(ResolveModelError::Unknown("local-llama".to_owned()))
+        );
+        assert_eq!(catalogue.resolve(None).unwrap().name, "llama-3.3-70b");
+    }
+
+    #[test]
+    fn providers_set_before_the_first_load_wait_for_it() {
+        let catalogue = ModelCatalogue::new(CatalogueOptions::default());
+        catalogue.set_provided(vec![model(9, "local-llama", &[], false)], Vec::new());
+        assert_eq!(catalogue.resolve(None), Err(ResolveModelError::NotLoaded));
     }
 }

@@ -295,6 +295,11 @@ impl ChatService {
         self
     }
 
+    /// Whether the operator's providers file declares any provider now (it may be read again).
+    pub fn has_providers(&self) -> bool {
+        self.upstreams.has_providers()
+    }
+
     /// Resolves the model, admits the request, then asks its upstreams in their order until
     /// one answers: the marketplace on a session (renewed once when the upstream says it is
     /// gone, retried once when briefly unavailable), or a provider; an upstream that fails

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::ResolvedModel;
@@ -76,14 +76,22 @@ impl std::fmt::Debug for Upstream {
 }
 
 pub struct Upstreams {
+    /// Replaced whole when the operator's file is read again; a request plans on the table it
+    /// found.
+    table: RwLock<Arc<RoutingTable>>,
+    /// Provider name → until when it is left alone (kept across re-reads: a provider that
+    /// failed a moment ago is no better for being declared again).
+    cooling: Mutex<HashMap<String, Instant>>,
+    /// Turns the weighted rotation among equal priorities.
+    turn: AtomicU64,
+}
+
+/// The providers and the marketplace's place among them, as one declaration gave them.
+struct RoutingTable {
     providers: Vec<ProviderEntry>,
     marketplace_priority: u32,
     marketplace_weight: u32,
     default_cooldown: Duration,
-    /// Provider name → until when it is left alone.
-    cooling: Mutex<HashMap<String, Instant>>,
-    /// Turns the weighted rotation among equal priorities.
-    turn: AtomicU64,
 }
 
 /// How long a failed provider is left alone without a `Retry-After`.
@@ -104,17 +112,37 @@ impl Upstreams {
         default_cooldown: Duration,
     ) -> Self {
         Self {
-            providers,
-            marketplace_priority,
-            marketplace_weight: marketplace_weight.max(1),
-            default_cooldown,
+            table: RwLock::new(Arc::new(RoutingTable {
+                providers,
+                marketplace_priority,
+                marketplace_weight: marketplace_weight.max(1),
+                default_cooldown,
+            })),
             cooling: Mutex::new(HashMap::new()),
             turn: AtomicU64::new(0),
         }
     }
 
+    fn table(&self) -> Arc<RoutingTable> {
+        // A poisoned lock only means a writer panicked between two whole-value swaps.
+        self.table
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Routes by `declared` from now on (the operator's file, read again); requests already
+    /// planned keep their plan, and cooldowns stand.
+    pub fn reroute(&self, declared: Upstreams) {
+        let table = declared.table();
+        *self
+            .table
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = table;
+    }
+
     pub fn has_providers(&self) -> bool {
-        !self.providers.is_empty()
+        !self.table().providers.is_empty()
     }
 
     /// The models the providers serve, as catalogue entries (the marketplace's own entries
@@ -123,7 +151,7 @@ impl Upstreams {
     pub fn models(&self) -> Vec<MarketModel> {
         let mut seen = std::collections::HashSet::new();
         let mut models = Vec::new();
-        for entry in &self.providers {
+        for entry in &self.table().providers {
             for model in &entry.models {
                 if seen.insert(model.name.to_lowercase()) {
                     models.push(MarketModel {
@@ -143,7 +171,8 @@ impl Upstreams {
 
     /// Aliases the providers declare: alias → model name.
     pub fn aliases(&self) -> Vec<(String, String)> {
-        self.providers
+        self.table()
+            .providers
             .iter()
             .flat_map(|p| &p.models)
             .flat_map(|m| m.aliases.iter().map(|a| (a.clone(), m.name.clone())))
@@ -153,15 +182,16 @@ impl Upstreams {
     /// The upstreams to try for `model`, best first: by priority, equal priorities in a
     /// weighted rotation, cooling providers last (tried only when nothing else is left).
     pub fn plan(&self, model: &ResolvedModel, on_marketplace: bool) -> Vec<Upstream> {
+        let table = self.table();
         let mut ranked: Vec<(u32, u32, Upstream)> = Vec::new();
         if on_marketplace {
             ranked.push((
-                self.marketplace_priority,
-                self.marketplace_weight,
+                table.marketplace_priority,
+                table.marketplace_weight,
                 Upstream::Marketplace,
             ));
         }
-        for entry in &self.providers {
+        for entry in &table.providers {
             let served = entry
                 .models
                 .iter()
@@ -200,7 +230,7 @@ impl Upstreams {
     pub fn cool(&self, upstream: &Upstream, retry_after: Option<Duration>) {
         if let Upstream::Provider { name, .. } = upstream {
             let pause = retry_after
-                .unwrap_or(self.default_cooldown)
+                .unwrap_or(self.table().default_cooldown)
                 .min(MAX_COOLDOWN);
             let until = Instant::now() + pause;
             tracing::warn!(provider = %name, pause_ms = pause.as_millis() as u64, "provider failed; cooling it down");

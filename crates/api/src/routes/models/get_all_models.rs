@@ -12,7 +12,7 @@ use crate::error::{ApiError, ErrorResponse};
     tag = "Models",
     responses(
         (status = 200, description = "The models on chain", body = ModelList),
-        (status = 503, description = "No proxy-router is configured, or the list has not been loaded yet", body = ErrorResponse),
+        (status = 503, description = "Neither a proxy-router nor a providers file is configured, or the list has not been loaded yet", body = ErrorResponse),
     )
 )]
 #[get("/allmodels")]

@@ -11,7 +11,7 @@ use crate::error::{ApiError, ErrorResponse, UpstreamFailure};
     tag = "Models",
     responses(
         (status = 200, description = "The models available", body = ModelList),
-        (status = 503, description = "No proxy-router is configured, or the list has not been loaded yet", body = ErrorResponse),
+        (status = 503, description = "Neither a proxy-router nor a providers file is configured, or the list has not been loaded yet", body = ErrorResponse),
     )
 )]
 #[get("")]
@@ -25,7 +25,7 @@ pub async fn list_models(state: web::Data<AppState>) -> Result<HttpResponse, Api
     tag = "Models",
     responses(
         (status = 200, description = "The models available", body = ModelList),
-        (status = 503, description = "No proxy-router is configured, or the list has not been loaded yet", body = ErrorResponse),
+        (status = 503, description = "Neither a proxy-router nor a providers file is configured, or the list has not been loaded yet", body = ErrorResponse),
     )
 )]
 #[get("/")]
@@ -42,7 +42,8 @@ fn listed(state: &AppState) -> Result<HttpResponse, ApiError> {
 pub(super) fn loaded_catalogue(
     state: &AppState,
 ) -> Result<std::sync::Arc<morpheus_domain::services::CatalogueSnapshot>, ApiError> {
-    if !state.marketplace_configured {
+    // Without a marketplace, a providers file's models are the whole list.
+    if !state.marketplace_configured && !state.chat.has_providers() {
         return Err(ApiError::Upstream(UpstreamFailure::from(
             &morpheus_domain::ports::MarketplaceError::NotConfigured,
         )));

@@ -12,8 +12,9 @@ use crate::readiness::Dependencies;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Readiness: whether this replica should receive traffic. 200 when the database and the
-/// proxy-router answer; 503 (same body) when one does not, when no proxy-router is
-/// configured, or once shutdown has begun (`draining`). Compare `/health`, which only says
+/// proxy-router answer (or, with no proxy-router, when the database answers and a providers
+/// file is configured); 503 (same body) when one does not, when neither is configured, or
+/// once shutdown has begun (`draining`). Compare `/health`, which only says
 /// the process is alive. Probes share their checks (see `crate::readiness`): a result is at
 /// most a second old.
 #[utoipa::path(
@@ -33,7 +34,11 @@ pub async fn readiness_check(state: web::Data<AppState>) -> HttpResponse {
     } = state.readiness.current(check_dependencies(&state)).await;
     let status = if state.lifecycle.is_draining() {
         ReadyState::Draining
-    } else if database == DatabaseState::Healthy && marketplace == MarketplaceState::Healthy {
+    } else if database == DatabaseState::Healthy
+        && (marketplace == MarketplaceState::Healthy
+            // A gateway of providers alone serves without a marketplace.
+            || (marketplace == MarketplaceState::NotConfigured && state.chat.has_providers()))
+    {
         ReadyState::Ready
     } else {
         ReadyState::Unavailable

@@ -118,6 +118,45 @@ fn a_cooling_provider_goes_last_until_its_pause_ends() {
 }
 
 #[test]
+fn a_reroute_takes_the_new_declaration_and_keeps_cooldowns() {
+    let upstreams = Upstreams::new(
+        vec![entry("a", 1, 1, &["m"]), entry("b", 2, 1, &["m"])],
+        0,
+        1,
+        DEFAULT_COOLDOWN,
+    );
+    let plan = upstreams.plan(&model("m"), false);
+    upstreams.cool(&plan[0], Some(Duration::from_secs(60)));
+    // Read again: `b` first now, `c` new and serving another model too.
+    upstreams.reroute(Upstreams::new(
+        vec![
+            entry("a", 3, 1, &["m"]),
+            entry("b", 0, 1, &["m"]),
+            entry("c", 1, 1, &["m", "n"]),
+        ],
+        5,
+        1,
+        DEFAULT_COOLDOWN,
+    ));
+    assert_eq!(
+        labels(&upstreams.plan(&model("m"), true)),
+        ["b", "c", "marketplace", "a"]
+    );
+    assert_eq!(labels(&upstreams.plan(&model("n"), false)), ["c"]);
+    // `a` failed a moment ago: still benched after the re-read.
+    upstreams.reroute(Upstreams::new(
+        vec![entry("a", 0, 1, &["m"]), entry("b", 1, 1, &["m"])],
+        0,
+        1,
+        DEFAULT_COOLDOWN,
+    ));
+    assert_eq!(labels(&upstreams.plan(&model("m"), false)), ["b", "a"]);
+    upstreams.reroute(Upstreams::marketplace_only());
+    assert!(!upstreams.has_providers());
+    assert_eq!(labels(&upstreams.plan(&model("m"), true)), ["marketplace"]);
+}
+
+#[test]
 fn provider_models_are_listed_once_with_stable_ids() {
     let upstreams = Upstreams::new(
         vec![entry("a", 1, 1, &["m", "n"]), entry("b", 1, 1, &["M"])],
